@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Install what ptnet's builds and tests need on a Debian bookworm machine, by group.
+#
+#   ci/prereqs.sh [GROUP...]     (root; default: every group)
+#
+# Groups:
+#   base             small tools the test tiers use (iproute2, busybox-static, kmod, cpio, ...)
+#   guest-toolchain  what builds the Rust-enabled guest kernel and out-of-tree modules:
+#                    bookworm's rustc-web 1.85 (pinned and held), clang/lld/llvm 19, and
+#                    bindgen-cli 0.71.1 (cargo install into $PTNET_CACHE/tools)
+#   qemu             stock qemu-system-x86 from bookworm-backports (a patched build will
+#                    later take over for ptnet devices; the harness takes any QEMU binary)
+#
+# Each group is a function named group_<name> (dashes become underscores): add a group by
+# adding a function. Every group is idempotent and returns quickly when already satisfied.
+set -euo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+# Other engineers' scripts install packages on this machine at the same time: wait for
+# dpkg's lock instead of failing on it. Every apt-get call of common.sh goes through this.
+apt-get() { command apt-get -o DPkg::Lock::Timeout=900 "$@"; }
+
+# The kernel's Rust support wants exactly this toolchain (7.3 needs rustc >= 1.85 and
+# bindgen >= 0.71.1). bookworm-security carries a newer rustc-web: it must not replace this
+# one behind our back (module builds must use the compiler the kernel was built with).
+RUST_WEB_VERSION=1.85.0+dfsg3-1~deb12u3
+RUST_WEB_PACKAGES=(rustc-web libstd-rust-web-dev rust-web-src)
+BINDGEN_VERSION=0.71.1
+BINDGEN_ROOT="$PTNET_CACHE/tools/bindgen-$BINDGEN_VERSION"
+
+# installed_version PKG: the installed version, or nothing.
+installed_version() {
+    { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } \
+        | awk '$2 == "ok" && $3 == "installed" { print $4 }'
+}
+
+group_base() {
+    apt_install iproute2 busybox-static kmod cpio bc python3 xz-utils make util-linux
+}
+
+group_guest_toolchain() {
+    local p pinned=() held
+    for p in "${RUST_WEB_PACKAGES[@]}"; do
+        [ "$(installed_version "$p")" = "$RUST_WEB_VERSION" ] || pinned+=("$p=$RUST_WEB_VERSION")
+    done
+    if [ ${#pinned[@]} -gt 0 ]; then
+        apt_update_once
+        apt-cache show "rustc-web=$RUST_WEB_VERSION" >/dev/null 2>&1 \
+            || die "rustc-web $RUST_WEB_VERSION is not available from bookworm (apt-cache policy rustc-web)"
+        log "apt-get install ${pinned[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            --allow-downgrades --allow-change-held-packages "${pinned[@]}" >/dev/null \
+            || die "installing ${pinned[*]} failed"
+    fi
+    held=$(apt-mark showhold)
+    for p in "${RUST_WEB_PACKAGES[@]}"; do
+        grep -qx "$p" <<<"$held" || apt-mark hold "$p" >/dev/null
+    done
+
+    apt_install clang-19 lld-19 llvm-19 libclang-19-dev flex bison libelf-dev patch
+
+    local bindgen="$BINDGEN_ROOT/bin/bindgen"
+    if [ -x "$bindgen" ] && "$bindgen" --version 2>/dev/null | grep -qx "bindgen $BINDGEN_VERSION"; then
+        return 0
+    fi
+    local cargo
+    cargo=$(command -v cargo || true)
+    [ -n "$cargo" ] || { [ -x "$HOME/.cargo/bin/cargo" ] && cargo=$HOME/.cargo/bin/cargo; } \
+        || die "cargo not found (install Rust with rustup; bindgen-cli is built with it)"
+    log "cargo install bindgen-cli $BINDGEN_VERSION (waits for /tmp/ptnet-heavy.lock)"
+    mkdir -p "$PTNET_CACHE/tools"
+    flock /tmp/ptnet-heavy.lock \
+        "$cargo" install --quiet --locked --force --root "$BINDGEN_ROOT" \
+        bindgen-cli --version "$BINDGEN_VERSION" \
+        || die "cargo install bindgen-cli $BINDGEN_VERSION failed"
+    "$bindgen" --version >/dev/null || die "$bindgen does not run"
+}
+
+group_qemu() {
+    ensure_bookworm_backports
+    # qemu-system-x86 alone (no recommends) lacks nothing that -nodefaults guests need except
+    # the firmware: SeaBIOS and the option ROMs from qemu-system-data.
+    local v
+    v=$(installed_version qemu-system-x86)
+    if [ -n "$v" ] && ! dpkg --compare-versions "$v" ge 1:10; then
+        # bookworm's own 7.2 is too old for the vhost-user features later issues use.
+        apt_update_once
+        log "upgrading qemu-system-x86 $v to bookworm-backports"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -t bookworm-backports qemu-system-x86 qemu-system-data >/dev/null \
+            || die "upgrading qemu-system-x86 from bookworm-backports failed"
+    fi
+    apt_install -t bookworm-backports qemu-system-x86 qemu-system-data
+    apt_install seabios
+    command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing after install"
+}
+
+main() {
+    need_root "ci/prereqs.sh"
+    local groups=("$@") g fn
+    [ ${#groups[@]} -gt 0 ] || groups=(base guest-toolchain qemu)
+    for g in "${groups[@]}"; do
+        fn="group_${g//-/_}"
+        declare -F "$fn" >/dev/null || die "unknown prerequisite group '$g' (known: $(declare -F | awk '$3 ~ /^group_/ { sub(/^group_/, "", $3); gsub(/_/, "-", $3); printf "%s ", $3 }'))"
+        "$fn"
+    done
+}
+
+main "$@"
