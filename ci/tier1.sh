@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Tier 1: formatting, lints, docs and every unit/property test of the workspace. No root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib/common.sh
+source ci/lib/common.sh
+
+command -v cc >/dev/null || die "a C compiler is needed (ptnet-spec compiles its generated header)"
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+log "cargo test --workspace"
+cargo test --workspace --quiet
