@@ -1,0 +1,11 @@
+//! ptnet-client: the user side of ptnet ports for host processes. A host client is a guest
+//! without a VM: it receives the port's region, a CSB and eventfds from `ptnetd` and drives
+//! the rings through the CSB, exactly as the guest drivers do.
+//!
+//! * [`proto`]: the control protocol (framing, messages, descriptor passing);
+//! * [`port`]: an attached port: rings, txsync/rxsync, waiting for interrupts.
+
+pub mod port;
+pub mod proto;
+
+pub use port::{ClientError, Port, Want};

@@ -1,0 +1,350 @@
+//! The control protocol between `ptnetd` and its clients (`ptnetctl`, host applications).
+//!
+//! A Unix stream socket carries frames of a 4-byte little-endian length followed by that many
+//! bytes of JSON. A client sends one [`Request`] and reads one [`Reply`]; an `attach` reply
+//! also carries file descriptors (SCM_RIGHTS) in this order: the region memfd, the CSB memfd,
+//! one kick eventfd per ring, one interrupt eventfd per ring (rings in CSB order: TX rings,
+//! then RX rings). An attached client keeps the connection open; closing it (or dying)
+//! detaches the port. SPEC.md §4 is the normative description.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use serde::{Deserialize, Serialize};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+/// Where `ptnetd` listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/ptnetd/ptnetd.sock";
+/// Environment variable naming another socket.
+pub const SOCKET_ENV: &str = "PTNET_SOCKET";
+/// Largest frame either side accepts.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Most file descriptors in one reply (the kernel's SCM_MAX_FD is 253).
+pub const MAX_FDS: usize = 253;
+/// Protocol version carried in every request.
+pub const PROTO_VERSION: u32 = 1;
+
+/// The socket path clients use: `$PTNET_SOCKET` or [`DEFAULT_SOCKET`].
+pub fn socket_path() -> String {
+    std::env::var(SOCKET_ENV).unwrap_or_else(|_| DEFAULT_SOCKET.to_owned())
+}
+
+/// Trust profile of a port (SPEC.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// A private region; the switch copies.
+    #[default]
+    Untrusted,
+    /// A region shared with the other trusted ports of the switch; zero copy among them.
+    Trusted,
+}
+
+/// Geometry and options of a port to attach or create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortRequest {
+    /// netmap port name (`vale0:a`, `pipe0{1`, ...).
+    pub port: String,
+    /// TX rings (default 1).
+    #[serde(default)]
+    pub tx_rings: Option<u32>,
+    /// RX rings (default 1).
+    #[serde(default)]
+    pub rx_rings: Option<u32>,
+    /// Slots per ring (default 1024).
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Extra buffers for the client.
+    #[serde(default)]
+    pub extra_bufs: u32,
+    /// Trust profile (VALE ports only).
+    #[serde(default)]
+    pub profile: Profile,
+    /// Run this client's sync loop in busy-poll mode.
+    #[serde(default)]
+    pub busy_poll: bool,
+}
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Attach to a port (created on demand, as netmap does), receiving its memory.
+    Attach(PortRequest),
+    /// Create a persistent port without attaching.
+    CreatePort(PortRequest),
+    /// Destroy a persistent port (it must not be attached).
+    DestroyPort {
+        /// Port name.
+        port: String,
+    },
+    /// Create a VALE switch.
+    CreateSwitch {
+        /// `valeX`.
+        name: String,
+    },
+    /// Destroy a VALE switch and its ports (none may be attached).
+    DestroySwitch {
+        /// `valeX`.
+        name: String,
+    },
+    /// List switches, ports and counters.
+    List,
+}
+
+/// A request with the protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`PROTO_VERSION`].
+    pub version: u32,
+    /// The request.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// What an attached client needs to map and drive its port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachInfo {
+    /// Canonical port name.
+    pub port: String,
+    /// Size of the region memfd.
+    pub region_size: u64,
+    /// Offset of the port's `netmap_if` in the region.
+    pub nifp_offset: u64,
+    /// Region id (`nr_mem_id`).
+    pub mem_id: u16,
+    /// TX rings.
+    pub num_tx_rings: u32,
+    /// RX rings.
+    pub num_rx_rings: u32,
+    /// Slots per TX ring.
+    pub num_tx_slots: u32,
+    /// Slots per RX ring.
+    pub num_rx_slots: u32,
+    /// Buffer size.
+    pub buf_size: u32,
+    /// Size of the CSB memfd.
+    pub csb_size: u64,
+    /// Offset of the ktoa array in the CSB memfd (the atok array is at 0).
+    pub csb_ktoa_offset: u64,
+    /// Whether the daemon runs this client's sync loop in busy-poll mode (then no kicks are
+    /// ever needed).
+    pub busy_poll: bool,
+}
+
+/// Counters of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Counters {
+    /// Packets the port's client transmitted and the port accepted.
+    pub tx_packets: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Packets delivered to the port's client.
+    pub rx_packets: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Packets for the port dropped because its RX ring was full.
+    pub rx_drops: u64,
+    /// Packets from the port dropped (bad slot, no destination, runt).
+    pub tx_drops: u64,
+    /// Ring resets after invalid client pointers.
+    pub ring_resets: u64,
+    /// Kicks received.
+    pub kicks: u64,
+    /// Interrupts raised.
+    pub irqs: u64,
+}
+
+/// One port in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortEntry {
+    /// Full name.
+    pub name: String,
+    /// `vale`, `pipe`.
+    pub kind: String,
+    /// Whether a client is attached.
+    pub attached: bool,
+    /// Region id.
+    pub mem_id: u16,
+    /// Trust profile.
+    pub profile: Profile,
+    /// TX rings.
+    pub tx_rings: u32,
+    /// RX rings.
+    pub rx_rings: u32,
+    /// Slots per ring.
+    pub slots: u32,
+    /// Counters.
+    pub stats: Counters,
+}
+
+/// One switch in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchEntry {
+    /// `valeX`.
+    pub name: String,
+    /// Its ports.
+    pub ports: Vec<PortEntry>,
+}
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done.
+    Ok,
+    /// Failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+    /// Attached; the descriptors come with this frame.
+    Attached(AttachInfo),
+    /// The daemon's switches and pipes.
+    Listing {
+        /// Switches.
+        switches: Vec<SwitchEntry>,
+        /// Pipe ends.
+        pipes: Vec<PortEntry>,
+    },
+}
+
+/// Protocol errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// Socket error.
+    #[error("control socket I/O failed")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection.
+    #[error("the peer closed the control connection")]
+    Closed,
+    /// A frame over [`MAX_FRAME`].
+    #[error("control frame of {0} bytes is too large")]
+    TooLarge(usize),
+    /// Not a valid message.
+    #[error("malformed control message")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes one frame, with `fds` attached.
+pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> Result<(), ProtoError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(ProtoError::TooLarge(body.len()));
+    }
+    let len = (body.len() as u32).to_le_bytes();
+    let bufs = [IoSlice::new(&len), IoSlice::new(&body)];
+    let total = len.len() + body.len();
+    let sent = if fds.is_empty() {
+        (&*sock).write_vectored(&bufs)?
+    } else {
+        sock.send_with_fds(&[&len[..], &body[..]], fds)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?
+    };
+    if sent < total {
+        // The descriptors went with the first bytes; the rest is plain data.
+        let mut rest = Vec::with_capacity(total - sent);
+        rest.extend_from_slice(&len);
+        rest.extend_from_slice(&body);
+        (&*sock).write_all(&rest[sent..])?;
+    }
+    Ok(())
+}
+
+/// Reads one frame and the descriptors that came with it (owned `File`s).
+pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> Result<(T, Vec<File>), ProtoError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut raw = [-1 as RawFd; MAX_FDS];
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
+    // SAFETY: the iovec describes `buf`, which we own and which may receive any bytes.
+    let (n, nfds) = unsafe { sock.recv_with_fds(&mut iov, &mut raw) }
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    let files: Vec<File> = raw[..nfds]
+        .iter()
+        // SAFETY: recvmsg just installed these descriptors for us; nothing else owns them.
+        .map(|&fd| unsafe { File::from_raw_fd(fd) })
+        .collect();
+    if n == 0 {
+        return Err(ProtoError::Closed);
+    }
+    let mut have = n;
+    while have < 4 {
+        let k = (&*sock).read(&mut buf[have..])?;
+        if k == 0 {
+            return Err(ProtoError::Closed);
+        }
+        have += k;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtoError::TooLarge(len));
+    }
+    if buf.len() < 4 + len {
+        buf.resize(4 + len, 0);
+    }
+    while have < 4 + len {
+        let k = (&*sock).read(&mut buf[have..4 + len])?;
+        if k == 0 {
+            return Err(ProtoError::Closed);
+        }
+        have += k;
+    }
+    Ok((serde_json::from_slice(&buf[4..4 + len])?, files))
+}
+
+/// Sends `request` over a new connection and returns the reply, its descriptors and the
+/// connection (keep it open to stay attached).
+pub fn call(path: &str, request: Request) -> Result<(Reply, Vec<File>, UnixStream), ProtoError> {
+    let sock = UnixStream::connect(path)?;
+    send(
+        &sock,
+        &Envelope {
+            version: PROTO_VERSION,
+            request,
+        },
+        &[],
+    )?;
+    let (reply, files) = recv(&sock)?;
+    Ok((reply, files, sock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_json_and_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = File::open("/dev/null").unwrap();
+        use std::os::fd::AsRawFd;
+        send(&a, &Reply::Ok, &[f.as_raw_fd(), f.as_raw_fd()]).unwrap();
+        let (r, files): (Reply, _) = recv(&b).unwrap();
+        assert_eq!(r, Reply::Ok);
+        assert_eq!(files.len(), 2);
+    }
+
+    #[test]
+    fn requests_are_tagged_by_op() {
+        let e = Envelope {
+            version: 1,
+            request: Request::DestroyPort {
+                port: "vale0:a".into(),
+            },
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(s, r#"{"version":1,"op":"destroy_port","port":"vale0:a"}"#);
+        assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(&(u32::MAX).to_le_bytes()).unwrap();
+        assert!(matches!(recv::<Reply>(&b), Err(ProtoError::TooLarge(_))));
+    }
+}

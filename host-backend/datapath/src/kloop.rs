@@ -1,0 +1,256 @@
+//! The sync loop ("kloop"): one thread per attached client, playing netmap's kernel for that
+//! client's port. It sleeps in epoll on the client's kick eventfds (no core spins while the
+//! client is idle), and on a kick runs txsync/rxsync on the port's rings with the CSB
+//! protocol: kicks disabled while working, re-enabled with the double check before sleeping.
+//! An optional busy-poll mode never sleeps and never asks for kicks, for peak rate.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::csb::CsbRef;
+use crate::kring::ClientRing;
+use crate::port::{PortStats, SyncOutcome, SyncPort};
+
+/// Syncs of one ring per wake-up before the loop moves on to the others (fairness against a
+/// client that keeps publishing, or keeps publishing garbage).
+const RING_BUDGET: u32 = 64;
+
+/// What binds a client to a port's rings: its CSB and one interrupt eventfd per ring.
+#[derive(Debug, Clone)]
+pub struct ClientBinding {
+    csb: CsbRef,
+    irqs: Vec<Arc<EventFd>>,
+}
+
+impl ClientBinding {
+    /// A binding; `irqs` must have one eventfd per CSB entry.
+    pub fn new(csb: CsbRef, irqs: Vec<Arc<EventFd>>) -> Option<Self> {
+        (irqs.len() == csb.len() as usize).then_some(ClientBinding { csb, irqs })
+    }
+
+    /// The link of ring `i` (CSB order).
+    pub fn ring(&self, i: u32) -> ClientRing {
+        let irq = self
+            .irqs
+            .get(i as usize)
+            .cloned()
+            // PANIC-free: a ring past the end gets the last eventfd; `Kring::bind` then
+            // refuses it because the CSB has no such entry.
+            .unwrap_or_else(|| Arc::clone(self.irqs.last().expect("at least one ring")));
+        ClientRing {
+            csb: self.csb.clone(),
+            index: i,
+            irq,
+        }
+    }
+
+    /// The CSB.
+    pub fn csb(&self) -> &CsbRef {
+        &self.csb
+    }
+}
+
+/// How a sync loop waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Sleep on the kick eventfds (the default: no polling core).
+    #[default]
+    Eventfd,
+    /// Never sleep; the client never needs to kick.
+    BusyPoll,
+}
+
+/// A running sync loop; stopping it (or dropping the handle) joins the thread.
+#[derive(Debug)]
+pub struct KloopHandle {
+    stop: Arc<EventFd>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KloopHandle {
+    /// Stops the loop and waits for it.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("a sync loop thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for KloopHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+struct Kloop {
+    port: Arc<dyn SyncPort>,
+    csb: CsbRef,
+    kicks: Vec<EventFd>,
+    ntx: u32,
+    nrx: u32,
+    mode: Mode,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Starts the sync loop of a client: `kicks` holds one eventfd per ring in CSB order (TX rings
+/// then RX rings), matching `csb`.
+pub fn spawn(
+    port: Arc<dyn SyncPort>,
+    csb: CsbRef,
+    kicks: Vec<EventFd>,
+    mode: Mode,
+) -> io::Result<KloopHandle> {
+    let ntx = port.interface().tx.len() as u32;
+    let nrx = port.interface().rx.len() as u32;
+    if kicks.len() != (ntx + nrx) as usize || csb.len() != ntx + nrx {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "one kick eventfd and one CSB entry per ring are needed",
+        ));
+    }
+    // Rings whose client never needs to kick: every ring in busy-poll mode, and RX rings of
+    // ports that reclaim RX space lazily. Done before the client gets going, so that it never
+    // sees a stale request for kicks.
+    for i in 0..ntx + nrx {
+        if mode == Mode::BusyPoll || (i >= ntx && !port.rx_needs_kicks()) {
+            if let Some(k) = csb.ktoa(i) {
+                k.kern_disable_kicks();
+            }
+        }
+    }
+    let stop = Arc::new(EventFd::new(EFD_NONBLOCK)?);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let kl = Kloop {
+        port,
+        csb,
+        kicks,
+        ntx,
+        nrx,
+        mode,
+        stopping: Arc::clone(&stopping),
+    };
+    let stop2 = Arc::clone(&stop);
+    let name = format!("kloop-{}", kl.port.name());
+    let thread = thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            if let Err(e) = kl.run(&stop2) {
+                log::error!("{}: sync loop failed: {e}", kl.port.name());
+            }
+        })?;
+    Ok(KloopHandle {
+        stop,
+        stopping,
+        thread: Some(thread),
+    })
+}
+
+impl Kloop {
+    fn run(&self, stop: &EventFd) -> io::Result<()> {
+        let epoll = Epoll::new()?;
+        for (i, k) in self.kicks.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                k.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, i as u64),
+            )?;
+        }
+        epoll.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, u64::MAX),
+        )?;
+        let rx_kicks = self.port.rx_needs_kicks();
+        log::info!(
+            "{}: sync loop started ({} TX, {} RX rings, {:?})",
+            self.port.name(),
+            self.ntx,
+            self.nrx,
+            self.mode
+        );
+        let mut events = vec![EpollEvent::default(); self.kicks.len() + 1];
+        loop {
+            let mut pending = false;
+            for i in 0..self.ntx {
+                pending |= self.sync_ring(i, |p| p.txsync(i));
+            }
+            if rx_kicks {
+                for i in 0..self.nrx {
+                    pending |= self.sync_ring(self.ntx + i, |p| p.rxsync(i));
+                }
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            if self.mode == Mode::BusyPoll || pending {
+                std::hint::spin_loop();
+                continue;
+            }
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let mut kicks = 0;
+            for ev in &events[..n] {
+                match self.kicks.get(ev.data() as usize) {
+                    Some(k) => {
+                        let _ = k.read();
+                        kicks += 1;
+                    }
+                    None => {
+                        if self.stopping.load(Ordering::Acquire) {
+                            log::info!("{}: sync loop stopped", self.port.name());
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            PortStats::add(&self.port.stats().kicks, kicks);
+        }
+        log::info!("{}: sync loop stopped", self.port.name());
+        Ok(())
+    }
+
+    /// Syncs CSB entry `i` until the client stops publishing, then (eventfd mode) re-enables
+    /// kicks with the double check. Returns true if the budget ran out with work left.
+    fn sync_ring(&self, i: u32, sync: impl Fn(&dyn SyncPort) -> SyncOutcome) -> bool {
+        let (Some(atok), Some(ktoa)) = (self.csb.atok(i), self.csb.ktoa(i)) else {
+            return false;
+        };
+        let busy = self.mode == Mode::BusyPoll;
+        if !busy {
+            ktoa.kern_disable_kicks();
+        }
+        for _ in 0..RING_BUDGET {
+            let o = sync(&*self.port);
+            if o.more || atok.kern_read().head != o.rhead {
+                continue;
+            }
+            if busy {
+                return false;
+            }
+            if ktoa.kern_enable_kicks(atok).head != o.rhead {
+                ktoa.kern_disable_kicks();
+                continue;
+            }
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,22 @@
+//! ptnet-datapath: the host side of ptnet, shared by `ptnetd`, the tests, the fuzzers and
+//! the benchmarks.
+//!
+//! * [`sys`]: memfds and shared mappings between guard pages;
+//! * [`mem`]: netmap-layout memory regions, interfaces, rings and buffers;
+//! * [`csb`]: where a client's CSB lives and safe access to its entries;
+//! * [`kring`]: kernel-side rings, the sync prologue, publication, RX leases;
+//! * [`port`]: what the sync loop needs from a port, and per-port counters;
+//! * [`vale`]: the VALE learning switch;
+//! * [`pipe`]: zero-copy netmap pipes;
+//! * [`kloop`]: the per-client sync loop;
+//! * [`host`]: attaching host clients (the daemon side of `attach`).
+
+pub mod csb;
+pub mod host;
+pub mod kloop;
+pub mod kring;
+pub mod mem;
+pub mod pipe;
+pub mod port;
+pub mod sys;
+pub mod vale;

@@ -1,0 +1,782 @@
+//! Memory regions ("allocators") laid out exactly like netmap's: a `netmap_if` pool, a ring
+//! pool and a buffer pool, in one memfd that the daemon maps and hands to clients.
+//!
+//! A [`Region`] owns the memfd and the daemon's mapping (surrounded by guard pages). Objects are
+//! carved out of it only at set-up time ([`Region::create_interface`]); the data path then uses
+//! [`RingView`] for slots and [`Region::buf`] for buffers, both bounds-checked, never handing
+//! out Rust references into memory a client can write.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::mem::size_of;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ptnet_spec::netmap::{
+    NETMAP_API, NETMAP_BUF_RESERVED, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS, NR_RX, NR_TX,
+    NetmapIf, NetmapRing, NetmapSlot, NmreqPoolsInfo,
+};
+use ptnet_spec::ring::{MAX_SLOTS, MIN_SLOTS};
+
+use crate::sys::{self, GuardedMapping, HUGE_PAGE_SIZE, PAGE_SIZE, round_up};
+
+/// Errors of region creation and object allocation.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// A size parameter is out of range.
+    #[error("invalid region configuration: {0}")]
+    Config(&'static str),
+    /// The memfd or its mapping could not be created.
+    #[error("cannot create the shared memory region")]
+    Sys(#[source] std::io::Error),
+    /// The region has no room left for the objects asked for.
+    #[error("region {id} is out of {what}")]
+    Exhausted {
+        /// Region id.
+        id: u16,
+        /// Which pool.
+        what: &'static str,
+    },
+    /// All 65535 region ids are in use.
+    #[error("no free memory region id")]
+    NoId,
+}
+
+/// Whether to back regions with huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// Use hugetlb pages when the machine offers them, plain pages otherwise.
+    #[default]
+    Auto,
+    /// Always plain pages.
+    Never,
+}
+
+/// Sizes of a region's pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionConfig {
+    /// Number of `netmap_if` objects.
+    pub if_objs: u32,
+    /// Number of ring objects.
+    pub ring_objs: u32,
+    /// Largest ring the region must hold (sizes each ring object).
+    pub max_slots: u32,
+    /// Number of buffers, the two reserved ones included.
+    pub num_bufs: u32,
+    /// Size of each buffer (a multiple of 64).
+    pub buf_size: u32,
+    /// Huge page policy.
+    pub huge_pages: HugePages,
+}
+
+/// Size of each `netmap_if` object (netmap's default; fits 121 ring offsets).
+pub const IF_OBJSIZE: usize = 1024;
+/// Default netmap buffer size.
+pub const DEFAULT_BUF_SIZE: u32 = 2048;
+
+impl RegionConfig {
+    /// A region for `ifs` interfaces with `rings` rings of `slots` slots in total, each ring
+    /// with its own buffers, plus `extra_bufs`.
+    pub fn for_rings(ifs: u32, rings: u32, slots: u32, extra_bufs: u32) -> Self {
+        RegionConfig {
+            if_objs: ifs,
+            ring_objs: rings,
+            max_slots: slots,
+            num_bufs: NETMAP_BUF_RESERVED + rings.saturating_mul(slots) + extra_bufs,
+            buf_size: DEFAULT_BUF_SIZE,
+            huge_pages: HugePages::Auto,
+        }
+    }
+}
+
+/// Where the pools are, as netmap reports them with NETMAP_REQ_POOLS_INFO_GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionLayout {
+    /// Offset of the `netmap_if` pool.
+    pub if_pool_ofs: usize,
+    /// Objects in it.
+    pub if_objtotal: u32,
+    /// Offset of the ring pool.
+    pub ring_pool_ofs: usize,
+    /// Size of each ring object.
+    pub ring_objsize: usize,
+    /// Objects in it.
+    pub ring_objtotal: u32,
+    /// Offset of the buffer pool.
+    pub buf_pool_ofs: usize,
+    /// Size of each buffer.
+    pub buf_size: u32,
+    /// Buffers in it, reserved ones included.
+    pub num_bufs: u32,
+    /// Total size of the region (mapping length).
+    pub size: usize,
+}
+
+impl RegionLayout {
+    /// Computes the layout of `cfg`, rounding the total to `align`.
+    pub fn new(cfg: &RegionConfig, align: usize) -> Result<Self, MemError> {
+        if cfg.if_objs == 0 || cfg.ring_objs == 0 {
+            return Err(MemError::Config(
+                "a region needs interface and ring objects",
+            ));
+        }
+        if !(MIN_SLOTS..=MAX_SLOTS).contains(&cfg.max_slots) {
+            return Err(MemError::Config("ring size out of range"));
+        }
+        if cfg.buf_size < 64 || cfg.buf_size % 64 != 0 || cfg.buf_size > 65536 {
+            return Err(MemError::Config(
+                "buffer size must be a multiple of 64 in 64..=65536",
+            ));
+        }
+        if cfg.num_bufs <= NETMAP_BUF_RESERVED {
+            return Err(MemError::Config(
+                "a region needs buffers beyond the two reserved",
+            ));
+        }
+        let ring_objsize = round_up(
+            NETMAP_RING_SLOTS_OFS + cfg.max_slots as usize * size_of::<NetmapSlot>(),
+            PAGE_SIZE,
+        );
+        let if_pool_ofs = 0;
+        let ring_pool_ofs = round_up(cfg.if_objs as usize * IF_OBJSIZE, PAGE_SIZE);
+        let buf_pool_ofs = ring_pool_ofs + cfg.ring_objs as usize * ring_objsize;
+        let size = buf_pool_ofs
+            .checked_add(cfg.num_bufs as usize * cfg.buf_size as usize)
+            .map(|s| round_up(s, align))
+            .filter(|s| *s <= 1 << 40)
+            .ok_or(MemError::Config("region larger than 1 TiB"))?;
+        Ok(RegionLayout {
+            if_pool_ofs,
+            if_objtotal: cfg.if_objs,
+            ring_pool_ofs,
+            ring_objsize,
+            ring_objtotal: cfg.ring_objs,
+            buf_pool_ofs,
+            buf_size: cfg.buf_size,
+            num_bufs: cfg.num_bufs,
+            size,
+        })
+    }
+}
+
+/// Free lists of a region; touched only when objects are created or destroyed.
+#[derive(Debug)]
+struct Pools {
+    free_ifs: Vec<u32>,
+    free_rings: Vec<u32>,
+    free_bufs: Vec<u32>,
+}
+
+static NEXT_REGION_ID: AtomicU16 = AtomicU16::new(1);
+
+/// One shared memory region: a memfd laid out as a netmap allocator, mapped by the daemon.
+#[derive(Debug)]
+pub struct Region {
+    id: u16,
+    file: File,
+    map: GuardedMapping,
+    layout: RegionLayout,
+    huge: bool,
+    pools: Mutex<Pools>,
+}
+
+impl Region {
+    /// Creates and maps a region.
+    pub fn new(name: &str, cfg: &RegionConfig) -> Result<Arc<Self>, MemError> {
+        let id = NEXT_REGION_ID
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1))
+            .map_err(|_| MemError::NoId)?;
+        let cname = CString::new(format!("ptnet-{name}"))
+            .map_err(|_| MemError::Config("region name contains NUL"))?;
+        let try_huge = cfg.huge_pages == HugePages::Auto && huge_pages_available();
+        let (file, map, layout, huge) = if try_huge {
+            let layout = RegionLayout::new(cfg, HUGE_PAGE_SIZE)?;
+            match sys::memfd(&cname, layout.size, true)
+                .and_then(|f| GuardedMapping::new(&f, layout.size).map(|m| (f, m)))
+            {
+                Ok((f, m)) => (f, m, layout, true),
+                Err(e) => {
+                    log::debug!("region {id}: hugetlb unavailable ({e}), using plain pages");
+                    let layout = RegionLayout::new(cfg, PAGE_SIZE)?;
+                    let f = sys::memfd(&cname, layout.size, false).map_err(MemError::Sys)?;
+                    let m = GuardedMapping::new(&f, layout.size).map_err(MemError::Sys)?;
+                    (f, m, layout, false)
+                }
+            }
+        } else {
+            let layout = RegionLayout::new(cfg, PAGE_SIZE)?;
+            let f = sys::memfd(&cname, layout.size, false).map_err(MemError::Sys)?;
+            let m = GuardedMapping::new(&f, layout.size).map_err(MemError::Sys)?;
+            (f, m, layout, false)
+        };
+        let pools = Pools {
+            free_ifs: (0..layout.if_objtotal).rev().collect(),
+            free_rings: (0..layout.ring_objtotal).rev().collect(),
+            free_bufs: (NETMAP_BUF_RESERVED..layout.num_bufs).rev().collect(),
+        };
+        Ok(Arc::new(Region {
+            id,
+            file,
+            map,
+            layout,
+            huge,
+            pools: Mutex::new(pools),
+        }))
+    }
+
+    /// The region's id (netmap's `nr_mem_id`).
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The memfd, to hand to clients.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Size of the region in bytes.
+    pub fn size(&self) -> usize {
+        self.layout.size
+    }
+
+    /// Whether it is backed by huge pages.
+    pub fn is_huge(&self) -> bool {
+        self.huge
+    }
+
+    /// The pool layout.
+    pub fn layout(&self) -> &RegionLayout {
+        &self.layout
+    }
+
+    /// The layout in netmap's NETMAP_REQ_POOLS_INFO_GET form.
+    pub fn pools_info(&self) -> NmreqPoolsInfo {
+        let l = &self.layout;
+        NmreqPoolsInfo {
+            nr_memsize: l.size as u64,
+            nr_mem_id: self.id,
+            pad1: [0; 3],
+            nr_if_pool_offset: l.if_pool_ofs as u64,
+            nr_if_pool_objtotal: l.if_objtotal,
+            nr_if_pool_objsize: IF_OBJSIZE as u32,
+            nr_ring_pool_offset: l.ring_pool_ofs as u64,
+            nr_ring_pool_objtotal: l.ring_objtotal,
+            nr_ring_pool_objsize: l.ring_objsize as u32,
+            nr_buf_pool_offset: l.buf_pool_ofs as u64,
+            nr_buf_pool_objtotal: l.num_bufs,
+            nr_buf_pool_objsize: l.buf_size,
+        }
+    }
+
+    /// Pointer to buffer `idx`, or `None` if `idx` is not a buffer of this region. Buffers 0
+    /// and 1 are valid targets: they are the reserved scratch buffers.
+    #[inline]
+    pub fn buf(&self, idx: u32) -> Option<NonNull<u8>> {
+        if idx >= self.layout.num_bufs {
+            return None;
+        }
+        let ofs = self.layout.buf_pool_ofs + idx as usize * self.layout.buf_size as usize;
+        // SAFETY: idx < num_bufs, so ofs + buf_size <= size: the pointer stays inside the
+        // mapping, which lives as long as `self`.
+        NonNull::new(unsafe { self.map.base().add(ofs) })
+    }
+
+    /// Copies `out.len()` bytes from offset `ofs` (for inspection: tests, dumps). Returns
+    /// false if the range is outside the region.
+    pub fn copy_out(&self, ofs: usize, out: &mut [u8]) -> bool {
+        if ofs
+            .checked_add(out.len())
+            .is_none_or(|end| end > self.layout.size)
+        {
+            return false;
+        }
+        // SAFETY: the range is inside the mapping (checked); `out` is ordinary memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.base().add(ofs), out.as_mut_ptr(), out.len())
+        };
+        true
+    }
+
+    /// Size of every buffer.
+    #[inline]
+    pub fn buf_size(&self) -> u32 {
+        self.layout.buf_size
+    }
+
+    /// Writes `value` at byte offset `ofs` (set-up time only).
+    fn write_at<T: Copy>(&self, ofs: usize, value: T) {
+        assert!(ofs % std::mem::align_of::<T>() == 0 && ofs + size_of::<T>() <= self.layout.size);
+        // SAFETY: checked in bounds and aligned just above; plain-old-data write into our
+        // shared mapping (a client may race, which can only corrupt its own view).
+        unsafe { self.map.base().add(ofs).cast::<T>().write_volatile(value) };
+    }
+
+    fn alloc_bufs(&self, pools: &mut Pools, n: u32) -> Result<Vec<u32>, MemError> {
+        if (pools.free_bufs.len() as u64) < u64::from(n) {
+            return Err(MemError::Exhausted {
+                id: self.id,
+                what: "buffers",
+            });
+        }
+        let at = pools.free_bufs.len() - n as usize;
+        Ok(pools.free_bufs.split_off(at))
+    }
+
+    /// Creates a `netmap_if` with its rings. Each ring gets its own buffers, except the RX
+    /// rings listed in `tx_shares`/`rx_shares`, which start with the slots (and so the
+    /// buffers) of the given ring, as the two sides of a pipe do. `extra_bufs` are chained on `ni_bufs_head`.
+    pub fn create_interface(
+        self: &Arc<Self>,
+        spec: &InterfaceSpec<'_>,
+    ) -> Result<Interface, MemError> {
+        let ntx = spec.tx_slots.len();
+        let nrx = spec.rx_slots.len();
+        let nrings = ntx + nrx;
+        if NETMAP_IF_RING_OFS + nrings * size_of::<i64>() > IF_OBJSIZE {
+            return Err(MemError::Config("too many rings for one netmap_if"));
+        }
+        let share_of = |k: usize| -> Option<&RingView> {
+            if k < ntx {
+                spec.tx_shares.get(k).copied().flatten()
+            } else {
+                spec.rx_shares.get(k - ntx).copied().flatten()
+            }
+        };
+        let slots_of = |k: usize| {
+            if k < ntx {
+                spec.tx_slots[k]
+            } else {
+                spec.rx_slots[k - ntx]
+            }
+        };
+        let mut own_bufs = spec.extra_bufs;
+        for k in 0..nrings {
+            let n = slots_of(k);
+            if !(MIN_SLOTS..=MAX_SLOTS).contains(&n) || n as usize > self.max_slots() {
+                return Err(MemError::Config("ring size out of range for this region"));
+            }
+            match share_of(k) {
+                Some(src) if !Arc::ptr_eq(&src.region, self) || src.num_slots != n => {
+                    return Err(MemError::Config(
+                        "a shared ring must be in the same region and of the same size",
+                    ));
+                }
+                Some(_) => {}
+                None => own_bufs += n,
+            }
+        }
+
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if pools.free_ifs.is_empty() {
+            return Err(MemError::Exhausted {
+                id: self.id,
+                what: "netmap_if objects",
+            });
+        }
+        if pools.free_rings.len() < nrings {
+            return Err(MemError::Exhausted {
+                id: self.id,
+                what: "ring objects",
+            });
+        }
+        let mut bufs = self.alloc_bufs(&mut pools, own_bufs)?;
+        // PANIC: emptiness checked above.
+        let if_idx = pools.free_ifs.pop().expect("checked non-empty");
+        let at = pools.free_rings.len() - nrings;
+        let ring_idx = pools.free_rings.split_off(at);
+        drop(pools);
+
+        let nifp = self.layout.if_pool_ofs + if_idx as usize * IF_OBJSIZE;
+        let mut owned_bufs = Vec::with_capacity(bufs.len());
+        let mut initial = Vec::with_capacity(nrings);
+        let mut tx = Vec::with_capacity(ntx);
+        let mut rx = Vec::with_capacity(nrx);
+        for (k, &obj) in ring_idx.iter().enumerate() {
+            let n = slots_of(k);
+            let (dir, ringid) = if k < ntx {
+                (NR_TX, k)
+            } else {
+                (NR_RX, k - ntx)
+            };
+            let ofs = self.layout.ring_pool_ofs + obj as usize * self.layout.ring_objsize;
+            let hdr = NetmapRing {
+                buf_ofs: self.layout.buf_pool_ofs as i64 - ofs as i64,
+                num_slots: n,
+                nr_buf_size: self.layout.buf_size,
+                ringid: ringid as u16,
+                dir,
+                head: 0.into(),
+                cur: 0.into(),
+                tail: (if dir == NR_TX { n - 1 } else { 0 }).into(),
+                flags: 0,
+                pad0: 0,
+                ts_sec: 0,
+                ts_usec: 0,
+                offset_mask: 0,
+                buf_align: 0,
+                pad1: [0; 56],
+                sem: [0; 128],
+            };
+            // SAFETY: ofs is the start of a ring object we own, inside the mapping and
+            // 8-byte aligned (page-aligned pool, page-multiple objects).
+            unsafe {
+                self.map
+                    .base()
+                    .add(ofs)
+                    .cast::<NetmapRing>()
+                    .write_volatile(hdr)
+            };
+            let view = RingView {
+                region: Arc::clone(self),
+                ofs,
+                num_slots: n,
+            };
+            for i in 0..n {
+                let slot = match share_of(k) {
+                    Some(src) => src.read_slot(i),
+                    None => {
+                        // PANIC: own_bufs counted one buffer per slot of every unshared ring.
+                        let b = bufs.pop().expect("buffers counted above");
+                        owned_bufs.push(b);
+                        NetmapSlot {
+                            buf_idx: b,
+                            len: 0,
+                            flags: 0,
+                            ptr: 0,
+                        }
+                    }
+                };
+                view.write_slot(i, slot);
+            }
+            initial.push((0..n).map(|i| view.read_slot(i).buf_idx).collect());
+            self.write_at(
+                nifp + NETMAP_IF_RING_OFS + k * size_of::<i64>(),
+                ofs as i64 - nifp as i64,
+            );
+            if dir == NR_TX {
+                tx.push(view);
+            } else {
+                rx.push(view);
+            }
+        }
+
+        let extra: Vec<u32> = std::mem::take(&mut bufs);
+        owned_bufs.extend_from_slice(&extra);
+        let head = self.chain_extra(&extra);
+        let mut name = [0u8; 16];
+        for (d, s) in name.iter_mut().zip(spec.name.bytes().take(15)) {
+            *d = s;
+        }
+        self.write_at(
+            nifp,
+            NetmapIf {
+                ni_name: name,
+                ni_version: u32::from(NETMAP_API),
+                ni_flags: ptnet_spec::netmap::NI_PRIV_MEM,
+                ni_tx_rings: ntx as u32,
+                ni_rx_rings: nrx as u32,
+                ni_bufs_head: head,
+                ni_host_tx_rings: 0,
+                ni_host_rx_rings: 0,
+                spare: [0; 3],
+            },
+        );
+        Ok(Interface {
+            region: Arc::clone(self),
+            if_idx,
+            ring_idx,
+            nifp_offset: nifp as u64,
+            owned_bufs,
+            initial,
+            extra,
+            tx,
+            rx,
+        })
+    }
+
+    /// Chains `extra` through each buffer's first u32 (ending with 0); returns the head.
+    fn chain_extra(&self, extra: &[u32]) -> u32 {
+        let mut head = 0u32;
+        for &b in extra {
+            // PANIC: the indices come from this region's own pool.
+            let p = self.buf(b).expect("allocated buffer index is valid");
+            // SAFETY: p points to a whole buffer of this region; u32-aligned (64-byte buffers).
+            unsafe { p.cast::<u32>().as_ptr().write_volatile(head) };
+            head = b;
+        }
+        head
+    }
+
+    fn max_slots(&self) -> usize {
+        (self.layout.ring_objsize - NETMAP_RING_SLOTS_OFS) / size_of::<NetmapSlot>()
+    }
+}
+
+/// What [`Region::create_interface`] builds.
+#[derive(Debug, Default)]
+pub struct InterfaceSpec<'a> {
+    /// Name written into `ni_name` (truncated to 15 bytes).
+    pub name: &'a str,
+    /// Slots of each TX ring.
+    pub tx_slots: Vec<u32>,
+    /// Slots of each RX ring.
+    pub rx_slots: Vec<u32>,
+    /// For TX ring i, `Some(ring)` makes it start with that ring's slots, and so share its
+    /// buffers (the two ends of a pipe); the ring must be in the same region.
+    pub tx_shares: Vec<Option<&'a RingView>>,
+    /// The same for RX rings.
+    pub rx_shares: Vec<Option<&'a RingView>>,
+    /// Extra buffers on `ni_bufs_head`.
+    pub extra_bufs: u32,
+}
+
+/// A `netmap_if` and its rings in a region; returns its objects to the region when dropped.
+#[derive(Debug)]
+pub struct Interface {
+    region: Arc<Region>,
+    if_idx: u32,
+    ring_idx: Vec<u32>,
+    nifp_offset: u64,
+    owned_bufs: Vec<u32>,
+    /// Buffer of every slot at creation, per ring (TX rings then RX rings).
+    initial: Vec<Vec<u32>>,
+    /// The extra buffers, in chain order.
+    extra: Vec<u32>,
+    /// TX rings.
+    pub tx: Vec<RingView>,
+    /// RX rings.
+    pub rx: Vec<RingView>,
+}
+
+impl Interface {
+    /// Offset of the `netmap_if` in the region.
+    pub fn nifp_offset(&self) -> u64 {
+        self.nifp_offset
+    }
+
+    /// The region.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// Gives every slot its original buffer back and rebuilds the extra-buffer list, undoing
+    /// whatever a previous client did to them (a new client then starts from a clean port).
+    pub fn restore(&self) {
+        for (ring, bufs) in self.tx.iter().chain(self.rx.iter()).zip(&self.initial) {
+            for (i, &b) in bufs.iter().enumerate() {
+                ring.write_slot(
+                    i as u32,
+                    NetmapSlot {
+                        buf_idx: b,
+                        len: 0,
+                        flags: 0,
+                        ptr: 0,
+                    },
+                );
+            }
+        }
+        let head = self.region.chain_extra(&self.extra);
+        self.region.write_at(
+            self.nifp_offset as usize + std::mem::offset_of!(NetmapIf, ni_bufs_head),
+            head,
+        );
+    }
+}
+
+impl Drop for Interface {
+    fn drop(&mut self) {
+        let mut pools = self.region.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.free_ifs.push(self.if_idx);
+        pools.free_rings.append(&mut self.ring_idx);
+        pools.free_bufs.append(&mut self.owned_bufs);
+    }
+}
+
+/// Access to one ring's slots in a region, for the kernel side.
+///
+/// Invariant: `ofs` is the offset of a ring object of `region` with `num_slots` slots, so
+/// every slot index below `num_slots` addresses memory inside the mapping.
+#[derive(Debug, Clone)]
+pub struct RingView {
+    region: Arc<Region>,
+    ofs: usize,
+    num_slots: u32,
+}
+
+impl RingView {
+    /// Number of slots (fixed at creation; the copy in shared memory is never trusted).
+    #[inline]
+    pub fn num_slots(&self) -> u32 {
+        self.num_slots
+    }
+
+    /// The region holding the ring and its buffers.
+    #[inline]
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// Offset of the ring in its region.
+    pub fn offset(&self) -> usize {
+        self.ofs
+    }
+
+    #[inline]
+    fn slot_ptr(&self, i: u32) -> *mut NetmapSlot {
+        // An index at or past the end is a caller bug (indices are validated first); map it
+        // to slot 0 rather than leave the ring.
+        let i = if i < self.num_slots { i } else { 0 };
+        let ofs = self.ofs + NETMAP_RING_SLOTS_OFS + i as usize * size_of::<NetmapSlot>();
+        // SAFETY: i < num_slots, so the slot lies inside this ring object (type invariant).
+        unsafe { self.region.map.base().add(ofs).cast() }
+    }
+
+    /// Reads slot `i` once (the client may change it at any time).
+    #[inline]
+    pub fn read_slot(&self, i: u32) -> NetmapSlot {
+        // SAFETY: slot_ptr is in bounds and 16-byte aligned; a volatile read of plain data
+        // from shared memory.
+        unsafe { self.slot_ptr(i).read_volatile() }
+    }
+
+    /// Writes slot `i`.
+    #[inline]
+    pub fn write_slot(&self, i: u32, slot: NetmapSlot) {
+        // SAFETY: as in read_slot.
+        unsafe { self.slot_ptr(i).write_volatile(slot) }
+    }
+
+    /// Rewrites the ring header's `head`, `cur` and `tail` (ring reset).
+    pub fn reset_pointers(&self, head: u32, cur: u32, tail: u32) {
+        let base = self.ofs;
+        self.region
+            .write_at(base + std::mem::offset_of!(NetmapRing, head), head);
+        self.region
+            .write_at(base + std::mem::offset_of!(NetmapRing, cur), cur);
+        self.region
+            .write_at(base + std::mem::offset_of!(NetmapRing, tail), tail);
+    }
+}
+
+fn huge_pages_available() -> bool {
+    std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<T: Copy>(r: &Region, ofs: usize) -> T {
+        assert!(ofs + size_of::<T>() <= r.size());
+        // SAFETY: bounds checked; test-only read of plain data.
+        unsafe { r.map.base().add(ofs).cast::<T>().read_volatile() }
+    }
+
+    #[test]
+    fn interface_reads_back_through_the_netmap_abi_offsets() {
+        let r = Region::new("t", &RegionConfig::for_rings(2, 4, 256, 8)).unwrap();
+        let spec = InterfaceSpec {
+            name: "vale0:a",
+            tx_slots: vec![256, 128],
+            rx_slots: vec![256],
+            extra_bufs: 8,
+            ..Default::default()
+        };
+        let ifc = r.create_interface(&spec).unwrap();
+        let nifp = ifc.nifp_offset() as usize;
+        let ni: NetmapIf = read(&r, nifp);
+        assert_eq!(&ni.ni_name[..7], b"vale0:a");
+        assert_eq!((ni.ni_tx_rings, ni.ni_rx_rings), (2, 1));
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..3 {
+            let ring_ofs: i64 = read(&r, nifp + NETMAP_IF_RING_OFS + 8 * k);
+            let ring = (nifp as i64 + ring_ofs) as usize;
+            let n = [256, 128, 256][k];
+            assert_eq!(read::<u32>(&r, ring + 8), n, "num_slots");
+            assert_eq!(read::<u32>(&r, ring + 12), 2048, "nr_buf_size");
+            let dir: u16 = read(&r, ring + 18);
+            assert_eq!(dir, if k < 2 { NR_TX } else { NR_RX });
+            let buf_ofs: i64 = read(&r, ring);
+            for i in 0..n as usize {
+                let s: NetmapSlot = read(&r, ring + 256 + 16 * i);
+                let buf = (ring as i64 + buf_ofs) as usize + s.buf_idx as usize * 2048;
+                assert!(s.buf_idx >= 2 && buf + 2048 <= r.size());
+                assert!(seen.insert(s.buf_idx), "buffer {} used twice", s.buf_idx);
+            }
+        }
+        // Extra buffers chained from ni_bufs_head.
+        let mut b = ni.ni_bufs_head;
+        let mut extra = 0;
+        while b != 0 {
+            assert!(seen.insert(b));
+            b = read(&r, r.layout().buf_pool_ofs + b as usize * 2048);
+            extra += 1;
+        }
+        assert_eq!(extra, 8);
+    }
+
+    #[test]
+    fn dropping_an_interface_returns_its_objects() {
+        let r = Region::new("t", &RegionConfig::for_rings(1, 2, 64, 0)).unwrap();
+        let spec = InterfaceSpec {
+            name: "x",
+            tx_slots: vec![64],
+            rx_slots: vec![64],
+            ..Default::default()
+        };
+        let a = r.create_interface(&spec).unwrap();
+        assert!(matches!(
+            r.create_interface(&spec),
+            Err(MemError::Exhausted { .. })
+        ));
+        drop(a);
+        assert!(r.create_interface(&spec).is_ok());
+    }
+
+    #[test]
+    fn shared_rx_ring_starts_with_the_peer_buffers() {
+        let r = Region::new("p", &RegionConfig::for_rings(2, 4, 64, 0)).unwrap();
+        let a = r
+            .create_interface(&InterfaceSpec {
+                name: "a",
+                tx_slots: vec![64],
+                rx_slots: vec![64],
+                ..Default::default()
+            })
+            .unwrap();
+        let b = r
+            .create_interface(&InterfaceSpec {
+                name: "b",
+                tx_slots: vec![64],
+                rx_slots: vec![64],
+                rx_shares: vec![Some(&a.tx[0])],
+                ..Default::default()
+            })
+            .unwrap();
+        for i in 0..64 {
+            assert_eq!(b.rx[0].read_slot(i).buf_idx, a.tx[0].read_slot(i).buf_idx);
+        }
+    }
+
+    #[test]
+    fn buffer_lookup_rejects_indices_past_the_pool() {
+        let r = Region::new("b", &RegionConfig::for_rings(1, 1, 64, 0)).unwrap();
+        let n = r.layout().num_bufs;
+        assert!(r.buf(n - 1).is_some());
+        assert!(r.buf(n).is_none());
+        assert!(r.buf(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        let mut c = RegionConfig::for_rings(1, 1, 64, 0);
+        c.buf_size = 100;
+        assert!(matches!(Region::new("c", &c), Err(MemError::Config(_))));
+        c = RegionConfig::for_rings(1, 1, 1, 0);
+        assert!(Region::new("c", &c).is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! What the sync loop needs from a port, whatever its kind (VALE port, pipe end, NIC port),
+//! and the per-port counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::kring::{BadRing, Dir};
+use crate::mem::Interface;
+
+/// The result of one txsync/rxsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// The application head the sync validated and processed up to.
+    pub rhead: u32,
+    /// Work is left that needs no new kick (a batch limit was hit): sync again.
+    pub more: bool,
+}
+
+/// A port the sync loop can drive on behalf of one client.
+pub trait SyncPort: Send + Sync {
+    /// Name for logs (the port name).
+    fn name(&self) -> &str;
+    /// The port's `netmap_if` and rings.
+    fn interface(&self) -> &Interface;
+    /// Runs txsync on TX ring `i`: reads the client's pointers from the CSB, validates them,
+    /// processes the new slots, publishes `hwcur`/`hwtail` and interrupts if asked.
+    fn txsync(&self, i: u32) -> SyncOutcome;
+    /// Runs rxsync on RX ring `i` (the client released slots).
+    fn rxsync(&self, i: u32) -> SyncOutcome;
+    /// Whether the client must kick when it releases RX slots (pipes: the peer is waiting
+    /// for them); VALE ports reclaim RX space lazily and need no RX kicks.
+    fn rx_needs_kicks(&self) -> bool;
+    /// The port's counters.
+    fn stats(&self) -> &PortStats;
+    /// Binds a client to every ring (CSB order), or unbinds with `None`. Returns false if the
+    /// binding does not cover every ring.
+    fn bind(&self, client: Option<&crate::kloop::ClientBinding>) -> bool;
+    /// The kind of port (`vale`, `pipe`), for listings.
+    fn kind(&self) -> &'static str;
+}
+
+impl std::fmt::Debug for dyn SyncPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counters of one port, updated once per batch.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    /// Packets the client transmitted and the port accepted.
+    pub tx_packets: AtomicU64,
+    /// Their bytes.
+    pub tx_bytes: AtomicU64,
+    /// Packets delivered to the client.
+    pub rx_packets: AtomicU64,
+    /// Their bytes.
+    pub rx_bytes: AtomicU64,
+    /// Packets for this port dropped because its RX ring was full.
+    pub rx_drops: AtomicU64,
+    /// Packets from this port dropped (bad slot, no destination, runt frame).
+    pub tx_drops: AtomicU64,
+    /// Rings reset after the client published invalid pointers.
+    pub ring_resets: AtomicU64,
+    /// Sync loop wake-ups caused by client kicks.
+    pub kicks: AtomicU64,
+    /// Interrupts raised to the client.
+    pub irqs: AtomicU64,
+}
+
+/// A point-in-time copy of [`PortStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// See [`PortStats::tx_packets`].
+    pub tx_packets: u64,
+    /// See [`PortStats::tx_bytes`].
+    pub tx_bytes: u64,
+    /// See [`PortStats::rx_packets`].
+    pub rx_packets: u64,
+    /// See [`PortStats::rx_bytes`].
+    pub rx_bytes: u64,
+    /// See [`PortStats::rx_drops`].
+    pub rx_drops: u64,
+    /// See [`PortStats::tx_drops`].
+    pub tx_drops: u64,
+    /// See [`PortStats::ring_resets`].
+    pub ring_resets: u64,
+    /// See [`PortStats::kicks`].
+    pub kicks: u64,
+    /// See [`PortStats::irqs`].
+    pub irqs: u64,
+}
+
+impl PortStats {
+    /// Adds to a counter (relaxed: counters order nothing).
+    #[inline]
+    pub fn add(c: &AtomicU64, v: u64) {
+        if v != 0 {
+            c.fetch_add(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads all counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            tx_packets: r(&self.tx_packets),
+            tx_bytes: r(&self.tx_bytes),
+            rx_packets: r(&self.rx_packets),
+            rx_bytes: r(&self.rx_bytes),
+            rx_drops: r(&self.rx_drops),
+            tx_drops: r(&self.tx_drops),
+            ring_resets: r(&self.ring_resets),
+            kicks: r(&self.kicks),
+            irqs: r(&self.irqs),
+        }
+    }
+}
+
+/// Logs a ring reset caused by invalid client pointers, with every index, and counts it.
+/// Rate-limited per kring: the first ten, then every thousandth.
+pub fn report_bad_ring(
+    port: &str,
+    dir: Dir,
+    ring: u32,
+    bad: &BadRing,
+    resets: u64,
+    stats: &PortStats,
+) {
+    PortStats::add(&stats.ring_resets, 1);
+    if resets <= 10 || resets % 1000 == 0 {
+        let k = &bad.k;
+        log::warn!(
+            "{port}: {dir:?} ring {ring} reset (#{resets}): client head {} cur {} outside \
+             hwcur {} rhead {} rcur {} rtail {} hwtail {} (num_slots {})",
+            bad.head,
+            bad.cur,
+            k.hwcur,
+            k.rhead,
+            k.rcur,
+            k.rtail,
+            k.hwtail,
+            k.num_slots
+        );
+    }
+}
+
+/// A shared handle to any port.
+pub type PortRef = Arc<dyn SyncPort>;

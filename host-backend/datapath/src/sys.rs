@@ -1,0 +1,157 @@
+//! The few system calls the datapath makes that `vmm-sys-util` does not wrap: memfds and
+//! shared mappings surrounded by guard pages. All `unsafe` for memory mappings lives here.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// Page size assumed for layout and guard pages.
+pub const PAGE_SIZE: usize = 4096;
+/// Huge page size used when the machine offers hugetlb pages.
+pub const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// Rounds `v` up to a multiple of `align` (a power of two).
+pub const fn round_up(v: usize, align: usize) -> usize {
+    (v + align - 1) & !(align - 1)
+}
+
+/// Creates a sealed-size-capable memfd of `size` bytes; with `huge`, backed by hugetlb pages
+/// (the size must then be a multiple of [`HUGE_PAGE_SIZE`]).
+pub fn memfd(name: &CStr, size: usize, huge: bool) -> io::Result<File> {
+    let mut flags = libc::MFD_CLOEXEC;
+    if huge {
+        flags |= libc::MFD_HUGETLB;
+    } else {
+        flags |= libc::MFD_ALLOW_SEALING;
+    }
+    // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other inputs.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(size as u64)?;
+    Ok(file)
+}
+
+/// A `MAP_SHARED` read-write mapping of a whole file, with one inaccessible guard page on each
+/// side, so that an access running off either end faults instead of touching other memory.
+///
+/// Invariant: `base` points to `len` bytes mapped read-write for as long as the value lives;
+/// the guard pages are `[base - PAGE_SIZE, base)` and `[base + len, base + len + PAGE_SIZE)`.
+#[derive(Debug)]
+pub struct GuardedMapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, valid from any thread; all accesses to its
+// contents go through raw pointers whose users uphold the ring protocol.
+unsafe impl Send for GuardedMapping {}
+// SAFETY: as above; `&GuardedMapping` only hands out the base pointer and length.
+unsafe impl Sync for GuardedMapping {}
+
+impl GuardedMapping {
+    /// Maps `len` bytes of `file` (from offset 0) between two guard pages.
+    pub fn new(file: &File, len: usize) -> io::Result<Self> {
+        if len == 0 || len % PAGE_SIZE != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping length must be a non-zero multiple of the page size",
+            ));
+        }
+        let total = len + 2 * PAGE_SIZE;
+        // SAFETY: an anonymous PROT_NONE reservation at an address of the kernel's choosing
+        // cannot alias any existing Rust object.
+        let resv = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if resv == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `resv + PAGE_SIZE .. + len` lies inside the reservation we own, so MAP_FIXED
+        // replaces only our own PROT_NONE pages.
+        let inner = unsafe {
+            libc::mmap(
+                resv.cast::<u8>().add(PAGE_SIZE).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if inner == libc::MAP_FAILED {
+            let err = io::Error::last_os_error();
+            // SAFETY: unmapping the reservation we just created and nobody else uses.
+            unsafe { libc::munmap(resv, total) };
+            return Err(err);
+        }
+        Ok(GuardedMapping {
+            // PANIC: mmap never returns a null pointer on success.
+            base: NonNull::new(inner.cast()).expect("mmap returned null"),
+            len,
+        })
+    }
+
+    /// First byte of the mapping.
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Length of the accessible part.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never, by construction).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for GuardedMapping {
+    fn drop(&mut self) {
+        // SAFETY: this unmaps exactly the reservation created in `new` (guards included); no
+        // pointer into it outlives `self` because users hold the mapping while they use it.
+        unsafe {
+            libc::munmap(
+                self.base.as_ptr().sub(PAGE_SIZE).cast(),
+                self.len + 2 * PAGE_SIZE,
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarded_mapping_is_shared_with_the_file() {
+        let f = memfd(c"t", 2 * PAGE_SIZE, false).unwrap();
+        let a = GuardedMapping::new(&f, 2 * PAGE_SIZE).unwrap();
+        let b = GuardedMapping::new(&f, 2 * PAGE_SIZE).unwrap();
+        // SAFETY: both pointers are inside their mappings; no references are created.
+        unsafe {
+            a.base().add(PAGE_SIZE + 7).write_volatile(0x5a);
+            assert_eq!(b.base().add(PAGE_SIZE + 7).read_volatile(), 0x5a);
+        }
+    }
+
+    #[test]
+    fn mapping_length_must_be_page_multiple() {
+        let f = memfd(c"t", PAGE_SIZE, false).unwrap();
+        assert!(GuardedMapping::new(&f, 100).is_err());
+    }
+}

@@ -1,0 +1,978 @@
+//! The VALE switch: a userspace learning bridge in the style of netmap's VALE/mSwitch.
+//!
+//! Forwarding runs in the sender's context (its sync loop's txsync), in batches of up to
+//! [`VALE_BATCH`] slots and two passes: pass 1 looks up every frame's destination with the
+//! switch's [`Lookup`] module (learning bridge by default); pass 2 visits each destination
+//! once, reserves slots in its RX ring with a *lease* (so several senders copy into one ring in
+//! parallel), copies the frames outside any lock, then completes the lease, publishes the new
+//! `hwtail` and interrupts the receiver if it asked. A destination without room drops: a slow
+//! port never blocks a sender. Each port has its own region unless created in a shared one, so
+//! every frame crossing the switch is copied between regions.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ptnet_spec::netmap::{
+    NETMAP_BUF_RESERVED, NS_MOREFRAG, NS_NO_LEARN, NS_PORT_SHIFT, NetmapSlot,
+};
+use ptnet_spec::ring::nm_next;
+
+use crate::kring::{Dir, Kring, Lease, Leases, raise};
+use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig};
+use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
+
+/// Most ports on one switch (index 254 and 255 are netmap's broadcast and drop).
+pub const VALE_MAX_PORTS: usize = 254;
+/// Most slots forwarded in one batch.
+pub const VALE_BATCH: usize = 1024;
+/// Most fragments in one frame (netmap's `NETMAP_MAX_FRAGS`).
+pub const MAX_FRAGS: usize = 64;
+/// Bytes of each frame's head handed to the lookup (a local copy, never shared memory).
+pub const MAX_HEADER: usize = 64;
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// One port, one of its RX rings.
+    Port {
+        /// Port index on the switch.
+        port: u8,
+        /// RX ring of that port (clamped to its ring count).
+        ring: u16,
+    },
+    /// Every port but the sender (ring 0).
+    Broadcast,
+    /// Nowhere.
+    Drop,
+}
+
+/// The start of a frame, copied out of shared memory for the lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameHead<'a> {
+    /// The first `min(len, header_len())` bytes of the frame.
+    pub bytes: &'a [u8],
+    /// Total frame length (all fragments).
+    pub len: u32,
+    /// Slot flags of the first fragment.
+    pub flags: u16,
+}
+
+/// A forwarding module (netmap's `netmap_bdg_ops.lookup`).
+pub trait Lookup: Send + Sync + fmt::Debug {
+    /// How many leading bytes of each frame `lookup` needs (at most [`MAX_HEADER`]).
+    fn header_len(&self) -> usize {
+        14
+    }
+    /// Chooses the destination of a frame sent by port `src`.
+    fn lookup(&self, frame: &FrameHead<'_>, src: u8) -> Dest;
+    /// Port `port` left the switch: forget what points at it.
+    fn port_removed(&self, _port: u8) {}
+}
+
+/// Entries in the learning bridge's hash table (netmap's `NM_BDG_HASH`).
+pub const BRIDGE_HASH_SIZE: usize = 1024;
+
+/// netmap's default module: learn source MACs, forward known unicast, flood the rest.
+///
+/// The table is lock free: each entry is `mac << 16 | (port + 1)` in one atomic word (0 =
+/// empty). A hash collision overwrites, as in netmap; there is no ageing.
+pub struct LearningBridge {
+    table: Box<[AtomicU64]>,
+}
+
+impl fmt::Debug for LearningBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LearningBridge")
+    }
+}
+
+impl Default for LearningBridge {
+    fn default() -> Self {
+        LearningBridge {
+            table: (0..BRIDGE_HASH_SIZE).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+fn mac_u64(b: &[u8]) -> u64 {
+    b[..6].iter().fold(0u64, |a, &x| (a << 8) | u64::from(x))
+}
+
+#[inline]
+fn mac_hash(mac: u64) -> usize {
+    // A multiplicative hash; the top bits are the best mixed.
+    (mac.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize & (BRIDGE_HASH_SIZE - 1)
+}
+
+impl LearningBridge {
+    /// The port a MAC was learned on, if any.
+    pub fn port_of(&self, mac: [u8; 6]) -> Option<u8> {
+        let m = mac_u64(&mac);
+        let e = self.table[mac_hash(m)].load(Ordering::Relaxed);
+        (e != 0 && e >> 16 == m).then(|| ((e & 0xffff) - 1) as u8)
+    }
+}
+
+impl Lookup for LearningBridge {
+    fn lookup(&self, frame: &FrameHead<'_>, src: u8) -> Dest {
+        if frame.bytes.len() < 14 {
+            return Dest::Drop;
+        }
+        let dst = mac_u64(&frame.bytes[0..6]);
+        let smac = mac_u64(&frame.bytes[6..12]);
+        if frame.bytes[6] & 1 == 0 && frame.flags & NS_NO_LEARN == 0 {
+            let want = smac << 16 | (u64::from(src) + 1);
+            let e = &self.table[mac_hash(smac)];
+            // Read first: a learned station must not bounce the cache line on every frame.
+            if e.load(Ordering::Relaxed) != want {
+                e.store(want, Ordering::Relaxed);
+            }
+        }
+        if frame.bytes[0] & 1 == 0 {
+            let e = self.table[mac_hash(dst)].load(Ordering::Relaxed);
+            if e != 0 && e >> 16 == dst {
+                return Dest::Port {
+                    port: ((e & 0xffff) - 1) as u8,
+                    ring: 0,
+                };
+            }
+        }
+        Dest::Broadcast
+    }
+
+    fn port_removed(&self, port: u8) {
+        for e in self.table.iter() {
+            let v = e.load(Ordering::Relaxed);
+            if v != 0 && (v & 0xffff) - 1 == u64::from(port) {
+                let _ = e.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Errors of switch management.
+#[derive(Debug, thiserror::Error)]
+pub enum ValeError {
+    /// The switch has 254 ports already.
+    #[error("switch {0} is full ({VALE_MAX_PORTS} ports)")]
+    Full(String),
+    /// A port of that name exists.
+    #[error("port {0} already exists")]
+    Exists(String),
+    /// Bad ring geometry.
+    #[error("invalid port geometry: {0}")]
+    Geometry(&'static str),
+    /// The region could not hold the port.
+    #[error("cannot allocate the port's memory")]
+    Mem(#[from] MemError),
+}
+
+/// How to build a switch port.
+#[derive(Debug, Clone)]
+pub struct VPortSpec {
+    /// TX rings.
+    pub tx_rings: u32,
+    /// RX rings.
+    pub rx_rings: u32,
+    /// Slots per ring.
+    pub slots: u32,
+    /// Extra buffers for the client.
+    pub extra_bufs: u32,
+    /// Buffer size of a private region.
+    pub buf_size: u32,
+    /// A shared region (trusted profile); `None` gives the port a private region.
+    pub region: Option<Arc<Region>>,
+}
+
+impl Default for VPortSpec {
+    fn default() -> Self {
+        VPortSpec {
+            tx_rings: 1,
+            rx_rings: 1,
+            slots: 1024,
+            extra_bufs: 0,
+            buf_size: crate::mem::DEFAULT_BUF_SIZE,
+            region: None,
+        }
+    }
+}
+
+/// A VALE switch.
+pub struct Switch {
+    name: String,
+    ports: RwLock<Vec<Option<Arc<VPort>>>>,
+    lookup: Box<dyn Lookup>,
+}
+
+impl fmt::Debug for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Switch").field("name", &self.name).finish()
+    }
+}
+
+impl Switch {
+    /// A switch with the learning bridge.
+    pub fn new(name: &str) -> Arc<Self> {
+        Self::with_lookup(name, Box::new(LearningBridge::default()))
+    }
+
+    /// A switch with another forwarding module.
+    pub fn with_lookup(name: &str, lookup: Box<dyn Lookup>) -> Arc<Self> {
+        Arc::new(Switch {
+            name: name.to_owned(),
+            ports: RwLock::new(vec![None; VALE_MAX_PORTS]),
+            lookup,
+        })
+    }
+
+    /// The switch name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The forwarding module.
+    pub fn lookup(&self) -> &dyn Lookup {
+        &*self.lookup
+    }
+
+    /// Creates port `name` (the part after `valeX:`).
+    pub fn add_port(
+        self: &Arc<Self>,
+        name: &str,
+        spec: &VPortSpec,
+    ) -> Result<Arc<VPort>, ValeError> {
+        if spec.tx_rings == 0 || spec.rx_rings == 0 || spec.tx_rings > 64 || spec.rx_rings > 64 {
+            return Err(ValeError::Geometry("1..=64 rings per direction"));
+        }
+        let full = format!("{}:{}", self.name, name);
+        let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        if ports.iter().flatten().any(|p| p.name == full) {
+            return Err(ValeError::Exists(full));
+        }
+        let idx = ports
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| ValeError::Full(self.name.clone()))?;
+        let nrings = spec.tx_rings + spec.rx_rings;
+        let region = match &spec.region {
+            Some(r) => Arc::clone(r),
+            None => {
+                let mut cfg = RegionConfig::for_rings(1, nrings, spec.slots, spec.extra_bufs);
+                cfg.buf_size = spec.buf_size;
+                Region::new(&full, &cfg)?
+            }
+        };
+        let ifc = region.create_interface(&InterfaceSpec {
+            name: &full,
+            tx_slots: vec![spec.slots; spec.tx_rings as usize],
+            rx_slots: vec![spec.slots; spec.rx_rings as usize],
+            extra_bufs: spec.extra_bufs,
+            ..Default::default()
+        })?;
+        let port = Arc::new(VPort::new(idx as u8, full, ifc));
+        ports[idx] = Some(Arc::clone(&port));
+        log::info!(
+            "{}: port {} (index {idx}, region {} of {} KiB{})",
+            self.name,
+            port.name,
+            port.ifc.region().id(),
+            port.ifc.region().size() / 1024,
+            if spec.region.is_some() {
+                ", shared"
+            } else {
+                ""
+            }
+        );
+        Ok(port)
+    }
+
+    /// Removes a port; in-flight forwarding to it finishes first.
+    pub fn remove_port(&self, port: &VPort) {
+        let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut ports[port.idx as usize];
+        if slot.as_ref().is_some_and(|p| std::ptr::eq(&**p, port)) {
+            *slot = None;
+            self.lookup.port_removed(port.idx);
+            log::info!("{}: port {} removed", self.name, port.name);
+        }
+    }
+
+    /// A port by its full name (`valeX:Y`).
+    pub fn port(&self, name: &str) -> Option<Arc<VPort>> {
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        ports.iter().flatten().find(|p| p.name == name).cloned()
+    }
+
+    /// All ports, in index order.
+    pub fn ports(&self) -> Vec<Arc<VPort>> {
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        ports.iter().flatten().cloned().collect()
+    }
+}
+
+/// One fragment collected by the preflush.
+#[derive(Debug, Clone, Copy, Default)]
+struct FtEntry {
+    buf_idx: u32,
+    len: u16,
+}
+
+/// One frame of the batch.
+#[derive(Debug, Clone, Copy)]
+struct Pkt {
+    first: u16,
+    frags: u8,
+    flags: u16,
+    bytes: u32,
+    ring: u16,
+}
+
+/// The sender-side state of a TX ring: its kring and the forwarding scratch space, allocated
+/// once.
+struct TxSide {
+    kr: Kring,
+    ft: Vec<FtEntry>,
+    pkts: Vec<Pkt>,
+    /// Per destination port: indices into `pkts`, in order.
+    lists: Vec<Vec<u16>>,
+    touched: Vec<u8>,
+}
+
+/// The receiver-side state of an RX ring.
+struct RxSide {
+    kr: Kring,
+    leases: Leases,
+}
+
+/// A port of a switch.
+pub struct VPort {
+    idx: u8,
+    name: String,
+    ifc: Interface,
+    tx: Vec<Mutex<TxSide>>,
+    rx: Vec<Mutex<RxSide>>,
+    stats: PortStats,
+}
+
+impl fmt::Debug for VPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VPort")
+            .field("idx", &self.idx)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl VPort {
+    fn new(idx: u8, name: String, ifc: Interface) -> Self {
+        let tx = ifc
+            .tx
+            .iter()
+            .map(|r| {
+                Mutex::new(TxSide {
+                    kr: Kring::new(r.clone(), Dir::Tx),
+                    ft: Vec::with_capacity(VALE_BATCH + MAX_FRAGS),
+                    pkts: Vec::with_capacity(VALE_BATCH),
+                    lists: (0..VALE_MAX_PORTS).map(|_| Vec::new()).collect(),
+                    touched: Vec::with_capacity(VALE_MAX_PORTS),
+                })
+            })
+            .collect();
+        let rx = ifc
+            .rx
+            .iter()
+            .map(|r| {
+                let kr = Kring::new(r.clone(), Dir::Rx);
+                let mut leases = Leases::default();
+                leases.reset(&kr.k);
+                Mutex::new(RxSide { kr, leases })
+            })
+            .collect();
+        VPort {
+            idx,
+            name,
+            ifc,
+            tx,
+            rx,
+            stats: PortStats::default(),
+        }
+    }
+
+    /// Full name, `valeX:Y`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Index on the switch.
+    pub fn index(&self) -> u8 {
+        self.idx
+    }
+
+    /// The port's interface and region.
+    pub fn interface(&self) -> &Interface {
+        &self.ifc
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PortStats {
+        &self.stats
+    }
+
+    /// Binds (or, with `None`, unbinds) a client to every ring; rings are reset and every
+    /// slot gets its original buffer back.
+    pub fn bind(&self, client: Option<&crate::kloop::ClientBinding>) -> bool {
+        let ntx = self.tx.len() as u32;
+        // No sync of this port runs while its slots are rewritten.
+        let rx_guards: Vec<_> = self
+            .rx
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let tx_guards: Vec<_> = self
+            .tx
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        self.ifc.restore();
+        drop(tx_guards);
+        drop(rx_guards);
+        let mut ok = true;
+        for (i, m) in self.tx.iter().enumerate() {
+            let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
+            match client {
+                Some(c) => ok &= t.kr.bind(c.ring(i as u32)),
+                None => t.kr.unbind(),
+            }
+            t.kr.reset();
+        }
+        for (i, m) in self.rx.iter().enumerate() {
+            let mut r = m.lock().unwrap_or_else(|e| e.into_inner());
+            let RxSide { kr, leases } = &mut *r;
+            match client {
+                Some(c) => ok &= kr.bind(c.ring(ntx + i as u32)),
+                None => kr.unbind(),
+            }
+            kr.reset();
+            leases.reset(&kr.k);
+        }
+        ok
+    }
+}
+
+/// A VALE port driven by a client's sync loop.
+pub struct ValePortSync {
+    /// The switch the port is on.
+    pub switch: Arc<Switch>,
+    /// The port.
+    pub port: Arc<VPort>,
+}
+
+impl SyncPort for ValePortSync {
+    fn name(&self) -> &str {
+        &self.port.name
+    }
+
+    fn interface(&self) -> &Interface {
+        &self.port.ifc
+    }
+
+    fn txsync(&self, i: u32) -> SyncOutcome {
+        let Some(m) = self.port.tx.get(i as usize) else {
+            return SyncOutcome {
+                rhead: 0,
+                more: false,
+            };
+        };
+        let mut tx = m.lock().unwrap_or_else(|e| e.into_inner());
+        let v = match tx.kr.prologue() {
+            Ok((v, _flags)) => v,
+            Err(bad) => {
+                report_bad_ring(
+                    &self.port.name,
+                    Dir::Tx,
+                    i,
+                    &bad,
+                    tx.kr.resets,
+                    &self.port.stats,
+                );
+                let irq = tx.kr.publish(false);
+                drop(tx);
+                raise(irq);
+                return SyncOutcome {
+                    rhead: bad.k.rhead,
+                    more: false,
+                };
+            }
+        };
+        let start = tx.kr.k.hwcur;
+        let done = if start == v.head {
+            start
+        } else {
+            forward(&self.switch, &self.port, &mut tx, v.head)
+        };
+        let moved = done != start;
+        if moved {
+            tx.kr.tx_consumed_all(done);
+        }
+        let irq = tx.kr.publish(moved);
+        if irq.is_some() {
+            PortStats::add(&self.port.stats.irqs, 1);
+        }
+        drop(tx);
+        raise(irq);
+        SyncOutcome {
+            rhead: v.head,
+            more: done != v.head,
+        }
+    }
+
+    fn rxsync(&self, i: u32) -> SyncOutcome {
+        let Some(m) = self.port.rx.get(i as usize) else {
+            return SyncOutcome {
+                rhead: 0,
+                more: false,
+            };
+        };
+        let mut rx = m.lock().unwrap_or_else(|e| e.into_inner());
+        let rhead = rx_reclaim(&self.port, i, &mut rx);
+        let irq = rx.kr.publish(false);
+        drop(rx);
+        raise(irq);
+        SyncOutcome { rhead, more: false }
+    }
+
+    fn rx_needs_kicks(&self) -> bool {
+        false
+    }
+
+    fn stats(&self) -> &PortStats {
+        &self.port.stats
+    }
+
+    fn bind(&self, client: Option<&crate::kloop::ClientBinding>) -> bool {
+        self.port.bind(client)
+    }
+
+    fn kind(&self) -> &'static str {
+        "vale"
+    }
+}
+
+/// The receiver's rxsync, run by whoever holds its RX lock: slots the client released
+/// (`[hwcur, head)`) become free for new leases. Returns the validated head.
+fn rx_reclaim(port: &VPort, ring: u32, rx: &mut RxSide) -> u32 {
+    match rx.kr.prologue() {
+        Ok((v, _)) => {
+            rx.kr.k.hwcur = v.head;
+            v.head
+        }
+        Err(bad) => {
+            report_bad_ring(&port.name, Dir::Rx, ring, &bad, rx.kr.resets, &port.stats);
+            rx.kr.k.rhead
+        }
+    }
+}
+
+/// Forwards the slots `[hwcur, head)` of a TX ring in batches; returns how far it got
+/// (`head`, unless the batch limit stopped it at a frame boundary).
+fn forward(sw: &Switch, src: &VPort, tx: &mut TxSide, head: u32) -> u32 {
+    let region = Arc::clone(tx.kr.ring.region());
+    let n = tx.kr.num_slots();
+    let buf_size = u32::from(u16::try_from(region.buf_size()).unwrap_or(u16::MAX));
+    let mut j = tx.kr.k.hwcur;
+
+    // Preflush: collect whole frames (fragment chains) into the forwarding table.
+    tx.ft.clear();
+    tx.pkts.clear();
+    let mut bad_frames = 0u64;
+    let mut first = 0usize;
+    let mut frags = 0usize;
+    let mut bytes = 0u32;
+    let mut bad = false;
+    let mut chain_start = j;
+    let mut first_flags = 0u16;
+    while j != head && tx.ft.len() < VALE_BATCH {
+        let s: NetmapSlot = tx.kr.ring.read_slot(j);
+        if frags == 0 {
+            first = tx.ft.len();
+            bytes = 0;
+            bad = false;
+            chain_start = j;
+            first_flags = s.flags;
+        }
+        let len = u32::from(s.len);
+        // Buffers 0 and 1 are reserved scratch space: never a source of data.
+        let ok =
+            s.buf_idx >= NETMAP_BUF_RESERVED && region.buf(s.buf_idx).is_some() && len <= buf_size;
+        bad |= !ok;
+        tx.ft.push(FtEntry {
+            buf_idx: s.buf_idx,
+            len: if ok { s.len } else { 0 },
+        });
+        bytes += if ok { len } else { 0 };
+        frags += 1;
+        j = nm_next(j, n);
+        if s.flags & NS_MOREFRAG == 0 || frags == MAX_FRAGS || j == head {
+            // A chain cut by `head` is truncated, as netmap does.
+            if bad || bytes == 0 {
+                bad_frames += 1;
+            } else {
+                tx.pkts.push(Pkt {
+                    first: first as u16,
+                    frags: frags as u8,
+                    flags: first_flags,
+                    bytes,
+                    ring: 0,
+                });
+            }
+            frags = 0;
+        }
+    }
+    if frags > 0 {
+        // The batch limit fell inside a chain: leave the chain for the next batch.
+        tx.ft.truncate(first);
+        j = chain_start;
+    }
+    PortStats::add(&src.stats.tx_drops, bad_frames);
+    if !tx.pkts.is_empty() {
+        flush(sw, src, tx, &region);
+    }
+    j
+}
+
+/// Pass 1 (lookup) and pass 2 (per destination lease and copy) over the collected frames.
+fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
+    let ports = sw.ports.read().unwrap_or_else(|e| e.into_inner());
+    let lookup = &*sw.lookup;
+    let hlen = lookup.header_len().min(MAX_HEADER);
+    let TxSide {
+        ft,
+        pkts,
+        lists,
+        touched,
+        ..
+    } = tx;
+    let mut hdr = [0u8; MAX_HEADER];
+    let mut tx_pkts = 0u64;
+    let mut tx_bytes = 0u64;
+    let mut dropped = 0u64;
+
+    for (pi, p) in pkts.iter_mut().enumerate() {
+        let e = ft[p.first as usize];
+        let k = hlen.min(usize::from(e.len));
+        if let Some(b) = region.buf(e.buf_idx) {
+            // SAFETY: `b` is a buffer of `region` (checked in preflush) and k <= len <= buf
+            // size; the client may be writing it concurrently, which can only garble the
+            // copy, and `hdr` is a local array of MAX_HEADER >= k bytes.
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), hdr.as_mut_ptr(), k) };
+        }
+        let frame = FrameHead {
+            bytes: &hdr[..k],
+            len: p.bytes,
+            flags: p.flags,
+        };
+        let add = |d: usize, lists: &mut Vec<Vec<u16>>, touched: &mut Vec<u8>| {
+            if lists[d].is_empty() {
+                touched.push(d as u8);
+                if lists[d].capacity() == 0 {
+                    lists[d].reserve_exact(VALE_BATCH);
+                }
+            }
+            lists[d].push(pi as u16);
+        };
+        match lookup.lookup(&frame, src.idx) {
+            Dest::Port { port, ring } => {
+                let d = usize::from(port);
+                if d == usize::from(src.idx) || ports.get(d).is_none_or(Option::is_none) {
+                    dropped += 1;
+                    continue;
+                }
+                p.ring = ring;
+                add(d, lists, touched);
+            }
+            Dest::Broadcast => {
+                p.ring = 0;
+                for (d, q) in ports.iter().enumerate() {
+                    if q.is_some() && d != usize::from(src.idx) {
+                        add(d, lists, touched);
+                    }
+                }
+            }
+            Dest::Drop => {
+                dropped += 1;
+                continue;
+            }
+        }
+        tx_pkts += 1;
+        tx_bytes += u64::from(p.bytes);
+    }
+    PortStats::add(&src.stats.tx_packets, tx_pkts);
+    PortStats::add(&src.stats.tx_bytes, tx_bytes);
+    PortStats::add(&src.stats.tx_drops, dropped);
+
+    for &d in touched.iter() {
+        let list = &mut lists[usize::from(d)];
+        if let Some(dst) = ports[usize::from(d)].as_deref() {
+            deliver(dst, list, pkts, ft, region);
+        }
+        list.clear();
+    }
+    touched.clear();
+}
+
+/// Copies the frames of `list` into `dst`, ring by ring.
+fn deliver(dst: &VPort, list: &[u16], pkts: &[Pkt], ft: &[FtEntry], src_region: &Region) {
+    let nrx = dst.rx.len() as u16;
+    let dst_buf = dst.ifc.region().buf_size();
+    // Usually every frame goes to ring 0: one pass. Otherwise one pass per ring used.
+    let mut ring = 0u16;
+    loop {
+        let r = ring.min(nrx - 1);
+        let mut need = 0u32;
+        let mut next_ring = None;
+        for &pi in list {
+            let p = &pkts[usize::from(pi)];
+            let pr = p.ring.min(nrx - 1);
+            if pr == r {
+                if fits(p, ft, dst_buf) {
+                    need += u32::from(p.frags);
+                }
+            } else if pr > r && next_ring.is_none_or(|x| pr < x) {
+                next_ring = Some(pr);
+            }
+        }
+        if need > 0 {
+            deliver_ring(dst, r, list, pkts, ft, src_region, need);
+        } else {
+            let dropped = list
+                .iter()
+                .filter(|&&pi| pkts[usize::from(pi)].ring.min(nrx - 1) == r)
+                .count();
+            PortStats::add(&dst.stats.rx_drops, dropped as u64);
+        }
+        match next_ring {
+            Some(x) => ring = x,
+            None => break,
+        }
+    }
+}
+
+fn fits(p: &Pkt, ft: &[FtEntry], dst_buf: u32) -> bool {
+    ft[usize::from(p.first)..usize::from(p.first) + usize::from(p.frags)]
+        .iter()
+        .all(|e| u32::from(e.len) <= dst_buf)
+}
+
+fn deliver_ring(
+    dst: &VPort,
+    r: u16,
+    list: &[u16],
+    pkts: &[Pkt],
+    ft: &[FtEntry],
+    src_region: &Region,
+    need: u32,
+) {
+    let nrx = dst.rx.len() as u16;
+    let m = &dst.rx[usize::from(r)];
+    let (lease, ring): (Option<Lease>, _) = {
+        let mut rx = m.lock().unwrap_or_else(|e| e.into_inner());
+        rx_reclaim(dst, u32::from(r), &mut rx);
+        let RxSide { kr, leases } = &mut *rx;
+        (leases.reserve(&kr.k, need), kr.ring.clone())
+    };
+    let Some(lease) = lease else {
+        let dropped = list
+            .iter()
+            .filter(|&&pi| pkts[usize::from(pi)].ring.min(nrx - 1) == r)
+            .count();
+        PortStats::add(&dst.stats.rx_drops, dropped as u64);
+        return;
+    };
+
+    let dregion = ring.region();
+    let dst_buf = dregion.buf_size();
+    let n = ring.num_slots();
+    let mut j = lease.start;
+    let mut left = lease.len;
+    let (mut rx_pkts, mut rx_bytes, mut drops) = (0u64, 0u64, 0u64);
+    for &pi in list {
+        let p = &pkts[usize::from(pi)];
+        if p.ring.min(nrx - 1) != r {
+            continue;
+        }
+        let frags = u32::from(p.frags);
+        if !fits(p, ft, dst_buf) || frags > left {
+            drops += 1;
+            continue;
+        }
+        for f in 0..usize::from(p.frags) {
+            let e = ft[usize::from(p.first) + f];
+            let d = ring.read_slot(j);
+            // An invalid index in a kernel-owned slot is the receiver's own corruption: its
+            // frame lands in its reserved scratch buffer 0, never outside its region.
+            let (didx, dptr) = match dregion.buf(d.buf_idx) {
+                Some(ptr) => (d.buf_idx, ptr),
+                // PANIC: buffer 0 exists in every region (num_bufs > 2 is enforced).
+                None => (0, dregion.buf(0).expect("buffer 0 always exists")),
+            };
+            if let Some(sptr) = src_region.buf(e.buf_idx) {
+                copy_frame(
+                    sptr.as_ptr(),
+                    dptr.as_ptr(),
+                    usize::from(e.len),
+                    src_region.buf_size().min(dst_buf) as usize,
+                );
+            }
+            let mut flags = u16::from(p.frags) << NS_PORT_SHIFT;
+            if f + 1 < usize::from(p.frags) {
+                flags |= NS_MOREFRAG;
+            }
+            ring.write_slot(
+                j,
+                NetmapSlot {
+                    buf_idx: didx,
+                    len: e.len,
+                    flags,
+                    ptr: 0,
+                },
+            );
+            j = nm_next(j, n);
+        }
+        left -= frags;
+        rx_pkts += 1;
+        rx_bytes += u64::from(p.bytes);
+    }
+
+    // Counted before the frames become visible, so a reader of both never sees fewer.
+    PortStats::add(&dst.stats.rx_packets, rx_pkts);
+    PortStats::add(&dst.stats.rx_bytes, rx_bytes);
+    PortStats::add(&dst.stats.rx_drops, drops);
+    let irq = {
+        let mut rx = m.lock().unwrap_or_else(|e| e.into_inner());
+        let RxSide { kr, leases } = &mut *rx;
+        let mut lease = lease;
+        let used = lease.len - left;
+        if left > 0 && !leases.shrink(&kr.k, &mut lease, used) {
+            // Not the newest lease: the unused slots become empty frames, as in netmap.
+            for _ in 0..left {
+                let d = ring.read_slot(j);
+                ring.write_slot(
+                    j,
+                    NetmapSlot {
+                        len: 0,
+                        flags: 0,
+                        ..d
+                    },
+                );
+                j = nm_next(j, n);
+            }
+        }
+        match leases.complete(lease) {
+            Some(t) => {
+                let moved = t != kr.k.hwtail;
+                kr.k.hwtail = t;
+                kr.k.rtail = t;
+                kr.publish(moved)
+            }
+            None => None,
+        }
+    };
+    if irq.is_some() {
+        PortStats::add(&dst.stats.irqs, 1);
+    }
+    raise(irq);
+}
+
+/// Copies one fragment between buffers, in whole 64-byte chunks when the buffers allow (both
+/// are at least `limit` bytes, a multiple of 64): fewer branches than an exact-length copy.
+#[inline]
+fn copy_frame(src: *const u8, dst: *mut u8, len: usize, limit: usize) {
+    let n = ((len + 63) & !63).min(limit);
+    // SAFETY: both pointers address whole buffers of at least `limit` bytes inside their
+    // regions (the callers resolved them through `Region::buf`); `ptr::copy` tolerates the
+    // two being the same buffer of a shared region. A client writing either buffer meanwhile
+    // can only garble the frame's bytes.
+    unsafe { std::ptr::copy(src, dst, n) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> [u8; 14] {
+        let mut f = [0u8; 14];
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f
+    }
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    const BCAST: [u8; 6] = [0xff; 6];
+
+    #[test]
+    fn bridge_learns_sources_and_forwards_known_unicast() {
+        let br = LearningBridge::default();
+        let look = |f: &[u8], src| {
+            br.lookup(
+                &FrameHead {
+                    bytes: f,
+                    len: 60,
+                    flags: 0,
+                },
+                src,
+            )
+        };
+        assert_eq!(
+            look(&frame(B, A), 0),
+            Dest::Broadcast,
+            "unknown unicast floods"
+        );
+        assert_eq!(br.port_of(A), Some(0));
+        assert_eq!(look(&frame(A, B), 3), Dest::Port { port: 0, ring: 0 });
+        assert_eq!(look(&frame(BCAST, A), 0), Dest::Broadcast);
+        assert_eq!(look(&frame(B, A), 0), Dest::Port { port: 3, ring: 0 });
+        assert_eq!(look(&frame(B, A)[..13], 0), Dest::Drop, "runt frame");
+    }
+
+    #[test]
+    fn bridge_does_not_learn_multicast_sources_or_no_learn_frames() {
+        let br = LearningBridge::default();
+        let mcast = [3, 0, 0, 0, 0, 1];
+        br.lookup(
+            &FrameHead {
+                bytes: &frame(A, mcast),
+                len: 60,
+                flags: 0,
+            },
+            1,
+        );
+        assert_eq!(br.port_of(mcast), None);
+        br.lookup(
+            &FrameHead {
+                bytes: &frame(A, B),
+                len: 60,
+                flags: NS_NO_LEARN,
+            },
+            1,
+        );
+        assert_eq!(br.port_of(B), None);
+    }
+
+    #[test]
+    fn removing_a_port_forgets_its_stations() {
+        let br = LearningBridge::default();
+        br.lookup(
+            &FrameHead {
+                bytes: &frame(B, A),
+                len: 60,
+                flags: 0,
+            },
+            5,
+        );
+        assert_eq!(br.port_of(A), Some(5));
+        br.port_removed(5);
+        assert_eq!(br.port_of(A), None);
+    }
+}
