@@ -52,7 +52,7 @@ shared_struct! {
         /// NAF_* flags of the last sync request.
         pub sync_flags: AtomicU32,
         /// Padding to 64 bytes.
-        pub pad: [u32; 12],
+        pub pad: [AtomicU32; 12],
     }
 }
 
@@ -69,7 +69,7 @@ shared_struct! {
         /// 1 = the kernel side wants a kick when the application publishes work.
         pub kern_need_kick: AtomicU32,
         /// Padding to 64 bytes.
-        pub pad: [u32; 13],
+        pub pad: [AtomicU32; 13],
     }
 }
 
