@@ -1,0 +1,198 @@
+//! `ptnetctl`: list, create and destroy ptnetd's switches and ports, and show their counters.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ptnet_client::proto::{self, PortEntry, PortRequest, Profile, Reply, Request};
+
+/// Control ptnetd.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// ptnetd's control socket (default: $PTNET_SOCKET or /run/ptnetd/ptnetd.sock).
+    #[arg(short, long)]
+    socket: Option<String>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Switches, ports and pipes, with their counters.
+    List,
+    /// Counters of one port (or all).
+    Stats {
+        /// Port name; all ports if omitted.
+        port: Option<String>,
+    },
+    /// Create a VALE switch.
+    CreateSwitch {
+        /// `valeX`.
+        name: String,
+    },
+    /// Destroy a VALE switch (no port may be attached).
+    DestroySwitch {
+        /// `valeX`.
+        name: String,
+    },
+    /// Create a persistent port: `valeX:Y`, or a pipe `X{N` (both ends).
+    CreatePort {
+        /// Port name.
+        name: String,
+        /// Rings per direction.
+        #[arg(long, default_value_t = 1)]
+        rings: u32,
+        /// Slots per ring.
+        #[arg(long, default_value_t = 1024)]
+        slots: u32,
+        /// Extra buffers.
+        #[arg(long, default_value_t = 0)]
+        extra_bufs: u32,
+        /// Put the port in the switch's shared region (zero copy among trusted ports).
+        #[arg(long)]
+        trusted: bool,
+    },
+    /// Destroy a persistent port (it must not be attached).
+    DestroyPort {
+        /// Port name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let socket = a.socket.clone().unwrap_or_else(proto::socket_path);
+    let (request, filter) = match &a.cmd {
+        Cmd::List => (Request::List, None),
+        Cmd::Stats { port } => (Request::List, Some(port.clone())),
+        Cmd::CreateSwitch { name } => (Request::CreateSwitch { name: name.clone() }, None),
+        Cmd::DestroySwitch { name } => (Request::DestroySwitch { name: name.clone() }, None),
+        Cmd::CreatePort {
+            name,
+            rings,
+            slots,
+            extra_bufs,
+            trusted,
+        } => (
+            Request::CreatePort(PortRequest {
+                port: name.clone(),
+                tx_rings: Some(*rings),
+                rx_rings: Some(*rings),
+                slots: Some(*slots),
+                extra_bufs: *extra_bufs,
+                profile: if *trusted {
+                    Profile::Trusted
+                } else {
+                    Profile::Untrusted
+                },
+                busy_poll: false,
+            }),
+            None,
+        ),
+        Cmd::DestroyPort { name } => (Request::DestroyPort { port: name.clone() }, None),
+    };
+    let reply = match proto::call(&socket, request) {
+        Ok((r, _, _)) => r,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("ptnetctl: cannot reach ptnetd at {socket}: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match reply {
+        Reply::Ok => {
+            if a.json {
+                println!("{{\"result\":\"ok\"}}");
+            }
+            ExitCode::SUCCESS
+        }
+        Reply::Error { message } => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "result": "error", "message": message })
+                );
+            } else {
+                eprintln!("ptnetctl: {message}");
+            }
+            ExitCode::FAILURE
+        }
+        Reply::Listing { switches, pipes } => {
+            let mut ports: Vec<&PortEntry> = switches
+                .iter()
+                .flat_map(|s| &s.ports)
+                .chain(&pipes)
+                .collect();
+            if let Some(Some(p)) = &filter {
+                ports.retain(|e| &e.name == p);
+                if ports.is_empty() {
+                    eprintln!("ptnetctl: no port {p}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            if a.json {
+                let v = match &filter {
+                    Some(_) => serde_json::to_value(&ports),
+                    None => serde_json::to_value(
+                        serde_json::json!({ "switches": switches, "pipes": pipes }),
+                    ),
+                };
+                println!("{}", v.unwrap_or_default());
+            } else if filter.is_none() {
+                for s in &switches {
+                    println!("{} ({} ports)", s.name, s.ports.len());
+                }
+                print_ports(&ports);
+            } else {
+                print_ports(&ports);
+            }
+            ExitCode::SUCCESS
+        }
+        Reply::Attached(_) => {
+            eprintln!("ptnetctl: unexpected reply");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_ports(ports: &[&PortEntry]) {
+    if ports.is_empty() {
+        return;
+    }
+    println!(
+        "{:<20} {:<5} {:<8} {:>4} {:>9} {:>12} {:>12} {:>10} {:>10} {:>6}",
+        "port",
+        "kind",
+        "client",
+        "mem",
+        "rings",
+        "tx_packets",
+        "rx_packets",
+        "rx_drops",
+        "tx_drops",
+        "resets"
+    );
+    for p in ports {
+        println!(
+            "{:<20} {:<5} {:<8} {:>4} {:>9} {:>12} {:>12} {:>10} {:>10} {:>6}",
+            p.name,
+            p.kind,
+            if p.attached { "attached" } else { "-" },
+            p.mem_id,
+            format!("{}x{}", p.tx_rings, p.slots),
+            p.stats.tx_packets,
+            p.stats.rx_packets,
+            p.stats.rx_drops,
+            p.stats.tx_drops,
+            p.stats.ring_resets
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! ptnetd's configuration: a TOML file, command-line overrides, and the embedded default
+//! (one switch, `vale0`) that makes `ptnetd` useful with no file at all.
+
+use std::path::PathBuf;
+
+use ptnet_client::proto::{DEFAULT_SOCKET, Profile};
+use ptnet_spec::name::{Base, PortName};
+use serde::Deserialize;
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration in {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why (with line and column).
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Permission bits of the socket (octal string, e.g. "0660").
+    pub socket_mode: String,
+    /// Run every client's sync loop in busy-poll mode unless the client asks otherwise.
+    pub busy_poll: bool,
+    /// Most switches created on demand by clients.
+    pub max_switches: usize,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: "0660".into(),
+            busy_poll: false,
+            max_switches: 64,
+        }
+    }
+}
+
+/// `[[switch]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSection {
+    /// `valeX`.
+    pub name: String,
+    /// Trusted ports this switch's shared region can hold.
+    #[serde(default = "default_trusted_ports")]
+    pub trusted_ports: u32,
+}
+
+fn default_trusted_ports() -> u32 {
+    8
+}
+
+/// `[[port]]`: a persistent port, created at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// `valeX:Y`, or a pipe end `X{N` / `X}N`.
+    pub name: String,
+    /// TX rings.
+    #[serde(default = "one")]
+    pub tx_rings: u32,
+    /// RX rings.
+    #[serde(default = "one")]
+    pub rx_rings: u32,
+    /// Slots per ring.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Extra buffers.
+    #[serde(default)]
+    pub extra_bufs: u32,
+    /// Trust profile.
+    #[serde(default)]
+    pub profile: Profile,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_slots() -> u32 {
+    1024
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    /// Switches created at start-up.
+    #[serde(default, rename = "switch")]
+    pub switches: Vec<SwitchSection>,
+    /// Persistent ports created at start-up.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortSection>,
+}
+
+/// The configuration used when no file is given.
+pub const EMBEDDED_DEFAULT: &str = r#"
+# ptnetd's embedded default: one VALE switch; host clients attach to vale0:<anything>.
+[daemon]
+socket = "/run/ptnetd/ptnetd.sock"
+
+[[switch]]
+name = "vale0"
+"#;
+
+impl Config {
+    /// Parses and validates TOML text (`path` is for messages).
+    pub fn parse(text: &str, path: PathBuf) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path,
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path.to_owned())
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Self {
+        // PANIC: the embedded text is fixed and covered by a test.
+        Self::parse(EMBEDDED_DEFAULT, "<embedded>".into()).expect("embedded default parses")
+    }
+
+    /// Socket mode as bits.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        u32::from_str_radix(self.daemon.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "socket_mode {:?} is not an octal permission like \"0660\"",
+                    self.daemon.socket_mode
+                ))
+            })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.socket_mode()?;
+        let mut names = std::collections::HashSet::new();
+        for s in &self.switches {
+            if !s.name.starts_with("vale")
+                || s.name.len() > 15
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "switch name {:?}: VALE switches are named vale[0-9A-Za-z_]*, at most 15 bytes",
+                    s.name
+                )));
+            }
+            if !names.insert(&s.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "switch {} listed twice",
+                    s.name
+                )));
+            }
+        }
+        let mut ports = std::collections::HashSet::new();
+        for p in &self.ports {
+            let n = PortName::parse(&p.name)
+                .map_err(|e| ConfigError::Invalid(format!("port {:?}: {e}", p.name)))?;
+            if let (Base::Vale { switch, .. }, None) = (n.base, n.pipe) {
+                if !names.contains(&switch.to_owned()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "port {}: switch {switch} is not configured (add a [[switch]])",
+                        p.name
+                    )));
+                }
+            } else if n.pipe.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "port {}: only VALE ports and pipe ends can be configured",
+                    p.name
+                )));
+            }
+            if !(1..=64).contains(&p.tx_rings) || !(1..=64).contains(&p.rx_rings) {
+                return Err(ConfigError::Invalid(format!(
+                    "port {}: 1..=64 rings per direction",
+                    p.name
+                )));
+            }
+            if !(64..=16384).contains(&p.slots) {
+                return Err(ConfigError::Invalid(format!(
+                    "port {}: slots must be in 64..=16384",
+                    p.name
+                )));
+            }
+            if !ports.insert(&p.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "port {} listed twice",
+                    p.name
+                )));
+            }
+        }
+        if self.daemon.max_switches == 0 {
+            return Err(ConfigError::Invalid(
+                "max_switches must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_has_vale0() {
+        let c = Config::embedded();
+        assert_eq!(c.switches[0].name, "vale0");
+        assert_eq!(c.socket_mode().unwrap(), 0o660);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let bad = |t: &str| Config::parse(t, "t.toml".into()).unwrap_err().to_string();
+        let e = format!(
+            "{:?}",
+            Config::parse("[daemon]\nsockett = 1", "t.toml".into()).unwrap_err()
+        );
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(bad("[[switch]]\nname = \"sw0\"").contains("vale"));
+        assert!(bad("[[port]]\nname = \"vale1:a\"").contains("not configured"));
+        assert!(
+            bad("[[switch]]\nname=\"vale0\"\n[[port]]\nname = \"vale0:a\"\nslots = 3")
+                .contains("slots")
+        );
+        assert!(bad("[daemon]\nsocket_mode = \"999\"").contains("octal"));
+        assert!(bad("[[port]]\nname = \"eth0\"").contains("only VALE"));
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = Config::parse(
+            r#"
+            [daemon]
+            socket = "/tmp/x.sock"
+            busy_poll = true
+            [[switch]]
+            name = "vale1"
+            trusted_ports = 4
+            [[port]]
+            name = "vale1:vm1"
+            slots = 2048
+            profile = "trusted"
+            [[port]]
+            name = "pipe0{1"
+            "#,
+            "t.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(c.ports[0].profile, Profile::Trusted);
+        assert_eq!(c.ports[1].slots, 1024);
+    }
+}

@@ -1,0 +1,721 @@
+//! The daemon's state (switches, ports, pipes, attachments) and the control socket server.
+//!
+//! Every connection gets a thread: it reads one request and answers it. An `attach` keeps the
+//! connection (and the thread, asleep in `read`) for as long as the client stays; when the
+//! connection closes, for whatever reason, the client's sync loop stops and its port is
+//! released (an on-demand port is removed, a configured one stays).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use ptnet_client::proto::{
+    self, Counters, Envelope, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply, Request,
+    SwitchEntry,
+};
+use ptnet_datapath::host::HostClient;
+use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::mem::{Region, RegionConfig};
+use ptnet_datapath::pipe::{End, Pipe, PipePortSync};
+use ptnet_datapath::port::{PortStats, SyncPort};
+use ptnet_datapath::vale::{Switch, VPort, VPortSpec, ValePortSync};
+use ptnet_spec::name::{Base, PipeRole, PortName, RingSelection};
+
+use crate::config::{Config, PortSection};
+
+/// Default geometry of ports created on demand.
+const DEFAULT_SLOTS: u32 = 1024;
+
+/// Errors reported to clients (their text is the reply's message).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad port name.
+    #[error("bad port name {name:?}: {reason}")]
+    Name {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something does not exist.
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// Something exists already.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// The port has a client already.
+    #[error("port {0} is busy (a client is attached)")]
+    Busy(String),
+    /// Not supported (yet).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A limit was hit or a value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// The datapath refused.
+    #[error("{0}")]
+    Datapath(String),
+}
+
+type Result<T> = std::result::Result<T, DaemonError>;
+
+struct PortState {
+    vport: Arc<VPort>,
+    persistent: bool,
+    attached: bool,
+    profile: Profile,
+    slots: u32,
+}
+
+struct SwitchState {
+    sw: Arc<Switch>,
+    ports: BTreeMap<String, PortState>,
+    /// The region trusted ports share, made on first use.
+    shared: Option<Arc<Region>>,
+    trusted_ports: u32,
+}
+
+struct PipeState {
+    pipe: Pipe,
+    persistent: bool,
+    attached: [bool; 2],
+    rings: u32,
+    slots: u32,
+}
+
+#[derive(Default)]
+struct State {
+    switches: BTreeMap<String, SwitchState>,
+    /// Keyed by "parent{id".
+    pipes: BTreeMap<String, PipeState>,
+}
+
+/// What identifies an attachment, to release it.
+#[derive(Debug, Clone)]
+enum Key {
+    Vale { switch: String, port: String },
+    Pipe { key: String, end: End },
+}
+
+/// A client's hold on a port.
+#[derive(Debug)]
+pub struct Attachment {
+    key: Key,
+    client: HostClient,
+}
+
+/// The daemon.
+pub struct Daemon {
+    cfg: Config,
+    state: Mutex<State>,
+}
+
+fn end_index(e: End) -> usize {
+    match e {
+        End::Master => 0,
+        End::Slave => 1,
+    }
+}
+
+fn counters(s: &PortStats) -> Counters {
+    let s = s.snapshot();
+    Counters {
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        rx_drops: s.rx_drops,
+        tx_drops: s.tx_drops,
+        ring_resets: s.ring_resets,
+        kicks: s.kicks,
+        irqs: s.irqs,
+    }
+}
+
+impl Daemon {
+    /// Builds the daemon's state from its configuration: switches and persistent ports.
+    pub fn new(cfg: Config) -> Result<Arc<Self>> {
+        let d = Arc::new(Daemon {
+            cfg,
+            state: Mutex::new(State::default()),
+        });
+        {
+            let mut st = d.lock();
+            for s in &d.cfg.switches {
+                d.create_switch(&mut st, &s.name, s.trusted_ports)?;
+            }
+            for p in &d.cfg.ports {
+                let req = PortRequest {
+                    port: p.name.clone(),
+                    tx_rings: Some(p.tx_rings),
+                    rx_rings: Some(p.rx_rings),
+                    slots: Some(p.slots),
+                    extra_bufs: p.extra_bufs,
+                    profile: p.profile,
+                    busy_poll: false,
+                };
+                let _: &PortSection = p;
+                d.create_port(&mut st, &req, true)?;
+            }
+        }
+        Ok(d)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn create_switch(&self, st: &mut State, name: &str, trusted_ports: u32) -> Result<()> {
+        if st.switches.contains_key(name) {
+            return Err(DaemonError::Exists(format!("switch {name}")));
+        }
+        if st.switches.len() >= self.cfg.daemon.max_switches {
+            return Err(DaemonError::Invalid(format!(
+                "too many switches (max_switches = {})",
+                self.cfg.daemon.max_switches
+            )));
+        }
+        let ok = name.starts_with("vale")
+            && name.len() <= 15
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(DaemonError::Invalid(format!(
+                "switch name {name:?}: vale[0-9A-Za-z_]*, at most 15 bytes"
+            )));
+        }
+        st.switches.insert(
+            name.to_owned(),
+            SwitchState {
+                sw: Switch::new(name),
+                ports: BTreeMap::new(),
+                shared: None,
+                trusted_ports,
+            },
+        );
+        log::info!("switch {name} created");
+        Ok(())
+    }
+
+    /// Creates a port (VALE port or pipe) as `req` says; returns its canonical name.
+    fn create_port(&self, st: &mut State, req: &PortRequest, persistent: bool) -> Result<String> {
+        let name = parse(&req.port)?;
+        let tx_rings = req.tx_rings.unwrap_or(1);
+        let rx_rings = req.rx_rings.unwrap_or(1);
+        let slots = req.slots.unwrap_or(DEFAULT_SLOTS);
+        if !(1..=64).contains(&tx_rings)
+            || !(1..=64).contains(&rx_rings)
+            || !(64..=16384).contains(&slots)
+        {
+            return Err(DaemonError::Invalid(
+                "rings must be in 1..=64 per direction and slots in 64..=16384".into(),
+            ));
+        }
+        match (name.base, name.pipe) {
+            (Base::Vale { switch, port }, None) => {
+                if !st.switches.contains_key(switch) {
+                    self.create_switch(st, switch, 8)?;
+                }
+                // PANIC: created just above if it was missing.
+                let ss = st.switches.get_mut(switch).expect("switch exists");
+                if ss.ports.contains_key(port) {
+                    return Err(DaemonError::Exists(format!("port {switch}:{port}")));
+                }
+                let region = match req.profile {
+                    Profile::Untrusted => None,
+                    Profile::Trusted => Some(shared_region(ss, switch)?),
+                };
+                let spec = VPortSpec {
+                    tx_rings,
+                    rx_rings,
+                    slots,
+                    extra_bufs: req.extra_bufs,
+                    region,
+                    ..Default::default()
+                };
+                let vport = ss
+                    .sw
+                    .add_port(port, &spec)
+                    .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+                ss.ports.insert(
+                    port.to_owned(),
+                    PortState {
+                        vport,
+                        persistent,
+                        attached: false,
+                        profile: req.profile,
+                        slots,
+                    },
+                );
+                Ok(format!("{switch}:{port}"))
+            }
+            (_, Some(p)) => {
+                let parent = match name.base {
+                    Base::Vale { switch, port } => format!("{switch}:{port}"),
+                    Base::Nic { ifname } => ifname.to_owned(),
+                };
+                let key = format!("{parent}{{{}", p.id);
+                if let Some(ps) = st.pipes.get_mut(&key) {
+                    if persistent && !ps.persistent {
+                        ps.persistent = true;
+                        return Ok(key);
+                    }
+                    return Err(DaemonError::Exists(format!("pipe {key}")));
+                }
+                if tx_rings != rx_rings {
+                    return Err(DaemonError::Invalid(
+                        "pipes have as many TX as RX rings".into(),
+                    ));
+                }
+                let pipe = Pipe::new(&parent, p.id, tx_rings, slots, req.extra_bufs, None)
+                    .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+                st.pipes.insert(
+                    key.clone(),
+                    PipeState {
+                        pipe,
+                        persistent,
+                        attached: [false; 2],
+                        rings: tx_rings,
+                        slots,
+                    },
+                );
+                Ok(key)
+            }
+            (Base::Nic { ifname }, None) => Err(nic_unsupported(ifname)),
+        }
+    }
+
+    /// Attaches a host client to the port `req` names, creating it on demand.
+    pub fn attach(&self, req: &PortRequest) -> Result<(Attachment, Vec<File>)> {
+        let name = parse(&req.port)?;
+        if name.rings != RingSelection::AllNic {
+            return Err(DaemonError::Unsupported(format!(
+                "{}: ring selection suffixes are not supported; ptnet ports bind all their rings",
+                req.port
+            )));
+        }
+        let mode = if req.busy_poll || self.cfg.daemon.busy_poll {
+            Mode::BusyPoll
+        } else {
+            Mode::Eventfd
+        };
+        let mut st = self.lock();
+        let (key, sync): (Key, Arc<dyn SyncPort>) = match (name.base, name.pipe) {
+            (Base::Vale { switch, port }, None) => {
+                let exists = st
+                    .switches
+                    .get(switch)
+                    .is_some_and(|s| s.ports.contains_key(port));
+                if !exists {
+                    self.create_port(&mut st, req, false)?;
+                }
+                // PANIC: the port exists or was just created.
+                let ss = st.switches.get_mut(switch).expect("switch exists");
+                let ps = ss.ports.get_mut(port).expect("port exists");
+                if ps.attached {
+                    return Err(DaemonError::Busy(format!("{switch}:{port}")));
+                }
+                check_geometry(req, &ps.vport, ps.slots)?;
+                ps.attached = true;
+                (
+                    Key::Vale {
+                        switch: switch.to_owned(),
+                        port: port.to_owned(),
+                    },
+                    Arc::new(ValePortSync {
+                        switch: Arc::clone(&ss.sw),
+                        port: Arc::clone(&ps.vport),
+                    }),
+                )
+            }
+            (_, Some(p)) => {
+                let parent = match name.base {
+                    Base::Vale { switch, port } => format!("{switch}:{port}"),
+                    Base::Nic { ifname } => ifname.to_owned(),
+                };
+                let key = format!("{parent}{{{}", p.id);
+                if !st.pipes.contains_key(&key) {
+                    self.create_port(&mut st, req, false)?;
+                }
+                // PANIC: exists or was just created.
+                let ps = st.pipes.get_mut(&key).expect("pipe exists");
+                let end = match p.role {
+                    PipeRole::Master => End::Master,
+                    PipeRole::Slave => End::Slave,
+                };
+                if ps.attached[end_index(end)] {
+                    return Err(DaemonError::Busy(req.port.clone()));
+                }
+                if req.slots.is_some_and(|s| s != ps.slots)
+                    || req.tx_rings.is_some_and(|r| r != ps.rings)
+                    || req.rx_rings.is_some_and(|r| r != ps.rings)
+                {
+                    return Err(DaemonError::Invalid(format!(
+                        "pipe {key} exists with {} ring pairs of {} slots",
+                        ps.rings, ps.slots
+                    )));
+                }
+                ps.attached[end_index(end)] = true;
+                let (me, peer) = match end {
+                    End::Master => (&ps.pipe.master, &ps.pipe.slave),
+                    End::Slave => (&ps.pipe.slave, &ps.pipe.master),
+                };
+                (
+                    Key::Pipe { key, end },
+                    Arc::new(PipePortSync {
+                        end: Arc::clone(me),
+                        peer: Arc::clone(peer),
+                    }),
+                )
+            }
+            (Base::Nic { ifname }, None) => return Err(nic_unsupported(ifname)),
+        };
+        match HostClient::attach(sync, mode) {
+            Ok((client, files)) => Ok((Attachment { key, client }, files)),
+            Err(e) => {
+                self.release(&mut st, &key);
+                Err(DaemonError::Datapath(format!("cannot attach: {e}")))
+            }
+        }
+    }
+
+    /// Detaches a client; an on-demand port without clients is removed.
+    pub fn detach(&self, att: Attachment) {
+        let Attachment { key, client } = att;
+        client.detach();
+        let mut st = self.lock();
+        self.release(&mut st, &key);
+    }
+
+    fn release(&self, st: &mut State, key: &Key) {
+        match key {
+            Key::Vale { switch, port } => {
+                let Some(ss) = st.switches.get_mut(switch) else {
+                    return;
+                };
+                let remove = match ss.ports.get_mut(port) {
+                    Some(ps) => {
+                        ps.attached = false;
+                        !ps.persistent
+                    }
+                    None => false,
+                };
+                if remove {
+                    if let Some(ps) = ss.ports.remove(port) {
+                        ss.sw.remove_port(&ps.vport);
+                    }
+                }
+            }
+            Key::Pipe { key, end } => {
+                let remove = match st.pipes.get_mut(key) {
+                    Some(ps) => {
+                        ps.attached[end_index(*end)] = false;
+                        !ps.persistent && ps.attached == [false; 2]
+                    }
+                    None => false,
+                };
+                if remove {
+                    st.pipes.remove(key);
+                    log::info!("pipe {key} removed");
+                }
+            }
+        }
+    }
+
+    /// Answers a management request.
+    pub fn handle(&self, req: Request) -> Reply {
+        let mut st = self.lock();
+        let r = match req {
+            Request::Attach(_) => Err(DaemonError::Invalid(
+                "attach is handled by the connection".into(),
+            )),
+            Request::List => return listing(&st),
+            Request::CreateSwitch { name } => self.create_switch(&mut st, &name, 8),
+            Request::DestroySwitch { name } => destroy_switch(&mut st, &name),
+            Request::CreatePort(req) => self.create_port(&mut st, &req, true).map(|_| ()),
+            Request::DestroyPort { port } => destroy_port(&mut st, &port),
+        };
+        match r {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Serves the control socket forever (until the listener fails).
+    pub fn serve(self: &Arc<Self>, listener: UnixListener) -> io::Result<()> {
+        for conn in listener.incoming() {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let d = Arc::clone(self);
+            let spawned = thread::Builder::new()
+                .name("ctl-conn".into())
+                .spawn(move || d.connection(conn));
+            if let Err(e) = spawned {
+                log::error!("cannot start a connection thread: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn connection(&self, conn: UnixStream) {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let env: Envelope = match proto::recv(&conn) {
+            Ok((env, _)) => env,
+            Err(proto::ProtoError::Closed) => return,
+            Err(e) => {
+                let _ = proto::send(
+                    &conn,
+                    &Reply::Error {
+                        message: format!("bad request: {}", error_chain(&e)),
+                    },
+                    &[],
+                );
+                return;
+            }
+        };
+        if env.version != PROTO_VERSION {
+            let _ = proto::send(
+                &conn,
+                &Reply::Error {
+                    message: format!(
+                        "protocol version {} not supported (this daemon speaks {PROTO_VERSION})",
+                        env.version
+                    ),
+                },
+                &[],
+            );
+            return;
+        }
+        let Request::Attach(req) = env.request else {
+            let reply = self.handle(env.request);
+            if let Err(e) = proto::send(&conn, &reply, &[]) {
+                log::debug!("reply lost: {e}");
+            }
+            return;
+        };
+        let (att, files) = match self.attach(&req) {
+            Ok(x) => x,
+            Err(e) => {
+                log::info!("attach {}: {e}", req.port);
+                let _ = proto::send(
+                    &conn,
+                    &Reply::Error {
+                        message: e.to_string(),
+                    },
+                    &[],
+                );
+                return;
+            }
+        };
+        let fds: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+        let sent = proto::send(&conn, &Reply::Attached(att.client.info().clone()), &fds);
+        drop(files);
+        if let Err(e) = sent {
+            log::warn!("{}: attach reply failed: {}", req.port, error_chain(&e));
+        } else {
+            // Attached: sleep until the client goes away (EOF, error or anything it sends).
+            let _ = conn.set_read_timeout(None);
+            let mut b = [0u8; 64];
+            loop {
+                match (&conn).read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        self.detach(att);
+    }
+}
+
+fn nic_unsupported(ifname: &str) -> DaemonError {
+    DaemonError::Unsupported(format!(
+        "{ifname}: host interfaces are not available as ports yet (NIC ports come with \
+         AF_PACKET/AF_XDP support); use a VALE port (valeX:Y) or a pipe (X{{N)"
+    ))
+}
+
+fn parse(name: &str) -> Result<PortName<'_>> {
+    PortName::parse(name).map_err(|e| DaemonError::Name {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn check_geometry(req: &PortRequest, vport: &VPort, slots: u32) -> Result<()> {
+    let ifc = vport.interface();
+    let differs = req.tx_rings.is_some_and(|r| r as usize != ifc.tx.len())
+        || req.rx_rings.is_some_and(|r| r as usize != ifc.rx.len())
+        || req.slots.is_some_and(|s| s != slots);
+    if differs {
+        return Err(DaemonError::Invalid(format!(
+            "port {} exists with {} TX / {} RX rings of {slots} slots",
+            vport.name(),
+            ifc.tx.len(),
+            ifc.rx.len()
+        )));
+    }
+    Ok(())
+}
+
+fn shared_region(ss: &mut SwitchState, switch: &str) -> Result<Arc<Region>> {
+    if let Some(r) = &ss.shared {
+        return Ok(Arc::clone(r));
+    }
+    let n = ss.trusted_ports.max(1);
+    // Room for n ports of one ring pair of the default size, plus extra buffers.
+    let mut cfg = RegionConfig::for_rings(n, 2 * n, DEFAULT_SLOTS, 64 * n);
+    cfg.max_slots = DEFAULT_SLOTS;
+    let r = Region::new(&format!("{switch}-trusted"), &cfg)
+        .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+    ss.shared = Some(Arc::clone(&r));
+    Ok(r)
+}
+
+fn destroy_switch(st: &mut State, name: &str) -> Result<()> {
+    let ss = st
+        .switches
+        .get(name)
+        .ok_or_else(|| DaemonError::Missing(format!("switch {name}")))?;
+    if let Some((p, _)) = ss.ports.iter().find(|(_, p)| p.attached) {
+        return Err(DaemonError::Busy(format!("{name}:{p}")));
+    }
+    if let Some(ss) = st.switches.remove(name) {
+        for ps in ss.ports.values() {
+            ss.sw.remove_port(&ps.vport);
+        }
+    }
+    log::info!("switch {name} destroyed");
+    Ok(())
+}
+
+fn destroy_port(st: &mut State, port: &str) -> Result<()> {
+    let name = parse(port)?;
+    match (name.base, name.pipe) {
+        (Base::Vale { switch, port: p }, None) => {
+            let ss = st
+                .switches
+                .get_mut(switch)
+                .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
+            let ps = ss
+                .ports
+                .get(p)
+                .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
+            if ps.attached {
+                return Err(DaemonError::Busy(port.to_owned()));
+            }
+            if let Some(ps) = ss.ports.remove(p) {
+                ss.sw.remove_port(&ps.vport);
+            }
+            Ok(())
+        }
+        (_, Some(p)) => {
+            let parent = match name.base {
+                Base::Vale { switch, port } => format!("{switch}:{port}"),
+                Base::Nic { ifname } => ifname.to_owned(),
+            };
+            let key = format!("{parent}{{{}", p.id);
+            let ps = st
+                .pipes
+                .get(&key)
+                .ok_or_else(|| DaemonError::Missing(format!("pipe {key}")))?;
+            if ps.attached != [false; 2] {
+                return Err(DaemonError::Busy(key));
+            }
+            st.pipes.remove(&key);
+            Ok(())
+        }
+        _ => Err(DaemonError::Missing(format!("port {port}"))),
+    }
+}
+
+fn listing(st: &State) -> Reply {
+    let switches = st
+        .switches
+        .iter()
+        .map(|(name, ss)| SwitchEntry {
+            name: name.clone(),
+            ports: ss
+                .ports
+                .values()
+                .map(|ps| {
+                    let ifc = ps.vport.interface();
+                    PortEntry {
+                        name: ps.vport.name().to_owned(),
+                        kind: "vale".into(),
+                        attached: ps.attached,
+                        mem_id: ifc.region().id(),
+                        profile: ps.profile,
+                        tx_rings: ifc.tx.len() as u32,
+                        rx_rings: ifc.rx.len() as u32,
+                        slots: ps.slots,
+                        stats: counters(ps.vport.stats()),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let mut pipes = Vec::new();
+    for ps in st.pipes.values() {
+        for (i, end) in [&ps.pipe.master, &ps.pipe.slave].into_iter().enumerate() {
+            pipes.push(PortEntry {
+                name: end.name().to_owned(),
+                kind: "pipe".into(),
+                attached: ps.attached[i],
+                mem_id: end.interface().region().id(),
+                profile: Profile::Trusted,
+                tx_rings: ps.rings,
+                rx_rings: ps.rings,
+                slots: ps.slots,
+                stats: counters(end.stats()),
+            });
+        }
+    }
+    Reply::Listing { switches, pipes }
+}
+
+/// An error and its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Binds the control socket: creates its directory, replaces a stale socket (one nobody
+/// listens on), refuses to steal a live one, and sets its permissions.
+pub fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running daemon", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}

@@ -1,0 +1,127 @@
+//! `ptnetd`: owns VALE switches and netmap pipes and serves host clients (and, later, VMs)
+//! their ports over a control socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ptnetd::config::{Config, ConfigError};
+use ptnetd::daemon::{self, Daemon};
+
+/// The ptnet host daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML); without it, the embedded default (switch vale0).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Control socket path (overrides the file).
+    #[arg(short, long)]
+    socket: Option<PathBuf>,
+    /// Control socket permissions, octal (overrides the file).
+    #[arg(long)]
+    socket_mode: Option<String>,
+    /// Run every client's sync loop in busy-poll mode.
+    #[arg(long)]
+    busy_poll: bool,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(a: Args) -> Result<Self, Self::Error> {
+        let mut c = match &a.config {
+            Some(p) => Config::load(p)?,
+            None => Config::embedded(),
+        };
+        if let Some(s) = a.socket {
+            c.daemon.socket = s;
+        }
+        if let Some(m) = a.socket_mode {
+            c.daemon.socket_mode = m;
+            c.socket_mode()?;
+        }
+        c.daemon.busy_poll |= a.busy_poll;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", ptnetd::config::EMBEDDED_DEFAULT);
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match Config::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ptnetd: {}", daemon::error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    // Termination signals are taken by one thread (blocked everywhere else), which removes
+    // the socket and exits.
+    let socket = cfg.daemon.socket.clone();
+    block_termination_signals();
+    let mode = cfg.socket_mode().unwrap_or(0o660);
+    let d = match Daemon::new(cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("ptnetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match daemon::bind_socket(&socket, mode) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ptnetd: cannot listen on {}: {e}", socket.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let s2 = socket.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = wait_termination_signal();
+            log::info!("signal {sig}: shutting down");
+            let _ = std::fs::remove_file(&s2);
+            std::process::exit(0);
+        })
+        .expect("spawn the signal thread");
+    log::info!("ptnetd listening on {}", socket.display());
+    if let Err(e) = d.serve(listener) {
+        eprintln!("ptnetd: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own; the signal numbers are valid.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+fn block_termination_signals() {
+    let set = termination_set();
+    // SAFETY: a valid signal set; threads spawned afterwards inherit the mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn wait_termination_signal() -> i32 {
+    let set = termination_set();
+    let mut sig = 0;
+    // SAFETY: the set is valid and blocked in every thread; sigwait writes one int.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    sig
+}
