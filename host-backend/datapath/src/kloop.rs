@@ -184,6 +184,7 @@ impl Kloop {
             self.mode
         );
         let mut events = vec![EpollEvent::default(); self.kicks.len() + 1];
+        let mut last_heads = 0u64;
         loop {
             let mut pending = false;
             for i in 0..self.ntx {
@@ -197,8 +198,22 @@ impl Kloop {
             if self.stopping.load(Ordering::Acquire) {
                 break;
             }
-            if self.mode == Mode::BusyPoll || pending {
-                std::hint::spin_loop();
+            if pending {
+                continue;
+            }
+            if self.mode == Mode::BusyPoll {
+                // Poll again at once while the client keeps publishing; when a whole pass
+                // found nothing new, let other runnable threads have the core first (on a
+                // machine with fewer cores than polling threads, pure spinning starves the
+                // very clients this loop waits for).
+                let heads: u64 = (0..self.ntx + self.nrx)
+                    .filter_map(|i| self.csb.atok(i))
+                    .map(|a| u64::from(a.head.load(Ordering::Relaxed)))
+                    .fold(0, |h, x| h.wrapping_mul(0x100_0000_01b3) ^ x);
+                if heads == last_heads {
+                    thread::yield_now();
+                }
+                last_heads = heads;
                 continue;
             }
             let n = match epoll.wait(-1, &mut events) {

@@ -1,0 +1,338 @@
+//! `ptnet-bench`: throughput of ptnet's host datapath, measured with the real sync loops and
+//! the real client library in one process (clients and daemon threads share nothing but the
+//! regions, CSBs and eventfds, exactly as across processes).
+//!
+//! Each scenario prints one JSON line: rate, bytes, drops, and the CPU seconds used by the
+//! client threads and by the daemon's sync loops (from /proc/self/task). `bench/run.sh` turns
+//! the lines, and the peers' results, into the table of docs/benchmarks.md.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use ptnet_client::{Port, Want};
+use ptnet_datapath::host::HostClient;
+use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::pipe::{Pipe, PipePortSync};
+use ptnet_datapath::port::SyncPort;
+use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Pipe master → slave (zero copy).
+    Pipe,
+    /// VALE: one sender, one receiver.
+    Vale,
+    /// VALE: one sender to N receivers (round robin by MAC).
+    OneToN,
+    /// VALE: N senders to one receiver.
+    NToOne,
+}
+
+/// ptnet host datapath benchmark.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Frame size in bytes (without CRC).
+    #[arg(short = 'l', long, default_value_t = 60)]
+    size: u16,
+    /// Slots per client batch.
+    #[arg(short, long, default_value_t = 512)]
+    batch: u32,
+    /// Ports on the far side (OneToN, NToOne).
+    #[arg(short, long, default_value_t = 1)]
+    ports: u32,
+    /// Seconds measured (after a short warm-up).
+    #[arg(short, long, default_value_t = 3.0)]
+    duration: f64,
+    /// Sync loops and clients busy-poll instead of sleeping.
+    #[arg(long)]
+    busy_poll: bool,
+    /// Slots per ring.
+    #[arg(long, default_value_t = 1024)]
+    slots: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Result {
+    scenario: String,
+    mode: &'static str,
+    size: u16,
+    batch: u32,
+    ports: u32,
+    seconds: f64,
+    tx_packets: u64,
+    rx_packets: u64,
+    rx_mpps: f64,
+    rx_gbps: f64,
+    drops: u64,
+    /// CPU seconds per second of the client threads.
+    client_cpu: f64,
+    /// CPU seconds per second of the daemon's sync loops.
+    daemon_cpu: f64,
+    /// Nanoseconds of CPU (all threads) per delivered packet.
+    cpu_ns_per_packet: f64,
+}
+
+fn mac(i: u32) -> [u8; 6] {
+    [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]
+}
+
+fn attach(port: Arc<dyn SyncPort>, mode: Mode) -> (HostClient, Port) {
+    let (hc, files) = HostClient::attach(port, mode).expect("attach");
+    let p = Port::from_parts(hc.info().clone(), files).expect("client side");
+    (hc, p)
+}
+
+/// CPU seconds used so far by this process's threads, by name prefix.
+fn thread_cpu() -> HashMap<String, f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(l), Some(r)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[l + 1..r];
+        let f: Vec<&str> = stat[r + 2..].split(' ').collect();
+        let t = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let key = if name.starts_with("kloop") {
+            "daemon"
+        } else if name.starts_with("bench-") {
+            "client"
+        } else {
+            "other"
+        };
+        *out.entry(key.to_owned()).or_insert(0.0) += t / hz;
+    }
+    out
+}
+
+struct Shared {
+    stop: AtomicBool,
+    measuring: AtomicBool,
+    tx: AtomicU64,
+    rx: AtomicU64,
+}
+
+/// Sends frames on ring 0 of each port in `ports`, to `dsts` round robin, until told to stop.
+fn sender(
+    mut ports: Vec<Port>,
+    dsts: Vec<[u8; 6]>,
+    src: [u8; 6],
+    size: u16,
+    batch: u32,
+    busy: bool,
+    sh: &Shared,
+) {
+    let mut next = 0usize;
+    let mut initialised = vec![false; ports.len()];
+    while !sh.stop.load(Ordering::Relaxed) {
+        let mut sent = 0u64;
+        for (k, p) in ports.iter_mut().enumerate() {
+            let first = !initialised[k];
+            let n = p.tx_batch(0, batch, |_, buf| {
+                if first || dsts.len() > 1 {
+                    buf[..6].copy_from_slice(&dsts[next % dsts.len()]);
+                    buf[6..12].copy_from_slice(&src);
+                    buf[12..14].copy_from_slice(&[0x88, 0xb5]);
+                    next += 1;
+                }
+                size
+            });
+            // Also when nothing was queued: txsync is how a busy-polling client learns that
+            // room came back.
+            p.txsync(0);
+            if p.tx_space(0) == 0 && n == 0 {
+                initialised[k] = true;
+            }
+            sent += u64::from(n);
+        }
+        if sh.measuring.load(Ordering::Relaxed) {
+            sh.tx.fetch_add(sent, Ordering::Relaxed);
+        }
+        if sent == 0 {
+            if !busy && ports.len() == 1 {
+                let _ = ports[0].wait(Want::Tx, Some(Duration::from_millis(100)));
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Receives on ring 0 of each port until told to stop.
+fn receiver(mut ports: Vec<Port>, busy: bool, sh: &Shared) {
+    while !sh.stop.load(Ordering::Relaxed) {
+        let mut got = 0u64;
+        for p in ports.iter_mut() {
+            p.rxsync(0);
+            let n = p.rx_batch(0, u32::MAX, |_, _| {});
+            if n > 0 {
+                p.rxsync(0);
+            }
+            got += u64::from(n);
+        }
+        if sh.measuring.load(Ordering::Relaxed) {
+            sh.rx.fetch_add(got, Ordering::Relaxed);
+        }
+        if got == 0 {
+            if !busy && ports.len() == 1 {
+                let _ = ports[0].wait(Want::Rx, Some(Duration::from_millis(100)));
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+fn main() {
+    let a = Args::parse();
+    let mode = if a.busy_poll {
+        Mode::BusyPoll
+    } else {
+        Mode::Eventfd
+    };
+    let mut keep: Vec<HostClient> = Vec::new();
+    let mut drops_of: Vec<Arc<dyn SyncPort>> = Vec::new();
+    let (tx_ports, rx_ports, dsts): (Vec<Port>, Vec<Port>, Vec<[u8; 6]>) = match a.scenario {
+        Scenario::Pipe => {
+            let pipe = Pipe::new("bench", "0", 1, a.slots, 0, None).expect("pipe");
+            let m: Arc<dyn SyncPort> = Arc::new(PipePortSync {
+                end: Arc::clone(&pipe.master),
+                peer: Arc::clone(&pipe.slave),
+            });
+            let s: Arc<dyn SyncPort> = Arc::new(PipePortSync {
+                end: Arc::clone(&pipe.slave),
+                peer: Arc::clone(&pipe.master),
+            });
+            let (hm, pm) = attach(m, mode);
+            let (hs, ps) = attach(s, mode);
+            keep.extend([hm, hs]);
+            (vec![pm], vec![ps], vec![mac(0xffff)])
+        }
+        Scenario::Vale | Scenario::OneToN | Scenario::NToOne => {
+            let sw = Switch::new("vale0");
+            let spec = VPortSpec {
+                slots: a.slots,
+                ..Default::default()
+            };
+            let mk = |name: String| -> Arc<dyn SyncPort> {
+                Arc::new(ValePortSync {
+                    switch: Arc::clone(&sw),
+                    port: sw.add_port(&name, &spec).expect("port"),
+                })
+            };
+            let (ntx, nrx) = match a.scenario {
+                Scenario::OneToN => (1, a.ports),
+                Scenario::NToOne => (a.ports, 1),
+                _ => (1, 1),
+            };
+            let mut txp = Vec::new();
+            let mut rxp = Vec::new();
+            let mut dsts = Vec::new();
+            for i in 0..nrx {
+                let port = mk(format!("rx{i}"));
+                drops_of.push(Arc::clone(&port));
+                let (h, mut p) = attach(port, mode);
+                // Teach the switch this receiver's MAC.
+                let m = mac(1000 + i);
+                p.tx_batch(0, 1, |_, buf| {
+                    buf[..6].copy_from_slice(&[0xff; 6]);
+                    buf[6..12].copy_from_slice(&m);
+                    60
+                });
+                p.txsync(0);
+                dsts.push(m);
+                keep.push(h);
+                rxp.push(p);
+            }
+            for i in 0..ntx {
+                let (h, p) = attach(mk(format!("tx{i}")), mode);
+                keep.push(h);
+                txp.push(p);
+            }
+            thread::sleep(Duration::from_millis(100));
+            // Drain the learning frames.
+            for p in rxp.iter_mut() {
+                p.rxsync(0);
+                p.rx_batch(0, u32::MAX, |_, _| {});
+                p.rxsync(0);
+            }
+            (txp, rxp, dsts)
+        }
+    };
+    let sh = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        measuring: AtomicBool::new(false),
+        tx: AtomicU64::new(0),
+        rx: AtomicU64::new(0),
+    });
+    let busy = a.busy_poll;
+    let (size, batch) = (a.size, a.batch);
+    let src = mac(1);
+    let sh_t = Arc::clone(&sh);
+    let sh_r = Arc::clone(&sh);
+    let t = thread::Builder::new()
+        .name("bench-tx".into())
+        .spawn(move || sender(tx_ports, dsts, src, size, batch, busy, &sh_t))
+        .expect("spawn");
+    let r = thread::Builder::new()
+        .name("bench-rx".into())
+        .spawn(move || receiver(rx_ports, busy, &sh_r))
+        .expect("spawn");
+
+    thread::sleep(Duration::from_millis(500));
+    let drops0: u64 = drops_of.iter().map(|p| p.stats().snapshot().rx_drops).sum();
+    let cpu0 = thread_cpu();
+    let t0 = Instant::now();
+    sh.measuring.store(true, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs_f64(a.duration));
+    sh.measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = thread_cpu();
+    let drops1: u64 = drops_of.iter().map(|p| p.stats().snapshot().rx_drops).sum();
+    sh.stop.store(true, Ordering::Relaxed);
+    let _ = t.join();
+    let _ = r.join();
+    drop(keep);
+
+    let d = |k: &str| cpu1.get(k).copied().unwrap_or(0.0) - cpu0.get(k).copied().unwrap_or(0.0);
+    let rx = sh.rx.load(Ordering::Relaxed);
+    let res = Result {
+        scenario: format!("{:?}", a.scenario).to_lowercase(),
+        mode: if busy { "busy-poll" } else { "eventfd" },
+        size: a.size,
+        batch: a.batch,
+        ports: a.ports,
+        seconds: secs,
+        tx_packets: sh.tx.load(Ordering::Relaxed),
+        rx_packets: rx,
+        rx_mpps: rx as f64 / secs / 1e6,
+        // On the wire: frame + CRC + preamble and gap, as line-rate figures are quoted.
+        rx_gbps: rx as f64 * (f64::from(a.size) + 24.0) * 8.0 / secs / 1e9,
+        drops: drops1 - drops0,
+        client_cpu: d("client") / secs,
+        daemon_cpu: d("daemon") / secs,
+        cpu_ns_per_packet: if rx > 0 {
+            (d("client") + d("daemon")) * 1e9 / rx as f64
+        } else {
+            0.0
+        },
+    };
+    println!("{}", serde_json::to_string(&res).expect("serialise"));
+}
