@@ -10,6 +10,8 @@
 #                    bindgen-cli 0.71.1 (cargo install into $PTNET_CACHE/tools)
 #   qemu             stock qemu-system-x86 from bookworm-backports (a patched build will
 #                    later take over for ptnet devices; the harness takes any QEMU binary)
+#   fuzz             cargo-fuzz, built into $PTNET_CACHE/tools (used with stable + RUSTC_BOOTSTRAP)
+#   dpdk             bookworm's DPDK 22.11 with dpdk-testpmd (benchmark peers, virtio-user client)
 #
 # Each group is a function named group_<name> (dashes become underscores): add a group by
 # adding a function. Every group is idempotent and returns quickly when already satisfied.
@@ -94,6 +96,24 @@ group_qemu() {
     apt_install -t bookworm-backports qemu-system-x86 qemu-system-data
     apt_install seabios
     command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing after install"
+}
+
+group_fuzz() {
+    # cargo fuzz builds with sanitizer flags that need nightly features; stable rustc accepts
+    # them with RUSTC_BOOTSTRAP=1 (ci/fuzz.sh sets it), so no second toolchain is needed.
+    local root="$PTNET_CACHE/tools/cargo-fuzz" cargo
+    [ -x "$root/bin/cargo-fuzz" ] && return 0
+    cargo=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+    log "cargo install cargo-fuzz (waits for /tmp/ptnet-heavy.lock)"
+    mkdir -p "$PTNET_CACHE/tools"
+    flock /tmp/ptnet-heavy.lock "$cargo" install --quiet --locked --root "$root" cargo-fuzz \
+        || die "cargo install cargo-fuzz failed"
+}
+
+group_dpdk() {
+    # bookworm's DPDK 22.11: dpdk-testpmd is in dpdk-dev (trixie's would upgrade libc).
+    apt_install dpdk dpdk-dev
+    command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd missing after installing dpdk-dev"
 }
 
 main() {

@@ -70,6 +70,8 @@ struct Result {
     seconds: f64,
     tx_packets: u64,
     rx_packets: u64,
+    /// Frames the senders got accepted (by the switch: delivered or dropped at a full ring).
+    tx_mpps: f64,
     rx_mpps: f64,
     rx_gbps: f64,
     drops: u64,
@@ -79,6 +81,8 @@ struct Result {
     daemon_cpu: f64,
     /// Nanoseconds of CPU (all threads) per delivered packet.
     cpu_ns_per_packet: f64,
+    /// Nanoseconds of the daemon's CPU per frame sent: the switch's (or pipe's) own cost.
+    daemon_ns_per_packet: f64,
 }
 
 fn mac(i: u32) -> [u8; 6] {
@@ -313,6 +317,7 @@ fn main() {
 
     let d = |k: &str| cpu1.get(k).copied().unwrap_or(0.0) - cpu0.get(k).copied().unwrap_or(0.0);
     let rx = sh.rx.load(Ordering::Relaxed);
+    let tx = sh.tx.load(Ordering::Relaxed);
     let res = Result {
         scenario: format!("{:?}", a.scenario).to_lowercase(),
         mode: if busy { "busy-poll" } else { "eventfd" },
@@ -320,8 +325,9 @@ fn main() {
         batch: a.batch,
         ports: a.ports,
         seconds: secs,
-        tx_packets: sh.tx.load(Ordering::Relaxed),
+        tx_packets: tx,
         rx_packets: rx,
+        tx_mpps: tx as f64 / secs / 1e6,
         rx_mpps: rx as f64 / secs / 1e6,
         // On the wire: frame + CRC + preamble and gap, as line-rate figures are quoted.
         rx_gbps: rx as f64 * (f64::from(a.size) + 24.0) * 8.0 / secs / 1e9,
@@ -330,6 +336,11 @@ fn main() {
         daemon_cpu: d("daemon") / secs,
         cpu_ns_per_packet: if rx > 0 {
             (d("client") + d("daemon")) * 1e9 / rx as f64
+        } else {
+            0.0
+        },
+        daemon_ns_per_packet: if tx > 0 {
+            d("daemon") * 1e9 / tx as f64
         } else {
             0.0
         },

@@ -1,0 +1,29 @@
+//! Any bytes on the control socket: decoding never panics, and management requests decoded
+//! from them are answered (not attach: that needs a connection) without panicking.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use ptnet_client::proto::{Envelope, Request};
+use ptnetd::config::Config;
+use ptnetd::daemon::Daemon;
+
+fn daemon() -> &'static Arc<Daemon> {
+    static D: OnceLock<Arc<Daemon>> = OnceLock::new();
+    D.get_or_init(|| Daemon::new(Config::embedded()).expect("daemon"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::parse(text, "fuzz.toml".into());
+    }
+    let Ok(env) = serde_json::from_slice::<Envelope>(data) else { return };
+    match env.request {
+        // Creating ports allocates megabytes each: keep the daemon small.
+        Request::Attach(_) | Request::CreatePort(_) | Request::CreateSwitch { .. } => {}
+        r => {
+            let _ = daemon().handle(r);
+        }
+    }
+});
