@@ -73,64 +73,96 @@ struct Args {
 
 const SMOKE_SCRIPT: &str = "uname -a\ncat /proc/cmdline\nls /modules /bin | head -n 5\n";
 
-fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let kernel = if args.kernel.is_dir() {
-        args.kernel.join("arch/x86/boot/bzImage")
-    } else {
-        args.kernel.clone()
-    };
-    let scratch = ScratchDir::new("vm")?;
-    let initrd = match &args.initrd {
-        Some(initrd) => initrd.clone(),
-        None => {
-            let mut image = match &args.script {
-                Some(script) => Initramfs::from_script_file(script),
-                None => Initramfs::new(SMOKE_SCRIPT),
-            };
-            for m in &args.module {
-                image = image.module(m);
+/// One run, as the command line asks for it.
+struct Plan {
+    /// The guest; its `initrd` is the image below once built.
+    config: VmConfig,
+    /// An initramfs to build first, when no --initrd was given.
+    image: Option<Initramfs>,
+    /// Holds the built image and, by default, the console log.
+    scratch: ScratchDir,
+    /// The console log lives in `scratch`, which is then kept for reading.
+    log_in_scratch: bool,
+    quiet: bool,
+}
+
+impl TryFrom<Args> for Plan {
+    type Error = Box<dyn std::error::Error>;
+
+    fn try_from(args: Args) -> Result<Self, Self::Error> {
+        let kernel = if args.kernel.is_dir() {
+            args.kernel.join("arch/x86/boot/bzImage")
+        } else {
+            args.kernel
+        };
+        let scratch = ScratchDir::new("vm")?;
+        let image = match args.initrd {
+            Some(_) => None,
+            None => {
+                let mut image = match &args.script {
+                    Some(script) => Initramfs::from_script_file(script),
+                    None => Initramfs::new(SMOKE_SCRIPT),
+                };
+                for m in args.module {
+                    image = image.module(m);
+                }
+                for b in args.bin {
+                    image = image.bin(b);
+                }
+                for f in &args.file {
+                    let (src, dest) = f
+                        .split_once(':')
+                        .ok_or_else(|| format!("--file wants SRC:DEST, got {f:?}"))?;
+                    image = image.file(src, dest);
+                }
+                Some(image)
             }
-            for b in &args.bin {
-                image = image.bin(b);
-            }
-            for f in &args.file {
-                let (src, dest) = f
-                    .split_once(':')
-                    .ok_or_else(|| format!("--file wants SRC:DEST, got {f:?}"))?;
-                image = image.file(src, dest);
-            }
-            image.build(&scratch.path().join("initrd.gz"))?
+        };
+        let initrd = args
+            .initrd
+            .unwrap_or_else(|| scratch.path().join("initrd.gz"));
+        let log_in_scratch = args.console_log.is_none();
+        let console_log = args
+            .console_log
+            .unwrap_or_else(|| scratch.path().join("console.log"));
+
+        let mut config = VmConfig::new("ptnet-vm", kernel, initrd, console_log)?
+            .cpus(args.cpus)
+            .memory_mib(args.memory)
+            .qemu_args(args.qemu_arg)
+            .timeout(Duration::from_secs(args.timeout));
+        config.cmdline.extend(args.append);
+        if let Some(accel) = args.accel {
+            config.accel = accel;
         }
-    };
-    let console_log = args
-        .console_log
-        .clone()
-        .unwrap_or_else(|| scratch.path().join("console.log"));
+        if let Some(qemu) = args.qemu {
+            config.qemu = qemu;
+        }
+        if args.shared_memory {
+            config = config.shared_memory();
+        }
+        Ok(Self {
+            config,
+            image,
+            scratch,
+            log_in_scratch,
+            quiet: args.quiet,
+        })
+    }
+}
 
-    let mut config = VmConfig::new("ptnet-vm", kernel, initrd, &console_log)?
-        .cpus(args.cpus)
-        .memory_mib(args.memory)
-        .qemu_args(args.qemu_arg.iter().cloned())
-        .timeout(Duration::from_secs(args.timeout));
-    config.cmdline.extend(args.append.iter().cloned());
-    if let Some(accel) = args.accel {
-        config.accel = accel;
+fn run(plan: Plan) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(image) = &plan.image {
+        image.build(&plan.config.initrd)?;
     }
-    if let Some(qemu) = &args.qemu {
-        config.qemu = qemu.clone();
-    }
-    if args.shared_memory {
-        config = config.shared_memory();
-    }
-
-    let vm = Vm::start(config)?;
-    let outcome = if args.quiet {
+    let vm = Vm::start(plan.config)?;
+    let outcome = if plan.quiet {
         vm.wait()?
     } else {
         vm.wait_echo(&mut io::stdout())?
     };
-    if args.console_log.is_none() {
-        let dir = scratch.keep();
+    if plan.log_in_scratch {
+        let dir = plan.scratch.keep();
         log::info!("console log kept in {}", dir.join("console.log").display());
     }
     eprintln!(
@@ -154,7 +186,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Args::parse()) {
+    match Plan::try_from(Args::parse()).and_then(run) {
         Ok(code) => code,
         Err(e) => {
             let mut msg = format!("ptnet-vm: {e}");
