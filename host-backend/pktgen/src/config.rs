@@ -1,0 +1,256 @@
+//! What a run does (the validated command line) and how a run fails.
+
+use std::time::Duration;
+
+use crate::payload::{HEADER_LEN, MAX_FRAME, Mac};
+
+/// Default source MAC of senders (`tx`, `ping`): locally administered, "pt".
+pub const DEFAULT_SRC_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x01];
+/// Default destination MAC of senders, and `pong`'s own address: distinct from the source, so
+/// a VALE switch learns both ends and does not flood.
+pub const DEFAULT_DST_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x02];
+/// Most slots one frame may take (`-l` above the buffer size).
+pub const MAX_FRAGS: usize = 64;
+
+/// The subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Send frames.
+    Tx,
+    /// Receive (and optionally check) frames.
+    Rx,
+    /// Send pings one at a time and time their pongs.
+    Ping,
+    /// Answer pings.
+    Pong,
+    /// Copy everything between two ports.
+    Fwd,
+}
+
+impl Mode {
+    /// The name, also the prefix of the rate metrics (`tx_mpps`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Tx => "tx",
+            Mode::Rx => "rx",
+            Mode::Ping => "ping",
+            Mode::Pong => "pong",
+            Mode::Fwd => "fwd",
+        }
+    }
+}
+
+/// A validated run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// What to do.
+    pub mode: Mode,
+    /// Port names: one, or two for `fwd`.
+    pub ports: Vec<String>,
+    /// ptnetd's control socket.
+    pub socket: String,
+    /// Frame size on the wire without CRC (tx, ping).
+    pub size: usize,
+    /// Slots per batch.
+    pub batch: u32,
+    /// Rate limit in packets per second (tx, ping).
+    pub rate_pps: Option<u64>,
+    /// Packets to send, receive, echo or forward (pings for `ping`).
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this long without traffic, once traffic was seen (rx, pong, fwd).
+    pub idle: Option<Duration>,
+    /// How long a ping waits for its pong.
+    pub ping_timeout: Duration,
+    /// Source MAC (tx, ping; pong's own address).
+    pub src_mac: Mac,
+    /// Destination MAC (tx, ping).
+    pub dst_mac: Mac,
+    /// Busy-poll: ask ptnetd for a busy-polling sync loop and spin instead of sleeping.
+    pub busy_poll: bool,
+    /// Verify sequence and payload of received frames (rx).
+    pub check: bool,
+    /// Fail (exit 1) if the check saw any loss, reordering or bad payload (rx), or a ping
+    /// went unanswered (ping).
+    pub expect_no_loss: bool,
+    /// Final summary as one JSON object on stdout; live lines on stderr.
+    pub json: bool,
+    /// No live lines.
+    pub quiet: bool,
+}
+
+impl Config {
+    /// A configuration with pkt-gen's defaults for `mode` on `ports`.
+    pub fn new(mode: Mode, ports: Vec<String>, socket: String) -> Self {
+        Config {
+            mode,
+            ports,
+            socket,
+            size: 60,
+            batch: 512,
+            rate_pps: None,
+            count: None,
+            duration: None,
+            idle: None,
+            ping_timeout: Duration::from_secs(1),
+            src_mac: if mode == Mode::Pong {
+                DEFAULT_DST_MAC
+            } else {
+                DEFAULT_SRC_MAC
+            },
+            dst_mac: DEFAULT_DST_MAC,
+            busy_poll: false,
+            check: false,
+            expect_no_loss: false,
+            json: false,
+            quiet: false,
+        }
+    }
+
+    /// Checks what can be checked before attaching.
+    pub fn validate(&self) -> Result<(), Error> {
+        let want_ports = if self.mode == Mode::Fwd { 2 } else { 1 };
+        if self.ports.len() != want_ports {
+            return Err(Error::Usage(format!(
+                "{} needs {want_ports} port(s) (-i), got {}",
+                self.mode.name(),
+                self.ports.len()
+            )));
+        }
+        if self.mode == Mode::Fwd && self.ports[0] == self.ports[1] {
+            return Err(Error::Usage("fwd needs two different ports".into()));
+        }
+        if !(HEADER_LEN..=MAX_FRAME).contains(&self.size) {
+            return Err(Error::Usage(format!(
+                "frame size {} out of range {HEADER_LEN}..={MAX_FRAME}",
+                self.size
+            )));
+        }
+        if self.batch == 0 {
+            return Err(Error::Usage("batch must be at least 1".into()));
+        }
+        if self.rate_pps == Some(0) {
+            return Err(Error::Usage("rate must be at least 1 pps".into()));
+        }
+        if self.src_mac == self.dst_mac && matches!(self.mode, Mode::Tx | Mode::Ping) {
+            return Err(Error::Usage(
+                "source and destination MAC must differ (a VALE switch would not deliver)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the frame size against the attached port's buffers: how many slots a frame
+    /// takes.
+    pub fn slots_per_frame(&self, buf_size: u32, ring_slots: u32) -> Result<usize, Error> {
+        let buf = buf_size.max(1) as usize;
+        let n = self.size.div_ceil(buf);
+        if n > 1 && self.mode != Mode::Tx {
+            return Err(Error::Usage(format!(
+                "{}: frames of {} bytes exceed the port's {buf}-byte buffers (only tx sends \
+                 multi-slot frames)",
+                self.mode.name(),
+                self.size
+            )));
+        }
+        if n > MAX_FRAGS || n >= ring_slots as usize {
+            return Err(Error::Usage(format!(
+                "frames of {} bytes need {n} slots of {buf} bytes: too many",
+                self.size
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line.
+    #[error("{0}")]
+    Usage(String),
+    /// The port could not be attached.
+    #[error("cannot attach {port} through {socket}")]
+    Attach {
+        /// Port name.
+        port: String,
+        /// Control socket.
+        socket: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Waiting on a port failed.
+    #[error("waiting on {port} failed")]
+    Wait {
+        /// Port name.
+        port: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run completed but its checks failed (its report is still printed).
+    #[error("{0}")]
+    Check(String),
+}
+
+impl Error {
+    /// The process exit code: 2 for usage and attach errors, 1 for runtime failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Attach { .. } => 2,
+            Error::Wait { .. } | Error::Check(_) => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(mode: Mode, ports: &[&str]) -> Config {
+        Config::new(
+            mode,
+            ports.iter().map(|s| s.to_string()).collect(),
+            "/tmp/s".into(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_pkt_gens_with_distinct_unicast_macs() {
+        let c = cfg(Mode::Tx, &["vale0:a"]);
+        assert_eq!((c.size, c.batch), (60, 512));
+        assert_ne!(c.src_mac, c.dst_mac);
+        assert_eq!(c.dst_mac[0] & 1, 0, "not a multicast/broadcast destination");
+        assert!(c.validate().is_ok());
+        // pong answers as the address tx and ping send to.
+        assert_eq!(cfg(Mode::Pong, &["vale0:b"]).src_mac, c.dst_mac);
+    }
+
+    #[test]
+    fn fwd_needs_two_distinct_ports_and_the_others_one() {
+        assert!(cfg(Mode::Fwd, &["vale0:a"]).validate().is_err());
+        assert!(cfg(Mode::Fwd, &["vale0:a", "vale0:a"]).validate().is_err());
+        assert!(cfg(Mode::Fwd, &["vale0:a", "vale0:b"]).validate().is_ok());
+        assert!(cfg(Mode::Rx, &["vale0:a", "vale0:b"]).validate().is_err());
+    }
+
+    #[test]
+    fn sizes_outside_header_and_slot_limits_are_usage_errors() {
+        let mut c = cfg(Mode::Tx, &["vale0:a"]);
+        c.size = HEADER_LEN - 1;
+        assert_eq!(c.validate().unwrap_err().exit_code(), 2);
+        c.size = 9000;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.slots_per_frame(2048, 1024).unwrap(), 5);
+        assert!(c.slots_per_frame(64, 1024).is_err(), "more than MAX_FRAGS");
+        c.mode = Mode::Ping;
+        assert!(
+            c.slots_per_frame(2048, 1024).is_err(),
+            "ping frames fit a buffer"
+        );
+        c.size = 2048;
+        assert_eq!(c.slots_per_frame(2048, 1024).unwrap(), 1);
+    }
+}
