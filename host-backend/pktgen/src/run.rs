@@ -5,7 +5,6 @@
 //! loop sleeps in [`Backend::wait`] with a bounded timeout, or spins if the port was attached
 //! in busy-poll mode. Buffers are allocated once, before the first packet.
 
-use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,14 @@ pub fn install_signal_handlers() {
         // async-signal-safe; replacing the default disposition affects nothing else here.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
+}
+
+/// One round of busy-polling that found nothing: let other runnable threads have the core
+/// first. On a machine with fewer cores than polling threads (the sender, the receiver and
+/// ptnetd's busy sync loops), pure spinning starves the very threads being waited for; with
+/// a core to spare, `sched_yield` returns at once.
+fn idle_spin() {
+    std::thread::yield_now();
 }
 
 fn stop_requested() -> bool {
@@ -236,7 +243,7 @@ pub fn tx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         if lim.reached(now, sent, None) {
             break;
         }
-        meter.tick(now, sent, sent * frame_bytes, "");
+        meter.tick(now, sent, sent * frame_bytes, String::new);
         let mut want = lim.budget(sent, cfg.batch);
         if let Some(b) = &mut bucket {
             let avail = b.available(now - start);
@@ -252,7 +259,7 @@ pub fn tx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
             }
             if ring_with_space(p, r, g.tx_rings).is_none() {
                 if busy {
-                    spin_loop();
+                    idle_spin();
                 } else {
                     wait(p, Want::Tx, lim.sleep_bound(now))?;
                 }
@@ -310,7 +317,7 @@ fn drain<B: Backend>(p: &mut B, busy: bool) -> Result<u64, Error> {
             return Ok(queued);
         }
         if busy {
-            spin_loop();
+            idle_spin();
         } else {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -363,12 +370,13 @@ pub fn rx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         if lim.reached(now, packets, win.last) {
             break;
         }
-        let extra = if check {
-            format!("  lost {}", checker.finish(None).lost)
-        } else {
-            String::new()
-        };
-        meter.tick(now, packets, bytes, &extra);
+        meter.tick(now, packets, bytes, || {
+            if check {
+                format!("  lost {}", checker.finish(None).lost)
+            } else {
+                String::new()
+            }
+        });
         let mut got = 0;
         for r in 0..g.rx_rings {
             let max = lim.budget(packets, cfg.batch);
@@ -393,7 +401,7 @@ pub fn rx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
             win.saw(now);
         } else if (0..g.rx_rings).all(|r| p.rx_pending(r) == 0) {
             if busy {
-                spin_loop();
+                idle_spin();
             } else {
                 wait(p, Want::Rx, lim.sleep_bound(now))?;
             }
@@ -464,7 +472,9 @@ pub fn ping<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         if lim.reached(now, pc.sent, None) {
             break;
         }
-        if meter.tick(now, pc.received, pc.received * cfg.size as u64, &sec.line()) {
+        if meter.tick(now, pc.received, pc.received * cfg.size as u64, || {
+            sec.line()
+        }) {
             sec = SecondRtt::default();
         }
         if let Some(b) = &mut bucket {
@@ -477,7 +487,7 @@ pub fn ping<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         p.txsync(0);
         if p.tx_space(0) == 0 {
             if busy {
-                spin_loop();
+                idle_spin();
             } else {
                 wait(p, Want::Tx, lim.sleep_bound(now))?;
             }
@@ -512,7 +522,7 @@ pub fn ping<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
             }
             if (0..g.rx_rings).all(|r| p.rx_pending(r) == 0) {
                 if busy {
-                    spin_loop();
+                    idle_spin();
                 } else {
                     let left = reply_by - now;
                     wait(p, Want::Rx, left.clamp(Duration::from_millis(1), MAX_SLEEP))?;
@@ -557,12 +567,12 @@ pub fn pong<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         if lim.reached(now, packets, win.last) {
             break;
         }
-        meter.tick(now, packets, bytes, "");
+        meter.tick(now, packets, bytes, String::new);
         p.txsync(0);
         let room = p.tx_space(0).min(lim.budget(packets, batch));
         if room == 0 {
             if busy {
-                spin_loop();
+                idle_spin();
             } else {
                 wait(p, Want::Tx, lim.sleep_bound(now))?;
             }
@@ -608,18 +618,20 @@ pub fn pong<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
             win.saw(now);
         } else if (0..g.rx_rings).all(|r| p.rx_pending(r) == 0) {
             if busy {
-                spin_loop();
+                idle_spin();
             } else {
                 wait(p, Want::Rx, lim.sleep_bound(now))?;
             }
         }
     }
     let (duration, cpu) = win.close(start, cpu0);
+    let pending = drain(p, busy)?;
     let mut rep = base_report(cfg, &[&*p], busy);
     rep.packets = packets;
     rep.bytes = bytes;
     rep.duration = duration;
     rep.cpu = cpu;
+    rep.tx_pending_at_exit = Some(pending);
     Ok(rep)
 }
 
@@ -689,7 +701,7 @@ pub fn fwd<B: Backend>(a: &mut B, b: &mut B, cfg: &Config) -> Result<Report, Err
         if lim.reached(now, done, win.last) {
             break;
         }
-        meter.tick(now, done, ab.bytes + ba.bytes, "");
+        meter.tick(now, done, ab.bytes + ba.bytes, String::new);
         let max = lim.budget(done, cfg.batch);
         let moved = forward(a, b, max, &mut ab) + forward(b, a, max, &mut ba);
         if moved > 0 {
@@ -699,7 +711,7 @@ pub fn fwd<B: Backend>(a: &mut B, b: &mut B, cfg: &Config) -> Result<Report, Err
         }
         if busy || idle_spins < SPINS_BEFORE_SLEEP {
             idle_spins += 1;
-            spin_loop();
+            idle_spin();
             continue;
         }
         // Sleep on whichever side blocks: a full TX ring, else (alternately) an empty RX
@@ -719,7 +731,9 @@ pub fn fwd<B: Backend>(a: &mut B, b: &mut B, cfg: &Config) -> Result<Report, Err
         turn = !turn;
     }
     let (duration, cpu) = win.close(start, cpu0);
+    let pending = drain(a, busy)? + drain(b, busy)?;
     let mut rep = base_report(cfg, &[&*a, &*b], busy);
+    rep.tx_pending_at_exit = Some(pending);
     rep.packets = ab.packets + ba.packets;
     rep.bytes = ab.bytes + ba.bytes;
     rep.duration = duration;

@@ -200,17 +200,25 @@ impl Meter {
         }
     }
 
-    /// Reports if a second has passed; `extra` is appended to the line. Returns whether it
-    /// printed (callers with per-second state reset it then).
-    pub fn tick(&mut self, now: Instant, packets: u64, bytes: u64, extra: &str) -> bool {
+    /// Reports if a second has passed; `extra()` is appended to the line (called only then,
+    /// so the per-batch path formats nothing). Returns whether it printed (callers with
+    /// per-second state reset it then).
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        packets: u64,
+        bytes: u64,
+        extra: impl FnOnce() -> String,
+    ) -> bool {
         let d = now.saturating_duration_since(self.last);
         if d < Duration::from_secs(1) {
             return false;
         }
         let (mpps, gbps) = rates(packets - self.last_packets, bytes - self.last_bytes, d);
         self.live.line(&format!(
-            "{}: {mpps:8.3} Mpps {gbps:8.3} Gbit/s{extra}",
-            self.label
+            "{}: {mpps:8.3} Mpps {gbps:8.3} Gbit/s{}",
+            self.label,
+            extra()
         ));
         self.last = now;
         self.last_packets = packets;

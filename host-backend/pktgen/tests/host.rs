@@ -362,3 +362,33 @@ fn usage_and_attach_errors_exit_with_code_2() {
     );
     assert_eq!(s.code(), Some(2), "{err}");
 }
+
+#[test]
+fn fwd_relays_a_stream_between_two_pipes_intact() {
+    let d = Daemon::start("fwd");
+    let n = COUNT.to_string();
+    let rx = d.pktgen(&[
+        "rx",
+        "-i",
+        "fb}1",
+        "--expect-no-loss",
+        "-n",
+        &n,
+        "-d",
+        "60",
+        "--json",
+        "-q",
+    ]);
+    let fwd = d.pktgen(&[
+        "fwd", "-i", "fa}1", "-i", "fb{1", "-n", &n, "-d", "60", "--json", "-q",
+    ]);
+    d.wait_attached("fb}1");
+    d.wait_attached("fb{1");
+    d.wait_attached("fa}1");
+    let tx = d.pktgen(&["tx", "-i", "fa{1", "-n", &n, "-l", "200", "--json", "-q"]);
+    assert_eq!(u(&summary(tx, 0), "packets"), COUNT);
+    let f = summary(fwd, 0);
+    assert_eq!((u(&f, "packets"), u(&f, "bytes")), (COUNT, COUNT * 200));
+    let r = summary(rx, 0);
+    assert_eq!((u(&r, "good"), u(&r, "lost")), (COUNT, 0));
+}
