@@ -6,8 +6,9 @@ use crate::payload::{HEADER_LEN, MAX_FRAME, Mac};
 
 /// Default source MAC of senders (`tx`, `ping`): locally administered, "pt".
 pub const DEFAULT_SRC_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x01];
-/// Default destination MAC of senders, and `pong`'s own address: distinct from the source, so
-/// a VALE switch learns both ends and does not flood.
+/// Default destination MAC of senders, and the own address of receivers (`rx`, `pong`), which
+/// they announce to a VALE switch: distinct from the source, so the switch learns both ends
+/// and does not flood.
 pub const DEFAULT_DST_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x02];
 /// Most slots one frame may take (`-l` above the buffer size).
 pub const MAX_FRAGS: usize = 64;
@@ -63,7 +64,7 @@ pub struct Config {
     pub idle: Option<Duration>,
     /// How long a ping waits for its pong.
     pub ping_timeout: Duration,
-    /// Source MAC (tx, ping; pong's own address).
+    /// Source MAC (tx, ping); the own address of rx and pong, announced to a VALE switch.
     pub src_mac: Mac,
     /// Destination MAC (tx, ping).
     pub dst_mac: Mac,
@@ -94,7 +95,7 @@ impl Config {
             duration: None,
             idle: None,
             ping_timeout: Duration::from_secs(1),
-            src_mac: if mode == Mode::Pong {
+            src_mac: if matches!(mode, Mode::Rx | Mode::Pong) {
                 DEFAULT_DST_MAC
             } else {
                 DEFAULT_SRC_MAC
@@ -224,8 +225,9 @@ mod tests {
         assert_ne!(c.src_mac, c.dst_mac);
         assert_eq!(c.dst_mac[0] & 1, 0, "not a multicast/broadcast destination");
         assert!(c.validate().is_ok());
-        // pong answers as the address tx and ping send to.
+        // rx and pong announce, and pong answers as, the address tx and ping send to.
         assert_eq!(cfg(Mode::Pong, &["vale0:b"]).src_mac, c.dst_mac);
+        assert_eq!(cfg(Mode::Rx, &["vale0:b"]).src_mac, c.dst_mac);
     }
 
     #[test]

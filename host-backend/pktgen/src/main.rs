@@ -67,7 +67,8 @@ struct Common {
     /// How long a ping waits for its pong, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     ping_timeout: u64,
-    /// Source MAC [default: 02:70:74:00:00:01; pong: 02:70:74:00:00:02].
+    /// Source MAC; for rx and pong the port's own address, announced to a VALE switch so it
+    /// does not flood [default: 02:70:74:00:00:01; rx, pong: 02:70:74:00:00:02].
     #[arg(long, value_name = "MAC", value_parser = mac)]
     src_mac: Option<Mac>,
     /// Destination MAC [default: 02:70:74:00:00:02].

@@ -8,11 +8,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ptnet_spec::name::{Base, PortName};
 use ptnet_spec::netmap::NS_MOREFRAG;
 
 use crate::backend::{AttachOptions, Backend, Want};
 use crate::config::{Config, Error, MAX_FRAGS, Mode};
-use crate::payload::{self, Checker, Kind, MAX_FRAME, Template};
+use crate::payload::{self, Checker, Kind, MAX_FRAME, Mac, Template};
 use crate::rate::TokenBucket;
 use crate::stats::{CpuTimes, Live, Meter, PingCounts, Report};
 
@@ -210,6 +211,30 @@ fn base_report<B: Backend>(cfg: &Config, ports: &[&B], busy: bool) -> Report {
     }
 }
 
+/// Whether `name` is a port of a VALE switch (not a pipe), which learns addresses from the
+/// frames it is sent.
+fn is_vale_port(name: &str) -> bool {
+    PortName::parse(name).is_ok_and(|n| matches!(n.base, Base::Vale { .. }) && n.pipe.is_none())
+}
+
+/// Teaches a VALE switch that `mac` is behind port `p`, so that frames to it are not flooded
+/// to every port: one frame from `mac` to `mac`, which the switch learns from and then drops
+/// (it never sends a frame back to its source port; the port's `tx_drops` counts it).
+/// Receivers (`rx`, `pong`) do this once at start; senders teach the switch as they send.
+fn announce<B: Backend>(p: &mut B, mac: Mac) {
+    if !is_vale_port(p.name()) {
+        return;
+    }
+    let t = Template {
+        dst: mac,
+        src: mac,
+        len: 60,
+        kind: Kind::Data,
+    };
+    p.tx_batch(0, 1, |_, buf| t.write(buf, 0, 0));
+    p.txsync(0);
+}
+
 /// The first TX ring from `r` on with room, if any.
 fn ring_with_space<B: Backend>(p: &B, r: u32, n: u32) -> Option<u32> {
     (0..n).map(|k| (r + k) % n).find(|&k| p.tx_space(k) > 0)
@@ -355,6 +380,7 @@ impl Reassembly {
 pub fn rx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
     let g = p.rings();
     let busy = p.busy_poll();
+    announce(p, cfg.src_mac);
     let start = Instant::now();
     let cpu0 = CpuTimes::now();
     let lim = Limits::new(cfg, start);
@@ -552,6 +578,7 @@ pub fn pong<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
     let busy = p.busy_poll();
     let buf_size = g.buf_size as usize;
     let batch = cfg.batch.min(g.tx_slots - 1).max(1);
+    announce(p, cfg.src_mac);
     // The same port receives and sends, so replies are staged here (allocated once).
     let mut stage = vec![0u8; batch as usize * buf_size];
     let mut lens = vec![0u16; batch as usize];

@@ -178,11 +178,19 @@ fn tx_to_rx_across_vale0_delivers_every_frame_or_counts_its_drop() {
     // Persistent ports keep their counters after the clients detach.
     d.create_port("vale0:tx");
     d.create_port("vale0:rx");
+    // A bystander: the switch must not flood the stream to it.
+    d.create_port("vale0:other");
     let n = COUNT.to_string();
     let rx = d.pktgen(&[
         "rx", "-i", "vale0:rx", "--check", "-n", &n, "--idle", "3", "-d", "60", "--json", "-q",
     ]);
     d.wait_attached("vale0:rx");
+    // The receiver announces its address with one frame the switch learns from and drops.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.stats("vale0:rx").tx_drops == 0 {
+        assert!(Instant::now() < deadline, "rx never announced its address");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Paced: VALE drops when the receiver's ring is full, and a paced sender gives a receiver
     // that is scheduled normally no reason to fall 1024 frames behind.
     let tx = d.pktgen(&[
@@ -205,6 +213,12 @@ fn tx_to_rx_across_vale0_delivers_every_frame_or_counts_its_drop() {
     );
     assert_eq!((u(&r, "out_of_order"), u(&r, "bad_payload")), (0, 0));
     assert_eq!(d.stats("vale0:rx").rx_packets, u(&r, "packets"));
+    let other = d.stats("vale0:other");
+    assert_eq!(
+        (other.rx_packets, other.rx_drops),
+        (0, 0),
+        "unicast, not flooded"
+    );
 }
 
 #[test]
