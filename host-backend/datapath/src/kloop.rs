@@ -230,13 +230,20 @@ impl Kloop {
                     }
                     None => {
                         if self.stopping.load(Ordering::Acquire) {
-                            log::info!("{}: sync loop stopped", self.port.name());
-                            return Ok(());
+                            break;
                         }
                     }
                 }
             }
             PortStats::add(&self.port.stats().kicks, kicks);
+            if self.stopping.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        // What the client published before it left (a clean exit or a crash right after a
+        // txsync) is still delivered: one last pass over its TX rings.
+        for i in 0..self.ntx {
+            let _ = self.sync_ring(i, |p| p.txsync(i));
         }
         log::info!("{}: sync loop stopped", self.port.name());
         Ok(())

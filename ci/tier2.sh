@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Tier 2: host integration. The real daemon and client processes over its control socket
+# (and, as they land, network namespaces and DPDK clients), a short run of every fuzz target,
+# and a smoke run of the datapath benchmark. Root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib/common.sh
+source ci/lib/common.sh
+
+need_root "tier 2"
+ci/prereqs.sh base
+
+# Runs a cargo test command; fails if it ran no test at all (a tier must never go empty).
+run_tests() {
+    local out
+    out=$(mktemp)
+    if ! "$@" 2>&1 | tee "$out"; then
+        die "tests failed: $*"
+    fi
+    local n
+    n=$(awk '/^test result: ok\./ { s += $4 } END { print s + 0 }' "$out")
+    rm -f "$out"
+    [ "$n" -gt 0 ] || die "no test ran in: $* (a whole tier would be hidden)"
+    log "$n tests passed: $*"
+}
+
+log "building the daemon and tools"
+cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests
+run_tests cargo test --quiet -p ptnet-host-tests --features host-tests
+if [ -d host-backend/pktgen ]; then
+    cargo build --quiet -p ptnet-pktgen
+    run_tests cargo test --quiet -p ptnet-pktgen --features host-tests
+fi
+
+log "fuzz: every target, briefly"
+ci/fuzz.sh "${PTNET_FUZZ_SECONDS:-15}"
+
+log "benchmark smoke run (1 s per scenario, no peers)"
+cargo build --release --quiet -p ptnet-bench
+for s in pipe vale; do
+    target/release/ptnet-bench "$s" --duration 1 | tee /dev/stderr | grep -q '"rx_packets":[1-9]' \
+        || die "ptnet-bench $s moved no packets"
+done

@@ -1,0 +1,190 @@
+//! A scripted host client for the tier-2 tests: attaches to a port through ptnetd and sends or
+//! receives frames with sequence numbers, then prints a JSON summary.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use ptnet_client::proto::PortRequest;
+use ptnet_client::{Port, Want};
+use ptnet_host_tests::{check, frame, mac};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// Send `count` frames (0 = until killed), paced by `--burst`/`--pause-us`.
+    Send,
+    /// Receive until `count` frames arrived (or `--timeout`), checking order and payload.
+    Recv,
+}
+
+/// Scripted ptnet host client.
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(value_enum)]
+    role: Role,
+    /// Port name.
+    #[arg(short, long)]
+    port: String,
+    /// ptnetd socket.
+    #[arg(short, long)]
+    socket: String,
+    /// Frames to send or expect.
+    #[arg(short, long, default_value_t = 1000)]
+    count: u64,
+    /// Frame length.
+    #[arg(short, long, default_value_t = 60)]
+    len: usize,
+    /// This station's number (its MAC is 02:00:00:00:00:N).
+    #[arg(long, default_value_t = 1)]
+    me: u8,
+    /// Destination station (255 = broadcast).
+    #[arg(long, default_value_t = 2)]
+    to: u8,
+    /// Frames per burst before pausing (the receiver's ring must hold a burst: VALE drops).
+    #[arg(long, default_value_t = 64)]
+    burst: u32,
+    /// Pause between bursts, microseconds.
+    #[arg(long, default_value_t = 0)]
+    pause_us: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Announce this station to the switch first (one broadcast frame) and wait this long.
+    #[arg(long, default_value_t = 0)]
+    announce_ms: u64,
+    /// Flow control over a lossy switch: the sender waits for an acknowledgement frame after
+    /// every WINDOW frames, and the receiver sends one back (to station `--to`) every WINDOW
+    /// frames. 0 = none.
+    #[arg(long, default_value_t = 0)]
+    window: u64,
+}
+
+/// Sequence number of acknowledgement frames.
+const ACK: u64 = u64::MAX - 1;
+
+fn wait_ack(p: &mut Port, deadline: Instant) -> bool {
+    loop {
+        if Instant::now() > deadline {
+            return false;
+        }
+        p.rxsync(0);
+        let mut acked = false;
+        let n = p.rx_batch(0, u32::MAX, |b, _| acked |= check(b) == Some(ACK));
+        if n > 0 {
+            p.rxsync(0);
+        }
+        if acked {
+            return true;
+        }
+        if n == 0 {
+            let _ = p.wait(Want::Rx, Some(Duration::from_millis(100)));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let req = PortRequest {
+        port: a.port.clone(),
+        ..Default::default()
+    };
+    let mut p = match Port::attach(&a.socket, req) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("attach {}: {e}", a.port);
+            return ExitCode::from(2);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    if a.announce_ms > 0 {
+        p.tx_batch(0, 1, |_, b| frame(b, [0xff; 6], mac(a.me), u64::MAX, 60));
+        p.txsync(0);
+        std::thread::sleep(Duration::from_millis(a.announce_ms));
+    }
+    let dst = if a.to == 255 { [0xff; 6] } else { mac(a.to) };
+    match a.role {
+        Role::Send => {
+            let mut sent = 0u64;
+            while a.count == 0 || sent < a.count {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let mut want = if a.count == 0 {
+                    a.burst
+                } else {
+                    a.burst.min((a.count - sent) as u32)
+                };
+                if a.window > 0 {
+                    // Stop at the window's edge, then wait for its acknowledgement.
+                    want = want.min((a.window - sent % a.window) as u32);
+                }
+                let mut queued = 0;
+                while queued < want {
+                    let s0 = sent;
+                    let n = p.tx_batch(0, want - queued, |i, b| {
+                        frame(b, dst, mac(a.me), s0 + u64::from(i), a.len)
+                    });
+                    sent += u64::from(n);
+                    queued += n;
+                    p.txsync(0);
+                    if queued < want {
+                        let _ = p.wait(Want::Tx, Some(Duration::from_millis(100)));
+                    }
+                }
+                if a.window > 0 && sent % a.window == 0 && !wait_ack(&mut p, deadline) {
+                    eprintln!("no acknowledgement after {sent} frames");
+                    break;
+                }
+                if a.pause_us > 0 {
+                    std::thread::sleep(Duration::from_micros(a.pause_us));
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "role": "send", "port": a.port, "sent": sent })
+            );
+            ExitCode::SUCCESS
+        }
+        Role::Recv => {
+            let (mut got, mut bad, mut out_of_order, mut next) = (0u64, 0u64, 0u64, 0u64);
+            println!("{}", serde_json::json!({ "ready": a.port }));
+            while got < a.count && Instant::now() < deadline {
+                p.rxsync(0);
+                let before = got;
+                let n = p.rx_batch(0, u32::MAX, |b, _| match check(b) {
+                    Some(u64::MAX) | Some(ACK) => {}
+                    Some(seq) => {
+                        if seq != next {
+                            out_of_order += 1;
+                        }
+                        next = seq + 1;
+                        got += 1;
+                    }
+                    None => bad += 1,
+                });
+                if n > 0 {
+                    p.rxsync(0);
+                } else {
+                    let _ = p.wait(Want::Rx, Some(Duration::from_millis(100)));
+                }
+                if a.window > 0 && got / a.window > before / a.window {
+                    while p.tx_batch(0, 1, |_, b| frame(b, dst, mac(a.me), ACK, 60)) == 0 {
+                        p.txsync(0);
+                        let _ = p.wait(Want::Tx, Some(Duration::from_millis(100)));
+                    }
+                    p.txsync(0);
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "role": "recv", "port": a.port, "received": got,
+                                    "bad_payload": bad, "out_of_order": out_of_order })
+            );
+            if got == a.count && bad == 0 && out_of_order == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

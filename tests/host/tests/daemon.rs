@@ -1,0 +1,379 @@
+//! Tier 2: the real `ptnetd` binary and client processes, talking through its control socket.
+//!
+//! Build the daemon first (`cargo build -p ptnetd`, same profile); `ci/tier2.sh` does.
+#![cfg(feature = "host-tests")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ptnet_client::proto::{self, PortRequest, Reply, Request};
+use ptnet_client::{ClientError, Port};
+
+/// A running daemon on a private socket; killed (by PID) when dropped.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: String,
+}
+
+fn target_bin(name: &str) -> PathBuf {
+    // tests run from target/<profile>/deps/; the workspace's binaries are one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p {name}, same profile as the tests)",
+        bin.display()
+    );
+    bin
+}
+
+impl Daemon {
+    fn start(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
+        let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
+        let child = Command::new(target_bin("ptnetd"))
+            .args(["--socket", &socket])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ptnetd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ptnetd did not start (see {})",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, dir, socket }
+    }
+
+    /// Starts a test client process; its first stdout line is returned when `wait_ready`.
+    fn client(&self, args: &[&str], wait_ready: bool) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ptnet-test-client"))
+            .args(args)
+            .args(["--socket", &self.socket])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a client");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        if wait_ready {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert!(line.contains("ready"), "client did not get ready: {line:?}");
+        }
+        Client { child, out }
+    }
+
+    fn list(&self) -> (Vec<proto::SwitchEntry>, Vec<proto::PortEntry>) {
+        match proto::call(&self.socket, Request::List).expect("list").0 {
+            Reply::Listing { switches, pipes } => (switches, pipes),
+            r => panic!("unexpected reply {r:?}"),
+        }
+    }
+
+    fn port(&self, name: &str) -> Option<proto::PortEntry> {
+        let (sw, pipes) = self.list();
+        sw.into_iter()
+            .flat_map(|s| s.ports)
+            .chain(pipes)
+            .find(|p| p.name == name)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("daemon log kept in {}", self.dir.display());
+        }
+    }
+}
+
+struct Client {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Client {
+    /// Waits for the client; returns its exit success and its last stdout line (JSON).
+    fn finish(mut self) -> (bool, serde_json::Value) {
+        let status = self.child.wait().expect("wait");
+        let mut last = String::new();
+        for l in (&mut self.out).lines() {
+            last = l.expect("read");
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let v = serde_json::from_str(&last)
+            .unwrap_or_else(|_| serde_json::json!({ "raw": last, "stderr": err }));
+        (status.success(), v)
+    }
+}
+
+#[test]
+fn two_client_processes_exchange_frames_across_vale0() {
+    let d = Daemon::start("vale");
+    // VALE drops when a receiver's ring is full: the pair runs a window protocol (an ack
+    // frame every 512 frames) so that the count is exact however loaded the machine is.
+    let rx = d.client(
+        &[
+            "recv",
+            "-p",
+            "vale0:b",
+            "--me",
+            "2",
+            "--to",
+            "1",
+            "-c",
+            "20000",
+            "--announce-ms",
+            "50",
+            "--window",
+            "512",
+        ],
+        true,
+    );
+    let tx = d.client(
+        &[
+            "send", "-p", "vale0:a", "--me", "1", "--to", "2", "-c", "20000", "--burst", "64",
+            "--window", "512", "-l", "200",
+        ],
+        false,
+    );
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx, "sender: {vtx}");
+    assert!(ok_rx, "receiver: {vrx}");
+    assert_eq!(vrx["received"], 20000);
+    assert_eq!(vrx["bad_payload"], 0);
+    // On-demand ports disappear with their clients.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.port("vale0:a").is_some() || d.port("vale0:b").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "ports not reclaimed: {:?}",
+            d.list()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pipe_between_two_processes_loses_nothing() {
+    let d = Daemon::start("pipe");
+    let rx = d.client(&["recv", "-p", "pipe0}1", "-c", "200000"], true);
+    let tx = d.client(
+        &[
+            "send", "-p", "pipe0{1", "-c", "200000", "--burst", "512", "-l", "60",
+        ],
+        false,
+    );
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx && ok_rx, "sender {vtx}, receiver {vrx}");
+    assert_eq!(vrx["received"], 200000);
+    assert_eq!(vrx["out_of_order"], 0);
+}
+
+#[test]
+fn broadcast_reaches_every_other_port() {
+    let d = Daemon::start("bcast");
+    let rxs: Vec<_> = (0..4)
+        .map(|i| {
+            let port = format!("vale0:r{i}");
+            let me = (10 + i).to_string();
+            d.client(&["recv", "-p", &port, "--me", &me, "-c", "100"], true)
+        })
+        .collect();
+    let tx = d.client(
+        &[
+            "send",
+            "-p",
+            "vale0:s",
+            "--to",
+            "255",
+            "-c",
+            "100",
+            "--burst",
+            "10",
+            "--pause-us",
+            "1000",
+        ],
+        false,
+    );
+    assert!(tx.finish().0);
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let (ok, v) = rx.finish();
+        assert!(ok, "receiver {i}: {v}");
+        assert_eq!(v["received"], 100);
+    }
+}
+
+#[test]
+fn a_killed_client_is_reclaimed_and_the_others_keep_forwarding() {
+    let mut d = Daemon::start("kill");
+    // c: a sink for the victim's frames, so they do not flood the a → b pair.
+    let sink = d.client(
+        &[
+            "recv",
+            "-p",
+            "vale0:c",
+            "--me",
+            "3",
+            "-c",
+            "1000000000",
+            "--announce-ms",
+            "50",
+            "--timeout",
+            "20",
+        ],
+        true,
+    );
+    let rx = d.client(
+        &[
+            "recv",
+            "-p",
+            "vale0:b",
+            "--me",
+            "2",
+            "--to",
+            "1",
+            "-c",
+            "30000",
+            "--announce-ms",
+            "50",
+            "--window",
+            "512",
+        ],
+        true,
+    );
+    let mut victim = d.client(
+        &[
+            "send", "-p", "vale0:v", "--me", "9", "--to", "3", "-c", "0", "--burst", "128",
+        ],
+        false,
+    );
+    let tx = d.client(
+        &[
+            "send", "-p", "vale0:a", "--me", "1", "--to", "2", "-c", "30000", "--burst", "64",
+            "--window", "512",
+        ],
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.port("vale0:v").is_some_and(|p| p.attached),
+        "victim attached"
+    );
+    victim.child.kill().expect("kill the victim");
+    let _ = victim.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.port("vale0:v").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "killed client's port not reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx && ok_rx, "sender {vtx}, receiver {vrx}");
+    assert_eq!(vrx["received"], 30000);
+    // The port name is free again.
+    let p = Port::attach(
+        &d.socket,
+        PortRequest {
+            port: "vale0:v".into(),
+            ..Default::default()
+        },
+    );
+    assert!(p.is_ok(), "re-attach after reclaim: {:?}", p.err());
+    drop(p);
+    let mut sink = sink;
+    let _ = sink.child.kill();
+    let _ = sink.child.wait();
+    assert!(d.alive(), "the daemon survived");
+}
+
+#[test]
+fn malformed_requests_are_refused_and_the_daemon_keeps_serving() {
+    let mut d = Daemon::start("garbage");
+    let garbage: [&[u8]; 5] = [
+        b"\xff\xff\xff\xff",
+        b"\x05\x00\x00\x00{{{{{",
+        b"\x10\x00\x00\x00{\"version\":1,\"op\"",
+        b"\x19\x00\x00\x00{\"version\":99,\"op\":\"list\"}",
+        b"",
+    ];
+    for g in garbage {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(g).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = proto::recv::<Reply>(&s);
+    }
+    // A wrong version gets a clear answer.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let body = br#"{"version":99,"op":"list"}"#;
+    s.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    match proto::recv::<Reply>(&s).unwrap().0 {
+        Reply::Error { message } => assert!(message.contains("version"), "{message}"),
+        r => panic!("{r:?}"),
+    }
+    assert!(d.alive());
+    assert!(!d.list().0.is_empty(), "still answers");
+}
+
+#[test]
+fn attach_errors_say_why() {
+    let d = Daemon::start("errors");
+    let err = |name: &str| match Port::attach(
+        &d.socket,
+        PortRequest {
+            port: name.into(),
+            ..Default::default()
+        },
+    ) {
+        Err(ClientError::Refused(m)) => m,
+        Err(e) => panic!("{name}: unexpected error {e}"),
+        Ok(_) => panic!("{name}: attached"),
+    };
+    assert!(err("vale0").contains("':'"), "missing colon");
+    assert!(err("vale0:a-1").contains("ring selection"));
+    assert!(err("eth0").contains("host interfaces"));
+    let first = Port::attach(
+        &d.socket,
+        PortRequest {
+            port: "vale0:x".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(err("vale0:x").contains("busy"));
+    drop(first);
+}
