@@ -58,6 +58,13 @@ struct Args {
     /// Slots per ring.
     #[arg(long, default_value_t = 1024)]
     slots: u32,
+    /// Microseconds a client polls before sleeping in `wait` (eventfd mode). On a machine with
+    /// fewer cores than busy threads this takes CPU from the threads it waits for.
+    #[arg(long, default_value_t = 0)]
+    client_linger_us: u64,
+    /// Microseconds an idle sync loop polls before sleeping (eventfd mode).
+    #[arg(long, default_value_t = ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64)]
+    linger_us: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,9 +96,10 @@ fn mac(i: u32) -> [u8; 6] {
     [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]
 }
 
-fn attach(port: Arc<dyn SyncPort>, mode: Mode) -> (HostClient, Port) {
+fn attach(port: Arc<dyn SyncPort>, mode: Mode, client_linger: Duration) -> (HostClient, Port) {
     let (hc, files) = HostClient::attach(port, mode).expect("attach");
-    let p = Port::from_parts(hc.info().clone(), files).expect("client side");
+    let mut p = Port::from_parts(hc.info().clone(), files).expect("client side");
+    p.set_linger(client_linger);
     (hc, p)
 }
 
@@ -206,10 +214,13 @@ fn receiver(mut ports: Vec<Port>, busy: bool, sh: &Shared) {
 
 fn main() {
     let a = Args::parse();
+    let cl = Duration::from_micros(a.client_linger_us);
     let mode = if a.busy_poll {
         Mode::BusyPoll
     } else {
-        Mode::Eventfd
+        Mode::Eventfd {
+            linger: Duration::from_micros(a.linger_us),
+        }
     };
     let mut keep: Vec<HostClient> = Vec::new();
     let mut drops_of: Vec<Arc<dyn SyncPort>> = Vec::new();
@@ -224,8 +235,8 @@ fn main() {
                 end: Arc::clone(&pipe.slave),
                 peer: Arc::clone(&pipe.master),
             });
-            let (hm, pm) = attach(m, mode);
-            let (hs, ps) = attach(s, mode);
+            let (hm, pm) = attach(m, mode, cl);
+            let (hs, ps) = attach(s, mode, cl);
             keep.extend([hm, hs]);
             (vec![pm], vec![ps], vec![mac(0xffff)])
         }
@@ -252,7 +263,7 @@ fn main() {
             for i in 0..nrx {
                 let port = mk(format!("rx{i}"));
                 drops_of.push(Arc::clone(&port));
-                let (h, mut p) = attach(port, mode);
+                let (h, mut p) = attach(port, mode, cl);
                 // Teach the switch this receiver's MAC.
                 let m = mac(1000 + i);
                 p.tx_batch(0, 1, |_, buf| {
@@ -266,7 +277,7 @@ fn main() {
                 rxp.push(p);
             }
             for i in 0..ntx {
-                let (h, p) = attach(mk(format!("tx{i}")), mode);
+                let (h, p) = attach(mk(format!("tx{i}")), mode, cl);
                 keep.push(h);
                 txp.push(p);
             }

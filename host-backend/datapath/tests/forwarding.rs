@@ -102,8 +102,8 @@ fn two_clients_exchange_frames_across_a_vale_switch() {
     let sw = Switch::new("vale0");
     let a = vale_port(&sw, "a", 256);
     let b = vale_port(&sw, "b", 256);
-    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::Eventfd);
-    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::Eventfd);
+    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::default());
+    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::default());
     exchange(&mut pa, &mut pb, mac(2), mac(1), 20_000, 60);
     exchange(&mut pb, &mut pa, mac(1), mac(2), 5_000, 1514);
     let sa = a.stats().snapshot();
@@ -124,8 +124,8 @@ fn pipe_ends_exchange_frames_without_copying_and_without_loss() {
         end: Arc::clone(&pipe.slave),
         peer: Arc::clone(&pipe.master),
     });
-    let (_hm, mut pm) = attach(Arc::clone(&m), Mode::Eventfd);
-    let (_hs, mut ps) = attach(Arc::clone(&s), Mode::Eventfd);
+    let (_hm, mut pm) = attach(Arc::clone(&m), Mode::default());
+    let (_hs, mut ps) = attach(Arc::clone(&s), Mode::default());
     assert_eq!(
         pm.info().mem_id,
         ps.info().mem_id,
@@ -179,7 +179,7 @@ fn broadcast_reaches_every_other_port_once() {
         .collect();
     let mut clients: Vec<_> = ports
         .iter()
-        .map(|p| attach(Arc::clone(p), Mode::Eventfd))
+        .map(|p| attach(Arc::clone(p), Mode::default()))
         .collect();
     let (_, p0) = &mut clients[0];
     assert_eq!(
@@ -212,8 +212,8 @@ fn a_full_destination_drops_and_never_blocks_the_sender() {
     let sw = Switch::new("vale2");
     let a = vale_port(&sw, "a", 64);
     let b = vale_port(&sw, "b", 64);
-    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::Eventfd);
-    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::Eventfd);
+    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::default());
+    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::default());
     let mut sent = 0u64;
     for _ in 0..10 {
         let n = pa.tx_batch(0, 63, |i, buf| {
@@ -258,8 +258,8 @@ fn fragmented_frames_cross_the_switch_whole() {
     let sw = Switch::new("vale4");
     let a = vale_port(&sw, "a", 64);
     let b = vale_port(&sw, "b", 64);
-    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::Eventfd);
-    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::Eventfd);
+    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::default());
+    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::default());
     let mut head = [0u8; 60];
     frame(&mut head, mac(2), mac(1), 1, 60);
     let body = vec![0xabu8; 2048];

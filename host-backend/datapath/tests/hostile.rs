@@ -39,7 +39,7 @@ impl Rng {
 }
 
 fn attach(port: Arc<dyn SyncPort>) -> (HostClient, Port) {
-    let (hc, files) = HostClient::attach(port, Mode::Eventfd).unwrap();
+    let (hc, files) = HostClient::attach(port, Mode::default()).unwrap();
     let p = Port::from_parts(hc.info().clone(), files).unwrap();
     (hc, p)
 }

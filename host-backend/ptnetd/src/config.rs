@@ -45,6 +45,8 @@ pub struct DaemonSection {
     pub busy_poll: bool,
     /// Most switches created on demand by clients.
     pub max_switches: usize,
+    /// How long (µs) an idle sync loop keeps polling before it sleeps (0: sleep at once).
+    pub linger_us: u64,
 }
 
 impl Default for DaemonSection {
@@ -54,6 +56,7 @@ impl Default for DaemonSection {
             socket_mode: "0660".into(),
             busy_poll: false,
             max_switches: 64,
+            linger_us: ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64,
         }
     }
 }
@@ -226,6 +229,11 @@ impl Config {
                     p.name
                 )));
             }
+        }
+        if self.daemon.linger_us > 1_000_000 {
+            return Err(ConfigError::Invalid(
+                "linger_us must be at most 1000000 (1 s)".into(),
+            ));
         }
         if self.daemon.max_switches == 0 {
             return Err(ConfigError::Invalid(

@@ -303,7 +303,9 @@ impl Daemon {
         let mode = if req.busy_poll || self.cfg.daemon.busy_poll {
             Mode::BusyPoll
         } else {
-            Mode::Eventfd
+            Mode::Eventfd {
+                linger: Duration::from_micros(self.cfg.daemon.linger_us),
+            }
         };
         let mut st = self.lock();
         let (key, sync): (Key, Arc<dyn SyncPort>) = match (name.base, name.pipe) {

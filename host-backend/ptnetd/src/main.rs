@@ -24,6 +24,9 @@ struct Args {
     /// Run every client's sync loop in busy-poll mode.
     #[arg(long)]
     busy_poll: bool,
+    /// Microseconds an idle sync loop keeps polling before it sleeps (overrides the file).
+    #[arg(long)]
+    linger_us: Option<u64>,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -45,6 +48,9 @@ impl TryFrom<Args> for Config {
             c.socket_mode()?;
         }
         c.daemon.busy_poll |= a.busy_poll;
+        if let Some(l) = a.linger_us {
+            c.daemon.linger_us = l;
+        }
         Ok(c)
     }
 }
