@@ -26,6 +26,13 @@ step "guest kernel"
 PTNET_KERNEL_DIR=$(vm-images/build-kernel.sh)
 [ -f "$PTNET_KERNEL_DIR/arch/x86/boot/bzImage" ] || die "build-kernel.sh printed '$PTNET_KERNEL_DIR', which has no bzImage"
 
+step "ptnet-spec with the guest toolchain"
+# The guest driver shares ptnet-spec's layouts: the crate must build with the kernel's rustc
+# (1.85, edition 2021, core only), not just the host's.
+/usr/bin/rustc --edition 2021 --crate-type lib --crate-name ptnet_spec \
+    -o "$(mktemp -d)/libptnet_spec.rlib" ptnet-spec/src/lib.rs \
+    || die "ptnet-spec does not build with the guest toolchain ($(/usr/bin/rustc --version))"
+
 step "guest modules"
 PTNET_HELLO_KO=$(guest-driver-linux/build-module.sh guest-driver-linux/hello "$PTNET_KERNEL_DIR" \
     | grep '/ptnet_hello\.ko$') || die "building guest-driver-linux/hello produced no ptnet_hello.ko"
