@@ -60,13 +60,13 @@ testpmd_pair() {
     t0=$(date +%s.%N)
     ( timeout -s INT $((secs + 6)) dpdk-testpmd -l 0,1 --main-lcore 0 "${common[@]}" \
         --file-prefix="${tag}r" --vdev="$rxdev" -- --forward-mode=rxonly --nb-cores=1 \
-        --total-num-mbufs=16384 --stats-period 1 > "$rxlog" 2>&1; times > "$rxlog.cpu" ) &
+        --total-num-mbufs=16384 --stats-period 1 > "$rxlog" 2>&1 || true; times > "$rxlog.cpu" ) &
     local rxpid=$!
     sleep 2
     ( timeout -s INT $((secs + 2)) dpdk-testpmd -l 0,1 --main-lcore 1 "${common[@]}" \
         --file-prefix="${tag}t" --vdev="$txdev" -- --forward-mode=txonly --txpkts="$size" \
-        --nb-cores=1 --total-num-mbufs=16384 --stats-period 1 > "$txlog" 2>&1; \
-        times > "$txlog.cpu" ) || true
+        --nb-cores=1 --total-num-mbufs=16384 --stats-period 1 > "$txlog" 2>&1 || true; \
+        times > "$txlog.cpu" )
     wait "$rxpid" || true
     local wall
     wall=$(echo "$(date +%s.%N) - $t0" | bc)

@@ -117,11 +117,19 @@ struct Ring {
     /// `hwcur` as last read from the CSB.
     hwcur: u32,
     is_tx: bool,
+    /// Free slots the application is waiting for (TX: the size of the frame that did not
+    /// fit); `wait` returns when this many are free.
+    want: u32,
 }
 
 impl Ring {
     fn space(&self) -> u32 {
         distance(self.head, self.tail, self.num_slots)
+    }
+
+    /// Whether what the application waits for is there.
+    fn ready(&self) -> bool {
+        self.space() >= self.want.max(1)
     }
 
     fn slot(&self, i: u32) -> *mut NetmapSlot {
@@ -325,6 +333,7 @@ impl Port {
                 tail: 0,
                 hwcur: 0,
                 is_tx,
+                want: 1,
             };
             // Start from what the daemon published in the CSB (netmap's ptnet_sync_from_csb).
             let (atok, ktoa) = csb_entries(&csb, &info, k);
@@ -451,6 +460,9 @@ impl Port {
         }
         ring.head = i;
         ring.cur = i;
+        if n > 0 {
+            ring.want = 1;
+        }
         n
     }
 
@@ -459,12 +471,15 @@ impl Port {
     pub fn tx_frags(&mut self, r: u32, frags: &[&[u8]]) -> bool {
         let k = self.tx_index(r);
         let ring = &mut self.rings[k];
-        if frags.is_empty()
-            || frags.len() as u32 > ring.space()
-            || frags.iter().any(|f| f.len() > ring.buf_size as usize)
-        {
+        if frags.is_empty() || frags.iter().any(|f| f.len() > ring.buf_size as usize) {
             return false;
         }
+        if frags.len() as u32 > ring.space() {
+            // `wait(Want::Tx)` now waits for room for the whole frame.
+            ring.want = (frags.len() as u32).min(ring.num_slots - 1);
+            return false;
+        }
+        ring.want = 1;
         let mut i = ring.head;
         for (j, f) in frags.iter().enumerate() {
             let sp = ring.slot(i);
@@ -488,6 +503,29 @@ impl Port {
         ring.head = i;
         ring.cur = i;
         true
+    }
+
+    /// The client's and the CSB's view of ring `k` (CSB order), for debugging stalls.
+    #[doc(hidden)]
+    pub fn debug_ring(&self, k: usize) -> String {
+        let k = k.min(self.rings.len() - 1);
+        let r = &self.rings[k];
+        let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
+        let a = atok.kern_read();
+        let s = ktoa.appl_read();
+        format!(
+            "ring {k}: head {} cur {} tail {} want {} | atok head {} cur {} need_irq {} | ktoa hwcur {} hwtail {} need_kick {}",
+            r.head,
+            r.cur,
+            r.tail,
+            r.want,
+            a.head,
+            a.cur,
+            atok.appl_wants_interrupt(),
+            s.hwcur,
+            s.hwtail,
+            ktoa.kern_wants_kick()
+        )
     }
 
     /// Protocol-breaking access for tests of the daemon's defences: writes slot `i` of ring
@@ -604,14 +642,41 @@ impl Port {
         }
         for k in range.clone() {
             self.sync(k, false);
-            let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
-            let ring = &mut self.rings[k];
-            if ring.space() > 0 {
+            if self.rings[k].ready() {
                 ready = true;
                 continue;
             }
+            // The point that must move before this ring is worth waking for: for TX, netmap's
+            // "wake me when tail passes cur" (cur set at tail tells the daemon this ring would
+            // block; a pipe peer then reports the slots it releases), for RX the tail itself.
+            let mark = if self.rings[k].is_tx {
+                // Publish cur at the current tail; if the tail moved meanwhile, again.
+                let mut moved_away = false;
+                for _ in 0..8 {
+                    let ring = &mut self.rings[k];
+                    ring.cur = ring.tail;
+                    let published = ring.cur;
+                    self.sync(k, false);
+                    if self.rings[k].ready() {
+                        moved_away = true;
+                        break;
+                    }
+                    if self.rings[k].tail == published {
+                        break;
+                    }
+                }
+                if moved_away {
+                    ready = true;
+                    continue;
+                }
+                self.rings[k].cur
+            } else {
+                self.rings[k].tail
+            };
+            let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
+            let ring = &mut self.rings[k];
             let s = atok.appl_enable_notifications(ktoa);
-            if s.hwtail < ring.num_slots && s.hwtail != ring.tail {
+            if s.hwtail < ring.num_slots && s.hwtail != mark {
                 ring.tail = s.hwtail;
                 ring.write_header();
                 ready = true;
@@ -636,8 +701,10 @@ impl Port {
             csb_entries(&self.csb, &self.info, k)
                 .0
                 .appl_disable_notifications();
+            let ring = &mut self.rings[k];
+            ring.cur = ring.head;
             self.sync(k, false);
-            ready |= self.rings[k].space() > 0;
+            ready |= self.rings[k].ready();
         }
         Ok(ready)
     }

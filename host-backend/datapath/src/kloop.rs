@@ -4,6 +4,7 @@
 //! protocol: kicks disabled while working, re-enabled with the double check before sleeping.
 //! An optional busy-poll mode never sleeps and never asks for kicks, for peak rate.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -118,6 +119,10 @@ impl Drop for KloopHandle {
 }
 
 struct Kloop {
+    /// Current linger per ring, in nanoseconds: it adapts between 0 and the configured
+    /// maximum (doubling when lingering caught the client's next batch, halving when it did
+    /// not), so a client that is not coming back soon stops costing polling time.
+    linger_ns: Vec<Cell<u64>>,
     port: Arc<dyn SyncPort>,
     csb: CsbRef,
     kicks: Vec<EventFd>,
@@ -143,11 +148,11 @@ pub fn spawn(
             "one kick eventfd and one CSB entry per ring are needed",
         ));
     }
-    // Rings whose client never needs to kick: every ring in busy-poll mode, and RX rings of
-    // ports that reclaim RX space lazily. Done before the client gets going, so that it never
-    // sees a stale request for kicks.
+    // Rings whose client must not kick for now: every ring in busy-poll mode, and every RX
+    // ring (ports that want to hear about released RX slots arm the request themselves, when
+    // they need it). Done before the client gets going, so it never sees a stale request.
     for i in 0..ntx + nrx {
-        if mode == Mode::BusyPoll || (i >= ntx && !port.rx_needs_kicks()) {
+        if mode == Mode::BusyPoll || i >= ntx {
             if let Some(k) = csb.ktoa(i) {
                 k.kern_disable_kicks();
             }
@@ -155,7 +160,12 @@ pub fn spawn(
     }
     let stop = Arc::new(EventFd::new(EFD_NONBLOCK)?);
     let stopping = Arc::new(AtomicBool::new(false));
+    let max_linger = match mode {
+        Mode::Eventfd { linger } => linger.as_nanos().min(u128::from(u64::MAX)) as u64,
+        Mode::BusyPoll => 0,
+    };
     let kl = Kloop {
+        linger_ns: (0..ntx + nrx).map(|_| Cell::new(max_linger)).collect(),
         port,
         csb,
         kicks,
@@ -211,8 +221,9 @@ impl Kloop {
                 pending |= self.sync_ring(i, |p| p.txsync(i));
             }
             if rx_kicks {
+                // The port arms and disarms RX kicks itself (see `SyncPort::rx_needs_kicks`).
                 for i in 0..self.nrx {
-                    pending |= self.sync_ring(self.ntx + i, |p| p.rxsync(i));
+                    self.port.rxsync(i);
                 }
             }
             if self.stopping.load(Ordering::Acquire) {
@@ -247,6 +258,12 @@ impl Kloop {
                     Some(k) => {
                         let _ = k.read();
                         kicks += 1;
+                        // The client is active again: let lingering try again.
+                        if let (Mode::Eventfd { linger }, Some(c)) =
+                            (self.mode, self.linger_ns.get(ev.data() as usize))
+                        {
+                            c.set(c.get().max(linger.as_nanos() as u64 / 4));
+                        }
                     }
                     None => {
                         if self.stopping.load(Ordering::Acquire) {
@@ -281,18 +298,26 @@ impl Kloop {
         }
         for _ in 0..RING_BUDGET {
             let o = sync(&*self.port);
-            if o.more || atok.kern_read().head != o.rhead {
+            if o.more || o.superseded_by(&atok.kern_read()) {
                 continue;
             }
             if busy {
                 return false;
             }
-            if let Mode::Eventfd { linger } = self.mode {
-                if !linger.is_zero() && lingered(atok, o.rhead, linger) {
-                    continue;
+            if let (Mode::Eventfd { linger }, Some(cell)) =
+                (self.mode, self.linger_ns.get(i as usize))
+            {
+                let now = cell.get();
+                if now > 0 {
+                    let max = linger.as_nanos() as u64;
+                    if lingered(atok, &o, Duration::from_nanos(now)) {
+                        cell.set(now.saturating_mul(2).clamp(1000, max.max(1000)).min(max));
+                        continue;
+                    }
+                    cell.set(now / 2);
                 }
             }
-            if ktoa.kern_enable_kicks(atok).head != o.rhead {
+            if o.superseded_by(&ktoa.kern_enable_kicks(atok)) {
                 ktoa.kern_disable_kicks();
                 continue;
             }
@@ -302,12 +327,12 @@ impl Kloop {
     }
 }
 
-/// Polls `atok` for up to `linger`; true as soon as the client's head moves past `rhead`.
-fn lingered(atok: &CsbAtok, rhead: u32, linger: Duration) -> bool {
+/// Polls `atok` for up to `linger`; true as soon as the client publishes past `o`.
+fn lingered(atok: &CsbAtok, o: &SyncOutcome, linger: Duration) -> bool {
     let until = Instant::now() + linger;
     loop {
         for _ in 0..64 {
-            if atok.kern_read().head != rhead {
+            if o.superseded_by(&atok.kern_read()) {
                 return true;
             }
             std::hint::spin_loop();

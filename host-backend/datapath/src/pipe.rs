@@ -197,72 +197,101 @@ impl PipeEnd {
 
 /// Moves everything that can move in one direction: the receiver's released slots go back to
 /// the sender, the sender's complete frames go to the receiver. Returns the interrupts due.
+///
+/// Releases are normally picked up whenever the sender syncs. Only a sender blocked on a full
+/// ring needs the receiver to kick when it releases: then this arms the receiver's RX kick
+/// request, with the double check (if the receiver released meanwhile, that is processed
+/// now). Only the sender's own sync disarms it, when the sender is not blocked: the receiver's
+/// side sees the sender in transition (between publishing cur and asking for an interrupt)
+/// and must not take the request away. A receiver consuming a stream thus makes no system
+/// call while its sender keeps sending.
 fn pipe_sync(
     d: &mut PipeDir,
     names: (&str, &str),
     ring: u32,
     stats: (&PortStats, &PortStats),
+    from_sender: bool,
 ) -> [Option<Arc<vmm_sys_util::eventfd::EventFd>>; 2] {
     let PipeDir { tx, rx } = d;
     let n = tx.num_slots();
     let (old_rx_tail, old_tx_tail) = (rx.k.hwtail, tx.k.hwtail);
 
-    // Receiver side: slots [hwcur, head) were consumed; their descriptors go back.
-    match rx.prologue() {
-        Ok((v, _)) => {
-            let mut k = rx.k.hwcur;
-            while k != v.head {
-                tx.ring.write_slot(k, rx.ring.read_slot(k));
-                k = nm_next(k, n);
-            }
-            rx.k.hwcur = v.head;
-        }
-        Err(bad) => report_bad_ring(names.1, Dir::Rx, ring, &bad, rx.resets, stats.1),
-    }
-
-    // Sender side: complete frames in [hwcur, head) cross.
-    match tx.prologue() {
-        Ok((v, _)) => {
-            let region = Arc::clone(tx.ring.region());
-            let buf_size = region.buf_size();
-            let mut j = tx.k.hwcur;
-            let mut done = j;
-            let (mut pkts, mut bytes, mut pkt_bytes) = (0u64, 0u64, 0u64);
-            while j != v.head {
-                let s = tx.ring.read_slot(j);
-                // Trusted peers, but an index outside the region still never crosses.
-                let ok = region.buf(s.buf_idx).is_some() && u32::from(s.len) <= buf_size;
-                let s = if ok {
-                    s
-                } else {
-                    NetmapSlot {
-                        buf_idx: 0,
-                        len: 0,
-                        ..s
-                    }
-                };
-                rx.ring.write_slot(j, s);
-                j = nm_next(j, n);
-                pkt_bytes += u64::from(s.len);
-                if s.flags & NS_MOREFRAG == 0 {
-                    done = j;
-                    pkts += 1;
-                    bytes += pkt_bytes;
-                    pkt_bytes = 0;
+    for _ in 0..4 {
+        // Receiver side: slots [hwcur, head) were consumed; their descriptors go back.
+        match rx.prologue() {
+            Ok((v, _)) => {
+                let mut k = rx.k.hwcur;
+                while k != v.head {
+                    tx.ring.write_slot(k, rx.ring.read_slot(k));
+                    k = nm_next(k, n);
                 }
+                rx.k.hwcur = v.head;
             }
-            tx.k.hwcur = done;
-            rx.k.hwtail = done;
-            rx.k.rtail = done;
-            PortStats::add(&stats.0.tx_packets, pkts);
-            PortStats::add(&stats.0.tx_bytes, bytes);
-            PortStats::add(&stats.1.rx_packets, pkts);
-            PortStats::add(&stats.1.rx_bytes, bytes);
+            Err(bad) => report_bad_ring(names.1, Dir::Rx, ring, &bad, rx.resets, stats.1),
         }
-        Err(bad) => report_bad_ring(names.0, Dir::Tx, ring, &bad, tx.resets, stats.0),
+
+        // Sender side: complete frames in [hwcur, head) cross.
+        match tx.prologue() {
+            Ok((v, _)) => {
+                let region = Arc::clone(tx.ring.region());
+                let buf_size = region.buf_size();
+                let mut j = tx.k.hwcur;
+                let mut done = j;
+                let (mut pkts, mut bytes, mut pkt_bytes) = (0u64, 0u64, 0u64);
+                while j != v.head {
+                    let s = tx.ring.read_slot(j);
+                    // Trusted peers, but an index outside the region still never crosses.
+                    let ok = region.buf(s.buf_idx).is_some() && u32::from(s.len) <= buf_size;
+                    let s = if ok {
+                        s
+                    } else {
+                        NetmapSlot {
+                            buf_idx: 0,
+                            len: 0,
+                            ..s
+                        }
+                    };
+                    rx.ring.write_slot(j, s);
+                    j = nm_next(j, n);
+                    pkt_bytes += u64::from(s.len);
+                    if s.flags & NS_MOREFRAG == 0 {
+                        done = j;
+                        pkts += 1;
+                        bytes += pkt_bytes;
+                        pkt_bytes = 0;
+                    }
+                }
+                tx.k.hwcur = done;
+                rx.k.hwtail = done;
+                rx.k.rtail = done;
+                PortStats::add(&stats.0.tx_packets, pkts);
+                PortStats::add(&stats.0.tx_bytes, bytes);
+                PortStats::add(&stats.1.rx_packets, pkts);
+                PortStats::add(&stats.1.rx_bytes, bytes);
+            }
+            Err(bad) => report_bad_ring(names.0, Dir::Tx, ring, &bad, tx.resets, stats.0),
+        }
+        tx.k.hwtail = nm_prev(rx.k.hwcur, n);
+        tx.k.rtail = tx.k.hwtail;
+
+        // netmap's "would block": the sender's cur reached its tail (a full ring, or a client
+        // that set cur at its tail because it needs more room than it has).
+        let sender_blocked = tx.k.rcur == tx.k.hwtail
+            || tx
+                .entries()
+                .is_some_and(|(atok, _)| atok.appl_wants_interrupt());
+        match rx.entries() {
+            // Released while we were arming: take it now, and look again.
+            Some((atok, ktoa))
+                if sender_blocked && ktoa.kern_enable_kicks(atok).head != rx.k.rhead =>
+            {
+                continue;
+            }
+            Some((_, ktoa)) if !sender_blocked && from_sender => ktoa.kern_disable_kicks(),
+            _ => {}
+        }
+        break;
     }
-    tx.k.hwtail = nm_prev(rx.k.hwcur, n);
-    tx.k.rtail = tx.k.hwtail;
 
     let irq_tx = tx.publish(tx.k.hwtail != old_tx_tail);
     let irq_rx = rx.publish(rx.k.hwtail != old_rx_tail);
@@ -294,10 +323,7 @@ impl SyncPort for PipePortSync {
 
     fn txsync(&self, i: u32) -> SyncOutcome {
         let Some(m) = self.end.send.get(i as usize) else {
-            return SyncOutcome {
-                rhead: 0,
-                more: false,
-            };
+            return SyncOutcome::NONE;
         };
         let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
         let irqs = pipe_sync(
@@ -305,19 +331,21 @@ impl SyncPort for PipePortSync {
             (&self.end.name, &self.peer.name),
             i,
             (&self.end.stats, &self.peer.stats),
+            true,
         );
-        let rhead = d.tx.k.rhead;
+        let (rhead, rcur) = (d.tx.k.rhead, d.tx.k.rcur);
         drop(d);
         irqs.into_iter().for_each(raise);
-        SyncOutcome { rhead, more: false }
+        SyncOutcome {
+            rhead,
+            rcur,
+            more: false,
+        }
     }
 
     fn rxsync(&self, i: u32) -> SyncOutcome {
         let Some(m) = self.end.recv.get(i as usize) else {
-            return SyncOutcome {
-                rhead: 0,
-                more: false,
-            };
+            return SyncOutcome::NONE;
         };
         let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
         let irqs = pipe_sync(
@@ -325,11 +353,16 @@ impl SyncPort for PipePortSync {
             (&self.peer.name, &self.end.name),
             i,
             (&self.peer.stats, &self.end.stats),
+            false,
         );
-        let rhead = d.rx.k.rhead;
+        let (rhead, rcur) = (d.rx.k.rhead, d.rx.k.rcur);
         drop(d);
         irqs.into_iter().for_each(raise);
-        SyncOutcome { rhead, more: false }
+        SyncOutcome {
+            rhead,
+            rcur,
+            more: false,
+        }
     }
 
     fn rx_needs_kicks(&self) -> bool {

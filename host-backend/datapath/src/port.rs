@@ -12,8 +12,26 @@ use crate::mem::Interface;
 pub struct SyncOutcome {
     /// The application head the sync validated and processed up to.
     pub rhead: u32,
+    /// The application cur the sync saw (a client may publish a new cur alone, to say it
+    /// would block).
+    pub rcur: u32,
     /// Work is left that needs no new kick (a batch limit was hit): sync again.
     pub more: bool,
+}
+
+impl SyncOutcome {
+    /// Nothing was processed (no such ring).
+    pub const NONE: SyncOutcome = SyncOutcome {
+        rhead: 0,
+        rcur: 0,
+        more: false,
+    };
+
+    /// Whether the client published something since this sync (head or cur moved).
+    #[inline]
+    pub fn superseded_by(&self, a: &ptnet_spec::csb::AtokSnapshot) -> bool {
+        a.head != self.rhead || a.cur != self.rcur
+    }
 }
 
 /// A port the sync loop can drive on behalf of one client.
@@ -27,8 +45,10 @@ pub trait SyncPort: Send + Sync {
     fn txsync(&self, i: u32) -> SyncOutcome;
     /// Runs rxsync on RX ring `i` (the client released slots).
     fn rxsync(&self, i: u32) -> SyncOutcome;
-    /// Whether the client must kick when it releases RX slots (pipes: the peer is waiting
-    /// for them); VALE ports reclaim RX space lazily and need no RX kicks.
+    /// Whether the port may want to hear about RX slots its client releases. Such a port
+    /// arms `kern_need_kick` on an RX ring itself when it needs the kick (a pipe whose sender
+    /// is blocked on a full ring) and disarms it otherwise; the sync loop runs rxsync on every
+    /// wake-up. VALE ports reclaim RX space lazily and never need RX kicks.
     fn rx_needs_kicks(&self) -> bool;
     /// The port's counters.
     fn stats(&self) -> &PortStats;

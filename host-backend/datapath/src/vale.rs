@@ -479,10 +479,7 @@ impl SyncPort for ValePortSync {
 
     fn txsync(&self, i: u32) -> SyncOutcome {
         let Some(m) = self.port.tx.get(i as usize) else {
-            return SyncOutcome {
-                rhead: 0,
-                more: false,
-            };
+            return SyncOutcome::NONE;
         };
         let mut tx = m.lock().unwrap_or_else(|e| e.into_inner());
         let v = match tx.kr.prologue() {
@@ -501,6 +498,7 @@ impl SyncPort for ValePortSync {
                 raise(irq);
                 return SyncOutcome {
                     rhead: bad.k.rhead,
+                    rcur: bad.k.rcur,
                     more: false,
                 };
             }
@@ -523,23 +521,26 @@ impl SyncPort for ValePortSync {
         raise(irq);
         SyncOutcome {
             rhead: v.head,
+            rcur: v.cur,
             more: done != v.head,
         }
     }
 
     fn rxsync(&self, i: u32) -> SyncOutcome {
         let Some(m) = self.port.rx.get(i as usize) else {
-            return SyncOutcome {
-                rhead: 0,
-                more: false,
-            };
+            return SyncOutcome::NONE;
         };
         let mut rx = m.lock().unwrap_or_else(|e| e.into_inner());
         let rhead = rx_reclaim(&self.port, i, &mut rx);
+        let rcur = rx.kr.k.rcur;
         let irq = rx.kr.publish(false);
         drop(rx);
         raise(irq);
-        SyncOutcome { rhead, more: false }
+        SyncOutcome {
+            rhead,
+            rcur,
+            more: false,
+        }
     }
 
     fn rx_needs_kicks(&self) -> bool {

@@ -284,3 +284,66 @@ fn fragmented_frames_cross_the_switch_whole() {
     assert!(frags[2].1 & NS_MOREFRAG == 0);
     assert_eq!(b.stats().snapshot().rx_bytes, 60 + 2048 + 100);
 }
+
+#[test]
+fn a_pipe_sender_waiting_for_room_for_a_whole_frame_is_woken() {
+    // 16 slots and 5-slot frames: the sender often has room, but not enough. Its wait must
+    // tell the daemon it would block, so that the receiver's releases wake it.
+    let pipe = Pipe::new("pipe9", "0", 1, 16, 0, None).unwrap();
+    let m: Arc<dyn SyncPort> = Arc::new(PipePortSync {
+        end: Arc::clone(&pipe.master),
+        peer: Arc::clone(&pipe.slave),
+    });
+    let s: Arc<dyn SyncPort> = Arc::new(PipePortSync {
+        end: Arc::clone(&pipe.slave),
+        peer: Arc::clone(&pipe.master),
+    });
+    let (_hm, mut pm) = attach(m, Mode::default());
+    let (_hs, mut ps) = attach(s, Mode::default());
+    let frag = [0x5au8; 100];
+    let frames = 2000u32;
+    let bstate = Arc::new(std::sync::Mutex::new(String::new()));
+    let bstate2 = Arc::clone(&bstate);
+    let receiver = std::thread::spawn(move || {
+        let mut slots = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while slots < frames * 5 {
+            assert!(
+                Instant::now() < deadline,
+                "receiver stalled at {slots} slots"
+            );
+            ps.rxsync(0);
+            // Consume a few slots at a time, so the sender keeps finding partial room.
+            let n = ps.rx_batch(0, 3, |buf, _| assert_eq!(buf, &[0x5au8; 100][..]));
+            slots += n;
+            ps.rxsync(0);
+            *bstate2.lock().unwrap() = ps.debug_ring(1);
+            if n == 0 {
+                ps.wait(Want::Rx, Some(Duration::from_millis(200))).unwrap();
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sent = 0;
+    while sent < frames {
+        assert!(Instant::now() < deadline, "sender stalled at {sent}");
+        let f: &[u8] = &frag;
+        if pm.tx_frags(0, &[f; 5]) {
+            sent += 1;
+            pm.txsync(0);
+        } else {
+            pm.txsync(0);
+            let t = Instant::now();
+            pm.wait(Want::Tx, Some(Duration::from_secs(5))).unwrap();
+            assert!(
+                t.elapsed() < Duration::from_secs(4),
+                "sender slept through the receiver's releases at frame {sent}: A {} / B {} / {:?} {:?}",
+                pm.debug_ring(0),
+                bstate.lock().unwrap(),
+                pipe.master.stats().snapshot(),
+                pipe.slave.stats().snapshot()
+            );
+        }
+    }
+    receiver.join().expect("receiver");
+}

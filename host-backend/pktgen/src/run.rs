@@ -314,6 +314,15 @@ pub fn tx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         }
         sent += u64::from(n);
         p.txsync(r);
+        if n == 0 && want > 0 {
+            // Some room, but not for a whole multi-slot frame: wait until there is (the
+            // client library tells the daemon this ring would block).
+            if busy {
+                idle_spin();
+            } else {
+                wait(p, Want::Tx, lim.sleep_bound(Instant::now()))?;
+            }
+        }
         r = (r + 1) % g.tx_rings;
     }
     let (duration, cpu) = (start.elapsed(), CpuTimes::now().since(cpu0));
