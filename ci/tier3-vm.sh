@@ -8,7 +8,7 @@
 # cold) and the project's modules, then runs `cargo test -p ptnet-vmtest --features
 # vm-tests` with the inputs in PTNET_* variables. Extra arguments go to cargo test (e.g. a
 # test name filter). PTNET_QEMU and PTNET_ACCEL, if set, choose the QEMU binary and
-# accelerator (default: qemu-system-x86_64 from PATH, tcg).
+# accelerator (default: the patched QEMU built by qemu-patches/build-qemu.sh, tcg).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
@@ -25,6 +25,15 @@ command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
 step "guest kernel"
 PTNET_KERNEL_DIR=$(vm-images/build-kernel.sh)
 [ -f "$PTNET_KERNEL_DIR/arch/x86/boot/bzImage" ] || die "build-kernel.sh printed '$PTNET_KERNEL_DIR', which has no bzImage"
+
+step "patched QEMU"
+# The project's QEMU (Debian's 10.0 + qemu-patches/, cached) runs every guest unless
+# PTNET_QEMU names another binary.
+patched_qemu=$(qemu-patches/build-qemu.sh)
+export PTNET_QEMU=${PTNET_QEMU:-$patched_qemu}
+
+step "vhost-user shared memory regions (qemu-patches/test-shmem.sh)"
+PTNET_QEMU=$patched_qemu qemu-patches/test-shmem.sh
 
 step "ptnet-spec with the guest toolchain"
 # The guest driver shares ptnet-spec's layouts: the crate must build with the kernel's rustc
