@@ -24,16 +24,19 @@ def label(r):
 
 
 def table(rows):
-    out = ["| scenario | mode | frame B | sent Mpps | received Mpps | received Gbit/s "
+    out = ["| scenario | mode | frame B | sent Mpps | received Mpps (min–max) | received Gbit/s "
            "| CPU A | CPU B | daemon ns / frame |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ns = r.get("daemon_ns_per_packet")
         sent = r.get("tx_mpps")
-        out.append("| %s | %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %s |" % (
+        spread = ""
+        if "rx_mpps_min" in r:
+            spread = " (%.1f–%.1f)" % (r["rx_mpps_min"], r["rx_mpps_max"])
+        out.append("| %s | %s | %d | %s | %.2f%s | %.2f | %.2f | %.2f | %s |" % (
             label(r), r["mode"], r["size"], "%.2f" % sent if sent is not None else "–",
-            r["rx_mpps"], r["rx_gbps"], r.get("client_cpu", 0.0), r.get("daemon_cpu", 0.0),
-            "%.0f" % ns if ns else "–"))
+            r["rx_mpps"], spread, r["rx_gbps"], r.get("client_cpu", 0.0),
+            r.get("daemon_cpu", 0.0), "%.0f" % ns if ns else "–"))
     return "\n".join(out)
 
 

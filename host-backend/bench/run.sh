@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks of the host datapath against named peers, in one run, on one machine.
 #
-#   sudo host-backend/bench/run.sh [--seconds S] [--out DIR] [--no-peers]
+#   sudo host-backend/bench/run.sh [--seconds S] [--repeat N] [--out DIR] [--no-peers]
+#
+# Each row is the median (by received Mpps) of N runs (default 3): these machines are shared
+# and noisy, and a single run can be off by a third.
 #
 # ptnet rows come from `ptnet-bench` (the real sync loops and client library, in-process);
 # peer rows from DPDK 22.11's dpdk-testpmd (memif between two processes: a switchless
@@ -17,11 +20,13 @@ source ci/lib/common.sh
 secs=3
 out=target/bench
 peers=1
+repeat=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) secs=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --no-peers) peers=0; shift ;;
+        --repeat) repeat=$2; shift 2 ;;
         *) die "unknown option $1 (see the header of $0)" ;;
     esac
 done
@@ -33,9 +38,28 @@ log "building ptnet-bench (release)"
 cargo build --release --quiet -p ptnet-bench
 bench=target/release/ptnet-bench
 
+# median FILE: prints the line of FILE (JSON rows) with the median rx_mpps, adding the spread.
+median() {
+    python3 - "$1" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows.sort(key=lambda r: r["rx_mpps"])
+m = dict(rows[len(rows) // 2])
+m["runs"] = len(rows)
+m["rx_mpps_min"] = rows[0]["rx_mpps"]
+m["rx_mpps_max"] = rows[-1]["rx_mpps"]
+print(json.dumps(m))
+PY
+}
+
 run() {
-    log "ptnet-bench $*"
-    "$bench" "$@" --duration "$secs" | tee -a "$res" >/dev/null
+    log "ptnet-bench $* (x$repeat)"
+    local tmp="$out/run.tmp" k
+    : > "$tmp"
+    for k in $(seq "$repeat"); do
+        "$bench" "$@" --duration "$secs" >> "$tmp"
+    done
+    median "$tmp" >> "$res"
 }
 
 run pipe
@@ -70,7 +94,7 @@ testpmd_pair() {
     wait "$rxpid" || true
     local wall
     wall=$(echo "$(date +%s.%N) - $t0" | bc)
-    python3 - "$rxlog" "$name" "$size" "$secs" "$wall" >> "$res" <<'PY'
+    python3 - "$rxlog" "$name" "$size" "$secs" "$wall" >> "$out/peer.tmp" <<'PY'
 import json, re, sys
 log, name, size, secs, wall = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 
@@ -107,17 +131,25 @@ if [ "$peers" = 1 ]; then
     rm -f "$sock"
     for size in 60 1514; do
         log "peer: DPDK memif, $size B"
-        testpmd_pair "dpdk-memif" "net_memif0,role=server,socket=$sock" \
-            "net_memif0,role=client,socket=$sock" "$size"
-        rm -f "$sock"
+        : > "$out/peer.tmp"
+        for _ in $(seq "$repeat"); do
+            testpmd_pair "dpdk-memif" "net_memif0,role=server,socket=$sock" \
+                "net_memif0,role=client,socket=$sock" "$size"
+            rm -f "$sock"
+        done
+        median "$out/peer.tmp" >> "$res"
     done
     log "peer: AF_PACKET over veth (DPDK net_af_packet), 60 B"
     ip link del ptbench-a 2>/dev/null || true
     ip link add ptbench-a type veth peer name ptbench-b
     ip link set ptbench-a up
     ip link set ptbench-b up
-    testpmd_pair "veth-af_packet" "net_af_packet0,iface=ptbench-b,qdisc_bypass=1" \
-        "net_af_packet0,iface=ptbench-a,qdisc_bypass=1" 60
+    : > "$out/peer.tmp"
+    for _ in $(seq "$repeat"); do
+        testpmd_pair "veth-af_packet" "net_af_packet0,iface=ptbench-b,qdisc_bypass=1" \
+            "net_af_packet0,iface=ptbench-a,qdisc_bypass=1" 60
+    done
+    median "$out/peer.tmp" >> "$res"
     ip link del ptbench-a
 fi
 

@@ -160,6 +160,12 @@ pub fn spawn(
     }
     let stop = Arc::new(EventFd::new(EFD_NONBLOCK)?);
     let stopping = Arc::new(AtomicBool::new(false));
+    let mode = match mode {
+        Mode::Eventfd { .. } if !port.linger_helps() => Mode::Eventfd {
+            linger: Duration::ZERO,
+        },
+        m => m,
+    };
     let max_linger = match mode {
         Mode::Eventfd { linger } => linger.as_nanos().min(u128::from(u64::MAX)) as u64,
         Mode::BusyPoll => 0,

@@ -369,6 +369,10 @@ impl SyncPort for PipePortSync {
         true
     }
 
+    fn linger_helps(&self) -> bool {
+        false
+    }
+
     fn stats(&self) -> &PortStats {
         &self.end.stats
     }
