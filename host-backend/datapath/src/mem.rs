@@ -192,9 +192,9 @@ impl Region {
         let try_huge = cfg.huge_pages == HugePages::Auto && huge_pages_available();
         let (file, map, layout, huge) = if try_huge {
             let layout = RegionLayout::new(cfg, HUGE_PAGE_SIZE)?;
-            match sys::memfd(&cname, layout.size, true)
-                .and_then(|f| GuardedMapping::new(&f, layout.size).map(|m| (f, m)))
-            {
+            match sys::memfd(&cname, layout.size, true).and_then(|f| {
+                GuardedMapping::with_align(&f, layout.size, HUGE_PAGE_SIZE).map(|m| (f, m))
+            }) {
                 Ok((f, m)) => (f, m, layout, true),
                 Err(e) => {
                     log::debug!("region {id}: hugetlb unavailable ({e}), using plain pages");

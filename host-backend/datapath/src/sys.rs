@@ -40,12 +40,15 @@ pub fn memfd(name: &CStr, size: usize, huge: bool) -> io::Result<File> {
 /// A `MAP_SHARED` read-write mapping of a whole file, with one inaccessible guard page on each
 /// side, so that an access running off either end faults instead of touching other memory.
 ///
-/// Invariant: `base` points to `len` bytes mapped read-write for as long as the value lives;
-/// the guard pages are `[base - PAGE_SIZE, base)` and `[base + len, base + len + PAGE_SIZE)`.
+/// Invariant: `base` points to `len` bytes mapped read-write for as long as the value lives,
+/// inside a reservation `[resv, resv + total)` that is otherwise `PROT_NONE`, with at least one
+/// inaccessible page on each side of the mapping.
 #[derive(Debug)]
 pub struct GuardedMapping {
     base: NonNull<u8>,
     len: usize,
+    resv: NonNull<u8>,
+    total: usize,
 }
 
 // SAFETY: the mapping is plain shared memory, valid from any thread; all accesses to its
@@ -57,13 +60,20 @@ unsafe impl Sync for GuardedMapping {}
 impl GuardedMapping {
     /// Maps `len` bytes of `file` (from offset 0) between two guard pages.
     pub fn new(file: &File, len: usize) -> io::Result<Self> {
-        if len == 0 || len % PAGE_SIZE != 0 {
+        Self::with_align(file, len, PAGE_SIZE)
+    }
+
+    /// As [`GuardedMapping::new`], with the mapping aligned to `align` (a power of two that
+    /// `len` is a multiple of): hugetlb files must be mapped at huge page boundaries.
+    pub fn with_align(file: &File, len: usize, align: usize) -> io::Result<Self> {
+        if len == 0 || !align.is_power_of_two() || align < PAGE_SIZE || len % align != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "mapping length must be a non-zero multiple of the page size",
+                "mapping length must be a non-zero multiple of the (power of two) alignment",
             ));
         }
-        let total = len + 2 * PAGE_SIZE;
+        // Room for a guard page before, the aligned mapping, and a guard page after.
+        let total = len + PAGE_SIZE + align + PAGE_SIZE;
         // SAFETY: an anonymous PROT_NONE reservation at an address of the kernel's choosing
         // cannot alias any existing Rust object.
         let resv = unsafe {
@@ -79,11 +89,13 @@ impl GuardedMapping {
         if resv == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `resv + PAGE_SIZE .. + len` lies inside the reservation we own, so MAP_FIXED
-        // replaces only our own PROT_NONE pages.
+        let start = round_up(resv as usize + PAGE_SIZE, align) - resv as usize;
+        // SAFETY: `resv + start .. + len` lies inside the reservation we own (start <= PAGE_SIZE
+        // + align - PAGE_SIZE, so start + len + PAGE_SIZE <= total), so MAP_FIXED replaces only
+        // our own PROT_NONE pages.
         let inner = unsafe {
             libc::mmap(
-                resv.cast::<u8>().add(PAGE_SIZE).cast(),
+                resv.cast::<u8>().add(start).cast(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_FIXED,
@@ -101,6 +113,9 @@ impl GuardedMapping {
             // PANIC: mmap never returns a null pointer on success.
             base: NonNull::new(inner.cast()).expect("mmap returned null"),
             len,
+            // PANIC: as above.
+            resv: NonNull::new(resv.cast()).expect("mmap returned null"),
+            total,
         })
     }
 
@@ -122,14 +137,10 @@ impl GuardedMapping {
 
 impl Drop for GuardedMapping {
     fn drop(&mut self) {
-        // SAFETY: this unmaps exactly the reservation created in `new` (guards included); no
-        // pointer into it outlives `self` because users hold the mapping while they use it.
-        unsafe {
-            libc::munmap(
-                self.base.as_ptr().sub(PAGE_SIZE).cast(),
-                self.len + 2 * PAGE_SIZE,
-            )
-        };
+        // SAFETY: this unmaps exactly the reservation created in `with_align` (guards
+        // included); no pointer into it outlives `self` because users hold the mapping while
+        // they use it.
+        unsafe { libc::munmap(self.resv.as_ptr().cast(), self.total) };
     }
 }
 
