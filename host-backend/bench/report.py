@@ -9,7 +9,8 @@ LABELS = {  # scenario -> row label
     "pipe": "pipe client → client (zero copy)",
     "vale": "VALE 2 ports (copy)",
     "dpdk-memif": "peer: DPDK memif, testpmd txonly → rxonly",
-    "veth-af_packet": "peer: veth + AF_PACKET (DPDK net_af_packet)",
+    "veth-af_packet": "peer: veth + AF_PACKET (DPDK net_af_packet, TPACKET_V2)",
+    "veth-af_packet-v3": "peer: veth + AF_PACKET, TPACKET_V3 rings",
 }
 
 
@@ -52,7 +53,7 @@ def svg(rows, path):
     for i, r in enumerate(rows):
         y = 35 + i * (bar + gap)
         length = (w - left - 80) * r["rx_mpps"] / top
-        color = "#999999" if r.get("peer") else "#2a6fdb"
+        color = "#999999" if r.get("peer") or r["mode"] == "kernel" else "#2a6fdb"
         parts.append('<text x="10" y="%d">%s (%s)</text>' % (y + 15, label(r), r["mode"]))
         parts.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
                      % (left, y, length, bar, color))

@@ -6,10 +6,11 @@
 # Each row is the median (by received Mpps) of N runs (default 3): these machines are shared
 # and noisy, and a single run can be off by a third.
 #
-# ptnet rows come from `ptnet-bench` (the real sync loops and client library, in-process);
-# peer rows from DPDK 22.11's dpdk-testpmd (memif between two processes: a switchless
-# shared-memory channel like a pipe; AF_PACKET over a veth pair: the kernel path a user would
-# otherwise take). Every row is one JSON line in DIR/results.jsonl; report.py prints the
+# ptnet rows come from `ptnet-bench` (the real sync loops and client library, in-process).
+# Peers: the kernel path a user would otherwise take, AF_PACKET with TPACKET_V3 rings over a
+# veth pair (`ptnet-bench af-packet`), and DPDK 22.11's dpdk-testpmd (memif between two
+# processes: a switchless shared-memory channel like a pipe; its AF_PACKET PMD over the veth
+# pair, TPACKET_V2). Every row is one JSON line in DIR/results.jsonl; report.py prints the
 # table (and writes DIR/benchmarks.svg).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -139,11 +140,14 @@ if [ "$peers" = 1 ]; then
         done
         median "$out/peer.tmp" >> "$res"
     done
-    log "peer: AF_PACKET over veth (DPDK net_af_packet), 60 B"
     ip link del ptbench-a 2>/dev/null || true
     ip link add ptbench-a type veth peer name ptbench-b
     ip link set ptbench-a up
     ip link set ptbench-b up
+    for size in 60 1514; do
+        run af-packet --size "$size" --tx-if ptbench-a --rx-if ptbench-b
+    done
+    log "peer: AF_PACKET over veth (DPDK net_af_packet), 60 B"
     : > "$out/peer.tmp"
     for _ in $(seq "$repeat"); do
         testpmd_pair "veth-af_packet" "net_af_packet0,iface=ptbench-b,qdisc_bypass=1" \

@@ -31,6 +31,9 @@ enum Scenario {
     OneToN,
     /// VALE: N senders to one receiver.
     NToOne,
+    /// Peer: the kernel path, AF_PACKET with TPACKET_V3 rings over a veth pair
+    /// (`--tx-if`/`--rx-if`, created by the caller; root).
+    AfPacket,
 }
 
 /// ptnet host datapath benchmark.
@@ -58,6 +61,12 @@ struct Args {
     /// Slots per ring.
     #[arg(long, default_value_t = 1024)]
     slots: u32,
+    /// af-packet: the interface to transmit on.
+    #[arg(long, default_value = "ptbench-a")]
+    tx_if: String,
+    /// af-packet: the interface to receive on.
+    #[arg(long, default_value = "ptbench-b")]
+    rx_if: String,
     /// Microseconds a client polls before sleeping in `wait` (eventfd mode). On a machine with
     /// fewer cores than busy threads this takes CPU from the threads it waits for.
     #[arg(long, default_value_t = 0)]
@@ -212,8 +221,111 @@ fn receiver(mut ports: Vec<Port>, busy: bool, sh: &Shared) {
     }
 }
 
+/// The kernel peer: one thread transmits on `tx_if` through a TPACKET_V3 TX ring, one
+/// receives on `rx_if` through a TPACKET_V3 RX ring.
+fn af_packet(a: &Args) -> Result {
+    use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+    let mut tx =
+        PacketRing::open(&a.tx_if, Direction::Tx, RingConfig::default()).unwrap_or_else(|e| {
+            panic!(
+                "AF_PACKET TX ring on {}: {e} (root, and an existing interface)",
+                a.tx_if
+            )
+        });
+    let mut rx = PacketRing::open(&a.rx_if, Direction::Rx, RingConfig::default())
+        .unwrap_or_else(|e| panic!("AF_PACKET RX ring on {}: {e}", a.rx_if));
+    let sh = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        measuring: AtomicBool::new(false),
+        tx: AtomicU64::new(0),
+        rx: AtomicU64::new(0),
+    });
+    let (size, batch) = (usize::from(a.size), a.batch);
+    let sh_t = Arc::clone(&sh);
+    let t = thread::Builder::new()
+        .name("bench-tx".into())
+        .spawn(move || {
+            while !sh_t.stop.load(Ordering::Relaxed) {
+                let n = tx
+                    .tx_burst(batch, |buf| {
+                        buf[..6].copy_from_slice(&mac(2));
+                        buf[6..12].copy_from_slice(&mac(1));
+                        buf[12..14].copy_from_slice(&[0x88, 0xb5]);
+                        size
+                    })
+                    .unwrap_or(0);
+                if sh_t.measuring.load(Ordering::Relaxed) {
+                    sh_t.tx.fetch_add(u64::from(n), Ordering::Relaxed);
+                }
+                if n == 0 {
+                    let _ = tx.poll(10);
+                }
+            }
+        })
+        .expect("spawn");
+    let sh_r = Arc::clone(&sh);
+    let r = thread::Builder::new()
+        .name("bench-rx".into())
+        .spawn(move || {
+            while !sh_r.stop.load(Ordering::Relaxed) {
+                let n = rx.rx_burst(|_| {});
+                if sh_r.measuring.load(Ordering::Relaxed) {
+                    sh_r.rx.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                if n == 0 {
+                    let _ = rx.poll(10);
+                }
+            }
+        })
+        .expect("spawn");
+    thread::sleep(Duration::from_millis(500));
+    let cpu0 = thread_cpu();
+    let t0 = Instant::now();
+    sh.measuring.store(true, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs_f64(a.duration));
+    sh.measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = thread_cpu();
+    sh.stop.store(true, Ordering::Relaxed);
+    let _ = t.join();
+    let _ = r.join();
+    let d = |k: &str| cpu1.get(k).copied().unwrap_or(0.0) - cpu0.get(k).copied().unwrap_or(0.0);
+    let (txp, rxp) = (sh.tx.load(Ordering::Relaxed), sh.rx.load(Ordering::Relaxed));
+    Result {
+        scenario: "veth-af_packet-v3".into(),
+        mode: "kernel",
+        size: a.size,
+        batch: a.batch,
+        ports: 1,
+        seconds: secs,
+        tx_packets: txp,
+        rx_packets: rxp,
+        tx_mpps: txp as f64 / secs / 1e6,
+        rx_mpps: rxp as f64 / secs / 1e6,
+        rx_gbps: rxp as f64 * (f64::from(a.size) + 24.0) * 8.0 / secs / 1e9,
+        drops: txp.saturating_sub(rxp),
+        // Both threads are clients of the kernel; the kernel's own work shows up as their
+        // system time (and in softirq threads, not counted).
+        client_cpu: d("client") / secs,
+        daemon_cpu: 0.0,
+        cpu_ns_per_packet: if rxp > 0 {
+            d("client") * 1e9 / rxp as f64
+        } else {
+            0.0
+        },
+        daemon_ns_per_packet: 0.0,
+    }
+}
+
 fn main() {
     let a = Args::parse();
+    if a.scenario == Scenario::AfPacket {
+        println!(
+            "{}",
+            serde_json::to_string(&af_packet(&a)).expect("serialise")
+        );
+        return;
+    }
     let cl = Duration::from_micros(a.client_linger_us);
     let mode = if a.busy_poll {
         Mode::BusyPoll
@@ -240,6 +352,7 @@ fn main() {
             keep.extend([hm, hs]);
             (vec![pm], vec![ps], vec![mac(0xffff)])
         }
+        Scenario::AfPacket => unreachable!("handled above"),
         Scenario::Vale | Scenario::OneToN | Scenario::NToOne => {
             let sw = Switch::new("vale0");
             let spec = VPortSpec {

@@ -9,8 +9,10 @@
 //! * [`vale`]: the VALE learning switch;
 //! * [`pipe`]: zero-copy netmap pipes;
 //! * [`kloop`]: the per-client sync loop;
-//! * [`host`]: attaching host clients (the daemon side of `attach`).
+//! * [`host`]: attaching host clients (the daemon side of `attach`);
+//! * [`afpacket`]: AF_PACKET sockets with TPACKET_V3 rings (the benchmarks' kernel peer).
 
+pub mod afpacket;
 pub mod csb;
 pub mod host;
 pub mod kloop;
