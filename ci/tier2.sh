@@ -38,6 +38,8 @@ ci/fuzz.sh "${PTNET_FUZZ_SECONDS:-15}"
 log "benchmark smoke run (1 s per scenario, no peers)"
 cargo build --release --quiet -p ptnet-bench
 for s in pipe vale; do
-    target/release/ptnet-bench "$s" --duration 1 | tee /dev/stderr | grep -q '"rx_packets":[1-9]' \
-        || die "ptnet-bench $s moved no packets"
+    # (Not `tee /dev/stderr`: reopening a redirected stderr truncates the caller's log file.)
+    line=$(target/release/ptnet-bench "$s" --duration 1)
+    printf '%s\n' "$line" >&2
+    grep -q '"rx_packets":[1-9]' <<<"$line" || die "ptnet-bench $s moved no packets"
 done

@@ -312,6 +312,43 @@ pub struct PipePortSync {
     pub peer: Arc<PipeEnd>,
 }
 
+impl PipePortSync {
+    /// Syncs ring pair `i` in the direction this end sends on (`sending`) or receives on,
+    /// and reports this end's ring of it.
+    fn sync_direction(&self, i: u32, sending: bool) -> SyncOutcome {
+        let dirs = if sending {
+            &self.end.send
+        } else {
+            &self.end.recv
+        };
+        let Some(m) = dirs.get(i as usize) else {
+            return SyncOutcome::NONE;
+        };
+        let (sender, receiver) = if sending {
+            (&self.end, &self.peer)
+        } else {
+            (&self.peer, &self.end)
+        };
+        let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
+        let irqs = pipe_sync(
+            &mut d,
+            (&sender.name, &receiver.name),
+            i,
+            (&sender.stats, &receiver.stats),
+            sending,
+        );
+        let mine = if sending { &d.tx.k } else { &d.rx.k };
+        let (rhead, rcur) = (mine.rhead, mine.rcur);
+        drop(d);
+        irqs.into_iter().for_each(raise);
+        SyncOutcome {
+            rhead,
+            rcur,
+            more: false,
+        }
+    }
+}
+
 impl SyncPort for PipePortSync {
     fn name(&self) -> &str {
         &self.end.name
@@ -322,47 +359,11 @@ impl SyncPort for PipePortSync {
     }
 
     fn txsync(&self, i: u32) -> SyncOutcome {
-        let Some(m) = self.end.send.get(i as usize) else {
-            return SyncOutcome::NONE;
-        };
-        let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
-        let irqs = pipe_sync(
-            &mut d,
-            (&self.end.name, &self.peer.name),
-            i,
-            (&self.end.stats, &self.peer.stats),
-            true,
-        );
-        let (rhead, rcur) = (d.tx.k.rhead, d.tx.k.rcur);
-        drop(d);
-        irqs.into_iter().for_each(raise);
-        SyncOutcome {
-            rhead,
-            rcur,
-            more: false,
-        }
+        self.sync_direction(i, true)
     }
 
     fn rxsync(&self, i: u32) -> SyncOutcome {
-        let Some(m) = self.end.recv.get(i as usize) else {
-            return SyncOutcome::NONE;
-        };
-        let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
-        let irqs = pipe_sync(
-            &mut d,
-            (&self.peer.name, &self.end.name),
-            i,
-            (&self.peer.stats, &self.end.stats),
-            false,
-        );
-        let (rhead, rcur) = (d.rx.k.rhead, d.rx.k.rcur);
-        drop(d);
-        irqs.into_iter().for_each(raise);
-        SyncOutcome {
-            rhead,
-            rcur,
-            more: false,
-        }
+        self.sync_direction(i, false)
     }
 
     fn rx_needs_kicks(&self) -> bool {

@@ -96,28 +96,8 @@ pub struct PortStats {
     pub irqs: AtomicU64,
 }
 
-/// A point-in-time copy of [`PortStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// See [`PortStats::tx_packets`].
-    pub tx_packets: u64,
-    /// See [`PortStats::tx_bytes`].
-    pub tx_bytes: u64,
-    /// See [`PortStats::rx_packets`].
-    pub rx_packets: u64,
-    /// See [`PortStats::rx_bytes`].
-    pub rx_bytes: u64,
-    /// See [`PortStats::rx_drops`].
-    pub rx_drops: u64,
-    /// See [`PortStats::tx_drops`].
-    pub tx_drops: u64,
-    /// See [`PortStats::ring_resets`].
-    pub ring_resets: u64,
-    /// See [`PortStats::kicks`].
-    pub kicks: u64,
-    /// See [`PortStats::irqs`].
-    pub irqs: u64,
-}
+/// A point-in-time copy of [`PortStats`]: the control protocol's counters, field for field.
+pub type StatsSnapshot = ptnet_client::proto::Counters;
 
 impl PortStats {
     /// Adds to a counter (relaxed: counters order nothing).

@@ -125,18 +125,7 @@ fn end_index(e: End) -> usize {
 }
 
 fn counters(s: &PortStats) -> Counters {
-    let s = s.snapshot();
-    Counters {
-        tx_packets: s.tx_packets,
-        tx_bytes: s.tx_bytes,
-        rx_packets: s.rx_packets,
-        rx_bytes: s.rx_bytes,
-        rx_drops: s.rx_drops,
-        tx_drops: s.tx_drops,
-        ring_resets: s.ring_resets,
-        kicks: s.kicks,
-        irqs: s.irqs,
-    }
+    s.snapshot()
 }
 
 impl Daemon {
