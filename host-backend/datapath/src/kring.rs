@@ -2,6 +2,7 @@
 //! CSB entry and interrupt it is bound to, the sync prologue and the publication step, and
 //! the leases that let several senders fill one RX ring at once.
 
+use std::fmt;
 use std::sync::Arc;
 
 use ptnet_spec::csb::{CsbAtok, CsbKtoa};
@@ -11,15 +12,38 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::csb::CsbRef;
 use crate::mem::RingView;
 
-/// A ring's link to its client: the CSB entry and the interrupt eventfd.
+/// How the daemon interrupts a client about one ring.
+///
+/// A host client's interrupt is a plain eventfd. A VM's is a virtqueue: Linux's
+/// `vring_interrupt()` ignores an interrupt that completed no buffer, so raising it first
+/// completes one driver-posted event buffer, then signals the call eventfd (see ptnet-vhost).
+///
+/// `raise` is called after the kring lock is dropped, from whichever sync loop published the
+/// ring (a VALE sender's loop raises the receiver's RX interrupts), possibly from several
+/// threads at once. It must not block: a full or gone interrupt channel loses nothing the
+/// client cannot recover by looking at the CSB.
+pub trait Interrupt: Send + Sync + fmt::Debug {
+    /// Interrupts the client.
+    fn raise(&self);
+}
+
+impl Interrupt for EventFd {
+    #[inline]
+    fn raise(&self) {
+        // A full counter (EAGAIN) already means "pending": nothing is lost.
+        let _ = self.write(1);
+    }
+}
+
+/// A ring's link to its client: the CSB entry and the interrupt.
 #[derive(Debug, Clone)]
 pub struct ClientRing {
     /// The client's CSB.
     pub csb: CsbRef,
     /// This ring's entry in it (checked to exist when bound).
     pub index: u32,
-    /// Written to interrupt the client about this ring.
-    pub irq: Arc<EventFd>,
+    /// Raised to interrupt the client about this ring.
+    pub irq: Arc<dyn Interrupt>,
 }
 
 /// Direction of a kring.
@@ -164,9 +188,9 @@ impl Kring {
     }
 
     /// Publishes `hwcur`/`hwtail` to the client. If `news` (something changed for the
-    /// client) and the client asked for interrupts, returns the eventfd to signal.
+    /// client) and the client asked for interrupts, returns the interrupt to raise.
     #[inline]
-    pub fn publish(&mut self, news: bool) -> Option<Arc<EventFd>> {
+    pub fn publish(&mut self, news: bool) -> Option<Arc<dyn Interrupt>> {
         let (atok, ktoa) = self.entries()?;
         let wants = ktoa.kern_publish(atok, self.k.hwcur, self.k.hwtail);
         if news && wants {
@@ -186,12 +210,11 @@ impl Kring {
     }
 }
 
-/// Signals an interrupt returned by [`Kring::publish`] (after the kring lock is dropped).
+/// Raises an interrupt returned by [`Kring::publish`] (after the kring lock is dropped).
 #[inline]
-pub fn raise(irq: Option<Arc<EventFd>>) {
-    if let Some(fd) = irq {
-        // A full counter (EAGAIN) already means "pending": nothing is lost.
-        let _ = fd.write(1);
+pub fn raise(irq: Option<Arc<dyn Interrupt>>) {
+    if let Some(irq) = irq {
+        irq.raise();
     }
 }
 

@@ -17,7 +17,7 @@ use ptnet_spec::netmap::{NS_MOREFRAG, NetmapSlot};
 use ptnet_spec::ring::{nm_next, nm_prev};
 
 use crate::kloop::ClientBinding;
-use crate::kring::{Dir, Kring, raise};
+use crate::kring::{Dir, Interrupt, Kring, raise};
 use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig};
 use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
 
@@ -211,7 +211,7 @@ fn pipe_sync(
     ring: u32,
     stats: (&PortStats, &PortStats),
     from_sender: bool,
-) -> [Option<Arc<vmm_sys_util::eventfd::EventFd>>; 2] {
+) -> [Option<Arc<dyn Interrupt>>; 2] {
     let PipeDir { tx, rx } = d;
     let n = tx.num_slots();
     let (old_rx_tail, old_tx_tail) = (rx.k.hwtail, tx.k.hwtail);
