@@ -38,7 +38,7 @@ installed_version() {
 }
 
 group_base() {
-    apt_install iproute2 busybox-static kmod cpio bc python3 xz-utils make util-linux
+    apt_install iproute2 busybox-static kmod cpio bc python3 xz-utils make util-linux ethtool
 }
 
 group_guest_toolchain() {

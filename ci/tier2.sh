@@ -26,6 +26,8 @@ run_tests() {
 
 log "building the daemon and tools"
 cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests
+# Every tier-2 host test: daemon and clients, huge pages, AF_PACKET, and the NIC ports
+# (tests/host/tests/nic.rs: network namespaces and veth pairs it creates and removes).
 run_tests cargo test --quiet -p ptnet-host-tests --features host-tests
 if [ -d host-backend/pktgen ]; then
     cargo build --quiet -p ptnet-pktgen

@@ -20,8 +20,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(env) = serde_json::from_slice::<Envelope>(data) else { return };
     match env.request {
-        // Creating ports allocates megabytes each: keep the daemon small.
-        Request::Attach(_) | Request::CreatePort(_) | Request::CreateSwitch { .. } => {}
+        // Creating ports allocates megabytes each: keep the daemon small. Attaching host
+        // interfaces would put the machine's real ones on a switch.
+        Request::Attach(_)
+        | Request::CreatePort(_)
+        | Request::CreateSwitch { .. }
+        | Request::AttachNic { .. } => {}
         r => {
             let _ = daemon().handle(r);
         }

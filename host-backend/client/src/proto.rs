@@ -92,6 +92,27 @@ pub enum Request {
     },
     /// List switches, ports and counters.
     List,
+    /// Attach host interface `ifname` to switch `switch` as port `switch:ifname` (netmap's
+    /// `vale-ctl -a`); the switch is created if needed.
+    AttachNic {
+        /// `valeX`.
+        switch: String,
+        /// An existing host interface.
+        ifname: String,
+        /// `auto` (default), `af_packet`, `af_xdp` or `netmap`.
+        #[serde(default)]
+        backend: Option<String>,
+        /// Buffer size of the port (default 2048): the largest frame it carries.
+        #[serde(default)]
+        buf_size: Option<u32>,
+    },
+    /// Detach a host interface from a switch.
+    DetachNic {
+        /// `valeX`.
+        switch: String,
+        /// The interface.
+        ifname: String,
+    },
 }
 
 /// A request with the protocol version.
@@ -176,8 +197,42 @@ pub struct PortEntry {
     pub rx_rings: u32,
     /// Slots per ring.
     pub slots: u32,
-    /// Counters.
+    /// Counters (the switch's view: `tx` is what the port's client, here the NIC worker, gave
+    /// the switch).
     pub stats: Counters,
+    /// For a NIC port: the interface, its backend and the interface's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<NicEntry>,
+}
+
+/// The host-interface side of a NIC port (the interface's point of view: `rx` came in from the
+/// wire, `tx` went out to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NicEntry {
+    /// Interface name.
+    pub ifname: String,
+    /// Backend in use (`af_packet`, `af_xdp`, `netmap`), none while the link is down.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Why the backend is not the one asked for, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `up`, `down` or `gone`.
+    pub link: String,
+    /// Frames received on the interface and handed to the switch.
+    pub rx_packets: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Received frames dropped (too large, truncated, kernel ring full).
+    pub rx_drops: u64,
+    /// Frames transmitted on the interface.
+    pub tx_packets: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Frames for the interface dropped (link down, too large, send failed).
+    pub tx_drops: u64,
+    /// Times the link went down or came back.
+    pub link_changes: u64,
 }
 
 /// One switch in a listing.
@@ -202,6 +257,13 @@ pub enum Reply {
     },
     /// Attached; the descriptors come with this frame.
     Attached(AttachInfo),
+    /// A host interface was attached to a switch.
+    NicAttached {
+        /// Port name, `valeX:ifname`.
+        port: String,
+        /// The interface side.
+        nic: NicEntry,
+    },
     /// The daemon's switches and pipes.
     Listing {
         /// Switches.
@@ -339,6 +401,16 @@ mod tests {
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(s, r#"{"version":1,"op":"destroy_port","port":"vale0:a"}"#);
         assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
+        let s = r#"{"version":1,"op":"attach_nic","switch":"vale0","ifname":"eth0"}"#;
+        assert_eq!(
+            serde_json::from_str::<Envelope>(s).unwrap().request,
+            Request::AttachNic {
+                switch: "vale0".into(),
+                ifname: "eth0".into(),
+                backend: None,
+                buf_size: None
+            }
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! AF_PACKET sockets with TPACKET_V3 memory-mapped rings: an RX ring of blocks the kernel
 //! fills and retires, and a TX ring of fixed frames flushed with one `sendto` per batch.
 //!
-//! Today this serves the benchmarks (the kernel path a user would otherwise take: veth +
-//! AF_PACKET); it is the base of the AF_PACKET NIC port. All `unsafe` for the socket and its
-//! rings lives in this module; the frame data the kernel hands over is only read through
-//! bounds-checked slices of the mapping.
+//! It serves the AF_PACKET backend of NIC ports ([`crate::nic`]) and the benchmarks' kernel
+//! peer (veth + AF_PACKET). All `unsafe` for the socket and its rings lives in this module;
+//! the frame data the kernel hands over is only read through bounds-checked slices of the
+//! mapping.
 
 use std::ffi::CString;
 use std::io;
@@ -18,6 +18,13 @@ const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+/// PACKET_FANOUT_HASH: flows spread over the group's sockets by the kernel's flow hash.
+const PACKET_FANOUT_HASH: u32 = 0;
 const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -62,6 +69,15 @@ pub struct RingConfig {
     pub retire_ms: u32,
     /// Bypass the qdisc layer on transmit (PACKET_QDISC_BYPASS).
     pub qdisc_bypass: bool,
+    /// RX: put the interface in promiscuous mode for as long as the socket lives
+    /// (PACKET_MR_PROMISC: reference counted by the kernel, undone when the socket closes).
+    pub promisc: bool,
+    /// RX: do not receive the frames the host itself transmits on the interface
+    /// (PACKET_IGNORE_OUTGOING).
+    pub ignore_outgoing: bool,
+    /// RX: join fanout group `id` (PACKET_FANOUT_HASH), so that several sockets on one
+    /// interface share its traffic by flow.
+    pub fanout: Option<u16>,
 }
 
 impl Default for RingConfig {
@@ -72,6 +88,9 @@ impl Default for RingConfig {
             frame_size: 2048,
             retire_ms: 1,
             qdisc_bypass: true,
+            promisc: false,
+            ignore_outgoing: false,
+            fanout: None,
         }
     }
 }
@@ -99,6 +118,30 @@ pub struct PacketRing {
     /// RX: the next block to look at. TX: the next frame slot.
     next: u32,
     frames: u32,
+    /// TX: frames queued since the last flush.
+    queued: u32,
+    ifindex: u32,
+}
+
+/// What the kernel says about one received frame besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Length on the wire; larger than the slice when the kernel truncated the frame.
+    pub len: u32,
+    /// The frame's `tp_status` bits (TP_STATUS_CSUMNOTREADY, ...).
+    pub status: u32,
+}
+
+/// `tp_status` bit: the frame's transport checksum was left to offload (not filled in).
+pub const TP_STATUS_CSUMNOTREADY: u32 = 8;
+
+/// Counters the kernel keeps for an RX socket (PACKET_STATISTICS, reset on every read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// Frames the socket saw.
+    pub packets: u32,
+    /// Frames dropped because the ring was full.
+    pub drops: u32,
 }
 
 // SAFETY: the mapping belongs to this value alone; the kernel side is synchronised through the
@@ -165,6 +208,9 @@ impl PacketRing {
         if dir == Direction::Tx && cfg.qdisc_bypass {
             setsockopt(&fd, PACKET_QDISC_BYPASS, &1i32)?;
         }
+        if dir == Direction::Rx && cfg.ignore_outgoing {
+            setsockopt(&fd, PACKET_IGNORE_OUTGOING, &1i32)?;
+        }
         let frames = cfg.block_size / cfg.frame_size * cfg.blocks;
         let req = TpacketReq3 {
             tp_block_size: cfg.block_size,
@@ -218,6 +264,8 @@ impl PacketRing {
             dir,
             next: 0,
             frames,
+            queued: 0,
+            ifindex,
         };
         // SAFETY: a fully initialised sockaddr_ll and its size.
         cvt(unsafe {
@@ -227,7 +275,77 @@ impl PacketRing {
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         })?;
+        if dir == Direction::Rx && cfg.promisc {
+            let mr = libc::packet_mreq {
+                mr_ifindex: ifindex as i32,
+                mr_type: PACKET_MR_PROMISC,
+                mr_alen: 0,
+                mr_address: [0; 8],
+            };
+            setsockopt(&ring.fd, PACKET_ADD_MEMBERSHIP, &mr)?;
+        }
+        if let (Direction::Rx, Some(id)) = (dir, cfg.fanout) {
+            setsockopt(
+                &ring.fd,
+                PACKET_FANOUT,
+                &(u32::from(id) | PACKET_FANOUT_HASH << 16),
+            )?;
+        }
         Ok(ring)
+    }
+
+    /// The socket, for poll.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Takes the socket's pending error (SO_ERROR): ENETDOWN after the interface went down or
+    /// away.
+    pub fn take_error(&self) -> Option<io::Error> {
+        let mut v: libc::c_int = 0;
+        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `l` bytes into `v`, a c_int we own.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut l,
+            )
+        };
+        (r == 0 && v != 0).then(|| io::Error::from_raw_os_error(v))
+    }
+
+    /// RX: the kernel's counters since the last call (PACKET_STATISTICS).
+    pub fn stats(&self) -> io::Result<SocketStats> {
+        // struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
+        let mut v = [0u32; 3];
+        let mut l = std::mem::size_of_val(&v) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `l` bytes into `v`, which we own.
+        cvt(unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                v.as_mut_ptr().cast(),
+                &mut l,
+            )
+        })?;
+        Ok(SocketStats {
+            packets: v[0],
+            drops: v[1],
+        })
+    }
+
+    /// TX: bytes a frame may have.
+    pub fn tx_room(&self) -> usize {
+        self.cfg.frame_size as usize - TX_DATA_OFFSET
     }
 
     /// The status word at byte offset `ofs` of the mapping.
@@ -244,6 +362,11 @@ impl PacketRing {
     /// RX: hands every frame of the blocks the kernel has retired to `f`, returns the blocks
     /// to the kernel, and returns the number of frames.
     pub fn rx_burst(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        self.rx_burst_meta(|b, _| f(b))
+    }
+
+    /// RX: as [`PacketRing::rx_burst`], with each frame's wire length and status.
+    pub fn rx_burst_meta(&mut self, mut f: impl FnMut(&[u8], RxMeta)) -> usize {
         let bs = self.cfg.block_size as usize;
         let mut count = 0;
         for _ in 0..self.cfg.blocks {
@@ -261,13 +384,20 @@ impl PacketRing {
                 }
                 let p = block + ofs;
                 let snap = self.u32_at(p + PKT_SNAPLEN) as usize;
+                let meta = RxMeta {
+                    len: self.u32_at(p + PKT_LEN),
+                    status: self.u32_at(p + PKT_STATUS),
+                };
                 // tp_mac is the first u16 of the word at PKT_MAC (tp_net the second).
                 let w = self.u32_at(p + PKT_MAC).to_ne_bytes();
                 let mac = usize::from(u16::from_ne_bytes([w[0], w[1]]));
                 if ofs + mac + snap <= len {
                     // SAFETY: the frame lies inside this block of the mapping (checked), which
                     // the kernel does not write while the block is ours (TP_STATUS_USER).
-                    f(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(p + mac), snap) });
+                    f(
+                        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(p + mac), snap) },
+                        meta,
+                    );
                     count += 1;
                 }
                 let next = self.u32_at(p + PKT_NEXT) as usize;
@@ -306,49 +436,76 @@ impl PacketRing {
         n: u32,
         mut fill: impl FnMut(&mut [u8]) -> usize,
     ) -> io::Result<u32> {
-        let fs = self.cfg.frame_size as usize;
-        let room = fs - TX_DATA_OFFSET;
         let mut queued = 0;
         while queued < n {
-            let slot = self.next as usize * fs;
-            let st = self.word(slot + PKT_STATUS).load(Ordering::Acquire);
-            if st != TP_STATUS_AVAILABLE && st & TP_STATUS_WRONG_FORMAT == 0 {
+            let Some(buf) = self.tx_slot() else {
                 break;
-            }
-            // SAFETY: the slot's data area is inside the mapping and ours while its status
-            // says available.
-            let buf = unsafe {
-                std::slice::from_raw_parts_mut(self.map.as_ptr().add(slot + TX_DATA_OFFSET), room)
             };
-            let len = fill(buf).min(room) as u32;
-            self.word(slot + PKT_LEN).store(len, Ordering::Relaxed);
-            self.word(slot + PKT_SNAPLEN).store(len, Ordering::Relaxed);
-            self.word(slot + PKT_NEXT).store(0, Ordering::Relaxed);
-            self.word(slot + PKT_STATUS)
-                .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
-            self.next = (self.next + 1) % self.frames;
+            let len = fill(buf);
+            self.tx_commit(len);
             queued += 1;
         }
-        if queued > 0 {
-            // SAFETY: sendto with no buffer flushes the TX ring of our socket.
-            let r = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    return Err(e);
-                }
+        self.tx_flush()?;
+        Ok(queued)
+    }
+
+    /// TX: the data area of the next free frame slot, or `None` while the ring is full. Write
+    /// a frame into it and call [`PacketRing::tx_commit`]; nothing is queued otherwise.
+    pub fn tx_slot(&mut self) -> Option<&mut [u8]> {
+        let fs = self.cfg.frame_size as usize;
+        let slot = self.next as usize * fs;
+        let st = self.word(slot + PKT_STATUS).load(Ordering::Acquire);
+        if st != TP_STATUS_AVAILABLE && st & TP_STATUS_WRONG_FORMAT == 0 {
+            return None;
+        }
+        // SAFETY: the slot's data area is inside the mapping and ours while its status says
+        // available; the slice borrows `self` mutably, so no second one exists.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_ptr().add(slot + TX_DATA_OFFSET),
+                fs - TX_DATA_OFFSET,
+            )
+        })
+    }
+
+    /// TX: queues the frame written into the slot [`PacketRing::tx_slot`] returned.
+    pub fn tx_commit(&mut self, len: usize) {
+        let fs = self.cfg.frame_size as usize;
+        let slot = self.next as usize * fs;
+        let len = len.min(fs - TX_DATA_OFFSET) as u32;
+        self.word(slot + PKT_LEN).store(len, Ordering::Relaxed);
+        self.word(slot + PKT_SNAPLEN).store(len, Ordering::Relaxed);
+        self.word(slot + PKT_NEXT).store(0, Ordering::Relaxed);
+        self.word(slot + PKT_STATUS)
+            .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.next = (self.next + 1) % self.frames;
+        self.queued += 1;
+    }
+
+    /// TX: asks the kernel to send every queued frame (one `sendto`, not waiting).
+    pub fn tx_flush(&mut self) -> io::Result<()> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        self.queued = 0;
+        // SAFETY: sendto with no buffer flushes the TX ring of our socket.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(e);
             }
         }
-        Ok(queued)
+        Ok(())
     }
 }
 

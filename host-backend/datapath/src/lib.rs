@@ -10,7 +10,9 @@
 //! * [`pipe`]: zero-copy netmap pipes;
 //! * [`kloop`]: the per-client sync loop;
 //! * [`host`]: attaching host clients (the daemon side of `attach`);
-//! * [`afpacket`]: AF_PACKET sockets with TPACKET_V3 rings (the benchmarks' kernel peer).
+//! * [`afpacket`]: AF_PACKET sockets with TPACKET_V3 rings;
+//! * [`xdp`]: AF_XDP sockets and the XDP redirect program that feeds them;
+//! * [`nic`]: host NIC ports: an interface on a VALE switch, its worker and backends.
 
 pub mod afpacket;
 pub mod csb;
@@ -18,7 +20,9 @@ pub mod host;
 pub mod kloop;
 pub mod kring;
 pub mod mem;
+pub mod nic;
 pub mod pipe;
 pub mod port;
 pub mod sys;
 pub mod vale;
+pub mod xdp;

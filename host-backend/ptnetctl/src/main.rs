@@ -1,9 +1,10 @@
-//! `ptnetctl`: list, create and destroy ptnetd's switches and ports, and show their counters.
+//! `ptnetctl`: list, create and destroy ptnetd's switches and ports, attach host interfaces to
+//! switches, and show their counters.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ptnet_client::proto::{self, PortEntry, PortRequest, Profile, Reply, Request};
+use ptnet_client::proto::{self, NicEntry, PortEntry, PortRequest, Profile, Reply, Request};
 
 /// Control ptnetd.
 #[derive(Debug, Parser)]
@@ -60,6 +61,27 @@ enum Cmd {
         /// Port name.
         name: String,
     },
+    /// Attach a host interface to a switch as port `SWITCH:IFNAME` (netmap's `vale-ctl -a`):
+    /// frames from the interface enter the switch, frames for the port leave through it.
+    AttachNic {
+        /// `valeX` (created if needed).
+        switch: String,
+        /// An existing host interface.
+        ifname: String,
+        /// auto (netmap if /dev/netmap exists, else af_packet), af_packet, af_xdp, netmap.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Buffer size of the port: the largest frame it carries (MTU + 18 must fit).
+        #[arg(long)]
+        buf_size: Option<u32>,
+    },
+    /// Detach a host interface from a switch.
+    DetachNic {
+        /// `valeX`.
+        switch: String,
+        /// The interface.
+        ifname: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +115,27 @@ fn main() -> ExitCode {
             None,
         ),
         Cmd::DestroyPort { name } => (Request::DestroyPort { port: name.clone() }, None),
+        Cmd::AttachNic {
+            switch,
+            ifname,
+            backend,
+            buf_size,
+        } => (
+            Request::AttachNic {
+                switch: switch.clone(),
+                ifname: ifname.clone(),
+                backend: Some(backend.clone()),
+                buf_size: *buf_size,
+            },
+            None,
+        ),
+        Cmd::DetachNic { switch, ifname } => (
+            Request::DetachNic {
+                switch: switch.clone(),
+                ifname: ifname.clone(),
+            },
+            None,
+        ),
     };
     let reply = match proto::call(&socket, request) {
         Ok((r, _, _)) => r,
@@ -156,6 +199,24 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Reply::NicAttached { port, nic } => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "result": "ok", "port": port, "nic": nic })
+                );
+            } else {
+                println!(
+                    "{port}: {} attached, backend {}",
+                    nic.ifname,
+                    nic.backend.as_deref().unwrap_or("-")
+                );
+                if let Some(n) = &nic.note {
+                    println!("note: {n}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Reply::Attached(_) => {
             eprintln!("ptnetctl: unexpected reply");
             ExitCode::FAILURE
@@ -194,5 +255,46 @@ fn print_ports(ports: &[&PortEntry]) {
             p.stats.tx_drops,
             p.stats.ring_resets
         );
+    }
+    let nics: Vec<(&str, &NicEntry)> = ports
+        .iter()
+        .filter_map(|p| p.nic.as_ref().map(|n| (p.name.as_str(), n)))
+        .collect();
+    if nics.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:<9} {:<5} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9} {:>5}",
+        "nic port",
+        "backend",
+        "link",
+        "rx_packets",
+        "rx_bytes",
+        "rx_drops",
+        "tx_packets",
+        "tx_bytes",
+        "tx_drops",
+        "flaps"
+    );
+    for (name, n) in &nics {
+        println!(
+            "{:<20} {:<9} {:<5} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9} {:>5}",
+            name,
+            n.backend.as_deref().unwrap_or("-"),
+            n.link,
+            n.rx_packets,
+            n.rx_bytes,
+            n.rx_drops,
+            n.tx_packets,
+            n.tx_bytes,
+            n.tx_drops,
+            n.link_changes
+        );
+    }
+    for (name, n) in &nics {
+        if let Some(note) = &n.note {
+            println!("{name}: {note}");
+        }
     }
 }

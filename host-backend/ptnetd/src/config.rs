@@ -97,6 +97,16 @@ pub struct PortSection {
     /// Trust profile.
     #[serde(default)]
     pub profile: Profile,
+    /// `valeX:IF` attaches host interface IF: `true` insists (start-up fails if IF is
+    /// missing), `false` makes a virtual port; unset, an existing IF is attached.
+    #[serde(default)]
+    pub nic: Option<bool>,
+    /// NIC backend: `auto` (default), `af_packet`, `af_xdp`, `netmap`; implies `nic = true`.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Buffer size of a NIC port (default 2048): the largest frame it carries.
+    #[serde(default)]
+    pub buf_size: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -220,6 +230,18 @@ impl Config {
             if !(64..=16384).contains(&p.slots) {
                 return Err(ConfigError::Invalid(format!(
                     "port {}: slots must be in 64..=16384",
+                    p.name
+                )));
+            }
+            if let Some(b) = &p.backend {
+                b.parse::<ptnet_datapath::nic::BackendChoice>()
+                    .map_err(|e| ConfigError::Invalid(format!("port {}: {e}", p.name)))?;
+            }
+            if (p.nic == Some(true) || p.backend.is_some())
+                && !matches!((n.base, n.pipe), (Base::Vale { .. }, None))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "port {}: host interfaces attach to switches as valeX:IFNAME",
                     p.name
                 )));
             }

@@ -17,12 +17,13 @@ use std::thread;
 use std::time::Duration;
 
 use ptnet_client::proto::{
-    self, Counters, Envelope, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply, Request,
-    SwitchEntry,
+    self, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply,
+    Request, SwitchEntry,
 };
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
-use ptnet_datapath::mem::{Region, RegionConfig};
+use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, Region, RegionConfig};
+use ptnet_datapath::nic::{BackendChoice, HostInterface, NicPort, NicSnapshot};
 use ptnet_datapath::pipe::{End, Pipe, PipePortSync};
 use ptnet_datapath::port::{PortStats, SyncPort};
 use ptnet_datapath::vale::{Switch, VPort, VPortSpec, ValePortSync};
@@ -72,6 +73,8 @@ struct PortState {
     attached: bool,
     profile: Profile,
     slots: u32,
+    /// A host interface attached to the switch: its worker is the port's client.
+    nic: Option<NicPort>,
 }
 
 struct SwitchState {
@@ -151,6 +154,17 @@ impl Daemon {
                     busy_poll: false,
                 };
                 let _: &PortSection = p;
+                if let Some((switch, ifname)) = nic_section(p) {
+                    d.attach_nic(
+                        &mut st,
+                        switch,
+                        ifname,
+                        p.backend.as_deref(),
+                        p.buf_size,
+                        p.slots,
+                    )?;
+                    continue;
+                }
                 d.create_port(&mut st, &req, true)?;
             }
         }
@@ -216,6 +230,13 @@ impl Daemon {
                 if ss.ports.contains_key(port) {
                     return Err(DaemonError::Exists(format!("port {switch}:{port}")));
                 }
+                if ptnet_datapath::nic::ifindex(port) != 0 {
+                    return Err(DaemonError::Invalid(format!(
+                        "{switch}:{port} names the host interface {port}: attach it with \
+                         `ptnetctl attach-nic {switch} {port}` (a virtual port cannot take an \
+                         interface's name)"
+                    )));
+                }
                 let region = match req.profile {
                     Profile::Untrusted => None,
                     Profile::Trusted => Some(shared_region(ss, switch)?),
@@ -240,6 +261,7 @@ impl Daemon {
                         attached: false,
                         profile: req.profile,
                         slots,
+                        nic: None,
                     },
                 );
                 Ok(format!("{switch}:{port}"))
@@ -280,6 +302,96 @@ impl Daemon {
         }
     }
 
+    /// Attaches host interface `ifname` to `switch` (created if needed) as port
+    /// `switch:ifname`, with a worker that moves frames between them.
+    fn attach_nic(
+        &self,
+        st: &mut State,
+        switch: &str,
+        ifname: &str,
+        backend: Option<&str>,
+        buf_size: Option<u32>,
+        slots: u32,
+    ) -> Result<NicEntry> {
+        let choice: BackendChoice = backend
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
+        let ok_name = !ifname.is_empty()
+            && ifname.len() < 16
+            && ifname
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
+        if !ok_name {
+            return Err(DaemonError::Invalid(format!(
+                "{ifname:?} is not an interface name (1 to 15 printable bytes, no '/', ':', '%')"
+            )));
+        }
+        let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
+        if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
+            return Err(DaemonError::Invalid(format!(
+                "buf_size {buf_size}: a multiple of 64 in 64..=65536"
+            )));
+        }
+        if !(64..=16384).contains(&slots) {
+            return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
+        }
+        if !st.switches.contains_key(switch) {
+            self.create_switch(st, switch, 8)?;
+        }
+        // PANIC: created just above if it was missing.
+        let ss = st.switches.get_mut(switch).expect("switch exists");
+        if let Some(ps) = ss.ports.get(ifname) {
+            return Err(DaemonError::Exists(if ps.nic.is_some() {
+                format!("{switch}:{ifname} (the interface is attached already)")
+            } else {
+                format!("port {switch}:{ifname} (a virtual port)")
+            }));
+        }
+        let iface = HostInterface {
+            ifname: ifname.to_owned(),
+            choice,
+            max_frame: buf_size,
+        };
+        // Clear errors before any memory is allocated: no such interface, frames too large.
+        iface
+            .check()
+            .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+        let spec = VPortSpec {
+            slots,
+            buf_size,
+            ..Default::default()
+        };
+        let vport = ss
+            .sw
+            .add_port(ifname, &spec)
+            .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+        let nic = match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), Box::new(iface)) {
+            Ok(n) => n,
+            Err(e) => {
+                ss.sw.remove_port(&vport);
+                return Err(DaemonError::Datapath(error_chain(&e)));
+            }
+        };
+        let entry = nic_entry(&nic.snapshot());
+        log::info!(
+            "{switch}:{ifname}: host interface attached ({})",
+            entry.backend.as_deref().unwrap_or("-")
+        );
+        ss.ports.insert(
+            ifname.to_owned(),
+            PortState {
+                vport,
+                persistent: true,
+                attached: false,
+                profile: Profile::Untrusted,
+                slots,
+                nic: Some(nic),
+            },
+        );
+        Ok(entry)
+    }
+
     /// Attaches a host client to the port `req` names, creating it on demand.
     pub fn attach(&self, req: &PortRequest) -> Result<(Attachment, Vec<File>)> {
         let name = parse(&req.port)?;
@@ -309,6 +421,11 @@ impl Daemon {
                 // PANIC: the port exists or was just created.
                 let ss = st.switches.get_mut(switch).expect("switch exists");
                 let ps = ss.ports.get_mut(port).expect("port exists");
+                if ps.nic.is_some() {
+                    return Err(DaemonError::Busy(format!(
+                        "{switch}:{port} (the host interface {port} is attached to it)"
+                    )));
+                }
                 if ps.attached {
                     return Err(DaemonError::Busy(format!("{switch}:{port}")));
                 }
@@ -431,6 +548,30 @@ impl Daemon {
             Request::DestroySwitch { name } => destroy_switch(&mut st, &name),
             Request::CreatePort(req) => self.create_port(&mut st, &req, true).map(|_| ()),
             Request::DestroyPort { port } => destroy_port(&mut st, &port),
+            Request::AttachNic {
+                switch,
+                ifname,
+                backend,
+                buf_size,
+            } => {
+                return match self.attach_nic(
+                    &mut st,
+                    &switch,
+                    &ifname,
+                    backend.as_deref(),
+                    buf_size,
+                    DEFAULT_SLOTS,
+                ) {
+                    Ok(nic) => Reply::NicAttached {
+                        port: format!("{switch}:{ifname}"),
+                        nic,
+                    },
+                    Err(e) => Reply::Error {
+                        message: e.to_string(),
+                    },
+                };
+            }
+            Request::DetachNic { switch, ifname } => detach_nic(&mut st, &switch, &ifname),
         };
         match r {
             Ok(()) => Reply::Ok,
@@ -535,9 +676,56 @@ impl Daemon {
 
 fn nic_unsupported(ifname: &str) -> DaemonError {
     DaemonError::Unsupported(format!(
-        "{ifname}: host interfaces are not available as ports yet (NIC ports come with \
-         AF_PACKET/AF_XDP support); use a VALE port (valeX:Y) or a pipe (X{{N)"
+        "{ifname}: host interfaces are not given to clients directly; attach it to a switch \
+         (`ptnetctl attach-nic vale0 {ifname}`) and attach to a port of that switch"
     ))
+}
+
+/// The `[[port]]` sections that attach a host interface: `valeX:IF` with `nic = true`, a
+/// `backend`, or an `IF` that exists when the daemon starts (unless `nic = false`).
+fn nic_section(p: &PortSection) -> Option<(&str, &str)> {
+    let n = PortName::parse(&p.name).ok()?;
+    let (Base::Vale { switch, port }, None) = (n.base, n.pipe) else {
+        return None;
+    };
+    let exists = ptnet_datapath::nic::ifindex(port) != 0;
+    let nic = p.nic.unwrap_or(p.backend.is_some() || exists);
+    nic.then_some((switch, port))
+}
+
+fn nic_entry(s: &NicSnapshot) -> NicEntry {
+    NicEntry {
+        ifname: s.ifname.clone(),
+        backend: s.backend.map(|b| b.name().to_owned()),
+        note: s.note.clone(),
+        link: s.link.name().to_owned(),
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        rx_drops: s.rx_drops,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        tx_drops: s.tx_drops,
+        link_changes: s.link_changes,
+    }
+}
+
+fn detach_nic(st: &mut State, switch: &str, ifname: &str) -> Result<()> {
+    let ss = st
+        .switches
+        .get_mut(switch)
+        .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
+    if ss.ports.get(ifname).is_none_or(|p| p.nic.is_none()) {
+        return Err(DaemonError::Missing(format!(
+            "host interface {ifname} on {switch}"
+        )));
+    }
+    if let Some(mut ps) = ss.ports.remove(ifname) {
+        if let Some(n) = ps.nic.take() {
+            n.stop();
+        }
+        ss.sw.remove_port(&ps.vport);
+    }
+    Ok(())
 }
 
 fn parse(name: &str) -> Result<PortName<'_>> {
@@ -586,7 +774,10 @@ fn destroy_switch(st: &mut State, name: &str) -> Result<()> {
         return Err(DaemonError::Busy(format!("{name}:{p}")));
     }
     if let Some(ss) = st.switches.remove(name) {
-        for ps in ss.ports.values() {
+        for (_, mut ps) in ss.ports {
+            if let Some(n) = ps.nic.take() {
+                n.stop();
+            }
             ss.sw.remove_port(&ps.vport);
         }
     }
@@ -609,7 +800,10 @@ fn destroy_port(st: &mut State, port: &str) -> Result<()> {
             if ps.attached {
                 return Err(DaemonError::Busy(port.to_owned()));
             }
-            if let Some(ps) = ss.ports.remove(p) {
+            if let Some(mut ps) = ss.ports.remove(p) {
+                if let Some(n) = ps.nic.take() {
+                    n.stop();
+                }
                 ss.sw.remove_port(&ps.vport);
             }
             Ok(())
@@ -647,7 +841,7 @@ fn listing(st: &State) -> Reply {
                     let ifc = ps.vport.interface();
                     PortEntry {
                         name: ps.vport.name().to_owned(),
-                        kind: "vale".into(),
+                        kind: if ps.nic.is_some() { "nic" } else { "vale" }.into(),
                         attached: ps.attached,
                         mem_id: ifc.region().id(),
                         profile: ps.profile,
@@ -655,6 +849,7 @@ fn listing(st: &State) -> Reply {
                         rx_rings: ifc.rx.len() as u32,
                         slots: ps.slots,
                         stats: counters(ps.vport.stats()),
+                        nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
                     }
                 })
                 .collect(),
@@ -673,6 +868,7 @@ fn listing(st: &State) -> Reply {
                 rx_rings: ps.rings,
                 slots: ps.slots,
                 stats: counters(end.stats()),
+                nic: None,
             });
         }
     }

@@ -1,0 +1,590 @@
+//! Tier 2: host interfaces attached to VALE switches (NIC ports), with the real `ptnetd`,
+//! `ptnetctl` and client processes. Every interface is a veth pair whose far end lives in a
+//! network namespace the test creates; both are removed when the test ends, and all traffic
+//! stays inside them.
+//!
+//! Build the daemon and ptnetctl first (`cargo build -p ptnetd -p ptnetctl`, same profile);
+//! `ci/tier2.sh` does. Needs root, `ip`, `ethtool`, `python3` and busybox.
+#![cfg(feature = "host-tests")]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ptnet_client::proto::{self, NicEntry, Reply, Request};
+
+fn target_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p {name}, same profile as the tests)",
+        bin.display()
+    );
+    bin
+}
+
+fn script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nsframes.py").to_owned()
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn ok(cmd: &str, args: &[&str]) {
+    let o = run(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A network namespace, deleted on drop (with every interface inside it).
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Self {
+        let _ = run("ip", &["netns", "del", name]);
+        ok("ip", &["netns", "add", name]);
+        ok("ip", &["-n", name, "link", "set", "lo", "up"]);
+        Netns(name.to_owned())
+    }
+
+    /// A command run inside the namespace.
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, prog]).args(args);
+        c
+    }
+
+    fn out(&self, prog: &str, args: &[&str]) -> Output {
+        self.cmd(prog, args).output().expect("ip netns exec")
+    }
+
+    /// The MAC of `dev` in the namespace, as 12 hex digits.
+    fn mac(&self, dev: &str) -> String {
+        let o = self.out("cat", &[&format!("/sys/class/net/{dev}/address")]);
+        String::from_utf8_lossy(&o.stdout).trim().replace(':', "")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.0]);
+    }
+}
+
+/// A veth pair: `host` stays in the test's namespace (and is attached to a switch), its peer
+/// becomes `eth0` inside `ns`, up, IPv6 off (so it sends nothing by itself), transmit
+/// offloads off (frames leave it complete and at most MTU long, as from a real NIC), with
+/// `addr` if given.
+fn veth(host: &str, ns: &Netns, addr: Option<&str>) {
+    let _ = run("ip", &["link", "del", host]);
+    ok(
+        "ip",
+        &[
+            "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", &ns.0,
+        ],
+    );
+    ok(
+        "sysctl",
+        &["-qw", &format!("net.ipv6.conf.{host}.disable_ipv6=1")],
+    );
+    ok("ip", &["link", "set", host, "up"]);
+    let sh = |args: &[&str]| {
+        let o = ns.out(args[0], &args[1..]);
+        assert!(
+            o.status.success(),
+            "{args:?} in {}: {}",
+            ns.0,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    sh(&["ethtool", "-K", "eth0", "tx", "off"]);
+    sh(&["ip", "link", "set", "eth0", "up"]);
+    if let Some(a) = addr {
+        sh(&["ip", "addr", "add", a, "dev", "eth0"]);
+    }
+}
+
+/// Removes a host-side veth (its peer goes with it) when dropped.
+struct VethGuard(&'static str);
+
+impl Drop for VethGuard {
+    fn drop(&mut self) {
+        let _ = run("ip", &["link", "del", self.0]);
+    }
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: String,
+}
+
+impl Daemon {
+    fn start(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
+        let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
+        let child = Command::new(target_bin("ptnetd"))
+            .args(["--socket", &socket])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ptnetd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "ptnetd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, dir, socket }
+    }
+
+    fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new(target_bin("ptnetctl"))
+            .args(["--socket", &self.socket])
+            .args(args)
+            .output()
+            .expect("ptnetctl");
+        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), text)
+    }
+
+    fn attach_nic(&self, switch: &str, ifname: &str, backend: &str) -> String {
+        let (good, text) = self.ctl(&["attach-nic", switch, ifname, "--backend", backend]);
+        assert!(good, "attach-nic {ifname}: {text}");
+        text
+    }
+
+    fn nic(&self, port: &str) -> Option<NicEntry> {
+        match proto::call(&self.socket, Request::List).expect("list").0 {
+            Reply::Listing { switches, .. } => switches
+                .into_iter()
+                .flat_map(|s| s.ports)
+                .find(|p| p.name == port)
+                .and_then(|p| p.nic),
+            r => panic!("unexpected reply {r:?}"),
+        }
+    }
+
+    fn wait_link(&self, port: &str, link: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.nic(port);
+            if n.as_ref().is_some_and(|n| n.link == link) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{port} never became {link}: {n:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a test client; waits for its "ready" line when `wait_ready`.
+    fn client(&self, args: &[&str], wait_ready: bool) -> Proc {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ptnet-test-client"));
+        c.args(args).args(["--socket", &self.socket]);
+        Proc::spawn(c, wait_ready)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("daemon log kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// A child process with piped output; its last stdout line is its JSON result.
+struct Proc {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Proc {
+    fn spawn(mut c: Command, wait_ready: bool) -> Self {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        if wait_ready {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert!(line.contains("ready"), "not ready: {line:?}");
+        }
+        Proc { child, out }
+    }
+
+    fn finish(mut self) -> (bool, serde_json::Value) {
+        let status = self.child.wait().expect("wait");
+        let mut last = String::new();
+        for l in (&mut self.out).lines() {
+            last = l.expect("read");
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let v = serde_json::from_str(&last)
+            .unwrap_or_else(|_| serde_json::json!({ "raw": last, "stderr": err }));
+        (status.success(), v)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// MAC of the test clients' station `i` (ptnet-host-tests' `mac`), as hex.
+fn station(i: u8) -> String {
+    format!("02000000000{i:x}")
+}
+
+/// A host client on vale0 and a process in a namespace behind a veth attached to vale0
+/// exchange frames both ways: exact counts, payloads checked, in order.
+fn exchange_with_a_namespace(tag: &str, backend: &str) {
+    let host_if: &'static str = Box::leak(format!("ptx{tag}").into_boxed_str());
+    let ns = Netns::new(&format!("ptnet-x{tag}"));
+    veth(host_if, &ns, None);
+    let _guard = VethGuard(host_if);
+    let d = Daemon::start(&format!("nic-x{tag}"));
+    let text = d.attach_nic("vale0", host_if, backend);
+    assert!(text.contains(backend), "backend in use: {text}");
+    let port = format!("vale0:{host_if}");
+    let count = "3000";
+
+    // Namespace → host client. The client announces station 2 first (so the switch learns
+    // it); the namespace's frames are then unicast to it.
+    let rx = d.client(
+        &[
+            "recv",
+            "-p",
+            "vale0:h",
+            "--me",
+            "2",
+            "-c",
+            count,
+            "--announce-ms",
+            "100",
+            "--timeout",
+            "30",
+        ],
+        true,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let tx = Proc::spawn(
+        ns.cmd(
+            "python3",
+            &[
+                &script(),
+                "send",
+                "eth0",
+                count,
+                &station(2),
+                &station(1),
+                "300",
+            ],
+        ),
+        false,
+    );
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx, "namespace sender: {vtx}");
+    assert!(ok_rx, "host client: {vrx}");
+    assert_eq!(vrx["received"], 3000);
+
+    // Host client → namespace: station 1 was learned on the NIC port.
+    let rx = Proc::spawn(ns.cmd("python3", &[&script(), "recv", "eth0", count]), true);
+    let tx = d.client(
+        &[
+            "send",
+            "-p",
+            "vale0:h",
+            "--me",
+            "2",
+            "--to",
+            "1",
+            "-c",
+            count,
+            "--burst",
+            "100",
+            "--pause-us",
+            "2000",
+            "-l",
+            "1000",
+        ],
+        false,
+    );
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx, "host client sender: {vtx}");
+    assert!(ok_rx, "namespace receiver: {vrx}");
+    assert_eq!(vrx["received"], 3000);
+
+    // The interface's counters: the namespace sent nothing but the test's frames; the port
+    // transmitted those plus the client's announcement.
+    let n = d.nic(&port).expect("NIC port listed");
+    assert_eq!(n.backend.as_deref(), Some(backend));
+    assert_eq!(n.link, "up");
+    assert_eq!(n.rx_packets, 3000, "{n:?}");
+    assert_eq!(n.rx_bytes, 3000 * 300, "{n:?}");
+    assert_eq!(n.tx_packets, 3001, "{n:?}");
+    assert_eq!((n.rx_drops, n.tx_drops), (0, 0), "{n:?}");
+    let (good, json) = d.ctl(&["list", "--json"]);
+    assert!(good && json.contains("\"nic\""), "{json}");
+    let (good, _) = d.ctl(&["detach-nic", "vale0", host_if]);
+    assert!(good);
+    assert!(d.nic(&port).is_none(), "detached");
+}
+
+#[test]
+fn a_host_client_and_a_namespace_exchange_frames_through_an_af_packet_port() {
+    exchange_with_a_namespace("p", "af_packet");
+}
+
+#[test]
+fn two_namespaces_behind_two_nic_ports_reach_each_other() {
+    let a = Netns::new("ptnet-la");
+    let b = Netns::new("ptnet-lb");
+    veth("ptla", &a, Some("198.18.0.1/24"));
+    let _ga = VethGuard("ptla");
+    veth("ptlb", &b, Some("198.18.0.2/24"));
+    let _gb = VethGuard("ptlb");
+    let d = Daemon::start("nic-learn");
+    d.attach_nic("vale0", "ptla", "af_packet");
+    d.attach_nic("vale0", "ptlb", "af_packet");
+
+    let o = a.out("busybox", &["ping", "-c", "5", "-W", "2", "198.18.0.2"]);
+    assert!(
+        o.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = b.out("busybox", &["ping", "-c", "3", "-W", "2", "198.18.0.1"]);
+    assert!(o.status.success(), "ping back");
+
+    // A TCP transfer; both ends hash what they saw.
+    let server = Proc::spawn(
+        b.cmd(
+            "python3",
+            &[
+                &script(),
+                "tcp-server",
+                "198.18.0.2",
+                "5001",
+                "--timeout",
+                "30",
+            ],
+        ),
+        true,
+    );
+    let client = Proc::spawn(
+        a.cmd(
+            "python3",
+            &[&script(), "tcp-client", "198.18.0.2", "5001", "8000000"],
+        ),
+        false,
+    );
+    let (ok_c, vc) = client.finish();
+    let (ok_s, vs) = server.finish();
+    assert!(ok_c && ok_s, "client {vc}, server {vs}");
+    assert_eq!(vc["bytes"], 8_000_000);
+    assert_eq!(vc, vs, "what was sent is what arrived");
+
+    // Both stations were learned behind their NIC ports: unicast did not flood to a third.
+    let na = d.nic("vale0:ptla").unwrap();
+    let nb = d.nic("vale0:ptlb").unwrap();
+    assert!(
+        na.rx_packets > 5000 && nb.tx_packets >= na.rx_packets - 10,
+        "{na:?} {nb:?}"
+    );
+    assert_eq!(na.rx_drops + nb.tx_drops, 0, "{na:?} {nb:?}");
+}
+
+#[test]
+fn nic_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
+    let a = Netns::new("ptnet-fa");
+    let b = Netns::new("ptnet-fb");
+    veth("ptfa", &a, Some("198.18.1.1/24"));
+    let _ga = VethGuard("ptfa");
+    veth("ptfb", &b, Some("198.18.1.2/24"));
+    let _gb = VethGuard("ptfb");
+    let mut d = Daemon::start("nic-flap");
+    d.attach_nic("vale0", "ptfa", "af_packet");
+    d.attach_nic("vale0", "ptfb", "af_packet");
+    let ping = |from: &Netns, to: &str| {
+        from.out("busybox", &["ping", "-c", "2", "-W", "2", to])
+            .status
+            .success()
+    };
+    assert!(ping(&a, "198.18.1.2"));
+    let mac_b = b.mac("eth0");
+
+    // Traffic under everything that follows: a → b raw frames, and two host clients on the
+    // same switch exchanging an exact count.
+    let flood = Proc::spawn(
+        a.cmd(
+            "python3",
+            &[&script(), "flood", "eth0", "6", &mac_b, &a.mac("eth0")],
+        ),
+        false,
+    );
+    let rx = d.client(
+        &[
+            "recv",
+            "-p",
+            "vale0:cb",
+            "--me",
+            "12",
+            "--to",
+            "11",
+            "-c",
+            "30000",
+            "--announce-ms",
+            "50",
+            "--window",
+            "512",
+        ],
+        true,
+    );
+    let tx = d.client(
+        &[
+            "send",
+            "-p",
+            "vale0:ca",
+            "--me",
+            "11",
+            "--to",
+            "12",
+            "-c",
+            "30000",
+            "--burst",
+            "64",
+            "--window",
+            "512",
+            "--pause-us",
+            "100",
+        ],
+        false,
+    );
+
+    // Link down, then up: the port follows, then carries traffic again.
+    std::thread::sleep(Duration::from_millis(300));
+    ok("ip", &["link", "set", "ptfa", "down"]);
+    d.wait_link("vale0:ptfa", "down");
+    std::thread::sleep(Duration::from_millis(300));
+    ok("ip", &["link", "set", "ptfa", "up"]);
+    d.wait_link("vale0:ptfa", "up");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping(&a, "198.18.1.2") {
+        assert!(
+            Instant::now() < deadline,
+            "no traffic after the link came back"
+        );
+    }
+
+    // The interface disappears under traffic: the port goes away with it, the switch keeps
+    // serving the others.
+    ok("ip", &["link", "del", "ptfb"]);
+    d.wait_link("vale0:ptfb", "gone");
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx && ok_rx, "host clients: {vtx} {vrx}");
+    assert_eq!(vrx["received"], 30000);
+    let (_, vf) = flood.finish();
+    assert!(vf["sent"].as_u64().unwrap_or(0) > 1000, "flood: {vf}");
+
+    // A new interface of the same name: the port comes back. (Its peer has a new MAC: a
+    // forgets the old one.)
+    veth("ptfb", &b, Some("198.18.1.2/24"));
+    d.wait_link("vale0:ptfb", "up");
+    let _ = a.out("ip", &["neigh", "flush", "dev", "eth0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping(&a, "198.18.1.2") {
+        assert!(
+            Instant::now() < deadline,
+            "no traffic through the re-created interface"
+        );
+    }
+    let na = d.nic("vale0:ptfa").unwrap();
+    let nb = d.nic("vale0:ptfb").unwrap();
+    assert!(na.link_changes >= 2, "{na:?}");
+    assert!(nb.link_changes >= 2, "{nb:?}");
+    assert!(d.alive(), "the daemon survived");
+}
+
+#[test]
+fn attach_nic_errors_say_why() {
+    let ns = Netns::new("ptnet-e");
+    veth("ptea", &ns, None);
+    let _g = VethGuard("ptea");
+    let d = Daemon::start("nic-errors");
+    let err = |args: &[&str]| {
+        let (good, text) = d.ctl(args);
+        assert!(!good, "{args:?} succeeded: {text}");
+        text
+    };
+    assert!(err(&["attach-nic", "vale0", "ptnone0"]).contains("no interface ptnone0"));
+    ok("ip", &["link", "set", "ptea", "mtu", "4000"]);
+    let e = err(&["attach-nic", "vale0", "ptea"]);
+    assert!(e.contains("MTU 4000") && e.contains("2048"), "{e}");
+    // Larger buffers carry larger frames.
+    let (good, text) = d.ctl(&["attach-nic", "vale0", "ptea", "--buf-size", "4096"]);
+    assert!(good, "{text}");
+    assert!(err(&["attach-nic", "vale0", "ptea"]).contains("already"));
+    assert!(err(&["attach-nic", "vale0", "ptea", "--backend", "bogus"]).contains("unknown"));
+    // A client cannot take the NIC port, nor a virtual port the name of an interface.
+    let c = d.client(&["recv", "-p", "vale0:ptea", "-c", "1"], false);
+    let (good, v) = c.finish();
+    assert!(!good && v.to_string().contains("busy"), "{v}");
+    let (good, _) = d.ctl(&["detach-nic", "vale0", "ptea"]);
+    assert!(good);
+    let c = d.client(&["recv", "-p", "vale0:ptea", "-c", "1"], false);
+    let (good, v) = c.finish();
+    assert!(!good && v.to_string().contains("attach-nic"), "{v}");
+    assert!(err(&["detach-nic", "vale0", "ptea"]).contains("does not exist"));
+    // Native netmap: not here; asked for by name, the port falls back to AF_PACKET and says
+    // why.
+    ok("ip", &["link", "set", "ptea", "mtu", "1500"]);
+    let text = d.attach_nic("vale0", "ptea", "netmap");
+    assert!(
+        text.contains("af_packet") && text.contains("/dev/netmap"),
+        "{text}"
+    );
+}
