@@ -29,6 +29,8 @@ cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests
 # Every tier-2 host test: daemon and clients, huge pages, AF_PACKET, and the NIC ports
 # (tests/host/tests/nic.rs: network namespaces and veth pairs it creates and removes).
 run_tests cargo test --quiet -p ptnet-host-tests --features host-tests
+# The ptnet device over vhost-user, driven by a frontend simulator (QEMU + guest driver).
+run_tests cargo test --quiet -p ptnet-vhost --features sim-tests
 if [ -d host-backend/pktgen ]; then
     cargo build --quiet -p ptnet-pktgen
     run_tests cargo test --quiet -p ptnet-pktgen --features host-tests

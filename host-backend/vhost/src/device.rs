@@ -1,0 +1,625 @@
+//! One frontend connection's ptnet device: the vhost-user backend callbacks, and the device's
+//! life cycle (SPEC.md §3.5).
+//!
+//! * **Start**, when every queue has a kick and a call eventfd, is ready and enabled,
+//!   `VIRTIO_F_VERSION_1` was acked, the backend request channel exists and the CSB addresses
+//!   the driver wrote are valid: the CSB is placed in guest memory, the port's rings are bound
+//!   to it with one [`VirtqueueInterrupt`] per ring, and the port's sync loop (`kloop`) runs on
+//!   duplicates of the queues' kick eventfds. All of that happens synchronously in the
+//!   request handler that completed the conditions. Then the *mapper* thread sends
+//!   `SHMEM_MAP` of the port's memfd as region 0 and, once the frontend acknowledged it, sets
+//!   `status = MEM_READY | LINK_UP`.
+//! * **Stop**, on `GET_VRING_BASE`, a disabled or replaced queue, `RESET_DEVICE` or a
+//!   disconnect: synchronously, before the handler replies (the guest may reuse its memory
+//!   right after), the interrupts are deactivated, the sync loop stopped, the rings unbound,
+//!   the status cleared and the CSB addresses forgotten; the mapper then sends `SHMEM_UNMAP`.
+//!
+//! Backend requests never leave a request handler: QEMU waits for the reply to its own
+//! request without reading the backend channel, so a `SHMEM_MAP` sent from a handler would
+//! deadlock both. The mapper never holds the device lock while it talks to the frontend, and
+//! the handlers never wait for the mapper.
+//!
+//! The crate's own vring worker threads are not used (`queues_per_thread` is empty): the
+//! port's sync loop is the only reader of the kick eventfds. Two readers of one eventfd lose
+//! wake-ups (whoever reads first clears the counter), the sync loop must own its thread for
+//! its lingering and busy-poll modes, and a VM then runs exactly the loop a host client runs.
+//!
+//! `vhost` 0.18 cannot send `CONFIG_CHANGE_MSG` (its `Backend` leaves the message
+//! unimplemented and keeps the socket private), so the driver polls `status` after DRIVER_OK,
+//! as SPEC.md §3.5 allows; every guest read of the config space reaches `GET_CONFIG`.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread;
+
+use ptnet_datapath::kloop::{self, ClientBinding, KloopHandle, Mode};
+use ptnet_datapath::kring::Interrupt;
+use ptnet_datapath::port::SyncPort;
+use ptnet_spec::device::{PTNET_F_STATUS, PTNET_SHMID_ALLOCATOR, VIRTIO_F_VERSION_1};
+use vhost::vhost_user::message::{
+    VhostUserMMap, VhostUserMMapFlags, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+use vhost_user_backend::{VhostUserBackend, VringT};
+use virtio_queue::QueueT;
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::epoll::EventSet;
+
+use crate::config::{DeviceConfig, STATUS_RUNNING};
+use crate::guest::{self, FileId, GuestMem};
+use crate::irq::{IrqStats, VirtqueueInterrupt};
+use crate::vring::{self, Change, PtnetVring, VringHook};
+
+/// Counters of one served port, across frontend connections.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Frontend connections accepted.
+    pub connections: AtomicU64,
+    /// Device starts (sync loop running).
+    pub starts: AtomicU64,
+    /// Device stops.
+    pub stops: AtomicU64,
+    /// Starts refused (invalid CSB, broken queue, ...).
+    pub refused: AtomicU64,
+    /// `SHMEM_MAP` requests the frontend accepted.
+    pub maps: AtomicU64,
+    /// `SHMEM_MAP` requests that failed.
+    pub map_failures: AtomicU64,
+    /// Interrupts and event buffers.
+    pub irq: Arc<IrqStats>,
+    /// Whether the device runs now.
+    pub running: AtomicBool,
+    /// Whether region 0 is mapped and `MEM_READY` set now.
+    pub mem_ready: AtomicBool,
+}
+
+/// A point-in-time copy of [`DeviceStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Frontend connections accepted.
+    pub connections: u64,
+    /// Device starts.
+    pub starts: u64,
+    /// Device stops.
+    pub stops: u64,
+    /// Starts refused.
+    pub refused: u64,
+    /// Region 0 mappings accepted by the frontend.
+    pub maps: u64,
+    /// Region 0 mappings refused or failed.
+    pub map_failures: u64,
+    /// Interrupts raised.
+    pub irqs_raised: u64,
+    /// Event buffers completed.
+    pub event_buffers: u64,
+    /// Interrupts raised without an event buffer.
+    pub irqs_without_buffer: u64,
+    /// Running now.
+    pub running: bool,
+    /// Region 0 mapped and `MEM_READY` now.
+    pub mem_ready: bool,
+}
+
+impl DeviceStats {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections: r(&self.connections),
+            starts: r(&self.starts),
+            stops: r(&self.stops),
+            refused: r(&self.refused),
+            maps: r(&self.maps),
+            map_failures: r(&self.map_failures),
+            irqs_raised: r(&self.irq.raised),
+            event_buffers: r(&self.irq.completed),
+            irqs_without_buffer: r(&self.irq.no_buffer),
+            running: self.running.load(Ordering::Relaxed),
+            mem_ready: self.mem_ready.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the device offers and how it runs.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// MAC address in the config space.
+    pub mac: [u8; 6],
+    /// Sync loop mode.
+    pub mode: Mode,
+    /// Largest virtqueue the frontend may configure (a power of two).
+    pub max_queue_size: u16,
+}
+
+/// The running part of a started device.
+struct Running {
+    kloop: KloopHandle,
+    irqs: Vec<Arc<VirtqueueInterrupt>>,
+}
+
+/// Work for the mapper thread.
+enum Job {
+    /// Map region 0 for start number `generation`.
+    Map { generation: u64 },
+    /// Unmap region 0.
+    Unmap,
+}
+
+struct State {
+    config: DeviceConfig,
+    acked_features: u64,
+    vrings: Vec<PtnetVring>,
+    backend_req: Option<Backend>,
+    running: Option<Running>,
+    /// Bumped at every start and stop: a mapping acknowledged for an older generation is
+    /// stale.
+    generation: u64,
+    /// Region 0 is mapped (acknowledged) for the current generation.
+    mapped: bool,
+    /// The last reason a start was refused, to log each distinct reason once.
+    last_refusal: Option<String>,
+    gone: bool,
+}
+
+/// The ptnet device of one frontend connection.
+pub struct Device {
+    port: Arc<dyn SyncPort>,
+    name: String,
+    opts: DeviceOptions,
+    region_file: File,
+    region_id: Option<FileId>,
+    region_size: u64,
+    nrings: u32,
+    mem: GuestMem,
+    stats: Arc<DeviceStats>,
+    state: Mutex<State>,
+    mapper: Mutex<Option<Sender<Job>>>,
+}
+
+/// The virtio feature bits the device offers.
+pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
+    | (1 << PTNET_F_STATUS)
+    | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// The protocol features the device offers (SPEC.md §3.6). Not `STATUS`: vhost 0.18's
+/// request handler does not know `SET_STATUS` and would end the connection on it.
+pub fn protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::BACKEND_REQ
+        | VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | VhostUserProtocolFeatures::SHMEM
+}
+
+impl Device {
+    /// A device for one connection to `port`.
+    pub fn new(
+        port: Arc<dyn SyncPort>,
+        opts: DeviceOptions,
+        stats: Arc<DeviceStats>,
+    ) -> io::Result<Arc<Self>> {
+        let ifc = port.interface();
+        let region = ifc.region();
+        let region_file = region.file().try_clone()?;
+        let region_id = guest::file_id(&region_file).ok();
+        let nrings = (ifc.tx.len() + ifc.rx.len()) as u32;
+        let config = DeviceConfig::for_port(&*port, opts.mac);
+        let (tx, rx) = mpsc::channel();
+        let dev = Arc::new(Device {
+            name: port.name().to_owned(),
+            region_size: region.size() as u64,
+            port,
+            opts,
+            region_file,
+            region_id,
+            nrings,
+            mem: GuestMem::new(vm_memory::GuestMemoryMmap::new()),
+            stats,
+            state: Mutex::new(State {
+                config,
+                acked_features: 0,
+                vrings: Vec::new(),
+                backend_req: None,
+                running: None,
+                generation: 0,
+                mapped: false,
+                last_refusal: None,
+                gone: false,
+            }),
+            mapper: Mutex::new(Some(tx)),
+        });
+        let weak = Arc::downgrade(&dev);
+        thread::Builder::new()
+            .name(thread_name("vmap", &dev.name))
+            .spawn(move || mapper(&weak, &rx))?;
+        Ok(dev)
+    }
+
+    /// The guest memory handle to give the vhost-user daemon.
+    pub fn guest_memory(&self) -> GuestMem {
+        self.mem.clone()
+    }
+
+    /// Takes the queues the handler created (in queue order) and hooks them up.
+    pub fn register(self: &Arc<Self>, vrings: Vec<PtnetVring>) {
+        let hook: Weak<dyn VringHook> = Arc::downgrade(self) as Weak<dyn VringHook>;
+        for (i, v) in vrings.iter().enumerate() {
+            v.set_hook(hook.clone(), i as u16);
+        }
+        self.lock().vrings = vrings;
+    }
+
+    /// The frontend went away: stops the port (without unmapping: the frontend dropped its
+    /// mappings with the connection) and ends the mapper.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        self.stop(&mut st, "frontend disconnected", false);
+        st.backend_req = None;
+        st.gone = true;
+        st.vrings.clear();
+        drop(st);
+        self.mapper.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(tx) = &*self.mapper.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Starts the device if everything it needs is there.
+    fn maybe_start(&self, st: &mut State) {
+        if st.running.is_some() || st.gone {
+            return;
+        }
+        let live = st.vrings.len() == self.nrings as usize
+            && st.vrings.iter().all(|v| vring::is_live(&v.get_ref()));
+        if !live {
+            // Still being set up: not worth a word.
+            return;
+        }
+        match self.try_start(st) {
+            Ok(r) => {
+                st.running = Some(r);
+                st.generation += 1;
+                st.mapped = false;
+                st.last_refusal = None;
+                self.stats.starts.fetch_add(1, Ordering::Relaxed);
+                self.stats.running.store(true, Ordering::Relaxed);
+                let g = st.config.get();
+                log::info!(
+                    "{}: ptnet device started: {} queues, CSB atok {:#x} ktoa {:#x}, {:?}",
+                    self.name,
+                    self.nrings,
+                    g.csb_atok_gpa,
+                    g.csb_ktoa_gpa,
+                    self.opts.mode
+                );
+                self.send(Job::Map {
+                    generation: st.generation,
+                });
+            }
+            Err(why) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if st.last_refusal.as_deref() != Some(why.as_str()) {
+                    log::warn!("{}: ptnet device not started: {why}", self.name);
+                    st.last_refusal = Some(why);
+                }
+            }
+        }
+    }
+
+    fn try_start(&self, st: &State) -> Result<Running, String> {
+        if st.acked_features & (1 << VIRTIO_F_VERSION_1) == 0 {
+            return Err("the frontend did not ack VIRTIO_F_VERSION_1".into());
+        }
+        if st.backend_req.is_none() {
+            return Err(
+                "no backend request channel (BACKEND_REQ): region 0 cannot be mapped".into(),
+            );
+        }
+        let cfg = *st.config.get();
+        cfg.validate_csb().map_err(|e| {
+            format!(
+                "CSB addresses atok {:#x} ktoa {:#x}: {e}",
+                cfg.csb_atok_gpa, cfg.csb_ktoa_gpa
+            )
+        })?;
+        let csb = guest::guest_csb(
+            &self.mem,
+            cfg.csb_atok_gpa,
+            cfg.csb_ktoa_gpa,
+            self.nrings,
+            self.region_id,
+        )
+        .map_err(|e| e.to_string())?;
+        let mem = self.mem.memory();
+        let mut kicks = Vec::with_capacity(st.vrings.len());
+        let mut irqs = Vec::with_capacity(st.vrings.len());
+        for (i, v) in st.vrings.iter().enumerate() {
+            let s = v.get_ref();
+            if !s.get_queue().is_valid(&*mem) {
+                return Err(format!("virtqueue {i} lies outside guest RAM"));
+            }
+            let kick = s
+                .get_kick()
+                .as_ref()
+                .ok_or_else(|| format!("virtqueue {i} has no kick eventfd"))?;
+            kicks.push(
+                guest::dup_eventfd(kick).map_err(|e| format!("virtqueue {i} kick eventfd: {e}"))?,
+            );
+            irqs.push(Arc::new(VirtqueueInterrupt::new(
+                v.inner().clone(),
+                self.mem.clone(),
+                Arc::clone(&self.stats.irq),
+            )));
+        }
+        let binding = ClientBinding::with_interrupts(
+            csb.clone(),
+            irqs.iter()
+                .map(|i| Arc::clone(i) as Arc<dyn Interrupt>)
+                .collect(),
+        )
+        .ok_or("one interrupt per CSB entry")?;
+        if !self.port.bind(Some(&binding)) {
+            self.port.bind(None);
+            return Err("the port refused the binding".into());
+        }
+        match kloop::spawn(Arc::clone(&self.port), csb, kicks, self.opts.mode) {
+            Ok(kloop) => Ok(Running { kloop, irqs }),
+            Err(e) => {
+                self.port.bind(None);
+                Err(format!("cannot start the sync loop: {e}"))
+            }
+        }
+    }
+
+    /// Stops the device if it runs; `unmap` sends `SHMEM_UNMAP` afterwards.
+    fn stop(&self, st: &mut State, why: &str, unmap: bool) {
+        let Some(r) = st.running.take() else {
+            return;
+        };
+        for i in &r.irqs {
+            i.deactivate();
+        }
+        r.kloop.stop();
+        self.port.bind(None);
+        st.config.set_status(0);
+        st.config.forget_csb();
+        st.generation += 1;
+        let was_mapped = std::mem::take(&mut st.mapped);
+        self.stats.stops.fetch_add(1, Ordering::Relaxed);
+        self.stats.running.store(false, Ordering::Relaxed);
+        self.stats.mem_ready.store(false, Ordering::Relaxed);
+        log::info!("{}: ptnet device stopped ({why})", self.name);
+        if unmap && was_mapped {
+            self.send(Job::Unmap);
+        }
+    }
+
+    fn shmem_msg(&self, map: bool) -> VhostUserMMap {
+        VhostUserMMap {
+            shmid: PTNET_SHMID_ALLOCATOR,
+            fd_offset: 0,
+            shm_offset: 0,
+            len: self.region_size,
+            flags: if map {
+                VhostUserMMapFlags::WRITABLE.bits()
+            } else {
+                0
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The mapper's side of a start: sends `SHMEM_MAP` (no lock held), then sets the status.
+    fn map(&self, generation: u64) {
+        let backend = {
+            let st = self.lock();
+            if st.generation != generation || st.running.is_none() {
+                return;
+            }
+            st.backend_req.clone()
+        };
+        let Some(backend) = backend else { return };
+        let res = backend.shmem_map(&self.shmem_msg(true), &self.region_file);
+        let mut st = self.lock();
+        match res {
+            Ok(_) if st.generation == generation => {
+                st.mapped = true;
+                st.config.set_status(STATUS_RUNNING);
+                self.stats.maps.fetch_add(1, Ordering::Relaxed);
+                self.stats.mem_ready.store(true, Ordering::Relaxed);
+                log::info!(
+                    "{}: region 0 mapped ({} KiB): MEM_READY, LINK_UP",
+                    self.name,
+                    self.region_size / 1024
+                );
+            }
+            Ok(_) => {
+                // Stopped while the frontend was mapping: take the mapping back.
+                drop(st);
+                self.stats.maps.fetch_add(1, Ordering::Relaxed);
+                self.unmap(&backend);
+            }
+            Err(e) => {
+                self.stats.map_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "{}: the frontend refused SHMEM_MAP of region 0 ({} bytes): {e}; the \
+                     driver will not see MEM_READY",
+                    self.name,
+                    self.region_size
+                );
+            }
+        }
+    }
+
+    fn unmap(&self, backend: &Backend) {
+        match backend.shmem_unmap(&self.shmem_msg(false)) {
+            Ok(_) => log::debug!("{}: region 0 unmapped", self.name),
+            // Expected after a device reset: the frontend already dropped its mappings.
+            Err(e) => log::debug!("{}: SHMEM_UNMAP not acknowledged: {e}", self.name),
+        }
+    }
+
+    /// The device's status bits and CSB addresses now (for tests and listings).
+    pub fn config(&self) -> ptnet_spec::device::PtnetConfig {
+        *self.lock().config.get()
+    }
+}
+
+/// The mapper thread: sends backend requests, one at a time, outside every request handler.
+/// A frontend that never answers blocks only this thread, which holds no lock meanwhile.
+fn mapper(dev: &Weak<Device>, jobs: &Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let Some(d) = dev.upgrade() else { return };
+        match job {
+            Job::Map { generation } => d.map(generation),
+            Job::Unmap => {
+                let backend = d.lock().backend_req.clone();
+                if let Some(b) = backend {
+                    d.unmap(&b);
+                }
+            }
+        }
+    }
+}
+
+/// A thread name: `prefix-port`, cut to Linux's 15 bytes.
+pub fn thread_name(prefix: &str, port: &str) -> String {
+    format!("{prefix}-{port}").chars().take(15).collect()
+}
+
+impl VringHook for Device {
+    fn changed(&self, index: u16, what: Change) {
+        let mut st = self.lock();
+        if st.running.is_some() {
+            match what {
+                // The loop sleeps on duplicates of the old kick eventfds: restart on the new.
+                Change::Kick => self.stop(&mut st, &format!("queue {index} kick replaced"), true),
+                Change::Enabled(false) => {
+                    self.stop(&mut st, &format!("queue {index} disabled"), true)
+                }
+                Change::Ready(false) => self.stop(&mut st, &format!("queue {index} stopped"), true),
+                // A new call eventfd (QEMU swaps it when the guest masks a vector) is picked up
+                // by the interrupt at its next raise.
+                _ => {}
+            }
+        }
+        self.maybe_start(&mut st);
+    }
+}
+
+impl VhostUserBackend for Device {
+    type Bitmap = ();
+    type Vring = PtnetVring;
+
+    fn num_queues(&self) -> usize {
+        self.nrings as usize
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.opts.max_queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        FEATURES
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.lock().acked_features = features;
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        protocol_features()
+    }
+
+    fn reset_device(&self) {
+        let mut st = self.lock();
+        self.stop(&mut st, "device reset", true);
+        st.acked_features = 0;
+        st.config.forget_csb();
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {}
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        self.lock().config.read(offset, size)
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.running.is_some() {
+            let mut probe = st.config.clone();
+            if probe.write(offset, buf) && probe.get() != st.config.get() {
+                log::warn!(
+                    "{}: SET_CONFIG while running ignored (the CSB cannot move under a \
+                     running port)",
+                    self.name
+                );
+            }
+            return Ok(());
+        }
+        if !st.config.write(offset, buf) {
+            log::warn!(
+                "{}: SET_CONFIG of {} bytes at {offset} outside the 64-byte config space",
+                self.name,
+                buf.len()
+            );
+        }
+        self.maybe_start(&mut st);
+        // Never an error: the vhost crate would end the connection.
+        Ok(())
+    }
+
+    fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
+        // The handler updated the GuestMemoryAtomic we gave it, which every part of the device
+        // shares. A running CSB keeps the mapping it was placed in.
+        Ok(())
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        let mut st = self.lock();
+        st.backend_req = Some(backend);
+        self.maybe_start(&mut st);
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // No vring worker threads: the sync loop reads the kicks.
+        Vec::new()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        let mut st = self.lock();
+        self.stop(
+            &mut st,
+            &format!("GET_VRING_BASE on queue {queue_index}"),
+            true,
+        );
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        _device_event: u16,
+        _evset: EventSet,
+        _vrings: &[PtnetVring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        // Never called: there are no vring worker threads.
+        Ok(())
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        Ok(VhostUserShMemConfig::new(1, &[self.region_size]))
+    }
+}

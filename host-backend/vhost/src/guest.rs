@@ -1,0 +1,262 @@
+//! The few unsafe operations of the backend, each behind a checked wrapper: a CSB in guest
+//! memory (reached through the vhost-user memory table), and the eventfds a frontend hands us.
+//!
+//! Guest memory and frontend descriptors are hostile input. Every address is checked against
+//! the memory table before a pointer is made, and every descriptor is checked to be an eventfd
+//! and made non-blocking before the datapath reads or writes it (a blocking or foreign
+//! descriptor could stall a VALE sender's sync loop, which raises the receiver's interrupts).
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use ptnet_datapath::csb::CsbRef;
+use ptnet_spec::csb::{CSB_ENTRY_SIZE, CsbAtok, CsbKtoa};
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The guest memory handle every part of the backend shares (no dirty bitmap: ptnet devices
+/// cannot migrate).
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+/// Why a CSB cannot be placed where the driver said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CsbError {
+    /// The two arrays overlap.
+    #[error(
+        "the atok array at {atok:#x} and the ktoa array at {ktoa:#x} overlap ({len} bytes each)"
+    )]
+    Overlap {
+        /// atok address.
+        atok: u64,
+        /// ktoa address.
+        ktoa: u64,
+        /// Bytes of each array.
+        len: u64,
+    },
+    /// An array is not entirely inside one guest memory region.
+    #[error("CSB array at {gpa:#x} ({len} bytes) is not inside one guest RAM region")]
+    OutsideRam {
+        /// Its guest-physical address.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// An array lies in the port's own shared memory region (mapped into the guest as BAR
+    /// memory, and therefore also in the memory table): the CSB must be guest RAM.
+    #[error("CSB array at {gpa:#x} lies in the port's shared memory region, not in guest RAM")]
+    InPortRegion {
+        /// Its guest-physical address.
+        gpa: u64,
+    },
+}
+
+/// Keeps the guest memory mapping behind a CSB alive, whatever memory table the frontend sends
+/// next (the regions are reference counted; an old mapping stays valid until the last user
+/// drops it).
+struct GuestBacking(Arc<GuestMemoryMmap<()>>);
+
+impl fmt::Debug for GuestBacking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GuestBacking({} regions)", self.0.num_regions())
+    }
+}
+
+/// Identity of a file: device and inode.
+pub type FileId = (u64, u64);
+
+/// The identity of `file`.
+pub fn file_id(file: &File) -> io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Host address of `[gpa, gpa + len)` if it lies entirely in one region, and that region's
+/// backing file identity (if any).
+fn host_range(
+    mem: &GuestMemoryMmap<()>,
+    gpa: u64,
+    len: u64,
+) -> Option<(NonNull<u8>, Option<FileId>)> {
+    let (region, raddr) = mem.to_region_addr(GuestAddress(gpa))?;
+    let end = raddr.0.checked_add(len)?;
+    if end > region.len() {
+        return None;
+    }
+    let host = region.get_host_address(raddr).ok()?;
+    let id = region.file_offset().and_then(|fo| file_id(fo.file()).ok());
+    Some((NonNull::new(host)?, id))
+}
+
+/// Places a CSB of `n` entries per array at the guest-physical addresses the driver wrote.
+///
+/// The caller has checked the addresses with `PtnetConfig::validate_csb` (non-zero, 64-byte
+/// aligned, not wrapping). This checks that the arrays do not overlap, that each lies inside
+/// one guest RAM region, and that neither lies in a region backed by `port_region` (the port's
+/// memfd, which the frontend adds to the memory table once it maps it into the guest).
+pub fn guest_csb(
+    mem: &GuestMem,
+    atok: u64,
+    ktoa: u64,
+    n: u32,
+    port_region: Option<FileId>,
+) -> Result<CsbRef, CsbError> {
+    let len = u64::from(n) * u64::from(CSB_ENTRY_SIZE);
+    if atok < ktoa.saturating_add(len) && ktoa < atok.saturating_add(len) {
+        return Err(CsbError::Overlap { atok, ktoa, len });
+    }
+    let snapshot = mem.memory().into_inner();
+    let mut ptrs = [NonNull::dangling(); 2];
+    for (p, gpa) in ptrs.iter_mut().zip([atok, ktoa]) {
+        let (host, id) =
+            host_range(&snapshot, gpa, len).ok_or(CsbError::OutsideRam { gpa, len })?;
+        if id.is_some() && id == port_region {
+            return Err(CsbError::InPortRegion { gpa });
+        }
+        if host.as_ptr() as usize % CSB_ENTRY_SIZE as usize != 0 {
+            // Guest RAM regions are page aligned on the host, so this follows from the
+            // 64-byte aligned guest address; checked anyway, as from_raw requires it.
+            return Err(CsbError::OutsideRam { gpa, len });
+        }
+        *p = host;
+    }
+    // SAFETY: both arrays were checked to lie entirely inside one mapped, read-write guest RAM
+    // region each (the vhost-user memory table maps regions PROT_READ | PROT_WRITE), and to be
+    // 64-byte aligned on the host. The mapping is kept alive by `GuestBacking`, which holds the
+    // memory snapshot the pointers were taken from. The guest may write the memory at any time;
+    // CsbRef only accesses it through the entries' atomics.
+    Ok(unsafe {
+        CsbRef::from_raw(
+            ptrs[0].cast::<CsbAtok>(),
+            ptrs[1].cast::<CsbKtoa>(),
+            n,
+            Arc::new(GuestBacking(snapshot)),
+        )
+    })
+}
+
+/// Whether `fd` is an eventfd (the frontend can send any kind of descriptor).
+pub fn is_eventfd(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
+}
+
+/// Makes `fd` non-blocking. (The flag belongs to the open file, which the frontend shares:
+/// QEMU creates its ioeventfds and irqfds non-blocking already.)
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and change the status flags of an open descriptor;
+    // an invalid one fails with EBADF.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Accepts a descriptor from the frontend as a kick or call eventfd: it must be an eventfd,
+/// and is made non-blocking.
+pub fn checked_eventfd(file: File) -> io::Result<File> {
+    if !is_eventfd(file.as_raw_fd()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an eventfd",
+        ));
+    }
+    set_nonblocking(file.as_raw_fd())?;
+    Ok(file)
+}
+
+/// A duplicate of the eventfd `fd` (checked by [`checked_eventfd`] when it arrived), for the
+/// sync loop.
+pub fn dup_eventfd(fd: &impl AsRawFd) -> io::Result<EventFd> {
+    if !is_eventfd(fd.as_raw_fd()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an eventfd",
+        ));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1) that only we own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor for an eventfd (checked above); EventFd takes sole
+    // ownership of it.
+    Ok(unsafe { EventFd::from_raw_fd(new) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    fn mem() -> GuestMem {
+        GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_ranges(&[
+                (GuestAddress(0x1_0000), 0x1_0000),
+                (GuestAddress(0x4_0000), 0x1000),
+            ])
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_csb_inside_ram_is_usable_and_reaches_guest_memory() {
+        let m = mem();
+        let csb = guest_csb(&m, 0x1_0000, 0x1_1000, 4, None).unwrap();
+        csb.ktoa(3).unwrap().kern_write(5, 9);
+        let g = m.memory();
+        let hwtail: u32 =
+            vm_memory::Bytes::read_obj(&*g, GuestAddress(0x1_1000 + 3 * 64 + 4)).unwrap();
+        assert_eq!(hwtail, 9);
+    }
+
+    #[test]
+    fn csb_arrays_outside_ram_or_across_regions_or_overlapping_are_refused() {
+        let m = mem();
+        assert!(matches!(
+            guest_csb(&m, 0x9_0000, 0x1_1000, 1, None),
+            Err(CsbError::OutsideRam { gpa: 0x9_0000, .. })
+        ));
+        // Ends past the end of the first region (the gap follows).
+        assert!(matches!(
+            guest_csb(&m, 0x1_0000, 0x1_ffc0, 2, None),
+            Err(CsbError::OutsideRam { .. })
+        ));
+        // The second region is exactly one page: 64 entries fit, 65 do not.
+        assert!(guest_csb(&m, 0x1_0000, 0x4_0000, 64, None).is_ok());
+        assert!(guest_csb(&m, 0x1_0000, 0x4_0000, 65, None).is_err());
+        assert!(matches!(
+            guest_csb(&m, 0x1_0000, 0x1_0040, 2, None),
+            Err(CsbError::Overlap { .. })
+        ));
+        assert!(matches!(
+            guest_csb(&m, u64::MAX - 63, 0x1_0000, 1, None),
+            Err(CsbError::OutsideRam { .. })
+        ));
+    }
+
+    #[test]
+    fn only_eventfds_are_accepted_from_the_frontend() {
+        let e = EventFd::new(0).unwrap();
+        // SAFETY: a duplicate that the File owns.
+        let f = unsafe { File::from_raw_fd(libc::dup(e.as_raw_fd())) };
+        let f = checked_eventfd(f).unwrap();
+        let d = dup_eventfd(&f).unwrap();
+        e.write(3).unwrap();
+        assert_eq!(d.read().unwrap(), 3);
+        // Non-blocking now: an empty counter is EAGAIN, not a hang.
+        assert_eq!(d.read().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+        let not = File::open("/dev/null").unwrap();
+        assert!(checked_eventfd(not).is_err());
+    }
+}
