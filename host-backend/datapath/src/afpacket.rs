@@ -509,6 +509,31 @@ impl PacketRing {
     }
 }
 
+/// An AF_PACKET socket that receives nothing and only holds `ifname` in promiscuous mode
+/// (PACKET_MR_PROMISC: reference counted by the kernel, released when the socket closes, so a
+/// crashed daemon leaves the interface as it found it).
+pub fn promisc_holder(ifname: &str) -> io::Result<OwnedFd> {
+    let name = CString::new(ifname).map_err(|_| io::Error::other("interface name with NUL"))?;
+    // SAFETY: a valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket creation (protocol 0: no frame is ever queued to it).
+    let raw =
+        cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mr = libc::packet_mreq {
+        mr_ifindex: ifindex as i32,
+        mr_type: PACKET_MR_PROMISC,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    setsockopt(&fd, PACKET_ADD_MEMBERSHIP, &mr)?;
+    Ok(fd)
+}
+
 impl Drop for PacketRing {
     fn drop(&mut self) {
         // SAFETY: unmaps the ring mapped in `open`; no slice into it outlives `&mut self`.

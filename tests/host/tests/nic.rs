@@ -279,7 +279,7 @@ fn station(i: u8) -> String {
 /// A host client on vale0 and a process in a namespace behind a veth attached to vale0
 /// exchange frames both ways: exact counts, payloads checked, in order.
 fn exchange_with_a_namespace(tag: &str, backend: &str) {
-    let host_if: &'static str = Box::leak(format!("ptx{tag}").into_boxed_str());
+    let host_if = leak(format!("ptx{tag}"));
     let ns = Netns::new(&format!("ptnet-x{tag}"));
     veth(host_if, &ns, None);
     let _guard = VethGuard(host_if);
@@ -379,16 +379,37 @@ fn a_host_client_and_a_namespace_exchange_frames_through_an_af_packet_port() {
 }
 
 #[test]
-fn two_namespaces_behind_two_nic_ports_reach_each_other() {
-    let a = Netns::new("ptnet-la");
-    let b = Netns::new("ptnet-lb");
-    veth("ptla", &a, Some("198.18.0.1/24"));
-    let _ga = VethGuard("ptla");
-    veth("ptlb", &b, Some("198.18.0.2/24"));
-    let _gb = VethGuard("ptlb");
-    let d = Daemon::start("nic-learn");
-    d.attach_nic("vale0", "ptla", "af_packet");
-    d.attach_nic("vale0", "ptlb", "af_packet");
+fn a_host_client_and_a_namespace_exchange_frames_through_an_af_xdp_port() {
+    exchange_with_a_namespace("d", "af_xdp");
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[test]
+fn two_namespaces_behind_two_af_packet_ports_reach_each_other() {
+    two_namespaces_reach_each_other("p", "af_packet");
+}
+
+#[test]
+fn two_namespaces_behind_two_af_xdp_ports_reach_each_other() {
+    two_namespaces_reach_each_other("d", "af_xdp");
+}
+
+/// Learning across NIC ports: two namespaces behind two veths on one switch ping each other
+/// and move a TCP stream whose checksum both ends compare.
+fn two_namespaces_reach_each_other(tag: &str, backend: &str) {
+    let (ia, ib) = (leak(format!("ptl{tag}a")), leak(format!("ptl{tag}b")));
+    let a = Netns::new(&format!("ptnet-l{tag}a"));
+    let b = Netns::new(&format!("ptnet-l{tag}b"));
+    veth(ia, &a, Some("198.18.0.1/24"));
+    let _ga = VethGuard(ia);
+    veth(ib, &b, Some("198.18.0.2/24"));
+    let _gb = VethGuard(ib);
+    let d = Daemon::start(&format!("nic-learn-{tag}"));
+    d.attach_nic("vale0", ia, backend);
+    d.attach_nic("vale0", ib, backend);
 
     let o = a.out("busybox", &["ping", "-c", "5", "-W", "2", "198.18.0.2"]);
     assert!(
@@ -428,8 +449,9 @@ fn two_namespaces_behind_two_nic_ports_reach_each_other() {
     assert_eq!(vc, vs, "what was sent is what arrived");
 
     // Both stations were learned behind their NIC ports: unicast did not flood to a third.
-    let na = d.nic("vale0:ptla").unwrap();
-    let nb = d.nic("vale0:ptlb").unwrap();
+    let na = d.nic(&format!("vale0:{ia}")).unwrap();
+    let nb = d.nic(&format!("vale0:{ib}")).unwrap();
+    assert_eq!(na.backend.as_deref(), Some(backend));
     assert!(
         na.rx_packets > 5000 && nb.tx_packets >= na.rx_packets - 10,
         "{na:?} {nb:?}"
@@ -438,16 +460,27 @@ fn two_namespaces_behind_two_nic_ports_reach_each_other() {
 }
 
 #[test]
-fn nic_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
-    let a = Netns::new("ptnet-fa");
-    let b = Netns::new("ptnet-fb");
-    veth("ptfa", &a, Some("198.18.1.1/24"));
-    let _ga = VethGuard("ptfa");
-    veth("ptfb", &b, Some("198.18.1.2/24"));
-    let _gb = VethGuard("ptfb");
-    let mut d = Daemon::start("nic-flap");
-    d.attach_nic("vale0", "ptfa", "af_packet");
-    d.attach_nic("vale0", "ptfb", "af_packet");
+fn af_packet_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
+    survive_link_changes("p", "af_packet");
+}
+
+#[test]
+fn af_xdp_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
+    survive_link_changes("d", "af_xdp");
+}
+
+fn survive_link_changes(tag: &str, backend: &str) {
+    let (ia, ib) = (leak(format!("ptf{tag}a")), leak(format!("ptf{tag}b")));
+    let (pa, pb) = (format!("vale0:{ia}"), format!("vale0:{ib}"));
+    let a = Netns::new(&format!("ptnet-f{tag}a"));
+    let b = Netns::new(&format!("ptnet-f{tag}b"));
+    veth(ia, &a, Some("198.18.1.1/24"));
+    let _ga = VethGuard(ia);
+    veth(ib, &b, Some("198.18.1.2/24"));
+    let _gb = VethGuard(ib);
+    let mut d = Daemon::start(&format!("nic-flap-{tag}"));
+    d.attach_nic("vale0", ia, backend);
+    d.attach_nic("vale0", ib, backend);
     let ping = |from: &Netns, to: &str| {
         from.out("busybox", &["ping", "-c", "2", "-W", "2", to])
             .status
@@ -506,11 +539,11 @@ fn nic_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
 
     // Link down, then up: the port follows, then carries traffic again.
     std::thread::sleep(Duration::from_millis(300));
-    ok("ip", &["link", "set", "ptfa", "down"]);
-    d.wait_link("vale0:ptfa", "down");
+    ok("ip", &["link", "set", ia, "down"]);
+    d.wait_link(&pa, "down");
     std::thread::sleep(Duration::from_millis(300));
-    ok("ip", &["link", "set", "ptfa", "up"]);
-    d.wait_link("vale0:ptfa", "up");
+    ok("ip", &["link", "set", ia, "up"]);
+    d.wait_link(&pa, "up");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ping(&a, "198.18.1.2") {
         assert!(
@@ -521,8 +554,8 @@ fn nic_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
 
     // The interface disappears under traffic: the port goes away with it, the switch keeps
     // serving the others.
-    ok("ip", &["link", "del", "ptfb"]);
-    d.wait_link("vale0:ptfb", "gone");
+    ok("ip", &["link", "del", ib]);
+    d.wait_link(&pb, "gone");
     let (ok_tx, vtx) = tx.finish();
     let (ok_rx, vrx) = rx.finish();
     assert!(ok_tx && ok_rx, "host clients: {vtx} {vrx}");
@@ -532,8 +565,8 @@ fn nic_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
 
     // A new interface of the same name: the port comes back. (Its peer has a new MAC: a
     // forgets the old one.)
-    veth("ptfb", &b, Some("198.18.1.2/24"));
-    d.wait_link("vale0:ptfb", "up");
+    veth(ib, &b, Some("198.18.1.2/24"));
+    d.wait_link(&pb, "up");
     let _ = a.out("ip", &["neigh", "flush", "dev", "eth0"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ping(&a, "198.18.1.2") {
@@ -542,8 +575,9 @@ fn nic_ports_survive_link_down_up_and_interface_deletion_under_traffic() {
             "no traffic through the re-created interface"
         );
     }
-    let na = d.nic("vale0:ptfa").unwrap();
-    let nb = d.nic("vale0:ptfb").unwrap();
+    let na = d.nic(&pa).unwrap();
+    let nb = d.nic(&pb).unwrap();
+    assert_eq!(nb.backend.as_deref(), Some(backend), "{nb:?}");
     assert!(na.link_changes >= 2, "{na:?}");
     assert!(nb.link_changes >= 2, "{nb:?}");
     assert!(d.alive(), "the daemon survived");
