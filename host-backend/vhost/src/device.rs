@@ -162,6 +162,8 @@ struct State {
     mapped: bool,
     /// The last reason a start was refused, to log each distinct reason once.
     last_refusal: Option<String>,
+    /// `SET_CONFIG` requests outside the config space (rate-limits their log).
+    bad_config_writes: u64,
     gone: bool,
 }
 
@@ -229,6 +231,7 @@ impl Device {
                 generation: 0,
                 mapped: false,
                 last_refusal: None,
+                bad_config_writes: 0,
                 gone: false,
             }),
             mapper: Mutex::new(Some(tx)),
@@ -570,11 +573,16 @@ impl VhostUserBackend for Device {
             return Ok(());
         }
         if !st.config.write(offset, buf) {
-            log::warn!(
-                "{}: SET_CONFIG of {} bytes at {offset} outside the 64-byte config space",
-                self.name,
-                buf.len()
-            );
+            st.bad_config_writes += 1;
+            let n = st.bad_config_writes;
+            // Rate-limited: the frontend decides how often this happens.
+            if n <= 5 || n % 1000 == 0 {
+                log::warn!(
+                    "{}: SET_CONFIG of {} bytes at {offset} outside the 64-byte config space                      ignored (#{n})",
+                    self.name,
+                    buf.len()
+                );
+            }
         }
         self.maybe_start(&mut st);
         // Never an error: the vhost crate would end the connection.

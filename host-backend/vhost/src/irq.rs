@@ -6,13 +6,14 @@
 //! queue's call eventfd (a KVM irqfd under QEMU). Interrupts are rare under CSB suppression:
 //! this costs one lock and a few guest-memory accesses per interrupt, never per packet.
 
+use std::num::Wrapping;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ptnet_datapath::kring::Interrupt;
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::QueueT;
-use vm_memory::GuestAddressSpace;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::guest::GuestMem;
 
@@ -75,22 +76,57 @@ impl Interrupt for VirtqueueInterrupt {
         }
         if st.get_queue().ready() {
             let mem = self.mem.memory();
-            let queue = st.get_queue_mut();
-            // Every index and address is checked by virtio-queue against the queue size and
-            // the memory table; a broken queue just yields no buffer.
-            let done = match queue.pop_descriptor_chain(&*mem) {
-                Some(chain) => queue.add_used(&*mem, chain.head_index(), 0).is_ok(),
-                None => false,
-            };
-            let c = if done {
-                &self.stats.completed
-            } else {
-                &self.stats.no_buffer
-            };
-            c.fetch_add(1, Ordering::Relaxed);
+            match complete_one(st.get_queue_mut(), &mem) {
+                Ok(()) => {
+                    self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(why) => {
+                    let n = self.stats.no_buffer.fetch_add(1, Ordering::Relaxed);
+                    // Rate-limited: the guest decides how often this happens.
+                    if n < 10 || n % 10_000 == 0 {
+                        log::warn!("interrupt without an event buffer ({why:?}, #{})", n + 1);
+                    }
+                }
+            }
         }
         // The call eventfd was checked to be a non-blocking eventfd when it arrived.
         let _ = st.signal_used_queue();
         self.stats.raised.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Why no event buffer was completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoBuffer {
+    /// The driver has none posted.
+    Empty,
+    /// The available index is unreadable or further ahead than the queue size.
+    BadAvailIndex,
+    /// The posted head index is outside the queue.
+    BadHead,
+    /// The used ring could not be written.
+    UsedRing,
+}
+
+/// Completes the next available buffer with length 0. Every index the guest wrote is checked
+/// here first, so that virtio-queue (which logs every error it meets) only sees valid ones: a
+/// guest must not be able to flood the daemon's log.
+fn complete_one(q: &mut Queue, mem: &GuestMemoryMmap<()>) -> Result<(), NoBuffer> {
+    let avail = q
+        .avail_idx(mem, Ordering::Acquire)
+        .map_err(|_| NoBuffer::BadAvailIndex)?;
+    let pending = (avail - Wrapping(q.next_avail())).0;
+    if pending == 0 {
+        return Err(NoBuffer::Empty);
+    }
+    if pending > q.size() {
+        return Err(NoBuffer::BadAvailIndex);
+    }
+    let chain = q.pop_descriptor_chain(mem).ok_or(NoBuffer::BadAvailIndex)?;
+    if chain.head_index() >= q.size() {
+        // Consumed: the driver posted garbage, and it stays consumed.
+        return Err(NoBuffer::BadHead);
+    }
+    q.add_used(mem, chain.head_index(), 0)
+        .map_err(|_| NoBuffer::UsedRing)
 }

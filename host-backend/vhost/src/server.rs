@@ -16,8 +16,8 @@ use ptnet_client::proto::Profile;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::device::{PTNET_CONFIG_SIZE, VIRTIO_ID_PTNET};
-use vhost::vhost_user::Listener;
-use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -330,7 +330,10 @@ fn accept_loop(
             .take();
         dev.shutdown();
         match res {
-            Ok(()) => log::info!("{name}: vhost-user frontend disconnected; port reclaimed"),
+            Ok(())
+            | Err(DaemonError::HandleRequest(
+                VhostUserError::Disconnected | VhostUserError::PartialMessage,
+            )) => log::info!("{name}: vhost-user frontend disconnected; port reclaimed"),
             Err(e) => log::warn!("{name}: vhost-user connection ended: {e}; port reclaimed"),
         }
     }

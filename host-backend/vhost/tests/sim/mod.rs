@@ -85,6 +85,11 @@ impl GuestRam {
         // SAFETY: a fresh descriptor nothing else owns.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         file.set_len(size as u64).unwrap();
+        Self::from_file(file, gpa, size)
+    }
+
+    /// Maps `size` bytes of `file` as guest memory at `gpa`.
+    pub fn from_file(file: File, gpa: u64, size: usize) -> Self {
         // SAFETY: a new shared mapping of a file we hold, at an address of the kernel's choice.
         let p = unsafe {
             libc::mmap(
@@ -565,19 +570,50 @@ impl Vm {
     /// QEMU's `vhost_dev_start` after DRIVER_OK: features, then every queue's size, base,
     /// addresses, kick and call, then enable them.
     pub fn start_queues(&mut self) {
-        self.fe.set_features(DRIVER_FEATURES).unwrap();
+        self.start_queues_with(|_, _| {}).unwrap();
+    }
+
+    /// [`Vm::start_queues`], with each queue's addresses passed through `edit` first.
+    pub fn start_queues_with(
+        &mut self,
+        edit: impl Fn(usize, &mut VringConfigData),
+    ) -> vhost::Result<()> {
+        self.fe.set_features(DRIVER_FEATURES)?;
         for i in 0..self.nq {
             self.layout_queue(i);
-            self.fe.set_vring_num(i, QSIZE).unwrap();
-            self.fe.set_vring_base(i, 0).unwrap();
-            let c = self.vring_config(i);
-            self.fe.set_vring_addr(i, &c).unwrap();
-            self.fe.set_vring_kick(i, &self.kicks[i]).unwrap();
-            self.fe.set_vring_call(i, &self.calls[i]).unwrap();
+            self.fe.set_vring_num(i, QSIZE)?;
+            self.fe.set_vring_base(i, 0)?;
+            let mut c = self.vring_config(i);
+            edit(i, &mut c);
+            self.fe.set_vring_addr(i, &c)?;
+            self.fe.set_vring_kick(i, &self.kicks[i])?;
+            self.fe.set_vring_call(i, &self.calls[i])?;
         }
         for i in 0..self.nq {
-            self.fe.set_vring_enable(i, true).unwrap();
+            self.fe.set_vring_enable(i, true)?;
         }
+        Ok(())
+    }
+
+    /// What QEMU does once it mapped region 0 into the BAR at `gpa`: the BAR becomes guest
+    /// memory, and the backend hears about it with `ADD_MEM_REG`. Returns the local mapping.
+    pub fn add_bar_region(&mut self, gpa: u64) -> GuestRam {
+        let (file, len) = {
+            let s = self.shm.inner.lock().unwrap();
+            let (f, l) = s.map.as_ref().expect("region 0 mapped");
+            (f.try_clone().unwrap(), *l as usize)
+        };
+        let bar = GuestRam::from_file(file, gpa, len);
+        self.fe
+            .add_mem_region(&VhostUserMemoryRegionInfo {
+                guest_phys_addr: gpa,
+                memory_size: len as u64,
+                userspace_addr: bar.va(gpa),
+                mmap_offset: 0,
+                mmap_handle: bar.file.as_raw_fd(),
+            })
+            .expect("ADD_MEM_REG");
+        bar
     }
 
     /// QEMU's `vhost_dev_stop`: `GET_VRING_BASE` on every queue.
@@ -730,6 +766,13 @@ pub fn check_frame(buf: &[u8], seq: u64, len: usize) {
 pub struct Exchange {
     /// Waits of the sender and receiver that timed out with nothing ready (a lost interrupt).
     pub timeouts: u32,
+    /// Frames from other senders the receiver skipped.
+    pub foreign: u64,
+}
+
+/// Whether `buf` is a frame of [`frame`] from `src`.
+fn ours(buf: &[u8], src: [u8; 6]) -> bool {
+    buf.len() >= 22 && buf[6..12] == src && buf[12..14] == [0x88, 0xb5]
 }
 
 /// Waits (up to 2 s) and counts a wait that slept the whole time: with a peer that is
@@ -759,6 +802,10 @@ pub fn exchange(
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut sent, mut got) = (0u64, 0u64);
     let mut ex = Exchange::default();
+    // Whatever an earlier test step left in the receiver's ring is not ours.
+    rx.rxsync(0);
+    ex.foreign += u64::from(rx.rx_batch(0, u32::MAX, |_, _| {}));
+    rx.rxsync(0);
     while got < count {
         let target = (sent + burst).min(count);
         while sent < target {
@@ -779,8 +826,12 @@ pub fn exchange(
             );
             rx.rxsync(0);
             let n = rx.rx_batch(0, u32::MAX, |buf, _| {
-                check_frame(buf, got, len);
-                got += 1;
+                if ours(buf, src) {
+                    check_frame(buf, got, len);
+                    got += 1;
+                } else {
+                    ex.foreign += 1;
+                }
             });
             if n > 0 {
                 rx.rxsync(0);
@@ -790,4 +841,22 @@ pub fn exchange(
         }
     }
     ex
+}
+
+/// A small deterministic random generator (xorshift64*) for the hostile tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }
