@@ -11,7 +11,27 @@ LABELS = {  # scenario -> row label
     "dpdk-memif": "peer: DPDK memif, testpmd txonly → rxonly",
     "veth-af_packet": "peer: veth + AF_PACKET (DPDK net_af_packet, TPACKET_V2)",
     "veth-af_packet-v3": "peer: veth + AF_PACKET, TPACKET_V3 rings",
+    "nic-af_packet": "veth → NIC port (AF_PACKET) → VALE → host client",
+    "nic-af_xdp": "veth → NIC port (AF_XDP copy, native XDP) → VALE → host client",
+    "bridge": "peer: veth → Linux bridge → veth → AF_PACKET receiver",
 }
+
+
+def nic_table(rows):
+    """The NIC benchmark (bench/nic.sh): CPU in cores, per side and for the whole machine."""
+    out = ["| path | frame B | sent Mpps | received Mpps (min–max) | received Gbit/s "
+           "| CPU sender | CPU receiver | softirq | machine | machine ns / frame |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        spread = ""
+        if "rx_mpps_min" in r:
+            spread = " (%.2f–%.2f)" % (r["rx_mpps_min"], r["rx_mpps_max"])
+        recv = r.get("client_cpu", 0.0) + r.get("daemon_cpu", 0.0)
+        out.append("| %s | %d | %.2f | %.2f%s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f |" % (
+            label(r), r["size"], r["tx_mpps"], r["rx_mpps"], spread, r["rx_gbps"],
+            r.get("gen_cpu", 0.0), recv, r.get("softirq_cpu", 0.0), r.get("total_cpu", 0.0),
+            r.get("cpu_ns_per_packet", 0.0)))
+    return "\n".join(out)
 
 
 def label(r):
@@ -67,8 +87,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("--svg")
+    ap.add_argument("--nic", action="store_true", help="the NIC benchmark's table (nic.sh)")
     a = ap.parse_args()
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
+    if a.nic:
+        print(nic_table(rows))
+        return
     print(table(rows))
     if a.svg:
         svg(rows, a.svg)

@@ -34,6 +34,13 @@ enum Scenario {
     /// Peer: the kernel path, AF_PACKET with TPACKET_V3 rings over a veth pair
     /// (`--tx-if`/`--rx-if`, created by the caller; root).
     AfPacket,
+    /// A NIC port: a generator in namespace `--netns` transmits on `--gen-if` (a veth whose
+    /// peer `--nic-if` is attached to a switch with `--backend`); a host client on the switch
+    /// receives (root; `bench/nic.sh` makes the namespace).
+    Nic,
+    /// Peer of `nic`: the same generator, the kernel's Linux bridge between two veths, and an
+    /// AF_PACKET TPACKET_V3 receiver on `--rx-if` in namespace `--rx-netns`.
+    Bridge,
 }
 
 /// ptnet host datapath benchmark.
@@ -71,6 +78,21 @@ struct Args {
     /// fewer cores than busy threads this takes CPU from the threads it waits for.
     #[arg(long, default_value_t = 0)]
     client_linger_us: u64,
+    /// nic/bridge: the generator's namespace.
+    #[arg(long, default_value = "ptbench-gen")]
+    netns: String,
+    /// nic/bridge: the generator's interface in its namespace.
+    #[arg(long, default_value = "eth0")]
+    gen_if: String,
+    /// nic: the interface attached to the switch.
+    #[arg(long, default_value = "ptbench-nic")]
+    nic_if: String,
+    /// nic: the backend (af_packet, af_xdp).
+    #[arg(long, default_value = "af_packet")]
+    backend: String,
+    /// bridge: the receiver's namespace.
+    #[arg(long, default_value = "ptbench-rx")]
+    rx_netns: String,
     /// Microseconds an idle sync loop polls before sleeping (eventfd mode).
     #[arg(long, default_value_t = ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64)]
     linger_us: u64,
@@ -99,6 +121,16 @@ struct Result {
     cpu_ns_per_packet: f64,
     /// Nanoseconds of the daemon's CPU per frame sent: the switch's (or pipe's) own cost.
     daemon_ns_per_packet: f64,
+    /// nic/bridge: CPU of the generator thread (its kernel work included: the veth transmit
+    /// and, mostly, the receiving side's softirq work run in its context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gen_cpu: Option<f64>,
+    /// nic/bridge: softirq CPU of the machine (the kernel's packet processing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    softirq_cpu: Option<f64>,
+    /// nic/bridge: busy CPU of the whole machine (/proc/stat), in cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_cpu: Option<f64>,
 }
 
 fn mac(i: u32) -> [u8; 6] {
@@ -131,8 +163,10 @@ fn thread_cpu() -> HashMap<String, f64> {
         let f: Vec<&str> = stat[r + 2..].split(' ').collect();
         let t = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
             + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-        let key = if name.starts_with("kloop") {
+        let key = if name.starts_with("kloop") || name.starts_with("nic-") {
             "daemon"
+        } else if name.starts_with("bench-gen") {
+            "gen"
         } else if name.starts_with("bench-") {
             "client"
         } else {
@@ -314,11 +348,240 @@ fn af_packet(a: &Args) -> Result {
             0.0
         },
         daemon_ns_per_packet: 0.0,
+        gen_cpu: None,
+        softirq_cpu: None,
+        total_cpu: None,
+    }
+}
+
+/// Moves the calling thread into network namespace `name` (made by `ip netns add`).
+fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("namespace {name}: {e} (bench/nic.sh makes it)"));
+    use std::os::fd::AsRawFd;
+    // SAFETY: a namespace descriptor; setns changes only this thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert!(r == 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+/// CPU seconds the machine spent in softirq (the kernel's packet processing, which this
+/// kernel accounts apart from the tasks it interrupts), and busy CPU seconds of the machine,
+/// from /proc/stat.
+fn kernel_cpu() -> (f64, f64) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().next()?.to_owned();
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal guest guest_nice: busy = all but
+            // idle and iowait (guest time is already in user).
+            let busy = v.iter().take(8).sum::<f64>() - v.get(3)? - v.get(4)?;
+            Some((v.get(6)? / hz, busy / hz))
+        })
+        .unwrap_or((0.0, 0.0))
+}
+
+/// A generator thread in namespace `ns`: TPACKET_V3 TX ring on `ifname`, frames to `dst`.
+fn generator(
+    ns: String,
+    ifname: String,
+    dst: [u8; 6],
+    size: usize,
+    batch: u32,
+    sh: Arc<Shared>,
+) -> thread::JoinHandle<()> {
+    use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+    thread::Builder::new()
+        .name("bench-gen".into())
+        .spawn(move || {
+            enter_netns(&ns);
+            let mut tx = PacketRing::open(&ifname, Direction::Tx, RingConfig::default())
+                .unwrap_or_else(|e| panic!("TX ring on {ifname} in {ns}: {e}"));
+            while !sh.stop.load(Ordering::Relaxed) {
+                let n = tx
+                    .tx_burst(batch, |buf| {
+                        buf[..6].copy_from_slice(&dst);
+                        buf[6..12].copy_from_slice(&mac(1));
+                        buf[12..14].copy_from_slice(&[0x88, 0xb5]);
+                        size
+                    })
+                    .unwrap_or(0);
+                if sh.measuring.load(Ordering::Relaxed) {
+                    sh.tx.fetch_add(u64::from(n), Ordering::Relaxed);
+                }
+                if n == 0 {
+                    let _ = tx.poll(10);
+                }
+            }
+        })
+        .expect("spawn")
+}
+
+/// `nic` and `bridge`: a generator in a namespace, and either a NIC port + host client or the
+/// kernel bridge + an AF_PACKET receiver.
+fn nic_path(a: &Args) -> Result {
+    use ptnet_datapath::nic::{HostInterface, NicPort};
+    let sh = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        measuring: AtomicBool::new(false),
+        tx: AtomicU64::new(0),
+        rx: AtomicU64::new(0),
+    });
+    let dst = mac(1000);
+    let mut keep = None;
+    let mut drops_of: Vec<Arc<dyn SyncPort>> = Vec::new();
+    let recv = if a.scenario == Scenario::Nic {
+        let sw = Switch::new("vale0");
+        let spec = VPortSpec {
+            slots: a.slots,
+            ..Default::default()
+        };
+        let vport = sw.add_port(&a.nic_if, &spec).expect("port");
+        let nic = NicPort::start(
+            Arc::clone(&sw),
+            vport,
+            Box::new(HostInterface {
+                ifname: a.nic_if.clone(),
+                choice: a.backend.parse().expect("backend"),
+                max_frame: ptnet_datapath::mem::DEFAULT_BUF_SIZE,
+            }),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "NIC port on {}: {}",
+                a.nic_if,
+                ptnet_datapath::nic::error_chain(&e)
+            )
+        });
+        let s = nic.snapshot();
+        assert_eq!(
+            s.backend.map(|b| b.name()),
+            Some(a.backend.as_str()),
+            "backend: {:?}",
+            s.note
+        );
+        let rxp: Arc<dyn SyncPort> = Arc::new(ValePortSync {
+            switch: Arc::clone(&sw),
+            port: sw.add_port("rx", &spec).expect("port"),
+        });
+        drops_of.push(Arc::clone(&rxp));
+        let (h, mut p) = attach(rxp, Mode::default(), Duration::ZERO);
+        p.tx_batch(0, 1, |_, buf| {
+            buf[..6].copy_from_slice(&[0xff; 6]);
+            buf[6..12].copy_from_slice(&dst);
+            60
+        });
+        p.txsync(0);
+        keep = Some((h, nic));
+        let sh_r = Arc::clone(&sh);
+        thread::Builder::new()
+            .name("bench-rx".into())
+            .spawn(move || receiver(vec![p], false, &sh_r))
+            .expect("spawn")
+    } else {
+        use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+        let (ns, ifname, sh_r) = (a.rx_netns.clone(), a.rx_if.clone(), Arc::clone(&sh));
+        thread::Builder::new()
+            .name("bench-rx".into())
+            .spawn(move || {
+                enter_netns(&ns);
+                let mut rx = PacketRing::open(&ifname, Direction::Rx, RingConfig::default())
+                    .unwrap_or_else(|e| panic!("RX ring on {ifname} in {ns}: {e}"));
+                while !sh_r.stop.load(Ordering::Relaxed) {
+                    let mut n = 0u64;
+                    rx.rx_burst(|f| n += u64::from(f.get(12..14) == Some(&[0x88, 0xb5][..])));
+                    if sh_r.measuring.load(Ordering::Relaxed) {
+                        sh_r.rx.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if n == 0 {
+                        let _ = rx.poll(10);
+                    }
+                }
+            })
+            .expect("spawn")
+    };
+    thread::sleep(Duration::from_millis(200));
+    let g = generator(
+        a.netns.clone(),
+        a.gen_if.clone(),
+        dst,
+        usize::from(a.size),
+        a.batch,
+        Arc::clone(&sh),
+    );
+    thread::sleep(Duration::from_millis(500));
+    let drops0: u64 = drops_of.iter().map(|p| p.stats().snapshot().rx_drops).sum();
+    let cpu0 = thread_cpu();
+    let (soft0, total0) = kernel_cpu();
+    let t0 = Instant::now();
+    sh.measuring.store(true, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs_f64(a.duration));
+    sh.measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = thread_cpu();
+    let (soft1, total1) = kernel_cpu();
+    let drops1: u64 = drops_of.iter().map(|p| p.stats().snapshot().rx_drops).sum();
+    sh.stop.store(true, Ordering::Relaxed);
+    let _ = g.join();
+    let _ = recv.join();
+    let nic_drops = keep.as_ref().map_or(0, |(_, n)| n.snapshot().rx_drops);
+    drop(keep);
+    let d = |k: &str| cpu1.get(k).copied().unwrap_or(0.0) - cpu0.get(k).copied().unwrap_or(0.0);
+    let (txp, rxp) = (sh.tx.load(Ordering::Relaxed), sh.rx.load(Ordering::Relaxed));
+    Result {
+        scenario: if a.scenario == Scenario::Nic {
+            format!("nic-{}", a.backend)
+        } else {
+            "bridge".into()
+        },
+        mode: if a.scenario == Scenario::Nic {
+            "eventfd"
+        } else {
+            "kernel"
+        },
+        size: a.size,
+        batch: a.batch,
+        ports: 1,
+        seconds: secs,
+        tx_packets: txp,
+        rx_packets: rxp,
+        tx_mpps: txp as f64 / secs / 1e6,
+        rx_mpps: rxp as f64 / secs / 1e6,
+        rx_gbps: rxp as f64 * (f64::from(a.size) + 24.0) * 8.0 / secs / 1e9,
+        drops: drops1 - drops0 + nic_drops,
+        client_cpu: d("client") / secs,
+        daemon_cpu: d("daemon") / secs,
+        cpu_ns_per_packet: if rxp > 0 {
+            (total1 - total0) * 1e9 / rxp as f64
+        } else {
+            0.0
+        },
+        daemon_ns_per_packet: if txp > 0 {
+            d("daemon") * 1e9 / txp as f64
+        } else {
+            0.0
+        },
+        gen_cpu: Some(d("gen") / secs),
+        softirq_cpu: Some((soft1 - soft0) / secs),
+        total_cpu: Some((total1 - total0) / secs),
     }
 }
 
 fn main() {
     let a = Args::parse();
+    if matches!(a.scenario, Scenario::Nic | Scenario::Bridge) {
+        println!(
+            "{}",
+            serde_json::to_string(&nic_path(&a)).expect("serialise")
+        );
+        return;
+    }
     if a.scenario == Scenario::AfPacket {
         println!(
             "{}",
@@ -352,7 +615,7 @@ fn main() {
             keep.extend([hm, hs]);
             (vec![pm], vec![ps], vec![mac(0xffff)])
         }
-        Scenario::AfPacket => unreachable!("handled above"),
+        Scenario::AfPacket | Scenario::Nic | Scenario::Bridge => unreachable!("handled above"),
         Scenario::Vale | Scenario::OneToN | Scenario::NToOne => {
             let sw = Switch::new("vale0");
             let spec = VPortSpec {
@@ -468,6 +731,9 @@ fn main() {
         } else {
             0.0
         },
+        gen_cpu: None,
+        softirq_cpu: None,
+        total_cpu: None,
     };
     println!("{}", serde_json::to_string(&res).expect("serialise"));
 }

@@ -482,17 +482,28 @@ impl XdpBackend {
             queue_id: 0,
             shared_umem_fd: 0,
         };
-        // SAFETY: a fully initialised sockaddr_xdp and its size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const SockaddrXdp).cast(),
-                std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
+        // A socket closed a moment ago (a previous port on this queue, a reopening after the
+        // link came back) leaves the queue busy until the kernel's deferred release runs:
+        // try again for up to a second.
+        let mut tries = 0;
+        loop {
+            // SAFETY: a fully initialised sockaddr_xdp and its size.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const SockaddrXdp).cast(),
+                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
             let e = io::Error::last_os_error();
-            return Err(unmap(sys("binding the AF_XDP socket")(e)));
+            tries += 1;
+            if e.raw_os_error() != Some(libc::EBUSY) || tries >= 50 {
+                return Err(unmap(sys("binding the AF_XDP socket")(e)));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let mut a = BpfAttr::new()
             .u32(0, BPF_MAP_TYPE_XSKMAP)
