@@ -8,9 +8,9 @@
 //! txsync itself (the switch forwards them in the same call), and it copies what the switch
 //! delivered to the port's RX ring out to the socket. The switch, its leases, drop-when-full
 //! and learning are untouched, and every frame costs one more copy than a switch port whose
-//! rings *are* the socket's would: about 10 ns at 64 bytes and 50 ns at 1514, against the
-//! microsecond the kernel spends per frame on either side of an AF_PACKET or AF_XDP socket
-//! (docs/architecture.md has the numbers).
+//! rings *are* the socket's would: less than the switch's whole per-frame work (47 ns at 60
+//! bytes, 78 at 1514), against the microseconds the kernel spends per frame around an
+//! AF_PACKET or AF_XDP socket (docs/architecture.md has the numbers).
 //!
 //! The worker sleeps in `poll` on the socket(s), on the port's RX interrupt eventfd (the switch
 //! delivered frames) and on a stop eventfd. It moves whole batches: no allocation, lock or
@@ -852,7 +852,7 @@ const LINK_CHECK_DOWN: Duration = Duration::from_millis(200);
 /// Interrupt moderation: after a wake-up that brought fewer than [`COALESCE_BELOW`] frames
 /// from the wire, the worker lets frames accumulate this long before looking again, instead
 /// of waking once per frame. AF_XDP signals every frame: at 0.4 Mpps of 60-byte frames the
-/// worker and the host client used 1.15 cores without it, 0.27 with it (`bench/nic.sh`);
+/// worker and the host client used 1.15 cores without it, 0.29 with it (`bench/nic.sh`);
 /// AF_PACKET's TPACKET_V3 blocks batch already. The added latency is at most this, and only
 /// while frames keep coming (the first frame after an idle period is handled at once).
 const COALESCE: Duration = Duration::from_micros(50);
