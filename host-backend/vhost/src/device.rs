@@ -48,6 +48,10 @@ use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::config::{DeviceConfig, STATUS_RUNNING};
 use crate::guest::{self, FileId, GuestMem};
@@ -133,6 +137,10 @@ pub struct DeviceOptions {
     pub mode: Mode,
     /// Largest virtqueue the frontend may configure (a power of two).
     pub max_queue_size: u16,
+    /// Measurement only: let vhost-user-backend's vring worker read the kicks and forward
+    /// each to the sync loop through an eventfd of ours (the design this crate rejects; see
+    /// the module documentation and `tests/kick_path.rs`). At most 64 queues.
+    pub kicks_via_worker: bool,
 }
 
 /// The running part of a started device.
@@ -180,6 +188,10 @@ pub struct Device {
     stats: Arc<DeviceStats>,
     state: Mutex<State>,
     mapper: Mutex<Option<Sender<Job>>>,
+    /// With `kicks_via_worker`: the eventfds the worker forwards kicks to, per queue.
+    forward: Mutex<Vec<Arc<EventFd>>>,
+    /// With `kicks_via_worker`: ends the worker thread (the daemon only does it in `serve`).
+    worker_exit: Mutex<Option<EventNotifier>>,
 }
 
 /// The virtio feature bits the device offers.
@@ -235,6 +247,8 @@ impl Device {
                 gone: false,
             }),
             mapper: Mutex::new(Some(tx)),
+            forward: Mutex::new(Vec::new()),
+            worker_exit: Mutex::new(None),
         });
         let weak = Arc::downgrade(&dev);
         thread::Builder::new()
@@ -267,6 +281,14 @@ impl Device {
         st.vrings.clear();
         drop(st);
         self.mapper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let exit = self
+            .worker_exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(e) = exit {
+            let _ = e.notify();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -348,6 +370,7 @@ impl Device {
         let mem = self.mem.memory();
         let mut kicks = Vec::with_capacity(st.vrings.len());
         let mut irqs = Vec::with_capacity(st.vrings.len());
+        let mut forward = Vec::new();
         for (i, v) in st.vrings.iter().enumerate() {
             let s = v.get_ref();
             if !s.get_queue().is_valid(&*mem) {
@@ -357,9 +380,16 @@ impl Device {
                 .get_kick()
                 .as_ref()
                 .ok_or_else(|| format!("virtqueue {i} has no kick eventfd"))?;
-            kicks.push(
-                guest::dup_eventfd(kick).map_err(|e| format!("virtqueue {i} kick eventfd: {e}"))?,
-            );
+            if self.opts.kicks_via_worker {
+                let f = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| e.to_string())?);
+                kicks.push(f.try_clone().map_err(|e| e.to_string())?);
+                forward.push(f);
+            } else {
+                kicks.push(
+                    guest::dup_eventfd(kick)
+                        .map_err(|e| format!("virtqueue {i} kick eventfd: {e}"))?,
+                );
+            }
             irqs.push(Arc::new(VirtqueueInterrupt::new(
                 v.inner().clone(),
                 self.mem.clone(),
@@ -378,7 +408,10 @@ impl Device {
             return Err("the port refused the binding".into());
         }
         match kloop::spawn(Arc::clone(&self.port), csb, kicks, self.opts.mode) {
-            Ok(kloop) => Ok(Running { kloop, irqs }),
+            Ok(kloop) => {
+                *self.forward.lock().unwrap_or_else(|e| e.into_inner()) = forward;
+                Ok(Running { kloop, irqs })
+            }
             Err(e) => {
                 self.port.bind(None);
                 Err(format!("cannot start the sync loop: {e}"))
@@ -602,8 +635,17 @@ impl VhostUserBackend for Device {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
+        if self.opts.kicks_via_worker {
+            return vec![u64::MAX >> (64 - self.nrings.clamp(1, 64))];
+        }
         // No vring worker threads: the sync loop reads the kicks.
         Vec::new()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        let (c, n) = new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()?;
+        *self.worker_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(n.try_clone().ok()?);
+        Some((c, n))
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
@@ -618,12 +660,17 @@ impl VhostUserBackend for Device {
 
     fn handle_event(
         &self,
-        _device_event: u16,
+        device_event: u16,
         _evset: EventSet,
         _vrings: &[PtnetVring],
         _thread_id: usize,
     ) -> io::Result<()> {
-        // Never called: there are no vring worker threads.
+        // Only with `kicks_via_worker` (measurement): the worker read the kick of queue
+        // `device_event` (its index in the one worker's mask), pass it on.
+        let f = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = f.get(usize::from(device_event)) {
+            let _ = e.write(1);
+        }
         Ok(())
     }
 

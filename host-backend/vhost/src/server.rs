@@ -71,6 +71,10 @@ pub struct ServeConfig {
     /// Largest virtqueue a frontend may configure (a power of two; QEMU's default `vq_size`
     /// is 64).
     pub max_queue_size: u16,
+    /// Measurement only (`tests/kick_path.rs`): kicks pass through vhost-user-backend's vring
+    /// worker thread before they reach the sync loop.
+    #[doc(hidden)]
+    pub kicks_via_worker: bool,
 }
 
 impl Default for ServeConfig {
@@ -80,6 +84,7 @@ impl Default for ServeConfig {
             profile: Profile::Untrusted,
             mode: Mode::default(),
             max_queue_size: 1024,
+            kicks_via_worker: false,
         }
     }
 }
@@ -232,6 +237,7 @@ pub fn serve(
         mac: cfg.mac.unwrap_or_else(|| default_mac(&name)),
         mode: cfg.mode,
         max_queue_size: cfg.max_queue_size,
+        kicks_via_worker: cfg.kicks_via_worker,
     };
     let l2 = listener.try_clone().map_err(io_err)?;
     let (s2, st2, path2) = (Arc::clone(&shared), Arc::clone(&stats), socket.to_owned());
