@@ -293,6 +293,29 @@ mod tests {
         );
         assert!(bad("[daemon]\nsocket_mode = \"999\"").contains("octal"));
         assert!(bad("[[port]]\nname = \"eth0\"").contains("only VALE"));
+        let sw = "[[switch]]\nname=\"vale0\"\n";
+        assert!(
+            bad(&format!(
+                "{sw}[[port]]\nname = \"vale0:eth1\"\nbackend = \"dpdk\""
+            ))
+            .contains("unknown NIC backend")
+        );
+        assert!(
+            bad("[[port]]\nname = \"pipe0{1\"\nnic = true").contains("valeX:IFNAME"),
+            "NIC options only on switch ports"
+        );
+    }
+
+    #[test]
+    fn nic_ports_parse() {
+        let c = Config::parse(
+            "[[switch]]\nname = \"vale0\"\n[[port]]\nname = \"vale0:eth1\"\n\
+             backend = \"af_xdp\"\nbuf_size = 4096\n",
+            "t.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(c.ports[0].backend.as_deref(), Some("af_xdp"));
+        assert_eq!(c.ports[0].buf_size, Some(4096));
     }
 
     #[test]

@@ -906,3 +906,38 @@ pub fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(name: &str, nic: Option<bool>, backend: Option<&str>) -> PortSection {
+        PortSection {
+            name: name.into(),
+            tx_rings: 1,
+            rx_rings: 1,
+            slots: 1024,
+            extra_bufs: 0,
+            profile: Profile::Untrusted,
+            nic,
+            backend: backend.map(Into::into),
+            buf_size: None,
+        }
+    }
+
+    #[test]
+    fn config_ports_naming_existing_interfaces_are_nic_ports_unless_told_otherwise() {
+        // Classification only: nothing is attached here.
+        assert_eq!(
+            nic_section(&section("vale0:lo", None, None)),
+            Some(("vale0", "lo"))
+        );
+        assert_eq!(nic_section(&section("vale0:lo", Some(false), None)), None);
+        assert_eq!(nic_section(&section("vale0:ptnoif9", None, None)), None);
+        assert_eq!(
+            nic_section(&section("vale0:ptnoif9", None, Some("af_packet"))),
+            Some(("vale0", "ptnoif9"))
+        );
+        assert_eq!(nic_section(&section("pipe0{1", Some(true), None)), None);
+    }
+}
