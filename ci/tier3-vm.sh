@@ -35,6 +35,9 @@ export PTNET_QEMU=${PTNET_QEMU:-$patched_qemu}
 step "vhost-user shared memory regions (qemu-patches/test-shmem.sh)"
 PTNET_QEMU=$patched_qemu qemu-patches/test-shmem.sh
 
+step "the ptnet device in the patched QEMU, started without a guest driver (qtest)"
+PTNET_QEMU=$patched_qemu host-backend/vhost/qemu/qtest-start.sh
+
 step "ptnet-spec with the guest toolchain"
 # The guest driver shares ptnet-spec's layouts: the crate must build with the kernel's rustc
 # (1.85, edition 2021, core only), not just the host's.
