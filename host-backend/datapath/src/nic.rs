@@ -46,6 +46,77 @@ use crate::vale::{MAX_FRAGS, Switch, VPort, ValePortSync};
 /// Bytes a frame may add to the interface's MTU: the Ethernet header and one VLAN tag.
 pub const L2_OVERHEAD: u32 = 18;
 
+/// Receive flag: the frame's TCP/UDP checksum was left to an offload that never ran (frames
+/// from the host's own stack, a veth peer or a tap with checksum offload on). The port
+/// finishes it, as the kernel's `skb_checksum_help` would, before the frame enters the switch.
+pub const RX_CSUM_PARTIAL: u32 = 1;
+
+/// Finishes the transport checksum of a frame whose checksum field holds the pseudo-header
+/// sum (CHECKSUM_PARTIAL): IPv4 or IPv6 (no extension headers), TCP or UDP, one VLAN tag at
+/// most. Returns false, leaving the frame alone, for anything else or any inconsistent length.
+pub fn finish_checksum(f: &mut [u8]) -> bool {
+    let be16 = |b: &[u8], i: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *b.get(i)?,
+            *b.get(i + 1)?,
+        ])))
+    };
+    let mut l3 = 14;
+    let mut ethertype = be16(f, 12);
+    if ethertype == Some(0x8100) {
+        l3 = 18;
+        ethertype = be16(f, 16);
+    }
+    let (proto, l4, end) = match ethertype {
+        Some(0x0800) => {
+            let Some(&vihl) = f.get(l3) else {
+                return false;
+            };
+            let frag = be16(f, l3 + 6).unwrap_or(0x3fff) & 0x3fff;
+            if vihl >> 4 != 4 || frag != 0 {
+                return false;
+            }
+            let ihl = usize::from(vihl & 0xf) * 4;
+            (
+                f.get(l3 + 9).copied(),
+                l3 + ihl,
+                be16(f, l3 + 2).map(|t| l3 + t),
+            )
+        }
+        Some(0x86dd) => (
+            f.get(l3 + 6).copied(),
+            l3 + 40,
+            be16(f, l3 + 4).map(|p| l3 + 40 + p),
+        ),
+        _ => return false,
+    };
+    let ofs = match proto {
+        Some(6) => 16,
+        Some(17) => 6,
+        _ => return false,
+    };
+    let Some(end) = end.filter(|&e| e <= f.len() && l4 + ofs + 2 <= e) else {
+        return false;
+    };
+    let mut sum = 0u64;
+    let mut chunks = f[l4..end].chunks_exact(2);
+    for c in &mut chunks {
+        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut c = !(sum as u16);
+    if proto == Some(17) && c == 0 {
+        c = 0xffff;
+    }
+    f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// The backends a NIC port can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -160,9 +231,10 @@ pub trait NicBackend: Send {
     /// Adds the descriptors to poll to `fds`: readable when frames arrived, writable when TX
     /// room came back (asked for with `want_tx`). Returns how many were written.
     fn poll_fds(&self, want_tx: bool, fds: &mut [libc::pollfd]) -> usize;
-    /// Hands every frame that arrived to `sink(bytes, wire_len)` (`wire_len` > `bytes.len()`
-    /// when the kernel truncated it). Returns the number of frames.
-    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32)) -> usize;
+    /// Hands every frame that arrived to `sink(bytes, wire_len, flags)` (`wire_len` >
+    /// `bytes.len()` when the kernel truncated it; `flags` has [`RX_CSUM_PARTIAL`] when its
+    /// transport checksum was left unfinished). Returns the number of frames.
+    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32, u32)) -> usize;
     /// The data area of a free TX frame, or `None` while TX is full.
     fn tx_slot(&mut self) -> Option<&mut [u8]>;
     /// Queues the frame written into the last [`NicBackend::tx_slot`].
@@ -481,8 +553,11 @@ impl NicBackend for AfPacketBackend {
         n
     }
 
-    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32)) -> usize {
-        self.rx.rx_burst_meta(|b, m| sink(b, m.len))
+    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32, u32)) -> usize {
+        self.rx.rx_burst_meta(|b, m| {
+            let partial = m.status & crate::afpacket::TP_STATUS_CSUMNOTREADY != 0;
+            sink(b, m.len, if partial { RX_CSUM_PARTIAL } else { 0 })
+        })
     }
 
     fn tx_slot(&mut self) -> Option<&mut [u8]> {
@@ -678,9 +753,10 @@ impl AppSide {
         }
     }
 
-    /// Copies one frame from the wire into the TX ring; false if it is full.
+    /// Copies one frame from the wire into the TX ring (finishing its checksum if `csum`);
+    /// false if the ring is full.
     #[inline]
-    fn push(&mut self, frame: &[u8]) -> bool {
+    fn push(&mut self, frame: &[u8], csum: bool) -> bool {
         let r = &mut self.tx;
         if distance(r.head, r.tail, r.n) == 0 {
             return false;
@@ -696,6 +772,12 @@ impl AppSide {
             // of the ring, so the switch does not read it until we publish; `frame` is the
             // socket's memory, not the region's.
             unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst.as_ptr(), len) };
+            if csum {
+                // SAFETY: as above: `len` bytes of our own buffer, which nothing else reads or
+                // writes before we publish the slot (the port's region is the daemon's alone:
+                // a NIC port has no outside client).
+                finish_checksum(unsafe { std::slice::from_raw_parts_mut(dst.as_ptr(), len) });
+            }
         }
         r.view.write_slot(
             r.head,
@@ -952,15 +1034,16 @@ impl Worker {
                 // Wire → switch.
                 let app = &mut self.app;
                 let mut batch = Batch::default();
-                let n = b.rx(&mut |frame, wire_len| {
+                let n = b.rx(&mut |frame, wire_len, flags| {
                     let len = frame.len();
                     if wire_len as usize != len || len > buf_size || len < 14 {
                         batch.drops += 1;
                         return;
                     }
-                    if !app.push(frame) {
+                    let csum = flags & RX_CSUM_PARTIAL != 0;
+                    if !app.push(frame, csum) {
                         app.flush_tx();
-                        if !app.push(frame) {
+                        if !app.push(frame, csum) {
                             batch.drops += 1;
                             return;
                         }
@@ -1263,6 +1346,8 @@ pub mod fake {
         pub opens: u32,
         /// Largest frame a TX slot holds.
         pub tx_room: usize,
+        /// Inbound frames come with unfinished checksums ([`RX_CSUM_PARTIAL`]).
+        pub csum_partial: bool,
     }
 
     /// A handle on a fake interface: clone it to keep one for the test.
@@ -1289,6 +1374,7 @@ pub mod fake {
                     tx_capacity: usize::MAX,
                     opens: 0,
                     tx_room: 2048,
+                    csum_partial: false,
                 })),
                 // PANIC: tests only; an eventfd always can be created there.
                 ready: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
@@ -1297,9 +1383,14 @@ pub mod fake {
 
         /// Runs `f` on the wire, then wakes the worker.
         pub fn with<R>(&self, f: impl FnOnce(&mut FakeWire) -> R) -> R {
-            let r = f(&mut self.wire.lock().unwrap_or_else(|e| e.into_inner()));
+            let r = self.with_quiet(f);
             let _ = self.ready.write(1);
             r
+        }
+
+        /// Runs `f` on the wire.
+        pub fn with_quiet<R>(&self, f: impl FnOnce(&mut FakeWire) -> R) -> R {
+            f(&mut self.wire.lock().unwrap_or_else(|e| e.into_inner()))
         }
     }
 
@@ -1361,7 +1452,7 @@ pub mod fake {
             }
         }
 
-        fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32)) -> usize {
+        fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32, u32)) -> usize {
             let _ = self.nic.ready.read();
             let frames: Vec<Vec<u8>> = {
                 let mut w = self.nic.wire.lock().unwrap_or_else(|e| e.into_inner());
@@ -1370,8 +1461,13 @@ pub mod fake {
                 }
                 w.inbound.drain(..).collect()
             };
+            let flags = if self.nic.with_quiet(|w| w.csum_partial) {
+                RX_CSUM_PARTIAL
+            } else {
+                0
+            };
             for f in &frames {
-                sink(f, f.len() as u32);
+                sink(f, f.len() as u32, flags);
             }
             frames.len()
         }
@@ -1401,5 +1497,70 @@ pub mod fake {
             (w.link != Link::Up || w.ifindex != self.ifindex)
                 .then(|| io::Error::from_raw_os_error(libc::ENETDOWN))
         }
+    }
+}
+
+#[cfg(test)]
+mod checksum_tests {
+    use super::finish_checksum;
+
+    /// The reference: the one's complement sum over the pseudo-header and the segment.
+    fn reference(src: [u8; 4], dst: [u8; 4], proto: u8, seg: &[u8]) -> u16 {
+        let mut sum = 0u32;
+        for w in src.chunks(2).chain(dst.chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        sum += u32::from(proto) + seg.len() as u32;
+        for c in seg.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn ipv4(proto: u8, seg_len: usize) -> (Vec<u8>, usize) {
+        let mut f = vec![0u8; 14 + 20 + seg_len];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + seg_len) as u16).to_be_bytes());
+        f[23] = proto;
+        f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+        for (k, b) in f[34..].iter_mut().enumerate() {
+            *b = (k as u8).wrapping_mul(13).wrapping_add(7);
+        }
+        (f, 34)
+    }
+
+    #[test]
+    fn partial_tcp_and_udp_checksums_are_finished_like_the_kernel_does() {
+        for (proto, ofs, len) in [(6u8, 16usize, 61usize), (17, 6, 40), (6, 16, 1460)] {
+            let (mut f, l4) = ipv4(proto, len);
+            f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&[0, 0]);
+            let want = reference([198, 18, 0, 1], [198, 18, 0, 2], proto, &f[l4..]);
+            // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not inverted.
+            let pseudo = !reference([198, 18, 0, 1], [198, 18, 0, 2], proto, &vec![0; len]);
+            f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&pseudo.to_be_bytes());
+            assert!(finish_checksum(&mut f));
+            let got = u16::from_be_bytes([f[l4 + ofs], f[l4 + ofs + 1]]);
+            assert_eq!(got, want, "proto {proto} len {len}");
+        }
+    }
+
+    #[test]
+    fn frames_it_does_not_understand_are_left_alone() {
+        let (mut f, _) = ipv4(1, 30);
+        let before = f.clone();
+        assert!(!finish_checksum(&mut f), "ICMP");
+        assert_eq!(f, before);
+        let (mut f, _) = ipv4(6, 30);
+        f[16..18].copy_from_slice(&9000u16.to_be_bytes());
+        assert!(!finish_checksum(&mut f), "IP length beyond the frame");
+        assert!(!finish_checksum(&mut [0u8; 10]), "runt");
+        let (mut f, _) = ipv4(17, 30);
+        f[20] = 0x20;
+        assert!(!finish_checksum(&mut f), "fragment");
     }
 }

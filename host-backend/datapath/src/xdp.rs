@@ -671,7 +671,7 @@ impl NicBackend for XdpBackend {
         }
     }
 
-    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32)) -> usize {
+    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32, u32)) -> usize {
         let n = self.rx.available();
         if n == 0 {
             if self.fill.needs_wakeup() {
@@ -701,7 +701,7 @@ impl NicBackend for XdpBackend {
                 let f = unsafe {
                     std::slice::from_raw_parts(self.umem.as_ptr().add(addr as usize), len as usize)
                 };
-                sink(f, len);
+                sink(f, len, 0);
             }
             let base = (addr - addr % u64::from(self.chunk)).min(self.umem_len as u64 - 1);
             self.fill.write_addr(self.fill.local, base);

@@ -144,6 +144,44 @@ fn oversized_and_runt_frames_from_the_wire_are_dropped_and_counted() {
 }
 
 #[test]
+fn unfinished_checksums_from_the_wire_are_finished_before_the_switch() {
+    let mut b = setup();
+    // A UDP datagram whose checksum field holds only the pseudo-header sum.
+    let mut f = vec![0u8; 14 + 20 + 8 + 4];
+    f[..6].copy_from_slice(&mac(2));
+    f[6..12].copy_from_slice(&mac(1));
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&32u16.to_be_bytes());
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+    f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+    f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&2000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&12u16.to_be_bytes());
+    f[42..46].copy_from_slice(b"ping");
+    // Pseudo-header sum: addresses, protocol, UDP length.
+    let pseudo: u32 = 0xc612 + 0x0001 + 0xc612 + 0x0002 + 17 + 12;
+    f[40..42].copy_from_slice(&((pseudo & 0xffff) as u16 + (pseudo >> 16) as u16).to_be_bytes());
+    b.nic.with(|w| {
+        w.csum_partial = true;
+        w.inbound.push_back(f.clone());
+    });
+    let got = receive(&mut b.port, 1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1);
+    // The one's complement sum of pseudo-header and datagram is now 0xffff.
+    let mut sum: u32 = 0xc612 + 0x0001 + 0xc612 + 0x0002 + 17 + 12;
+    for c in got[0][34..46].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff, "checksum finished");
+    assert_eq!(got[0][..40], f[..40], "headers untouched");
+}
+
+#[test]
 fn the_port_goes_down_with_its_link_and_comes_back() {
     let mut b = setup();
     b.nic

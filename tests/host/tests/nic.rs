@@ -90,6 +90,11 @@ impl Drop for Netns {
 /// offloads off (frames leave it complete and at most MTU long, as from a real NIC), with
 /// `addr` if given.
 fn veth(host: &str, ns: &Netns, addr: Option<&str>) {
+    veth_offloads(host, ns, addr, &["tx", "off"]);
+}
+
+/// [`veth`] with the peer's offloads set by `ethtool -K eth0 <offloads>`.
+fn veth_offloads(host: &str, ns: &Netns, addr: Option<&str>, offloads: &[&str]) {
     let _ = run("ip", &["link", "del", host]);
     ok(
         "ip",
@@ -112,7 +117,9 @@ fn veth(host: &str, ns: &Netns, addr: Option<&str>) {
         );
     };
     sh(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
-    sh(&["ethtool", "-K", "eth0", "tx", "off"]);
+    let mut k = vec!["ethtool", "-K", "eth0"];
+    k.extend_from_slice(offloads);
+    sh(&k);
     sh(&["ip", "link", "set", "eth0", "up"]);
     if let Some(a) = addr {
         sh(&["ip", "addr", "add", a, "dev", "eth0"]);
@@ -398,14 +405,20 @@ fn two_namespaces_behind_two_af_xdp_ports_reach_each_other() {
 }
 
 /// Learning across NIC ports: two namespaces behind two veths on one switch ping each other
-/// and move a TCP stream whose checksum both ends compare.
+/// and move a TCP stream whose checksum both ends compare. The senders keep checksum offload
+/// on (only segmentation offload is off): with AF_PACKET the port finishes their checksums.
 fn two_namespaces_reach_each_other(tag: &str, backend: &str) {
     let (ia, ib) = (leak(format!("ptl{tag}a")), leak(format!("ptl{tag}b")));
     let a = Netns::new(&format!("ptnet-l{tag}a"));
     let b = Netns::new(&format!("ptnet-l{tag}b"));
-    veth(ia, &a, Some("198.18.0.1/24"));
+    let offloads: &[&str] = if backend == "af_packet" {
+        &["tso", "off", "gso", "off"]
+    } else {
+        &["tx", "off"]
+    };
+    veth_offloads(ia, &a, Some("198.18.0.1/24"), offloads);
     let _ga = VethGuard(ia);
-    veth(ib, &b, Some("198.18.0.2/24"));
+    veth_offloads(ib, &b, Some("198.18.0.2/24"), offloads);
     let _gb = VethGuard(ib);
     let d = Daemon::start(&format!("nic-learn-{tag}"));
     d.attach_nic("vale0", ia, backend);
