@@ -47,3 +47,8 @@ for s in pipe vale; do
     printf '%s\n' "$line" >&2
     grep -q '"rx_packets":[1-9]' <<<"$line" || die "ptnet-bench $s moved no packets"
 done
+
+log "NIC benchmark smoke run (bench/nic.sh, 1 s per row: namespaces, veth, Linux bridge)"
+host-backend/bench/nic.sh --seconds 1 --repeat 1 --out target/bench-smoke >&2
+rows=$(grep -c '"rx_packets": *[1-9]' target/bench-smoke/nic.jsonl || true)
+[ "$rows" -eq 6 ] || die "bench/nic.sh: $rows of 6 rows moved packets"

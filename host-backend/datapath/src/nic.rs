@@ -951,6 +951,8 @@ struct Worker {
     link: Link,
     /// Frames dropped on the way in since the last log line (rate limit).
     logged_oversize: u64,
+    /// Failed reopenings in a row (rate limit of their log lines).
+    reopen_failures: u64,
 }
 
 impl Worker {
@@ -992,17 +994,23 @@ impl Worker {
             self.set_backend(None);
             match self.opener.open() {
                 Ok((b, note)) => {
+                    self.reopen_failures = 0;
                     *self.stats.note.lock().unwrap_or_else(|e| e.into_inner()) = note;
                     add(&self.stats.opens, 1);
                     self.set_backend(Some(b));
                     self.set_link(Link::Up);
                 }
                 Err(e) => {
-                    log::warn!(
-                        "{}: cannot reopen: {}",
-                        self.opener.ifname(),
-                        error_chain(&e)
-                    );
+                    // Retried every LINK_CHECK_DOWN: say it the first time, then now and then.
+                    self.reopen_failures += 1;
+                    if self.reopen_failures % 50 == 1 {
+                        log::warn!(
+                            "{}: cannot reopen (attempt {}): {}",
+                            self.opener.ifname(),
+                            self.reopen_failures,
+                            error_chain(&e)
+                        );
+                    }
                     self.set_link(Link::Down);
                 }
             }
@@ -1244,6 +1252,7 @@ impl NicPort {
             stats: Arc::clone(&stats),
             link: Link::Up,
             logged_oversize: 0,
+            reopen_failures: 0,
         };
         let name: String = format!("nic-{ifname}").chars().take(15).collect();
         let thread = thread::Builder::new()
