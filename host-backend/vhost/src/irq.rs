@@ -97,7 +97,7 @@ impl Interrupt for VirtqueueInterrupt {
 
 /// Why no event buffer was completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NoBuffer {
+pub enum NoBuffer {
     /// The driver has none posted.
     Empty,
     /// The available index is unreadable or further ahead than the queue size.
@@ -108,10 +108,10 @@ enum NoBuffer {
     UsedRing,
 }
 
-/// Completes the next available buffer with length 0. Every index the guest wrote is checked
-/// here first, so that virtio-queue (which logs every error it meets) only sees valid ones: a
-/// guest must not be able to flood the daemon's log.
-fn complete_one(q: &mut Queue, mem: &GuestMemoryMmap<()>) -> Result<(), NoBuffer> {
+/// Completes the next available buffer of `q` with length 0. Every index the guest wrote is
+/// checked here first, so that virtio-queue (which logs every error it meets) only sees valid
+/// ones: a guest must not be able to flood the daemon's log.
+pub fn complete_one(q: &mut Queue, mem: &GuestMemoryMmap<()>) -> Result<(), NoBuffer> {
     let avail = q
         .avail_idx(mem, Ordering::Acquire)
         .map_err(|_| NoBuffer::BadAvailIndex)?;
@@ -129,4 +129,71 @@ fn complete_one(q: &mut Queue, mem: &GuestMemoryMmap<()>) -> Result<(), NoBuffer
     }
     q.add_used(mem, chain.head_index(), 0)
         .map_err(|_| NoBuffer::UsedRing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+
+    fn setup(size: u16) -> (Queue, GuestMemoryMmap<()>) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let mut q = Queue::new(size).unwrap();
+        q.set_size(size);
+        q.try_set_desc_table_address(GuestAddress(DESC)).unwrap();
+        q.try_set_avail_ring_address(GuestAddress(AVAIL)).unwrap();
+        q.try_set_used_ring_address(GuestAddress(USED)).unwrap();
+        q.set_ready(true);
+        assert!(q.is_valid(&mem));
+        (q, mem)
+    }
+
+    fn post(mem: &GuestMemoryMmap<()>, slot: u16, head: u16, avail_idx: u16) {
+        mem.write_obj(head, GuestAddress(AVAIL + 4 + 2 * u64::from(slot)))
+            .unwrap();
+        mem.write_obj(avail_idx, GuestAddress(AVAIL + 2)).unwrap();
+    }
+
+    fn used_idx(mem: &GuestMemoryMmap<()>) -> u16 {
+        mem.read_obj(GuestAddress(USED + 2)).unwrap()
+    }
+
+    #[test]
+    fn an_interrupt_completes_one_posted_event_buffer_with_length_zero() {
+        let (mut q, mem) = setup(8);
+        assert_eq!(complete_one(&mut q, &mem), Err(NoBuffer::Empty));
+        post(&mem, 0, 5, 1);
+        post(&mem, 1, 6, 2);
+        assert_eq!(complete_one(&mut q, &mem), Ok(()));
+        assert_eq!(used_idx(&mem), 1);
+        let id: u32 = mem.read_obj(GuestAddress(USED + 4)).unwrap();
+        let len: u32 = mem.read_obj(GuestAddress(USED + 8)).unwrap();
+        assert_eq!((id, len), (5, 0));
+        assert_eq!(complete_one(&mut q, &mem), Ok(()));
+        assert_eq!(complete_one(&mut q, &mem), Err(NoBuffer::Empty));
+        assert_eq!(used_idx(&mem), 2);
+    }
+
+    #[test]
+    fn garbage_avail_indices_and_heads_complete_nothing() {
+        let (mut q, mem) = setup(8);
+        // More buffers "posted" than the queue holds.
+        post(&mem, 0, 1, 9);
+        assert_eq!(complete_one(&mut q, &mem), Err(NoBuffer::BadAvailIndex));
+        post(&mem, 0, 1, 0xfff0);
+        assert_eq!(complete_one(&mut q, &mem), Err(NoBuffer::BadAvailIndex));
+        // A head outside the queue is consumed, never completed.
+        post(&mem, 0, 8, 1);
+        assert_eq!(complete_one(&mut q, &mem), Err(NoBuffer::BadHead));
+        post(&mem, 1, 0xffff, 2);
+        assert_eq!(complete_one(&mut q, &mem), Err(NoBuffer::BadHead));
+        assert_eq!(used_idx(&mem), 0);
+        post(&mem, 2, 3, 3);
+        assert_eq!(complete_one(&mut q, &mem), Ok(()));
+        assert_eq!(used_idx(&mem), 1);
+    }
 }
