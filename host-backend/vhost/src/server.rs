@@ -5,8 +5,8 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,9 @@ pub enum ServeError {
     /// The socket path is taken by something that is not a socket.
     #[error("{0} exists and is not a socket")]
     PathTaken(PathBuf),
+    /// Another server listens on the socket path.
+    #[error("{0} is served already")]
+    InUse(PathBuf),
     /// Creating the socket or the serving thread failed.
     #[error("cannot serve on {path}")]
     Io {
@@ -71,6 +74,9 @@ pub struct ServeConfig {
     /// Largest virtqueue a frontend may configure (a power of two; QEMU's default `vq_size`
     /// is 64).
     pub max_queue_size: u16,
+    /// Permissions of the socket (e.g. 0o660 with a group QEMU runs in); `None` keeps what
+    /// the umask gives.
+    pub socket_mode: Option<u32>,
     /// Measurement only (`tests/kick_path.rs`): kicks pass through vhost-user-backend's vring
     /// worker thread before they reach the sync loop.
     #[doc(hidden)]
@@ -84,6 +90,7 @@ impl Default for ServeConfig {
             profile: Profile::Untrusted,
             mode: Mode::default(),
             max_queue_size: 1024,
+            socket_mode: None,
             kicks_via_worker: false,
         }
     }
@@ -221,11 +228,20 @@ pub fn serve(
         source,
     };
     match fs::symlink_metadata(socket) {
-        Ok(m) if m.file_type().is_socket() => fs::remove_file(socket).map_err(io_err)?,
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(socket).is_ok() {
+                return Err(ServeError::InUse(socket.to_owned()));
+            }
+            // A stale socket of an earlier run.
+            fs::remove_file(socket).map_err(io_err)?;
+        }
         Ok(_) => return Err(ServeError::PathTaken(socket.to_owned())),
         Err(_) => {}
     }
     let listener = UnixListener::bind(socket).map_err(io_err)?;
+    if let Some(mode) = cfg.socket_mode {
+        fs::set_permissions(socket, fs::Permissions::from_mode(mode)).map_err(io_err)?;
+    }
     let shared = Arc::new(Shared {
         stopping: AtomicBool::new(false),
         stop_evt: EventFd::new(EFD_NONBLOCK).map_err(io_err)?,
@@ -348,6 +364,41 @@ fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_in_use_or_a_file_is_not_taken_over_but_a_stale_socket_is() {
+        use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+        let sw = Switch::new("vale-srv");
+        let port: Arc<dyn SyncPort> = Arc::new(ValePortSync {
+            switch: Arc::clone(&sw),
+            port: sw.add_port("p", &VPortSpec::default()).unwrap(),
+        });
+        let dir = std::env::temp_dir().join(format!("ptnet-vhost-srv-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.sock");
+        // A stale socket (its listener is gone) is replaced.
+        drop(UnixListener::bind(&path).unwrap());
+        let cfg = ServeConfig {
+            socket_mode: Some(0o660),
+            ..Default::default()
+        };
+        let h = serve(&path, Arc::clone(&port), cfg.clone()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        assert!(matches!(
+            serve(&path, Arc::clone(&port), cfg.clone()),
+            Err(ServeError::InUse(_))
+        ));
+        h.stop();
+        assert!(!path.exists(), "the socket is removed at stop");
+        let file = dir.join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            serve(&file, port, cfg),
+            Err(ServeError::PathTaken(_))
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn default_macs_are_local_unicast_and_differ_by_port() {
