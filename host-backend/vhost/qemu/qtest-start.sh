@@ -6,7 +6,10 @@
 #
 # Usage: host-backend/vhost/qemu/qtest-start.sh   (root: builds QEMU with
 # qemu-patches/build-qemu.sh under /tmp/ptnet-heavy.lock unless PTNET_QEMU names a binary).
-# Exits non-zero if a check fails; the logs are kept then.
+# Exits non-zero if a check fails; the logs are kept then. PTNET_QTEST_RESTART=1 starts the
+# device a second time after the reset, which today crashes the patched QEMU (a NULL
+# MemoryRegion in vhost_user_get_mr_data() for the mapping the reset dropped while vhost was
+# stopped; docs/features.md).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

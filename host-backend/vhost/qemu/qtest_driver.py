@@ -18,13 +18,16 @@ driver just far enough to prove the chain daemon <-> QEMU <-> guest:
     asks for an RX interrupt; the daemon's host client broadcasts frames, one lands in the RX
     ring, and the interrupt arrives as an MSI-X write after the daemon completed an event
     buffer (used index 1);
- 6. resets the device (status 0): the daemon stops, the mapping goes away.
+ 6. resets the device (status 0): the daemon stops, the mapping goes away;
+ 7. with PTNET_QTEST_RESTART=1, does it all again: QEMU dropped its mappings at the reset,
+    the daemon maps again (today the patched QEMU segfaults there: docs/features.md).
 
 Usage: qtest_driver.py QTEST_SOCKET HMP_SOCKET REGION_SIZE NIFP_OFFSET
 (QEMU is started by qtest-start.sh; it connects to QTEST_SOCKET, which this script listens
 on.) Prints what it checks; exits 1 on the first failure.
 """
 
+import os
 import socket
 import struct
 import sys
@@ -42,9 +45,13 @@ QSIZE = 64
 failures = 0
 
 
+ROUND = 0
+
+
 def check(what, ok, detail=""):
     global failures
-    print(("PASS  " if ok else "FAIL  ") + what + (f"  ({detail})" if detail else ""))
+    prefix = f"[start {ROUND}] " if ROUND else ""
+    print(("PASS  " if ok else "FAIL  ") + prefix + what + (f"  ({detail})" if detail else ""))
     if not ok:
         failures += 1
         sys.exit(1)
@@ -121,6 +128,136 @@ def hmp(path, command):
     out = until(b"(qemu) ").split("\r\n")[1:-1]
     s.close()
     return "\n".join(out)
+
+
+def session(q, hmp_sock, region_size, nifp, ctx, rnd):
+    """One driver session: init, start, a frame each way, reset."""
+    common, notify, notify_mult, devcfg = ctx
+    global ROUND
+    ROUND = rnd
+    # 2. virtio init and config.
+    q.wr("b", common + 0x14, 0)
+    q.wr("b", common + 0x14, 1)
+    q.wr("b", common + 0x14, 3)
+    q.wr("l", common + 0x00, 0)
+    f_lo = q.rd("l", common + 0x04)
+    q.wr("l", common + 0x00, 1)
+    f_hi = q.rd("l", common + 0x04)
+    features = f_hi << 32 | f_lo
+    check("features: VERSION_1 and PTNET_F_STATUS offered, no VNET_HDR",
+          features & (1 << 32) and features & 2 and not features & 1, f"{features:#x}")
+    q.wr("l", common + 0x08, 0)
+    q.wr("l", common + 0x0C, 2)
+    q.wr("l", common + 0x08, 1)
+    q.wr("l", common + 0x0C, 1)
+    q.wr("b", common + 0x14, 0xB)
+    check("FEATURES_OK accepted", q.rd("b", common + 0x14) & 8 == 8)
+    cfg = q.memread(devcfg, 64)
+    (status, ntx, nrx, tx_slots, rx_slots, nifp_ofs, mem_size, mem_id, vhl, buf_size) = (
+        struct.unpack_from("<H", cfg, 6)[0],
+        *struct.unpack_from("<IIII", cfg, 8),
+        *struct.unpack_from("<QQHHI", cfg, 24),
+    )
+    check(
+        "config space: the port's geometry",
+        (ntx, nrx, nifp_ofs, mem_size) == (1, 1, nifp, region_size) and status == 0 and vhl == 0,
+        f"mac {cfg[:6].hex(':')} rings {ntx}+{nrx} slots {tx_slots}/{rx_slots} nifp {nifp_ofs:#x} "
+        f"mem {mem_size:#x} id {mem_id} buf {buf_size} status {status}",
+    )
+    nq = q.rd("w", common + 0x12)
+    check("one virtqueue per ring", nq == ntx + nrx, str(nq))
+
+    # 3. Queues with event buffers, CSB addresses, DRIVER_OK.
+    q.wr("w", common + 0x10, nq)  # config vector
+    qaddr = []
+    for i in range(nq):
+        base = QUEUES_GPA + i * 0x4000
+        desc, avail, used = base, base + 0x800, base + 0x1000
+        bufs = EVENT_BUFS_GPA + i * 0x1000
+        d = b"".join(struct.pack("<QIHH", bufs + 8 * j, 8, 2, 0) for j in range(QSIZE))
+        q.memwrite(desc, d)
+        q.memwrite(avail, struct.pack("<HH", 0, QSIZE) + b"".join(struct.pack("<H", j) for j in range(QSIZE)))
+        q.memwrite(used, bytes(4 + 8 * QSIZE))
+        q.wr("w", common + 0x16, i)
+        q.wr("w", common + 0x18, QSIZE)
+        q.wr("w", common + 0x1A, i)
+        q.wr("q", common + 0x20, desc)
+        q.wr("q", common + 0x28, avail)
+        q.wr("q", common + 0x30, used)
+        q.wr("w", common + 0x1C, 1)
+        qaddr.append((used, q.rd("w", common + 0x1E)))
+    q.memwrite(ATOK_GPA, bytes(64 * nq))
+    q.memwrite(KTOA_GPA, bytes(64 * nq))
+    q.memwrite(MSI_GPA, bytes(4 * (nq + 1)))
+    for off, val in ((48, ATOK_GPA), (56, KTOA_GPA)):
+        q.wr("l", devcfg + off, val & 0xFFFFFFFF)
+        q.wr("l", devcfg + off + 4, val >> 32)
+    q.wr("b", common + 0x14, 0xF)  # DRIVER_OK
+
+    # 4. MEM_READY, the region and the CSB.
+    deadline = time.time() + 10
+    while time.time() < deadline and q.rd("w", devcfg + 6) & 2 == 0:
+        time.sleep(0.01)
+    status = q.rd("w", devcfg + 6)
+    check("status MEM_READY | LINK_UP after DRIVER_OK", status == 3, str(status))
+    mtree = hmp(hmp_sock, "info mtree")
+    mapped = [line.strip() for line in mtree.splitlines() if "virtio-shmem-0-map" in line]
+    check("QEMU mapped the port's memfd into BAR 4 (SHMEM_MAP)", len(mapped) >= 1, mapped[0] if mapped else "none")
+    name = q.memread(BAR4 + nifp, 16).split(b"\0")[0].decode(errors="replace")
+    check("BAR 4 + nifp_offset holds the port's netmap_if", name == "vale0:vm", repr(name))
+    ktoa_tx = struct.unpack("<III", q.memread(KTOA_GPA, 12))
+    atok_rx = struct.unpack("<IIII", q.memread(ATOK_GPA + 64, 16))
+    check(
+        "the daemon initialised the CSB in guest RAM",
+        ktoa_tx[1] == tx_slots - 1 and ktoa_tx[2] == 1 and atok_rx[2] == 1,
+        f"TX ktoa hwcur/hwtail/kern_need_kick {ktoa_tx}, RX atok {atok_rx}",
+    )
+
+    # 5. Transmit one frame through the TX ring in BAR 4, kick.
+    ring_ofs = struct.unpack("<q", q.memread(BAR4 + nifp + 56, 8))[0]
+    tx_ring = BAR4 + nifp + ring_ofs
+    buf_ofs = struct.unpack("<q", q.memread(tx_ring, 8))[0]
+    slot = struct.unpack("<IHHQ", q.memread(tx_ring + 256, 16))
+    frame = b"\xff" * 6 + bytes([2, 0, 0, 0, 0, 0xbb]) + b"\x88\xb5" + b"PTNET-GUEST-QTEST"
+    frame += bytes(60 - len(frame))
+    q.memwrite(tx_ring + buf_ofs + slot[0] * buf_size, frame)
+    q.memwrite(tx_ring + 256, struct.pack("<IHHQ", slot[0], 60, 0, 0))
+    q.wr("l", ATOK_GPA + 4, 1)  # cur
+    q.wr("l", ATOK_GPA, 1)  # head
+    q.wr("w", notify + qaddr[0][1] * notify_mult, 0)  # kick queue 0
+    deadline = time.time() + 5
+    while time.time() < deadline and struct.unpack("<I", q.memread(KTOA_GPA, 4))[0] != 1:
+        time.sleep(0.01)
+    hwcur = struct.unpack("<I", q.memread(KTOA_GPA, 4))[0]
+    check("the kick reached the sync loop: the frame was consumed (TX hwcur 1)", hwcur == 1, str(hwcur))
+
+    # Ask for an RX interrupt and wait for the host client's next broadcast.
+    rx_k = ntx  # CSB entry / queue of RX ring 0
+    q.wr("l", ATOK_GPA + 64 * rx_k + 8, 1)  # appl_need_kick
+    used_rx = qaddr[rx_k][0]
+    deadline = time.time() + 5
+    while time.time() < deadline and q.rd("w", used_rx + 2) == 0:
+        time.sleep(0.01)
+    used_idx = q.rd("w", used_rx + 2)
+    elem = struct.unpack("<II", q.memread(used_rx + 4, 8))
+    msi = q.rd("l", MSI_GPA + 4 * rx_k)
+    hwtail = struct.unpack("<I", q.memread(KTOA_GPA + 64 * rx_k + 4, 4))[0]
+    check(
+        "an RX interrupt: one event buffer completed (used len 0), then the MSI-X message",
+        used_idx >= 1 and elem[1] == 0 and msi == 0xC0DE0000 + rx_k,
+        f"used idx {used_idx} elem {elem} msi {msi:#x} RX hwtail {hwtail}",
+    )
+    rx_ring = BAR4 + nifp + struct.unpack("<q", q.memread(BAR4 + nifp + 64, 8))[0]
+    rbuf_ofs = struct.unpack("<q", q.memread(rx_ring, 8))[0]
+    rslot = struct.unpack("<IHHQ", q.memread(rx_ring + 256, 16))
+    rframe = q.memread(rx_ring + rbuf_ofs + rslot[0] * buf_size, rslot[1])
+    check("the received frame is the host client's", b"PTNET-HOST-" in rframe, rframe[14:30].decode(errors="replace"))
+
+    # 6. Device reset: the daemon stops and region 0 goes away.
+    q.wr("b", common + 0x14, 0)
+    time.sleep(0.3)
+    mtree = hmp(hmp_sock, "info mtree")
+    check("after a device reset region 0 is unmapped", "virtio-shmem-0-map" not in mtree)
 
 
 def main():
@@ -200,128 +337,13 @@ def main():
         q.wr("l", e + 12, 0)  # unmasked
     q.cfg_wr32(msix_cap, (ctl | 0x8000) << 16 | q.cfg_rd(msix_cap, 2))
 
-    # 2. virtio init and config.
-    q.wr("b", common + 0x14, 0)
-    q.wr("b", common + 0x14, 1)
-    q.wr("b", common + 0x14, 3)
-    q.wr("l", common + 0x00, 0)
-    f_lo = q.rd("l", common + 0x04)
-    q.wr("l", common + 0x00, 1)
-    f_hi = q.rd("l", common + 0x04)
-    features = f_hi << 32 | f_lo
-    check("features: VERSION_1 and PTNET_F_STATUS offered, no VNET_HDR",
-          features & (1 << 32) and features & 2 and not features & 1, f"{features:#x}")
-    q.wr("l", common + 0x08, 0)
-    q.wr("l", common + 0x0C, 2)
-    q.wr("l", common + 0x08, 1)
-    q.wr("l", common + 0x0C, 1)
-    q.wr("b", common + 0x14, 0xB)
-    check("FEATURES_OK accepted", q.rd("b", common + 0x14) & 8 == 8)
-    cfg = q.memread(devcfg, 64)
-    (status, ntx, nrx, tx_slots, rx_slots, nifp_ofs, mem_size, mem_id, vhl, buf_size) = (
-        struct.unpack_from("<H", cfg, 6)[0],
-        *struct.unpack_from("<IIII", cfg, 8),
-        *struct.unpack_from("<QQHHI", cfg, 24),
-    )
-    check(
-        "config space: the port's geometry",
-        (ntx, nrx, nifp_ofs, mem_size) == (1, 1, nifp, region_size) and status == 0 and vhl == 0,
-        f"mac {cfg[:6].hex(':')} rings {ntx}+{nrx} slots {tx_slots}/{rx_slots} nifp {nifp_ofs:#x} "
-        f"mem {mem_size:#x} id {mem_id} buf {buf_size} status {status}",
-    )
-    nq = q.rd("w", common + 0x12)
-    check("one virtqueue per ring", nq == ntx + nrx, str(nq))
-
-    # 3. Queues with event buffers, CSB addresses, DRIVER_OK.
-    q.wr("w", common + 0x10, nq)  # config vector
-    qaddr = []
-    for i in range(nq):
-        base = QUEUES_GPA + i * 0x4000
-        desc, avail, used = base, base + 0x800, base + 0x1000
-        bufs = EVENT_BUFS_GPA + i * 0x1000
-        d = b"".join(struct.pack("<QIHH", bufs + 8 * j, 8, 2, 0) for j in range(QSIZE))
-        q.memwrite(desc, d)
-        q.memwrite(avail, struct.pack("<HH", 0, QSIZE) + b"".join(struct.pack("<H", j) for j in range(QSIZE)))
-        q.memwrite(used, bytes(4 + 8 * QSIZE))
-        q.wr("w", common + 0x16, i)
-        q.wr("w", common + 0x18, QSIZE)
-        q.wr("w", common + 0x1A, i)
-        q.wr("q", common + 0x20, desc)
-        q.wr("q", common + 0x28, avail)
-        q.wr("q", common + 0x30, used)
-        q.wr("w", common + 0x1C, 1)
-        qaddr.append((used, q.rd("w", common + 0x1E)))
-    q.memwrite(ATOK_GPA, bytes(64 * nq))
-    q.memwrite(KTOA_GPA, bytes(64 * nq))
-    for off, val in ((48, ATOK_GPA), (56, KTOA_GPA)):
-        q.wr("l", devcfg + off, val & 0xFFFFFFFF)
-        q.wr("l", devcfg + off + 4, val >> 32)
-    q.wr("b", common + 0x14, 0xF)  # DRIVER_OK
-
-    # 4. MEM_READY, the region and the CSB.
-    deadline = time.time() + 10
-    while time.time() < deadline and q.rd("w", devcfg + 6) & 2 == 0:
-        time.sleep(0.01)
-    status = q.rd("w", devcfg + 6)
-    check("status MEM_READY | LINK_UP after DRIVER_OK", status == 3, str(status))
-    mtree = hmp(hmp_sock, "info mtree")
-    mapped = [line.strip() for line in mtree.splitlines() if "virtio-shmem-0-map" in line]
-    check("QEMU mapped the port's memfd into BAR 4 (SHMEM_MAP)", len(mapped) >= 1, mapped[0] if mapped else "none")
-    name = q.memread(BAR4 + nifp, 16).split(b"\0")[0].decode(errors="replace")
-    check("BAR 4 + nifp_offset holds the port's netmap_if", name == "vale0:vm", repr(name))
-    ktoa_tx = struct.unpack("<III", q.memread(KTOA_GPA, 12))
-    atok_rx = struct.unpack("<IIII", q.memread(ATOK_GPA + 64, 16))
-    check(
-        "the daemon initialised the CSB in guest RAM",
-        ktoa_tx[1] == tx_slots - 1 and ktoa_tx[2] == 1 and atok_rx[2] == 1,
-        f"TX ktoa hwcur/hwtail/kern_need_kick {ktoa_tx}, RX atok {atok_rx}",
-    )
-
-    # 5. Transmit one frame through the TX ring in BAR 4, kick.
-    ring_ofs = struct.unpack("<q", q.memread(BAR4 + nifp + 56, 8))[0]
-    tx_ring = BAR4 + nifp + ring_ofs
-    buf_ofs = struct.unpack("<q", q.memread(tx_ring, 8))[0]
-    slot = struct.unpack("<IHHQ", q.memread(tx_ring + 256, 16))
-    frame = b"\xff" * 6 + bytes([2, 0, 0, 0, 0, 0xbb]) + b"\x88\xb5" + b"PTNET-GUEST-QTEST"
-    frame += bytes(60 - len(frame))
-    q.memwrite(tx_ring + buf_ofs + slot[0] * buf_size, frame)
-    q.memwrite(tx_ring + 256, struct.pack("<IHHQ", slot[0], 60, 0, 0))
-    q.wr("l", ATOK_GPA + 4, 1)  # cur
-    q.wr("l", ATOK_GPA, 1)  # head
-    q.wr("w", notify + qaddr[0][1] * notify_mult, 0)  # kick queue 0
-    deadline = time.time() + 5
-    while time.time() < deadline and struct.unpack("<I", q.memread(KTOA_GPA, 4))[0] != 1:
-        time.sleep(0.01)
-    hwcur = struct.unpack("<I", q.memread(KTOA_GPA, 4))[0]
-    check("the kick reached the sync loop: the frame was consumed (TX hwcur 1)", hwcur == 1, str(hwcur))
-
-    # Ask for an RX interrupt and wait for the host client's next broadcast.
-    rx_k = ntx  # CSB entry / queue of RX ring 0
-    q.wr("l", ATOK_GPA + 64 * rx_k + 8, 1)  # appl_need_kick
-    used_rx = qaddr[rx_k][0]
-    deadline = time.time() + 5
-    while time.time() < deadline and q.rd("w", used_rx + 2) == 0:
-        time.sleep(0.01)
-    used_idx = q.rd("w", used_rx + 2)
-    elem = struct.unpack("<II", q.memread(used_rx + 4, 8))
-    msi = q.rd("l", MSI_GPA + 4 * rx_k)
-    hwtail = struct.unpack("<I", q.memread(KTOA_GPA + 64 * rx_k + 4, 4))[0]
-    check(
-        "an RX interrupt: one event buffer completed (used len 0), then the MSI-X message",
-        used_idx >= 1 and elem[1] == 0 and msi == 0xC0DE0000 + rx_k,
-        f"used idx {used_idx} elem {elem} msi {msi:#x} RX hwtail {hwtail}",
-    )
-    rx_ring = BAR4 + nifp + struct.unpack("<q", q.memread(BAR4 + nifp + 64, 8))[0]
-    rbuf_ofs = struct.unpack("<q", q.memread(rx_ring, 8))[0]
-    rslot = struct.unpack("<IHHQ", q.memread(rx_ring + 256, 16))
-    rframe = q.memread(rx_ring + rbuf_ofs + rslot[0] * buf_size, rslot[1])
-    check("the received frame is the host client's", b"PTNET-HOST-" in rframe, rframe[14:30].decode(errors="replace"))
-
-    # 6. Device reset: the daemon stops and region 0 goes away.
-    q.wr("b", common + 0x14, 0)
-    time.sleep(0.3)
-    mtree = hmp(hmp_sock, "info mtree")
-    check("after a device reset region 0 is unmapped", "virtio-shmem-0-map" not in mtree)
+    ctx = (common, notify, notify_mult, devcfg)
+    # A driver reset drops QEMU's mappings; the next start maps region 0 again. The patched
+    # QEMU 10.0 crashes at that second start (vhost_user_get_mr_data() on the dropped mapping,
+    # see docs/features.md): only with PTNET_QTEST_RESTART=1 until it is fixed.
+    rounds = 2 if os.environ.get("PTNET_QTEST_RESTART") == "1" else 1
+    for rnd in range(1, rounds + 1):
+        session(q, hmp_sock, region_size, nifp, ctx, rnd if rounds > 1 else 0)
     q.s.close()
 
 
