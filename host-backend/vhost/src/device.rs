@@ -622,10 +622,24 @@ impl VhostUserBackend for Device {
         Ok(())
     }
 
-    fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         // The handler updated the GuestMemoryAtomic we gave it, which every part of the device
-        // shares. A running CSB keeps the mapping it was placed in.
-        Ok(())
+        // shares (a running CSB keeps the mapping it was placed in). An error ends the
+        // connection before anything touches the new memory.
+        match guest::check_mem_table(&mem.memory()) {
+            Ok(0) => Ok(()),
+            Ok(n) => {
+                log::debug!(
+                    "{}: {n} guest memory region(s) not sealed against shrinking",
+                    self.name
+                );
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("{}: memory table refused: {e}", self.name);
+                Err(io::Error::new(io::ErrorKind::InvalidInput, e))
+            }
+        }
     }
 
     fn set_backend_req_fd(&self, backend: Backend) {

@@ -128,7 +128,8 @@ pub fn guest_csb(
         *p = host;
     }
     // SAFETY: both arrays were checked to lie entirely inside one mapped, read-write guest RAM
-    // region each (the vhost-user memory table maps regions PROT_READ | PROT_WRITE), and to be
+    // region each (the vhost-user memory table maps regions PROT_READ | PROT_WRITE, and
+    // `check_mem_table` refused regions past the end of their file), and to be
     // 64-byte aligned on the host. The mapping is kept alive by `GuestBacking`, which holds the
     // memory snapshot the pointers were taken from. The guest may write the memory at any time;
     // CsbRef only accesses it through the entries' atomics.
@@ -140,6 +141,56 @@ pub fn guest_csb(
             Arc::new(GuestBacking(snapshot)),
         )
     })
+}
+
+/// Why a guest memory table is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemTableError {
+    /// A region maps past the end of its file: touching that memory would raise SIGBUS in
+    /// the daemon.
+    #[error(
+        "guest memory region at {gpa:#x} maps {len} bytes at offset {offset} of a file of \
+         {file_len} bytes"
+    )]
+    PastEof {
+        /// Guest-physical address of the region.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// Its offset in the file.
+        offset: u64,
+        /// The file's length.
+        file_len: u64,
+    },
+}
+
+/// Checks a memory table the frontend sent: every region must lie inside its file (the
+/// mapping succeeds either way; an access past the end of the file would kill the daemon
+/// with SIGBUS). Returns the number of regions whose file is not sealed against shrinking:
+/// a frontend could still shrink those later (QEMU's `memory-backend-memfd` seals its
+/// memfds by default).
+pub fn check_mem_table(mem: &GuestMemoryMmap<()>) -> Result<usize, MemTableError> {
+    let mut unsealed = 0;
+    for r in mem.iter() {
+        let Some(fo) = r.file_offset() else { continue };
+        let file_len = fo.file().metadata().map(|m| m.len()).unwrap_or(0);
+        let (offset, len) = (fo.start(), r.len());
+        if offset.checked_add(len).is_none_or(|end| end > file_len) {
+            return Err(MemTableError::PastEof {
+                gpa: r.start_addr().0,
+                len,
+                offset,
+                file_len,
+            });
+        }
+        // SAFETY: F_GET_SEALS only reads the seals of an open descriptor (EINVAL on files
+        // that cannot be sealed).
+        let seals = unsafe { libc::fcntl(fo.file().as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            unsealed += 1;
+        }
+    }
+    Ok(unsealed)
 }
 
 /// Whether `fd` is an eventfd (the frontend can send any kind of descriptor).
@@ -243,6 +294,49 @@ mod tests {
             guest_csb(&m, u64::MAX - 63, 0x1_0000, 1, None),
             Err(CsbError::OutsideRam { .. })
         ));
+    }
+
+    #[test]
+    fn a_memory_region_past_the_end_of_its_file_is_refused() {
+        use vm_memory::FileOffset;
+        use vm_memory::mmap::{GuestRegionMmap, MmapRegion};
+        let region = |file: &File, offset: u64, len: usize, gpa: u64| {
+            let m = MmapRegion::<()>::from_file(
+                FileOffset::new(file.try_clone().unwrap(), offset),
+                len,
+            )
+            .unwrap();
+            GuestRegionMmap::new(m, GuestAddress(gpa)).unwrap()
+        };
+        // SAFETY: a new memfd that the File owns.
+        let file = unsafe { File::from_raw_fd(libc::memfd_create(c"t".as_ptr(), 0)) };
+        file.set_len(0x4000).unwrap();
+        let ok = GuestMemoryMmap::from_regions(vec![region(&file, 0x1000, 0x3000, 0)]).unwrap();
+        assert_eq!(
+            check_mem_table(&ok),
+            Ok(1),
+            "inside the file, but not sealed"
+        );
+        let bad = GuestMemoryMmap::from_regions(vec![region(&file, 0x1000, 0x4000, 0)]).unwrap();
+        assert!(matches!(
+            check_mem_table(&bad),
+            Err(MemTableError::PastEof {
+                file_len: 0x4000,
+                ..
+            })
+        ));
+        // SAFETY: a valid NUL-terminated name; a new descriptor (checked by from_raw_fd's use).
+        let sealed = unsafe { libc::memfd_create(c"s".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        // SAFETY: a new descriptor that the File owns.
+        let sealed = unsafe { File::from_raw_fd(sealed) };
+        sealed.set_len(0x1000).unwrap();
+        // SAFETY: F_ADD_SEALS only changes the seals of our own memfd.
+        assert_eq!(
+            unsafe { libc::fcntl(sealed.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) },
+            0
+        );
+        let m = GuestMemoryMmap::from_regions(vec![region(&sealed, 0, 0x1000, 0)]).unwrap();
+        assert_eq!(check_mem_table(&m), Ok(0));
     }
 
     #[test]

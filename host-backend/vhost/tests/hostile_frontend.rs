@@ -401,3 +401,37 @@ fn status_is_never_mem_ready_without_a_mapping() {
     assert_eq!(vm.read_config().status & PTNET_S_MEM_READY, 0);
     vm.stop_queues();
 }
+
+#[test]
+fn guest_memory_past_the_end_of_its_file_is_refused_before_anything_touches_it() {
+    // A 4 KiB memfd announced as 4 MiB of guest RAM: mapping it works, touching it past the
+    // first page would kill the daemon with SIGBUS. The memory table is refused (the
+    // connection ends), and the next frontend is served.
+    use std::os::fd::AsRawFd;
+    use vhost::VhostUserMemoryRegionInfo;
+    use vhost::vhost_user::Frontend;
+    let mut r = rig("vale-h7");
+    let mut fe = Frontend::connect(&r.path, 128).unwrap();
+    fe.set_owner().unwrap();
+    let _ = fe.get_features().unwrap();
+    fe.set_features(sim::DRIVER_FEATURES).unwrap();
+    let _ = fe.get_protocol_features().unwrap();
+    fe.set_protocol_features(sim::wanted_protocol_features())
+        .unwrap();
+    fe.set_hdr_flags(vhost::vhost_user::message::VhostUserHeaderFlag::NEED_REPLY);
+    let ram = sim::GuestRam::new("short-ram", 0, 4096);
+    let res = fe.set_mem_table(&[VhostUserMemoryRegionInfo {
+        guest_phys_addr: 0,
+        memory_size: 4 << 20,
+        userspace_addr: ram.va(0),
+        mmap_offset: 0,
+        mmap_handle: ram.file.as_raw_fd(),
+    }]);
+    assert!(
+        res.is_err(),
+        "a memory table past the end of its file was accepted"
+    );
+    drop(fe);
+    r.bystanders_work();
+    r.a_good_vm_works();
+}
