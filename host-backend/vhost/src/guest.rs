@@ -331,10 +331,8 @@ mod tests {
         let sealed = unsafe { File::from_raw_fd(sealed) };
         sealed.set_len(0x1000).unwrap();
         // SAFETY: F_ADD_SEALS only changes the seals of our own memfd.
-        assert_eq!(
-            unsafe { libc::fcntl(sealed.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) },
-            0
-        );
+        let r = unsafe { libc::fcntl(sealed.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+        assert_eq!(r, 0);
         let m = GuestMemoryMmap::from_regions(vec![region(&sealed, 0, 0x1000, 0)]).unwrap();
         assert_eq!(check_mem_table(&m), Ok(0));
     }
