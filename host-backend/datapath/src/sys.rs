@@ -17,14 +17,15 @@ pub const fn round_up(v: usize, align: usize) -> usize {
     (v + align - 1) & !(align - 1)
 }
 
-/// Creates a sealed-size-capable memfd of `size` bytes; with `huge`, backed by hugetlb pages
-/// (the size must then be a multiple of [`HUGE_PAGE_SIZE`]).
+/// Creates a memfd of `size` bytes whose size is then sealed; with `huge`, backed by hugetlb
+/// pages (the size must then be a multiple of [`HUGE_PAGE_SIZE`]).
+///
+/// Clients and QEMU receive these memfds: without the seals one of them could `ftruncate`
+/// the file and the daemon's next access to its own mapping would die of SIGBUS.
 pub fn memfd(name: &CStr, size: usize, huge: bool) -> io::Result<File> {
-    let mut flags = libc::MFD_CLOEXEC;
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     if huge {
         flags |= libc::MFD_HUGETLB;
-    } else {
-        flags |= libc::MFD_ALLOW_SEALING;
     }
     // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other inputs.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
@@ -34,6 +35,11 @@ pub fn memfd(name: &CStr, size: usize, huge: bool) -> io::Result<File> {
     // SAFETY: memfd_create returned a new descriptor that nothing else owns.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     file.set_len(size as u64)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS only changes the seals of the memfd we just created.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(file)
 }
 
@@ -157,6 +163,16 @@ mod tests {
         unsafe {
             a.base().add(PAGE_SIZE + 7).write_volatile(0x5a);
             assert_eq!(b.base().add(PAGE_SIZE + 7).read_volatile(), 0x5a);
+        }
+    }
+
+    #[test]
+    fn a_client_cannot_shrink_or_grow_a_memfd() {
+        let f = memfd(c"t", 2 * PAGE_SIZE, false).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 2 * PAGE_SIZE as u64);
+        for len in [0, PAGE_SIZE as u64, 4 * PAGE_SIZE as u64] {
+            let e = f.set_len(len).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "set_len({len})");
         }
     }
 
