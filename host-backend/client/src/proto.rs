@@ -113,6 +113,32 @@ pub enum Request {
         /// The interface.
         ifname: String,
     },
+    /// Serve a port to a VM as a ptnet device over vhost-user (QEMU connects to `socket`);
+    /// the port is created (persistent) if needed and belongs to the VM while served.
+    ServeVm(VmRequest),
+    /// Stop serving a port to a VM (the VM, if connected, loses the device).
+    StopVm {
+        /// Port name.
+        port: String,
+    },
+    /// The QEMU arguments that give a VM the ptnet device of a served port.
+    QemuArgs {
+        /// Port name.
+        port: String,
+    },
+}
+
+/// How to serve a port to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct VmRequest {
+    /// The port (geometry and profile as in [`PortRequest`]).
+    #[serde(flatten)]
+    pub port: PortRequest,
+    /// vhost-user socket QEMU connects to.
+    pub socket: String,
+    /// MAC address the guest sees (`02:..`), default derived from the port name.
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 /// A request with the protocol version.
@@ -203,6 +229,28 @@ pub struct PortEntry {
     /// For a NIC port: the interface, its backend and the interface's counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic: Option<NicEntry>,
+    /// For a port served to a VM: its vhost-user socket and device state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmEntry>,
+}
+
+/// A port served to a VM as a ptnet device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct VmEntry {
+    /// vhost-user socket.
+    pub socket: String,
+    /// Frontend connections so far.
+    pub connections: u64,
+    /// Device starts (driver DRIVER_OK with a valid CSB) so far.
+    pub starts: u64,
+    /// Starts refused (bad CSB addresses, ...).
+    pub refused: u64,
+    /// Whether the device is running now.
+    pub running: bool,
+    /// Whether the port's region is mapped into the VM now.
+    pub mem_ready: bool,
+    /// Interrupts raised to the VM.
+    pub irqs: u64,
 }
 
 /// The host-interface side of a NIC port (the interface's point of view: `rx` came in from the
@@ -263,6 +311,11 @@ pub enum Reply {
         port: String,
         /// The interface side.
         nic: NicEntry,
+    },
+    /// QEMU arguments (see [`Request::QemuArgs`]).
+    QemuArgs {
+        /// Arguments, one per element.
+        args: Vec<String>,
     },
     /// The daemon's switches and pipes.
     Listing {

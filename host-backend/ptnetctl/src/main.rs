@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ptnet_client::proto::{self, NicEntry, PortEntry, PortRequest, Profile, Reply, Request};
+use ptnet_client::proto::{
+    self, NicEntry, PortEntry, PortRequest, Profile, Reply, Request, VmRequest,
+};
 
 /// Control ptnetd.
 #[derive(Debug, Parser)]
@@ -82,6 +84,34 @@ enum Cmd {
         /// The interface.
         ifname: String,
     },
+    /// Serve a port to a VM as a ptnet device over vhost-user (the port is created if needed
+    /// and belongs to the VM while served); then `qemu-args PORT` prints QEMU's arguments.
+    ServeVm {
+        /// Port name (`valeX:Y`, or a pipe end).
+        port: String,
+        /// vhost-user socket QEMU connects to.
+        #[arg(long)]
+        socket: String,
+        /// Trusted profile (needed for pipe ends and shared-region ports).
+        #[arg(long)]
+        trusted: bool,
+        /// MAC address the guest sees.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Busy-poll this VM's sync loop.
+        #[arg(long)]
+        busy_poll: bool,
+    },
+    /// Stop serving a port to a VM.
+    StopVm {
+        /// Port name.
+        port: String,
+    },
+    /// Print the QEMU arguments that give a VM the ptnet device of a served port.
+    QemuArgs {
+        /// Port name.
+        port: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -136,6 +166,31 @@ fn main() -> ExitCode {
             },
             None,
         ),
+        Cmd::ServeVm {
+            port,
+            socket,
+            trusted,
+            mac,
+            busy_poll,
+        } => (
+            Request::ServeVm(VmRequest {
+                port: PortRequest {
+                    port: port.clone(),
+                    profile: if *trusted {
+                        Profile::Trusted
+                    } else {
+                        Profile::Untrusted
+                    },
+                    busy_poll: *busy_poll,
+                    ..Default::default()
+                },
+                socket: socket.clone(),
+                mac: mac.clone(),
+            }),
+            None,
+        ),
+        Cmd::StopVm { port } => (Request::StopVm { port: port.clone() }, None),
+        Cmd::QemuArgs { port } => (Request::QemuArgs { port: port.clone() }, None),
     };
     let reply = match proto::call(&socket, request) {
         Ok((r, _, _)) => r,
@@ -194,8 +249,10 @@ fn main() -> ExitCode {
                     println!("{} ({} ports)", s.name, s.ports.len());
                 }
                 print_ports(&ports);
+                print_vms(&ports);
             } else {
                 print_ports(&ports);
+                print_vms(&ports);
             }
             ExitCode::SUCCESS
         }
@@ -217,10 +274,68 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Reply::QemuArgs { args } => {
+            if a.json {
+                println!("{}", serde_json::json!({ "args": args }));
+            } else {
+                // Guest RAM must be shared with the daemon; size it to the VM.
+                println!(
+                    "-object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\"
+                );
+                let line: Vec<String> = args
+                    .chunks(2)
+                    .map(|c| {
+                        c.iter()
+                            .map(|a| shell_quote(a))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect();
+                println!("{}", line.join(" \\\n"));
+            }
+            ExitCode::SUCCESS
+        }
         Reply::Attached(_) => {
             eprintln!("ptnetctl: unexpected reply");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn print_vms(ports: &[&PortEntry]) {
+    let vms: Vec<_> = ports
+        .iter()
+        .filter_map(|p| p.vm.as_ref().map(|v| (&p.name, v)))
+        .collect();
+    if vms.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
+        "vm port", "vhost-user socket", "device", "memory", "starts", "refused", "irqs"
+    );
+    for (name, v) in vms {
+        println!(
+            "{:<20} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
+            name,
+            v.socket,
+            if v.running { "running" } else { "stopped" },
+            if v.mem_ready { "mapped" } else { "-" },
+            v.starts,
+            v.refused,
+            v.irqs
+        );
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

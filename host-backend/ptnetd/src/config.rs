@@ -130,6 +130,29 @@ pub struct Config {
     /// Persistent ports created at start-up.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortSection>,
+    /// Ports served to VMs as ptnet devices over vhost-user.
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<VmSection>,
+}
+
+/// `[[vm]]`: serve a port (created if needed, with the geometry of its `[[port]]` section or
+/// the defaults) to a VM as a ptnet device; QEMU connects to `socket`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSection {
+    /// `valeX:Y`, or a pipe end.
+    pub port: String,
+    /// vhost-user socket path.
+    pub socket: PathBuf,
+    /// Trust profile (a pipe end or a shared-region port needs `trusted`).
+    #[serde(default)]
+    pub profile: Profile,
+    /// MAC address the guest sees, `02:..` (default: derived from the port name).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Busy-poll this VM's sync loop.
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 /// The configuration used when no file is given.
@@ -183,6 +206,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.socket_mode()?;
+        let mut sockets = std::collections::HashSet::new();
+        for v in &self.vms {
+            PortName::parse(&v.port)
+                .map_err(|e| ConfigError::Invalid(format!("[[vm]] port {:?}: {e}", v.port)))?;
+            if !sockets.insert(&v.socket) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[vm]] socket {} used twice",
+                    v.socket.display()
+                )));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for s in &self.switches {
             if !s.name.starts_with("vale")
@@ -339,6 +373,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.ports[0].profile, Profile::Trusted);
+        assert!(c.vms.is_empty());
         assert_eq!(c.ports[1].slots, 1024);
     }
 }

@@ -11,14 +11,14 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
 use ptnet_client::proto::{
     self, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply,
-    Request, SwitchEntry,
+    Request, SwitchEntry, VmEntry, VmRequest,
 };
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
@@ -27,7 +27,7 @@ use ptnet_datapath::nic::{BackendChoice, HostInterface, NicPort, NicSnapshot};
 use ptnet_datapath::pipe::{End, Pipe, PipePortSync};
 use ptnet_datapath::port::{PortStats, SyncPort};
 use ptnet_datapath::vale::{Switch, VPort, VPortSpec, ValePortSync};
-use ptnet_spec::name::{Base, PipeRole, PortName, RingSelection};
+use ptnet_spec::name::{Base, PipeRole, PortKey, PortName, RingSelection};
 
 use crate::config::{Config, PortSection};
 
@@ -93,11 +93,21 @@ struct PipeState {
     slots: u32,
 }
 
+/// A port served to a VM (claimed like an attachment while it is served).
+struct VmState {
+    handle: ptnet_vhost::ServeHandle,
+    socket: PathBuf,
+    key: Key,
+    port: Arc<dyn SyncPort>,
+}
+
 #[derive(Default)]
 struct State {
     switches: BTreeMap<String, SwitchState>,
     /// Keyed by "parent{id".
     pipes: BTreeMap<String, PipeState>,
+    /// Ports served to VMs, by canonical port name.
+    vms: BTreeMap<String, VmState>,
 }
 
 /// What identifies an attachment, to release it.
@@ -166,6 +176,24 @@ impl Daemon {
                     continue;
                 }
                 d.create_port(&mut st, &req, true)?;
+            }
+            for v in &d.cfg.vms {
+                // The geometry of the port's own [[port]] section, if it has one.
+                let geometry = d.cfg.ports.iter().find(|p| p.name == v.port);
+                let req = VmRequest {
+                    port: PortRequest {
+                        port: v.port.clone(),
+                        tx_rings: geometry.map(|p| p.tx_rings),
+                        rx_rings: geometry.map(|p| p.rx_rings),
+                        slots: geometry.map(|p| p.slots),
+                        extra_bufs: geometry.map_or(0, |p| p.extra_bufs),
+                        profile: v.profile,
+                        busy_poll: v.busy_poll,
+                    },
+                    socket: v.socket.display().to_string(),
+                    mac: v.mac.clone(),
+                };
+                d.serve_vm(&mut st, &req)?;
             }
         }
         Ok(d)
@@ -394,6 +422,37 @@ impl Daemon {
 
     /// Attaches a host client to the port `req` names, creating it on demand.
     pub fn attach(&self, req: &PortRequest) -> Result<(Attachment, Vec<File>)> {
+        let mode = self.mode(req.busy_poll);
+        let mut st = self.lock();
+        let (key, sync) = self.claim(&mut st, req, false)?;
+        match HostClient::attach(sync, mode) {
+            Ok((client, files)) => Ok((Attachment { key, client }, files)),
+            Err(e) => {
+                self.release(&mut st, &key);
+                Err(DaemonError::Datapath(format!("cannot attach: {e}")))
+            }
+        }
+    }
+
+    /// The sync loop mode for a client that asked (or not) for busy polling.
+    fn mode(&self, busy_poll: bool) -> Mode {
+        if busy_poll || self.cfg.daemon.busy_poll {
+            Mode::BusyPoll
+        } else {
+            Mode::Eventfd {
+                linger: Duration::from_micros(self.cfg.daemon.linger_us),
+            }
+        }
+    }
+
+    /// Finds (or creates: on demand, or `persistent`) the port `req` names and claims it for
+    /// one client, a host process or a VM: nobody else can attach until it is released.
+    fn claim(
+        &self,
+        st: &mut State,
+        req: &PortRequest,
+        persistent: bool,
+    ) -> Result<(Key, Arc<dyn SyncPort>)> {
         let name = parse(&req.port)?;
         if name.rings != RingSelection::AllNic {
             return Err(DaemonError::Unsupported(format!(
@@ -401,22 +460,14 @@ impl Daemon {
                 req.port
             )));
         }
-        let mode = if req.busy_poll || self.cfg.daemon.busy_poll {
-            Mode::BusyPoll
-        } else {
-            Mode::Eventfd {
-                linger: Duration::from_micros(self.cfg.daemon.linger_us),
-            }
-        };
-        let mut st = self.lock();
-        let (key, sync): (Key, Arc<dyn SyncPort>) = match (name.base, name.pipe) {
+        let claimed: (Key, Arc<dyn SyncPort>) = match (name.base, name.pipe) {
             (Base::Vale { switch, port }, None) => {
                 let exists = st
                     .switches
                     .get(switch)
                     .is_some_and(|s| s.ports.contains_key(port));
                 if !exists {
-                    self.create_port(&mut st, req, false)?;
+                    self.create_port(st, req, persistent)?;
                 }
                 // PANIC: the port exists or was just created.
                 let ss = st.switches.get_mut(switch).expect("switch exists");
@@ -449,7 +500,7 @@ impl Daemon {
                 };
                 let key = format!("{parent}{{{}", p.id);
                 if !st.pipes.contains_key(&key) {
-                    self.create_port(&mut st, req, false)?;
+                    self.create_port(st, req, persistent)?;
                 }
                 // PANIC: exists or was just created.
                 let ps = st.pipes.get_mut(&key).expect("pipe exists");
@@ -484,13 +535,78 @@ impl Daemon {
             }
             (Base::Nic { ifname }, None) => return Err(nic_unsupported(ifname)),
         };
-        match HostClient::attach(sync, mode) {
-            Ok((client, files)) => Ok((Attachment { key, client }, files)),
+        Ok(claimed)
+    }
+
+    /// Serves a port to a VM over vhost-user (the port is created, persistent, if needed).
+    fn serve_vm(&self, st: &mut State, req: &VmRequest) -> Result<()> {
+        let canonical = PortKey(&parse(&req.port.port)?).to_string();
+        if let Some(v) = st.vms.get(&canonical) {
+            return Err(DaemonError::Busy(format!(
+                "{canonical} (already served to a VM at {})",
+                v.socket.display()
+            )));
+        }
+        let mac = match &req.mac {
+            Some(m) => Some(parse_mac(m)?),
+            None => None,
+        };
+        let (key, port) = self.claim(st, &req.port, true)?;
+        let socket = PathBuf::from(&req.socket);
+        let cfg = ptnet_vhost::ServeConfig {
+            mac,
+            profile: req.port.profile,
+            mode: self.mode(req.port.busy_poll),
+            socket_mode: self.cfg.socket_mode().ok(),
+            ..Default::default()
+        };
+        match ptnet_vhost::serve(&socket, Arc::clone(&port), cfg) {
+            Ok(handle) => {
+                log::info!("{canonical}: served to a VM at {}", socket.display());
+                st.vms.insert(
+                    canonical,
+                    VmState {
+                        handle,
+                        socket,
+                        key,
+                        port,
+                    },
+                );
+                Ok(())
+            }
             Err(e) => {
-                self.release(&mut st, &key);
-                Err(DaemonError::Datapath(format!("cannot attach: {e}")))
+                self.release(st, &key);
+                Err(DaemonError::Datapath(error_chain(&e)))
             }
         }
+    }
+
+    fn stop_vm(&self, st: &mut State, port: &str) -> Result<()> {
+        let canonical = PortKey(&parse(port)?).to_string();
+        let vm = st
+            .vms
+            .remove(&canonical)
+            .ok_or_else(|| DaemonError::Missing(format!("a VM served on {canonical}")))?;
+        vm.handle.stop();
+        self.release(st, &vm.key);
+        log::info!("{canonical}: no longer served to a VM");
+        Ok(())
+    }
+
+    fn qemu_args(&self, st: &State, port: &str) -> Result<Vec<String>> {
+        let canonical = PortKey(&parse(port)?).to_string();
+        let vm = st.vms.get(&canonical).ok_or_else(|| {
+            DaemonError::Missing(format!("a VM served on {canonical} (serve-vm it first)"))
+        })?;
+        let id: String = canonical
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        Ok(ptnet_vhost::qemu_args(
+            &vm.socket,
+            &format!("ptnet-{id}"),
+            &*vm.port,
+        ))
     }
 
     /// Detaches a client; an on-demand port without clients is removed.
@@ -572,6 +688,16 @@ impl Daemon {
                 };
             }
             Request::DetachNic { switch, ifname } => detach_nic(&mut st, &switch, &ifname),
+            Request::ServeVm(req) => self.serve_vm(&mut st, &req),
+            Request::StopVm { port } => self.stop_vm(&mut st, &port),
+            Request::QemuArgs { port } => {
+                return match self.qemu_args(&st, &port) {
+                    Ok(args) => Reply::QemuArgs { args },
+                    Err(e) => Reply::Error {
+                        message: e.to_string(),
+                    },
+                };
+            }
         };
         match r {
             Ok(()) => Reply::Ok,
@@ -850,6 +976,7 @@ fn listing(st: &State) -> Reply {
                         slots: ps.slots,
                         stats: counters(ps.vport.stats()),
                         nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
+                        vm: vm_entry(st, ps.vport.name()),
                     }
                 })
                 .collect(),
@@ -869,10 +996,41 @@ fn listing(st: &State) -> Reply {
                 slots: ps.slots,
                 stats: counters(end.stats()),
                 nic: None,
+                vm: vm_entry(st, end.name()),
             });
         }
     }
     Reply::Listing { switches, pipes }
+}
+
+fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
+    let vm = st.vms.get(port)?;
+    let s = vm.handle.stats();
+    Some(VmEntry {
+        socket: vm.socket.display().to_string(),
+        connections: s.connections,
+        starts: s.starts,
+        refused: s.refused,
+        running: s.running,
+        mem_ready: s.mem_ready,
+        irqs: s.irqs_raised,
+    })
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .zip(mac.iter_mut())
+            .all(|(p, b)| p.len() == 2 && u8::from_str_radix(p, 16).map(|v| *b = v).is_ok());
+    if !ok || mac[0] & 1 != 0 {
+        return Err(DaemonError::Invalid(format!(
+            "MAC {s:?}: six hex bytes like 02:00:00:00:00:01, unicast"
+        )));
+    }
+    Ok(mac)
 }
 
 /// An error and its sources, on one line.

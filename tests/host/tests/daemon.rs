@@ -377,3 +377,86 @@ fn attach_errors_say_why() {
     assert!(err("vale0:x").contains("busy"));
     drop(first);
 }
+
+#[test]
+fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
+    use ptnet_client::proto::VmRequest;
+    let d = Daemon::start("vm");
+    let vsock = d.dir.join("vm1.sock").to_string_lossy().into_owned();
+    let call = |r: Request| proto::call(&d.socket, r).expect("call").0;
+    let serve = |port: &str, socket: &str, profile: proto::Profile| {
+        call(Request::ServeVm(VmRequest {
+            port: PortRequest {
+                port: port.into(),
+                profile,
+                ..Default::default()
+            },
+            socket: socket.into(),
+            mac: Some("02:00:00:00:00:42".into()),
+        }))
+    };
+    assert_eq!(
+        serve("vale0:vm1", &vsock, proto::Profile::Untrusted),
+        Reply::Ok
+    );
+    assert!(
+        std::path::Path::new(&vsock).exists(),
+        "the vhost-user socket exists"
+    );
+    // The port is the VM's: a host client cannot take it, nor can a second VM.
+    let taken = Port::attach(
+        &d.socket,
+        PortRequest {
+            port: "vale0:vm1".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(taken, Err(ClientError::Refused(m)) if m.contains("busy")));
+    let other = d.dir.join("vm1b.sock").to_string_lossy().into_owned();
+    assert!(matches!(
+        serve("vale0:vm1", &other, proto::Profile::Untrusted),
+        Reply::Error { .. }
+    ));
+    // A pipe end needs the trusted profile.
+    match serve("pp{0", &other, proto::Profile::Untrusted) {
+        Reply::Error { message } => assert!(message.contains("trusted"), "{message}"),
+        r => panic!("{r:?}"),
+    }
+    let entry = d.port("vale0:vm1").expect("listed");
+    let vm = entry.vm.expect("listed as served to a VM");
+    assert_eq!(vm.socket, vsock);
+    assert!(!vm.running && !vm.mem_ready, "no QEMU yet");
+    match call(Request::QemuArgs {
+        port: "vale0:vm1".into(),
+    }) {
+        Reply::QemuArgs { args } => {
+            let all = args.join(" ");
+            assert!(all.contains(&format!("path={vsock}")), "{all}");
+            assert!(
+                all.contains("vhost-user-test-device-pci") && all.contains("virtio-id=63"),
+                "{all}"
+            );
+            assert!(
+                all.contains("num_vqs=2") && all.contains("config_size=64"),
+                "{all}"
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    // Stopping frees the port and removes the socket.
+    assert_eq!(
+        call(Request::StopVm {
+            port: "vale0:vm1".into()
+        }),
+        Reply::Ok
+    );
+    assert!(!std::path::Path::new(&vsock).exists());
+    let p = Port::attach(
+        &d.socket,
+        PortRequest {
+            port: "vale0:vm1".into(),
+            ..Default::default()
+        },
+    );
+    assert!(p.is_ok(), "free again: {:?}", p.err());
+}
