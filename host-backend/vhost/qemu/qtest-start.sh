@@ -5,7 +5,7 @@
 # ptnet-vhost-demo: vale0:vm served as the ptnet device, with a host client on vale0.
 #
 # Usage: host-backend/vhost/qemu/qtest-start.sh   (root: builds QEMU with
-# qemu-patches/build-qemu.sh under /tmp/ptnet-heavy.lock unless PTNET_QEMU names a binary).
+# qemu-patches/build-qemu.sh, cached, unless PTNET_QEMU names a binary).
 # Exits non-zero if a check fails; the logs are kept then. PTNET_QTEST_RESTART=1 starts the
 # device a second time after the reset, which today crashes the patched QEMU (a NULL
 # MemoryRegion in vhost_user_get_mr_data() for the mapping the reset dropped while vhost was
@@ -17,7 +17,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../../ci/lib/common.sh"
 cd "$PTNET_ROOT"
 
-qemu=${PTNET_QEMU:-$(flock /tmp/ptnet-heavy.lock qemu-patches/build-qemu.sh)}
+# build-qemu.sh takes /tmp/ptnet-heavy.lock itself for the compile: holding it here too
+# would deadlock a cold build.
+qemu=${PTNET_QEMU:-$(qemu-patches/build-qemu.sh)}
 [ -x "$qemu" ] || die "no QEMU binary at $qemu"
 log "building ptnet-vhost-demo"
 cargo build --quiet -p ptnet-vhost --example ptnet-vhost-demo
