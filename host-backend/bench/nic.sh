@@ -58,28 +58,8 @@ veth() {
     ip -n "$2" link set eth0 up
 }
 
-median() {
-    python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rows.sort(key=lambda r: r["rx_mpps"])
-m = dict(rows[len(rows) // 2])
-m["runs"] = len(rows)
-m["rx_mpps_min"] = rows[0]["rx_mpps"]
-m["rx_mpps_max"] = rows[-1]["rx_mpps"]
-print(json.dumps(m))
-PY
-}
-
-run() {
-    log "ptnet-bench $* (x$repeat)"
-    local tmp="$out/nic.tmp" k
-    : > "$tmp"
-    for k in $(seq "$repeat"); do
-        "$bench" "$@" --duration "$secs" >> "$tmp"
-    done
-    median "$tmp" >> "$res"
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 ip netns add ptbench-gen
 ip netns add ptbench-rx

@@ -39,29 +39,8 @@ log "building ptnet-bench (release)"
 cargo build --release --quiet -p ptnet-bench
 bench=target/release/ptnet-bench
 
-# median FILE: prints the line of FILE (JSON rows) with the median rx_mpps, adding the spread.
-median() {
-    python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rows.sort(key=lambda r: r["rx_mpps"])
-m = dict(rows[len(rows) // 2])
-m["runs"] = len(rows)
-m["rx_mpps_min"] = rows[0]["rx_mpps"]
-m["rx_mpps_max"] = rows[-1]["rx_mpps"]
-print(json.dumps(m))
-PY
-}
-
-run() {
-    log "ptnet-bench $* (x$repeat)"
-    local tmp="$out/run.tmp" k
-    : > "$tmp"
-    for k in $(seq "$repeat"); do
-        "$bench" "$@" --duration "$secs" >> "$tmp"
-    done
-    median "$tmp" >> "$res"
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 run pipe
 run pipe --busy-poll

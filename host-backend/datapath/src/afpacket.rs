@@ -307,19 +307,7 @@ impl PacketRing {
     /// Takes the socket's pending error (SO_ERROR): ENETDOWN after the interface went down or
     /// away.
     pub fn take_error(&self) -> Option<io::Error> {
-        let mut v: libc::c_int = 0;
-        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `l` bytes into `v`, a c_int we own.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut l,
-            )
-        };
-        (r == 0 && v != 0).then(|| io::Error::from_raw_os_error(v))
+        crate::sys::socket_error(&self.fd)
     }
 
     /// RX: the kernel's counters since the last call (PACKET_STATISTICS).

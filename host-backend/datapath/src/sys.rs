@@ -43,6 +43,23 @@ pub fn memfd(name: &CStr, size: usize, huge: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// Takes a socket's pending error (SO_ERROR): e.g. ENETDOWN after its interface went down.
+pub fn socket_error(fd: &impl std::os::fd::AsRawFd) -> Option<io::Error> {
+    let mut v: libc::c_int = 0;
+    let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `l` bytes into `v`, a c_int we own.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut l,
+        )
+    };
+    (r == 0 && v != 0).then(|| io::Error::from_raw_os_error(v))
+}
+
 /// A `MAP_SHARED` read-write mapping of a whole file, with one inaccessible guard page on each
 /// side, so that an access running off either end faults instead of touching other memory.
 ///

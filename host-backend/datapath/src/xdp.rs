@@ -746,19 +746,7 @@ impl NicBackend for XdpBackend {
     }
 
     fn take_error(&mut self) -> Option<io::Error> {
-        let mut v: libc::c_int = 0;
-        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `l` bytes into `v`, a c_int we own.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut l,
-            )
-        };
-        (r == 0 && v != 0).then(|| io::Error::from_raw_os_error(v))
+        crate::sys::socket_error(&self.fd)
     }
 
     fn kernel_drops(&mut self) -> u64 {

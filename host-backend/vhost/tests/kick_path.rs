@@ -208,14 +208,21 @@ fn both_kick_paths_carry_traffic() {
     }
 }
 
+/// The measurement behind docs/benchmarks.md ("who reads a VM's kicks"). It asserts no timing
+/// (these machines are shared); CI runs it once per path in debug mode, which keeps the code
+/// working; `PTNET_KICK_PATH_RUNS=3` with `--release --nocapture` gives the table's medians.
 #[test]
-#[ignore = "measurement: run with --release --ignored --nocapture"]
 fn kick_path_rtt_and_stream_rate() {
     init_log();
     let paths = [Path::Host, Path::VmDirect, Path::VmViaWorker];
     let mut results: Vec<Vec<Sample>> = paths.iter().map(|_| Vec::new()).collect();
+    let runs: u32 = std::env::var("PTNET_KICK_PATH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
     // Interleaved runs: the machine is shared, its load drifts.
-    for run in 0..3 {
+    for run in 0..runs {
         for (k, p) in paths.iter().enumerate() {
             results[k].push(measure(*p, run));
         }

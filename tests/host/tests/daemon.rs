@@ -3,137 +3,16 @@
 //! Build the daemon first (`cargo build -p ptnetd`, same profile); `ci/tier2.sh` does.
 #![cfg(feature = "host-tests")]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ptnet_client::proto::{self, PortRequest, Reply, Request};
 use ptnet_client::{ClientError, Port};
 
-/// A running daemon on a private socket; killed (by PID) when dropped.
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    socket: String,
-}
+mod common;
 
-fn target_bin(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps/; the workspace's binaries are one level up.
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (cargo build -p {name}, same profile as the tests)",
-        bin.display()
-    );
-    bin
-}
-
-impl Daemon {
-    fn start(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
-        let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
-        let child = Command::new(target_bin("ptnetd"))
-            .args(["--socket", &socket])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ptnetd");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ptnetd did not start (see {})",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, dir, socket }
-    }
-
-    /// Starts a test client process; its first stdout line is returned when `wait_ready`.
-    fn client(&self, args: &[&str], wait_ready: bool) -> Client {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ptnet-test-client"))
-            .args(args)
-            .args(["--socket", &self.socket])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start a client");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        if wait_ready {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            assert!(line.contains("ready"), "client did not get ready: {line:?}");
-        }
-        Client { child, out }
-    }
-
-    fn list(&self) -> (Vec<proto::SwitchEntry>, Vec<proto::PortEntry>) {
-        match proto::call(&self.socket, Request::List).expect("list").0 {
-            Reply::Listing { switches, pipes } => (switches, pipes),
-            r => panic!("unexpected reply {r:?}"),
-        }
-    }
-
-    fn port(&self, name: &str) -> Option<proto::PortEntry> {
-        let (sw, pipes) = self.list();
-        sw.into_iter()
-            .flat_map(|s| s.ports)
-            .chain(pipes)
-            .find(|p| p.name == name)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("daemon log kept in {}", self.dir.display());
-        }
-    }
-}
-
-struct Client {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Client {
-    /// Waits for the client; returns its exit success and its last stdout line (JSON).
-    fn finish(mut self) -> (bool, serde_json::Value) {
-        let status = self.child.wait().expect("wait");
-        let mut last = String::new();
-        for l in (&mut self.out).lines() {
-            last = l.expect("read");
-        }
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        let v = serde_json::from_str(&last)
-            .unwrap_or_else(|_| serde_json::json!({ "raw": last, "stderr": err }));
-        (status.success(), v)
-    }
-}
+use common::Daemon;
 
 #[test]
 fn two_client_processes_exchange_frames_across_vale0() {

@@ -7,28 +7,14 @@
 //! `ci/tier2.sh` does. Needs root, `ip`, `ethtool`, `python3` and busybox.
 #![cfg(feature = "host-tests")]
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ptnet_client::proto::{self, NicEntry, Reply, Request};
 
-fn target_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (cargo build -p {name}, same profile as the tests)",
-        bin.display()
-    );
-    bin
-}
+mod common;
+
+use common::{Daemon, Proc};
 
 fn script() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nsframes.py").to_owned()
@@ -135,45 +121,14 @@ impl Drop for VethGuard {
     }
 }
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    socket: String,
+/// What the NIC tests add to the shared daemon harness.
+trait NicDaemon {
+    fn attach_nic(&self, switch: &str, ifname: &str, backend: &str) -> String;
+    fn nic(&self, port: &str) -> Option<NicEntry>;
+    fn wait_link(&self, port: &str, link: &str);
 }
 
-impl Daemon {
-    fn start(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
-        let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
-        let child = Command::new(target_bin("ptnetd"))
-            .args(["--socket", &socket])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ptnetd");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "ptnetd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, dir, socket }
-    }
-
-    fn ctl(&self, args: &[&str]) -> (bool, String) {
-        let o = Command::new(target_bin("ptnetctl"))
-            .args(["--socket", &self.socket])
-            .args(args)
-            .output()
-            .expect("ptnetctl");
-        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&o.stderr));
-        (o.status.success(), text)
-    }
-
+impl NicDaemon for Daemon {
     fn attach_nic(&self, switch: &str, ifname: &str, backend: &str) -> String {
         let (good, text) = self.ctl(&["attach-nic", switch, ifname, "--backend", backend]);
         assert!(good, "attach-nic {ifname}: {text}");
@@ -203,77 +158,6 @@ impl Daemon {
                 "{port} never became {link}: {n:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts a test client; waits for its "ready" line when `wait_ready`.
-    fn client(&self, args: &[&str], wait_ready: bool) -> Proc {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ptnet-test-client"));
-        c.args(args).args(["--socket", &self.socket]);
-        Proc::spawn(c, wait_ready)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("daemon log kept in {}", self.dir.display());
-        }
-    }
-}
-
-/// A child process with piped output; its last stdout line is its JSON result.
-struct Proc {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Proc {
-    fn spawn(mut c: Command, wait_ready: bool) -> Self {
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        if wait_ready {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            assert!(line.contains("ready"), "not ready: {line:?}");
-        }
-        Proc { child, out }
-    }
-
-    fn finish(mut self) -> (bool, serde_json::Value) {
-        let status = self.child.wait().expect("wait");
-        let mut last = String::new();
-        for l in (&mut self.out).lines() {
-            last = l.expect("read");
-        }
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        let v = serde_json::from_str(&last)
-            .unwrap_or_else(|_| serde_json::json!({ "raw": last, "stderr": err }));
-        (status.success(), v)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

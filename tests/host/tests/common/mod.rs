@@ -1,0 +1,167 @@
+//! What the tier-2 test files share: the real `ptnetd` on a private socket, and child
+//! processes (test clients, generators) whose last stdout line is their JSON result.
+//!
+//! Build the binaries first (`cargo build -p ptnetd -p ptnetctl`, same profile as the
+//! tests); `ci/tier2.sh` does.
+#![allow(dead_code)] // every test file uses its own part of this module
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ptnet_client::proto::{self, Reply, Request};
+
+/// A workspace binary next to the test executable (tests run from target/<profile>/deps/).
+pub fn target_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p {name}, same profile as the tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running daemon on a private socket; killed (by PID) when dropped, its log kept if the
+/// test failed.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: String,
+}
+
+impl Daemon {
+    pub fn start(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
+        let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
+        let child = Command::new(target_bin("ptnetd"))
+            .args(["--socket", &socket])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ptnetd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ptnetd did not start (see {})",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, dir, socket }
+    }
+
+    /// Starts a test client (`ptnet-test-client`); waits for its "ready" line when
+    /// `wait_ready`.
+    pub fn client(&self, args: &[&str], wait_ready: bool) -> Proc {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ptnet-test-client"));
+        c.args(args).args(["--socket", &self.socket]);
+        Proc::spawn(c, wait_ready)
+    }
+
+    /// Runs `ptnetctl` against this daemon: success and everything it printed.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new(target_bin("ptnetctl"))
+            .args(["--socket", &self.socket])
+            .args(args)
+            .output()
+            .expect("ptnetctl");
+        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), text)
+    }
+
+    pub fn list(&self) -> (Vec<proto::SwitchEntry>, Vec<proto::PortEntry>) {
+        match proto::call(&self.socket, Request::List).expect("list").0 {
+            Reply::Listing { switches, pipes } => (switches, pipes),
+            r => panic!("unexpected reply {r:?}"),
+        }
+    }
+
+    pub fn port(&self, name: &str) -> Option<proto::PortEntry> {
+        let (sw, pipes) = self.list();
+        sw.into_iter()
+            .flat_map(|s| s.ports)
+            .chain(pipes)
+            .find(|p| p.name == name)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("daemon log kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// A child process with piped output; its last stdout line is its JSON result. Killed (by
+/// PID) if still running when dropped.
+pub struct Proc {
+    pub child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Proc {
+    pub fn spawn(mut c: Command, wait_ready: bool) -> Self {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        if wait_ready {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert!(line.contains("ready"), "not ready: {line:?}");
+        }
+        Proc { child, out }
+    }
+
+    /// Waits for the process; its exit success and its last stdout line (JSON), or the raw
+    /// line and its stderr.
+    pub fn finish(mut self) -> (bool, serde_json::Value) {
+        let status = self.child.wait().expect("wait");
+        let mut last = String::new();
+        for l in (&mut self.out).lines() {
+            last = l.expect("read");
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let v = serde_json::from_str(&last)
+            .unwrap_or_else(|_| serde_json::json!({ "raw": last, "stderr": err }));
+        (status.success(), v)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
