@@ -1,0 +1,538 @@
+//! One frontend connection's virtio-net device: what it offers, the vhost-user callbacks, and
+//! its life cycle.
+//!
+//! * **Queues**: `2 × pairs` data queues (receive `2i`, transmit `2i + 1`) and the control
+//!   queue last. Pair `i` is served by port TX ring `i` and RX ring `i`; the device offers as
+//!   many pairs as the port has ring pairs (`VIRTIO_NET_F_MQ` when more than one).
+//! * **Start**, as soon as pair 0's queues have a kick eventfd and are ready and enabled: the
+//!   port is bound to a private CSB (the device is the port's client, as a host process
+//!   would be) and one worker thread per live pair runs [`crate::worker::Pair`], pair 0 also
+//!   serving the control queue when it is live. The crate's own vring worker threads are not
+//!   used (`queues_per_thread` is empty): the pair workers are the only readers of their kick
+//!   eventfds (they read duplicates), so no wake-up is lost to a second reader.
+//! * **Restart** when any queue's kick, enabled or ready state changes while running (a
+//!   driver enabling more pairs, a reconnecting frontend re-sending its rings): stop, then
+//!   start over with the queues live now.
+//! * **Stop**, on `GET_VRING_BASE`, `RESET_DEVICE` or disconnect: synchronously, before the
+//!   handler replies (the driver may reuse its memory right after), the workers are stopped
+//!   and joined and the port unbound. The queues' `next_avail` stays where the workers left
+//!   it, so `GET_VRING_BASE` returns the right base.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::{self, JoinHandle};
+
+use ptnet_datapath::csb::{CsbMem, CsbRef};
+use ptnet_datapath::kloop::{ClientBinding, Mode};
+use ptnet_datapath::port::SyncPort;
+use ptnet_vhost::device::thread_name;
+use ptnet_vhost::guest::{self, GuestMem};
+use ptnet_vhost::vring::{self, Change, PtnetVring, VringHook};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::QueueT;
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::config::NetConfig;
+use crate::ctrl::Ctrl;
+use crate::worker::{Pair, PairConfig};
+
+/// Most queue pairs a device offers.
+pub const MAX_PAIRS: u16 = 8;
+
+/// Counters of one served port, across frontend connections (updated once per batch).
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Frames the guest transmitted into the port.
+    pub tx_packets: AtomicU64,
+    /// Their bytes (without the virtio-net header).
+    pub tx_bytes: AtomicU64,
+    /// TX chains refused (malformed, outside guest memory, larger than a port buffer).
+    pub tx_bad: AtomicU64,
+    /// Frames delivered to the guest.
+    pub rx_packets: AtomicU64,
+    /// Their bytes (without the virtio-net header).
+    pub rx_bytes: AtomicU64,
+    /// Frames dropped on RX (malformed guest buffers, frame larger than the buffers).
+    pub rx_bad: AtomicU64,
+    /// Used-ring notifications (call eventfd writes) on TX queues.
+    pub tx_notifies: AtomicU64,
+    /// Used-ring notifications on RX queues.
+    pub rx_notifies: AtomicU64,
+    /// Worker wake-ups from epoll (kicks or port interrupts).
+    pub wakeups: AtomicU64,
+    /// Frontend connections accepted.
+    pub connections: AtomicU64,
+    /// Device starts.
+    pub starts: AtomicU64,
+    /// Workers stopped by a broken queue (until the frontend resets the device).
+    pub broken: AtomicU64,
+    /// Whether the device runs now.
+    pub running: AtomicBool,
+}
+
+/// A point-in-time copy of [`NetStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct NetStatsSnapshot {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_bad: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_bad: u64,
+    pub tx_notifies: u64,
+    pub rx_notifies: u64,
+    pub wakeups: u64,
+    pub connections: u64,
+    pub starts: u64,
+    pub broken: u64,
+    pub running: bool,
+}
+
+impl NetStats {
+    /// Adds to a counter (relaxed: counters order nothing).
+    #[inline]
+    pub fn add(c: &AtomicU64, v: u64) {
+        if v != 0 {
+            c.fetch_add(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads all counters.
+    pub fn snapshot(&self) -> NetStatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NetStatsSnapshot {
+            tx_packets: r(&self.tx_packets),
+            tx_bytes: r(&self.tx_bytes),
+            tx_bad: r(&self.tx_bad),
+            rx_packets: r(&self.rx_packets),
+            rx_bytes: r(&self.rx_bytes),
+            rx_bad: r(&self.rx_bad),
+            tx_notifies: r(&self.tx_notifies),
+            rx_notifies: r(&self.rx_notifies),
+            wakeups: r(&self.wakeups),
+            connections: r(&self.connections),
+            starts: r(&self.starts),
+            broken: r(&self.broken),
+            running: self.running.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the device offers and how it runs.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// MAC address in the config space.
+    pub mac: [u8; 6],
+    /// How the workers wait (the daemon's sync loop mode).
+    pub mode: Mode,
+    /// Largest virtqueue the frontend may configure.
+    pub max_queue_size: u16,
+}
+
+/// The virtio feature bits a device with `pairs` queue pairs offers.
+pub fn features(pairs: u16) -> u64 {
+    let mut f = (1u64 << VIRTIO_F_VERSION_1)
+        | (1 << VIRTIO_NET_F_MAC)
+        | (1 << VIRTIO_NET_F_STATUS)
+        | (1 << VIRTIO_NET_F_MRG_RXBUF)
+        | (1 << VIRTIO_RING_F_EVENT_IDX)
+        | (1 << VIRTIO_NET_F_CTRL_VQ)
+        | (1 << VIRTIO_NET_F_CTRL_RX)
+        | (1 << VIRTIO_NET_F_CTRL_MAC_ADDR)
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    if pairs > 1 {
+        f |= 1 << VIRTIO_NET_F_MQ;
+    }
+    f
+}
+
+/// The protocol features the device offers. Not `STATUS`: vhost 0.18's request handler does
+/// not know `SET_STATUS`.
+pub fn protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+}
+
+/// The device's hold on its port: the CSB it drives the rings through and one interrupt
+/// eventfd per queue pair (the datapath raises it when the pair's RX ring, or a TX ring
+/// whose slots a peer holds, has news).
+#[derive(Debug)]
+pub struct PortBinding {
+    /// The CSB (TX rings, then RX rings).
+    pub csb: CsbRef,
+    /// Interrupt eventfd of each pair.
+    pub irqs: Vec<Arc<EventFd>>,
+}
+
+/// Binds `port` to a fresh CSB, as its (only) client, with `pairs` interrupt eventfds.
+/// Unbind with `port.bind(None)`.
+pub fn bind_port(port: &dyn SyncPort, pairs: u16) -> Result<PortBinding, String> {
+    let ifc = port.interface();
+    let (ntx, nrx) = (ifc.tx.len(), ifc.rx.len());
+    let csb_mem = CsbMem::new((ntx + nrx) as u32).map_err(|e| format!("CSB: {e}"))?;
+    let csb = csb_mem.csb();
+    // Rings beyond the pairs share pair 0's interrupt (they see no traffic from this
+    // client).
+    let irqs = (0..pairs.max(1))
+        .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| format!("eventfd: {e}"))?;
+    let pick = |i: usize| Arc::clone(irqs.get(i).unwrap_or(&irqs[0]));
+    let binding_irqs = (0..ntx).map(pick).chain((0..nrx).map(pick)).collect();
+    let binding = ClientBinding::new(csb.clone(), binding_irqs)
+        .ok_or("the CSB does not match the port's rings")?;
+    if !port.bind(Some(&binding)) {
+        port.bind(None);
+        return Err("the port refused the binding".into());
+    }
+    Ok(PortBinding { csb, irqs })
+}
+
+struct Worker {
+    stop: Arc<EventFd>,
+    stopping: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct State {
+    acked_features: u64,
+    vrings: Vec<PtnetVring>,
+    workers: Option<Vec<Worker>>,
+    last_refusal: Option<String>,
+    gone: bool,
+}
+
+/// The virtio-net device of one frontend connection.
+pub struct NetDevice {
+    port: Arc<dyn SyncPort>,
+    name: String,
+    opts: DeviceOptions,
+    pairs: u16,
+    mem: GuestMem,
+    stats: Arc<NetStats>,
+    config: Arc<Mutex<NetConfig>>,
+    state: Mutex<State>,
+}
+
+impl NetDevice {
+    /// A device for one connection to `port`.
+    pub fn new(port: Arc<dyn SyncPort>, opts: DeviceOptions, stats: Arc<NetStats>) -> Arc<Self> {
+        let ifc = port.interface();
+        let pairs = (ifc.tx.len().min(ifc.rx.len()) as u16).clamp(1, MAX_PAIRS);
+        Arc::new(NetDevice {
+            name: port.name().to_owned(),
+            port,
+            config: Arc::new(Mutex::new(NetConfig::new(opts.mac, pairs))),
+            opts,
+            pairs,
+            mem: GuestMem::new(vm_memory::GuestMemoryMmap::new()),
+            stats,
+            state: Mutex::new(State {
+                acked_features: 0,
+                vrings: Vec::new(),
+                workers: None,
+                last_refusal: None,
+                gone: false,
+            }),
+        })
+    }
+
+    /// Queue pairs offered.
+    pub fn pairs(&self) -> u16 {
+        self.pairs
+    }
+
+    /// The guest memory handle to give the vhost-user daemon.
+    pub fn guest_memory(&self) -> GuestMem {
+        self.mem.clone()
+    }
+
+    /// The MAC address the config space holds now.
+    pub fn mac(&self) -> [u8; 6] {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).mac()
+    }
+
+    /// Takes the queues the handler created (in queue order) and hooks them up.
+    pub fn register(self: &Arc<Self>, vrings: Vec<PtnetVring>) {
+        let hook: Weak<dyn VringHook> = Arc::downgrade(self) as Weak<dyn VringHook>;
+        for (i, v) in vrings.iter().enumerate() {
+            v.set_hook(hook.clone(), i as u16);
+        }
+        self.lock().vrings = vrings;
+    }
+
+    /// The frontend went away: stops the workers and unbinds the port.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        self.stop(&mut st, "frontend disconnected");
+        st.gone = true;
+        st.vrings.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live(v: &PtnetVring) -> bool {
+        let s = v.get_ref();
+        s.get_queue().ready() && s.is_enabled() && s.get_kick().is_some()
+    }
+
+    fn maybe_start(&self, st: &mut State) {
+        if st.workers.is_some() || st.gone {
+            return;
+        }
+        let ctrl_index = 2 * usize::from(self.pairs);
+        if st.vrings.len() != ctrl_index + 1 {
+            return;
+        }
+        let live: Vec<u16> = (0..self.pairs)
+            .filter(|&p| {
+                let p = usize::from(p);
+                Self::live(&st.vrings[2 * p]) && Self::live(&st.vrings[2 * p + 1])
+            })
+            .collect();
+        if live.first() != Some(&0) {
+            return;
+        }
+        match self.try_start(st, &live) {
+            Ok(w) => {
+                st.workers = Some(w);
+                st.last_refusal = None;
+                self.stats.starts.fetch_add(1, Ordering::Relaxed);
+                self.stats.running.store(true, Ordering::Relaxed);
+                log::info!(
+                    "{}: virtio-net device started: {} of {} queue pairs, features {:#x}",
+                    self.name,
+                    live.len(),
+                    self.pairs,
+                    st.acked_features
+                );
+            }
+            Err(why) => {
+                self.port.bind(None);
+                if st.last_refusal.as_deref() != Some(why.as_str()) {
+                    log::warn!("{}: virtio-net device not started: {why}", self.name);
+                    st.last_refusal = Some(why);
+                }
+            }
+        }
+    }
+
+    fn try_start(&self, st: &State, live: &[u16]) -> Result<Vec<Worker>, String> {
+        let mem = self.mem.memory();
+        for (i, v) in st.vrings.iter().enumerate() {
+            let s = v.get_ref();
+            if s.get_queue().ready() && !s.get_queue().is_valid(&*mem) {
+                return Err(format!("virtqueue {i} lies outside guest memory"));
+            }
+        }
+        let PortBinding { csb, irqs } = bind_port(&*self.port, self.pairs)?;
+        let ctrl_vring = &st.vrings[2 * usize::from(self.pairs)];
+        let ctrl_live = Self::live(ctrl_vring);
+        let mut workers = Vec::with_capacity(live.len());
+        for &p in live {
+            let pi = usize::from(p);
+            let (rxq, txq) = (&st.vrings[2 * pi], &st.vrings[2 * pi + 1]);
+            let dup = |v: &PtnetVring, what: &str| -> Result<EventFd, String> {
+                let s = v.get_ref();
+                let k = s.get_kick().as_ref().ok_or(format!("{what}: no kick"))?;
+                guest::dup_eventfd(k).map_err(|e| format!("{what} kick eventfd: {e}"))
+            };
+            let mut kicks = vec![
+                dup(txq, "TX queue")?,
+                dup(rxq, "RX queue")?,
+                irqs[pi].try_clone().map_err(|e| format!("eventfd: {e}"))?,
+            ];
+            let ctrl = if p == 0 && ctrl_live {
+                kicks.push(dup(ctrl_vring, "control queue")?);
+                Some(Ctrl::new(
+                    ctrl_vring.clone(),
+                    self.pairs,
+                    Arc::clone(&self.config),
+                ))
+            } else {
+                None
+            };
+            let pair = Pair::new(PairConfig {
+                index: p,
+                port: Arc::clone(&self.port),
+                csb: csb.clone(),
+                mem: self.mem.clone(),
+                rxq: rxq.clone(),
+                txq: txq.clone(),
+                ctrl,
+                features: st.acked_features,
+                stats: Arc::clone(&self.stats),
+            });
+            let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?);
+            let stopping = Arc::new(AtomicBool::new(false));
+            let (s2, st2, stats, mode) = (
+                Arc::clone(&stop),
+                Arc::clone(&stopping),
+                Arc::clone(&self.stats),
+                self.opts.mode,
+            );
+            let name = self.name.clone();
+            let thread = thread::Builder::new()
+                .name(thread_name(&format!("vnet{p}"), &self.name))
+                .spawn(move || {
+                    if let Err(e) = pair.run(&kicks, &s2, &st2, mode) {
+                        stats.broken.fetch_add(1, Ordering::Relaxed);
+                        log::error!(
+                            "{name} pair {p}: {e}; the queue pair stops until the frontend \
+                             resets the device"
+                        );
+                    }
+                })
+                .map_err(|e| format!("worker thread: {e}"))?;
+            workers.push(Worker {
+                stop,
+                stopping,
+                thread,
+            });
+        }
+        Ok(workers)
+    }
+
+    fn stop(&self, st: &mut State, why: &str) {
+        let Some(workers) = st.workers.take() else {
+            return;
+        };
+        for w in &workers {
+            w.stopping.store(true, Ordering::Release);
+            let _ = w.stop.write(1);
+        }
+        for w in workers {
+            if w.thread.join().is_err() {
+                log::error!("{}: a virtio-net worker panicked", self.name);
+            }
+        }
+        self.port.bind(None);
+        self.stats.running.store(false, Ordering::Relaxed);
+        log::info!("{}: virtio-net device stopped: {why}", self.name);
+    }
+}
+
+impl VringHook for NetDevice {
+    fn changed(&self, index: u16, what: Change) {
+        let mut st = self.lock();
+        if st.workers.is_some() && what != Change::Call {
+            self.stop(&mut st, &format!("queue {index} changed ({what:?})"));
+        }
+        self.maybe_start(&mut st);
+    }
+}
+
+impl VhostUserBackend for NetDevice {
+    type Bitmap = ();
+    type Vring = PtnetVring;
+
+    fn num_queues(&self) -> usize {
+        2 * usize::from(self.pairs) + 1
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.opts.max_queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        features(self.pairs)
+    }
+
+    fn acked_features(&self, features: u64) {
+        let mut st = self.lock();
+        if st.acked_features != features && st.workers.is_some() {
+            self.stop(&mut st, "features changed");
+        }
+        st.acked_features = features;
+        self.maybe_start(&mut st);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        protocol_features()
+    }
+
+    fn reset_device(&self) {
+        let mut st = self.lock();
+        self.stop(&mut st, "device reset");
+        st.acked_features = 0;
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The handler sets it on every queue; the workers read it from the queue.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(offset, size)
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        if !self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(offset, buf)
+        {
+            log::debug!(
+                "{}: SET_CONFIG of {} bytes at {offset} ignored (only the MAC is writable)",
+                self.name,
+                buf.len()
+            );
+        }
+        // Never an error: the vhost crate would end the connection.
+        Ok(())
+    }
+
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        // The workers load the new table at their next pass (they share this handle).
+        match guest::check_mem_table(&mem.memory()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                log::warn!("{}: memory table refused: {e}", self.name);
+                Err(io::Error::new(io::ErrorKind::InvalidInput, e))
+            }
+        }
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // No vring worker threads of the crate's: the pair workers read the kicks.
+        Vec::new()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        let mut st = self.lock();
+        self.stop(&mut st, &format!("GET_VRING_BASE on queue {queue_index}"));
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        _device_event: u16,
+        _evset: EventSet,
+        _vrings: &[PtnetVring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        // Never called: there are no vring worker threads (see `queues_per_thread`).
+        Ok(())
+    }
+}
+
+/// Collects the queues `VhostUserDaemon::new` creates (see [`ptnet_vhost::vring::collect`]).
+pub use vring::collect;

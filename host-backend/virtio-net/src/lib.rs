@@ -1,0 +1,29 @@
+//! ptnet-virtio-net: a virtio-net device over vhost-user, attached to one port of the
+//! datapath (a VALE port or a pipe end). Any unmodified guest (`-netdev vhost-user` +
+//! `virtio-net-pci`) or DPDK's `virtio_user` PMD becomes one more client of the port: the
+//! device is the application side of the port's rings *and* runs their txsync/rxsync itself,
+//! in the same thread, so a frame costs one copy between guest memory and the port's buffers
+//! and no system call.
+//!
+//! * [`server`]: serving a port on a vhost-user socket ([`serve`]), one frontend at a time;
+//! * [`device`]: one connection's device: features, config space, vhost-user callbacks, start
+//!   and stop of the queue-pair workers;
+//! * [`config`]: the virtio-net configuration space (MAC, status, queue pairs);
+//! * [`virtq`]: batched virtqueue completion (one used-index store and at most one
+//!   notification per batch, EVENT_IDX) and the guest-memory copies;
+//! * [`worker`]: a queue pair's data path: TX virtqueue → port TX ring, port RX ring → RX
+//!   virtqueue (MRG_RXBUF), the control queue, lingering and sleeping;
+//! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ).
+//!
+//! The virtio-net header is stripped on TX and a zeroed one is prepended on RX: offloads
+//! (checksum, TSO) are not offered yet, so frames cross the switch as plain Ethernet frames.
+
+pub mod config;
+pub mod ctrl;
+pub mod device;
+pub mod server;
+pub mod virtq;
+pub mod worker;
+
+pub use device::{NetStats, NetStatsSnapshot};
+pub use server::{ServeConfig, ServeError, ServeHandle, qemu_args, serve};

@@ -1,0 +1,870 @@
+//! A queue pair's data path: one thread that is both the application side of one TX and one
+//! RX ring of the port and the kernel side that syncs them (it calls the port's
+//! txsync/rxsync itself, so no sync loop thread and no kick sits between the guest and the
+//! switch).
+//!
+//! * **TX** (guest → switch): up to [`TX_BATCH`] chains are popped (never more than the port
+//!   TX ring has free slots), each is copied once from guest memory into a slot's buffer with
+//!   the virtio-net header stripped, all chains are completed with one used-index store and
+//!   at most one notification, then `head` is published and txsync run once.
+//! * **RX** (switch → guest): the frames the switch put in the RX ring (whole `NS_MOREFRAG`
+//!   chains) are copied once into guest buffers behind a zeroed virtio-net header, merging
+//!   buffers with `VIRTIO_NET_F_MRG_RXBUF`; a frame that finds no (or not enough) guest
+//!   buffers stays in the ring, its chains given back to the avail ring, until the driver
+//!   posts more (backpressure: the switch drops when the ring is full, as for any port).
+//! * **Sleeping**: after a pass with no work the thread polls for up to the mode's linger,
+//!   then re-enables the TX virtqueue's notifications (and the RX virtqueue's when frames
+//!   wait for buffers) and the RX ring's interrupt, checks again, and sleeps in epoll on the
+//!   kick eventfds and the port's interrupt eventfd. Busy-poll mode never sleeps.
+//!
+//! A malformed chain (writable descriptor on TX, read-only on RX, address outside guest
+//! memory, a frame larger than a port buffer) is completed with length 0 and counted; a
+//! broken queue (an avail index more than a queue size ahead, rings outside guest memory)
+//! stops this worker until the frontend resets the device. Neither panics nor touches
+//! anything outside the guest's memory and the port's region.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ptnet_datapath::csb::CsbRef;
+use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::mem::RingView;
+use ptnet_datapath::port::SyncPort;
+use ptnet_spec::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
+use ptnet_spec::ring::{distance, nm_add, nm_next};
+use ptnet_vhost::guest::GuestMem;
+use ptnet_vhost::vring::PtnetVring;
+use vhost_user_backend::VringT;
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::ctrl::Ctrl;
+use crate::device::NetStats;
+use crate::virtq::{BadAddress, Mem, UsedBatch, guest_slice};
+
+/// Most TX chains moved per pass.
+pub const TX_BATCH: u32 = 256;
+/// Most RX frames moved per pass.
+pub const RX_BATCH: u32 = 256;
+/// Most writable descriptors of one RX chain that are used (the rest are ignored).
+const MAX_RX_DESCS: usize = 16;
+/// Passes between two clock reads while lingering.
+const LINGER_CHECK: u32 = 16;
+
+/// Why a queue cannot be served any more (the frontend must reset the device).
+#[derive(Debug, thiserror::Error)]
+pub enum Broken {
+    /// The avail ring is unusable (its index ran more than a queue size ahead).
+    #[error("{queue} virtqueue: {source}")]
+    Queue {
+        /// Which queue.
+        queue: &'static str,
+        /// The queue's error.
+        #[source]
+        source: virtio_queue::Error,
+    },
+    /// The used ring is outside guest memory.
+    #[error("{queue} virtqueue: used ring")]
+    Used {
+        /// Which queue.
+        queue: &'static str,
+        /// The failed access.
+        #[source]
+        source: BadAddress,
+    },
+}
+
+/// Why one chain was refused (it is completed with length 0).
+#[derive(Debug, thiserror::Error)]
+pub enum BadChain {
+    /// A TX chain with a device-writable descriptor, or an RX chain with a read-only one.
+    #[error("descriptor of the wrong direction")]
+    Direction,
+    /// A descriptor outside guest memory.
+    #[error("descriptor outside guest memory")]
+    Address(#[from] BadAddress),
+    /// A TX frame larger than a port buffer.
+    #[error("frame of at least {0} bytes is larger than a port buffer")]
+    TooLong(usize),
+    /// A chain shorter than the virtio-net header, or an RX chain whose first buffer cannot
+    /// hold the header.
+    #[error("chain of {0} bytes cannot hold the virtio-net header")]
+    Short(usize),
+    /// An RX frame larger than the chain, without `VIRTIO_NET_F_MRG_RXBUF`.
+    #[error("frame of {0} bytes does not fit the receive buffer")]
+    NoRoom(usize),
+}
+
+/// The application side of one port ring, in process: `head` and `tail` as a netmap
+/// application keeps them, published through the port's CSB.
+#[derive(Debug)]
+struct UserRing {
+    view: RingView,
+    /// Ring number in the port (TX or RX).
+    ring: u32,
+    /// Entry in the CSB.
+    entry: u32,
+    head: u32,
+    tail: u32,
+}
+
+impl UserRing {
+    fn new(view: RingView, ring: u32, entry: u32, csb: &CsbRef) -> Self {
+        let mut r = UserRing {
+            view,
+            ring,
+            entry,
+            head: 0,
+            tail: 0,
+        };
+        let n = r.view.num_slots();
+        if let (Some(a), Some(k)) = (csb.atok(entry), csb.ktoa(entry)) {
+            let a = a.kern_read();
+            let s = k.appl_read();
+            if a.head < n && s.hwtail < n {
+                r.head = a.head;
+                r.tail = s.hwtail;
+            }
+        }
+        r
+    }
+
+    /// Reads `hwtail` (the datapath is trusted, but an index outside the ring must still not
+    /// reach a slot access).
+    #[inline]
+    fn refresh(&mut self, csb: &CsbRef) {
+        if let Some(k) = csb.ktoa(self.entry) {
+            let t = k.appl_read().hwtail;
+            if t < self.view.num_slots() {
+                self.tail = t;
+            }
+        }
+    }
+
+    /// Slots between `head` and `tail` (TX: free, RX: received).
+    #[inline]
+    fn avail(&self) -> u32 {
+        distance(self.head, self.tail, self.view.num_slots())
+    }
+
+    #[inline]
+    fn publish(&self, csb: &CsbRef) {
+        if let Some(a) = csb.atok(self.entry) {
+            a.appl_write(self.head, self.head);
+        }
+    }
+
+    /// Slot `i`'s buffer and its length (`len` bounded by the buffer size), or `None` for a
+    /// buffer index outside the region.
+    #[inline]
+    fn buffer(&self, i: u32) -> Option<(VolatileSlice<'_>, u16, u16)> {
+        let s = self.view.read_slot(i);
+        let region = self.view.region();
+        let size = region.buf_size() as usize;
+        let p = region.buf(s.buf_idx)?;
+        // SAFETY: `buf` checked the index, so `size` bytes at `p` lie inside the region's
+        // mapping, which `self.view` keeps alive for the slice's lifetime. The slot is in
+        // [head, tail), so the buffer belongs to the application side (this thread) until the
+        // next sync hands it back; the datapath does not touch it meanwhile.
+        let vs = unsafe { VolatileSlice::new(p.as_ptr(), size) };
+        Some((
+            vs,
+            s.len.min(size.min(usize::from(u16::MAX)) as u16),
+            s.flags,
+        ))
+    }
+}
+
+/// The writable buffers of one RX chain.
+#[derive(Debug, Clone, Copy)]
+struct RxChain {
+    head: u16,
+    descs: [(u64, u32); MAX_RX_DESCS],
+    n: usize,
+}
+
+impl RxChain {
+    fn collect(chain: DescriptorChain<&Mem>) -> Result<Self, (u16, BadChain)> {
+        let head = chain.head_index();
+        let mut c = RxChain {
+            head,
+            descs: [(0, 0); MAX_RX_DESCS],
+            n: 0,
+        };
+        for d in chain {
+            if !d.is_write_only() {
+                return Err((head, BadChain::Direction));
+            }
+            if c.n < MAX_RX_DESCS && d.len() > 0 {
+                c.descs[c.n] = (d.addr().0, d.len());
+                c.n += 1;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Counters of one pass, added to [`NetStats`] once per pass.
+#[derive(Debug, Default)]
+struct PassCount {
+    packets: u64,
+    bytes: u64,
+    drops: u64,
+}
+
+/// The data path of one queue pair.
+pub struct Pair {
+    name: String,
+    index: u16,
+    port: Arc<dyn SyncPort>,
+    csb: CsbRef,
+    mem: GuestMem,
+    rxq: PtnetVring,
+    txq: PtnetVring,
+    ctrl: Option<Ctrl>,
+    tx: UserRing,
+    rx: UserRing,
+    /// Bytes of the virtio-net header (12 with VERSION_1 or MRG_RXBUF, else 10).
+    hdr_len: usize,
+    mrg: bool,
+    used: UsedBatch,
+    stats: Arc<NetStats>,
+    /// Frames wait in the RX ring for guest buffers.
+    rx_blocked: bool,
+    /// The TX ring had no free slot.
+    tx_blocked: bool,
+    bad_log: RateLimit,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("name", &self.name)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// What a pair is built from.
+pub struct PairConfig {
+    /// Queue pair index (= port ring index).
+    pub index: u16,
+    /// The port.
+    pub port: Arc<dyn SyncPort>,
+    /// The port's CSB (TX entries, then RX entries).
+    pub csb: CsbRef,
+    /// Guest memory.
+    pub mem: GuestMem,
+    /// The receive virtqueue (2 × index).
+    pub rxq: PtnetVring,
+    /// The transmit virtqueue (2 × index + 1).
+    pub txq: PtnetVring,
+    /// The control virtqueue, served by pair 0.
+    pub ctrl: Option<Ctrl>,
+    /// Negotiated features.
+    pub features: u64,
+    /// Counters.
+    pub stats: Arc<NetStats>,
+}
+
+impl Pair {
+    /// A pair over port rings `index`.
+    pub fn new(c: PairConfig) -> Self {
+        use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+        use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+        let ifc = c.port.interface();
+        let ntx = ifc.tx.len() as u32;
+        let i = u32::from(c.index);
+        // PANIC-free: the device only builds pairs for rings the port has.
+        let tx = UserRing::new(ifc.tx[i as usize].clone(), i, i, &c.csb);
+        let rx = UserRing::new(ifc.rx[i as usize].clone(), i, ntx + i, &c.csb);
+        let mrg = c.features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let v1 = c.features & (1 << VIRTIO_F_VERSION_1) != 0;
+        Pair {
+            name: c.port.name().to_owned(),
+            index: c.index,
+            port: c.port,
+            csb: c.csb,
+            mem: c.mem,
+            rxq: c.rxq,
+            txq: c.txq,
+            ctrl: c.ctrl,
+            tx,
+            rx,
+            hdr_len: if mrg || v1 { 12 } else { 10 },
+            mrg,
+            used: UsedBatch::with_capacity(TX_BATCH.max(RX_BATCH) as usize * 2),
+            stats: c.stats,
+            rx_blocked: false,
+            tx_blocked: false,
+            bad_log: RateLimit::default(),
+        }
+    }
+
+    fn bad(&mut self, queue: &str, e: &BadChain) {
+        if self.bad_log.hit() {
+            log::warn!(
+                "{} pair {}: {queue} chain refused: {e} (#{})",
+                self.name,
+                self.index,
+                self.bad_log.count()
+            );
+        }
+    }
+
+    /// One pass over every queue; returns the number of chains and frames moved.
+    pub fn pass(&mut self) -> Result<u32, Broken> {
+        let mut n = self.tx_pass()?;
+        n += self.rx_pass()?;
+        if let Some(c) = &mut self.ctrl {
+            n += c.pass(&self.mem)?;
+        }
+        Ok(n)
+    }
+
+    /// Guest TX virtqueue → port TX ring.
+    pub fn tx_pass(&mut self) -> Result<u32, Broken> {
+        let ns = self.tx.view.num_slots();
+        self.tx.refresh(&self.csb);
+        if self.tx.avail() == 0 {
+            // A ring whose slots are held by a peer (a pipe): ask for them back.
+            self.port.txsync(self.tx.ring);
+            self.tx.refresh(&self.csb);
+        }
+        let space = self.tx.avail();
+        self.tx_blocked = space == 0;
+        if space == 0 {
+            return Ok(0);
+        }
+        let budget = space.min(TX_BATCH);
+        let mem = self.mem.memory();
+        let mut vr = self.txq.get_mut();
+        let q = vr.get_queue_mut();
+        if !q.ready() {
+            return Ok(0);
+        }
+        let mut chains = 0;
+        let mut c = PassCount::default();
+        let mut bad: Option<BadChain> = None;
+        {
+            let mut it = q.iter(&*mem).map_err(|source| Broken::Queue {
+                queue: "TX",
+                source,
+            })?;
+            while chains < budget {
+                let Some(chain) = it.next() else { break };
+                let head = chain.head_index();
+                chains += 1;
+                let i = self.tx.head;
+                let res = match self.tx.buffer(i) {
+                    Some((dst, _, _)) => gather(&mem, chain, self.hdr_len, &dst),
+                    None => Err(BadChain::TooLong(0)),
+                };
+                match res {
+                    Ok(len) => {
+                        let mut s = self.tx.view.read_slot(i);
+                        s.len = len as u16;
+                        s.flags = 0;
+                        self.tx.view.write_slot(i, s);
+                        self.tx.head = nm_next(i, ns);
+                        c.packets += 1;
+                        c.bytes += len as u64;
+                    }
+                    Err(e) => {
+                        c.drops += 1;
+                        bad = Some(e);
+                    }
+                }
+                // The device writes nothing into a TX buffer.
+                self.used.push(head, 0);
+            }
+        }
+        let notify = self.used.publish(q, &*mem).map_err(|source| Broken::Used {
+            queue: "TX",
+            source,
+        })?;
+        if notify {
+            let _ = vr.signal_used_queue();
+            NetStats::add(&self.stats.tx_notifies, 1);
+        }
+        drop(vr);
+        if c.packets > 0 {
+            self.tx.publish(&self.csb);
+            self.port.txsync(self.tx.ring);
+            self.tx.refresh(&self.csb);
+        }
+        NetStats::add(&self.stats.tx_packets, c.packets);
+        NetStats::add(&self.stats.tx_bytes, c.bytes);
+        NetStats::add(&self.stats.tx_bad, c.drops);
+        if let Some(e) = bad {
+            self.bad("TX", &e);
+        }
+        Ok(chains)
+    }
+
+    /// Port RX ring → guest RX virtqueue.
+    pub fn rx_pass(&mut self) -> Result<u32, Broken> {
+        let ns = self.rx.view.num_slots();
+        self.rx.refresh(&self.csb);
+        let pending = self.rx.avail();
+        if pending == 0 {
+            self.rx_blocked = false;
+            return Ok(0);
+        }
+        let mem = self.mem.memory();
+        let mut vr = self.rxq.get_mut();
+        let q = vr.get_queue_mut();
+        if !q.ready() {
+            return Ok(0);
+        }
+        let mut consumed = 0u32;
+        let mut frames = 0u32;
+        let mut c = PassCount::default();
+        let mut bad: Option<BadChain> = None;
+        let mut blocked = false;
+        {
+            let mut it = q.iter(&*mem).map_err(|source| Broken::Queue {
+                queue: "RX",
+                source,
+            })?;
+            while consumed < pending && frames < RX_BATCH {
+                // One frame: slots up to the first without NS_MOREFRAG.
+                let first = nm_add(self.rx.head, consumed, ns);
+                let mut nslots = 0u32;
+                let mut i = first;
+                loop {
+                    nslots += 1;
+                    let s = self.rx.view.read_slot(i);
+                    if s.flags & NS_MOREFRAG == 0
+                        || consumed + nslots == pending
+                        || nslots == NETMAP_MAX_FRAGS
+                    {
+                        break;
+                    }
+                    i = nm_next(i, ns);
+                }
+                match Self::scatter(
+                    &mut self.used,
+                    &self.rx,
+                    self.hdr_len,
+                    self.mrg,
+                    &mem,
+                    &mut it,
+                    first,
+                    nslots,
+                ) {
+                    Ok(Some(len)) => {
+                        c.packets += 1;
+                        c.bytes += len as u64;
+                    }
+                    Ok(None) => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(e) => {
+                        c.drops += 1;
+                        bad = Some(e);
+                    }
+                }
+                consumed += nslots;
+                frames += 1;
+            }
+        }
+        self.rx_blocked = blocked;
+        let notify = self.used.publish(q, &*mem).map_err(|source| Broken::Used {
+            queue: "RX",
+            source,
+        })?;
+        if notify {
+            let _ = vr.signal_used_queue();
+            NetStats::add(&self.stats.rx_notifies, 1);
+        }
+        drop(vr);
+        if consumed > 0 {
+            self.rx.head = nm_add(self.rx.head, consumed, ns);
+            self.rx.publish(&self.csb);
+            self.port.rxsync(self.rx.ring);
+        }
+        NetStats::add(&self.stats.rx_packets, c.packets);
+        NetStats::add(&self.stats.rx_bytes, c.bytes);
+        NetStats::add(&self.stats.rx_bad, c.drops);
+        if let Some(e) = bad {
+            self.bad("RX", &e);
+        }
+        Ok(frames)
+    }
+
+    /// Copies the frame in RX slots `[first, first + nslots)` into guest buffers. Returns
+    /// the frame's length, `None` if the guest lacks buffers (nothing consumed, every chain
+    /// taken is given back), or the reason the frame was dropped (its chains completed with
+    /// length 0).
+    #[allow(clippy::too_many_arguments)]
+    fn scatter(
+        used: &mut UsedBatch,
+        rx: &UserRing,
+        hdr_len: usize,
+        mrg: bool,
+        mem: &Mem,
+        it: &mut virtio_queue::AvailIter<'_, &Mem>,
+        first: u32,
+        nslots: u32,
+    ) -> Result<Option<usize>, BadChain> {
+        let ns = rx.view.num_slots();
+        let mark = used.len();
+        let mut taken = 0usize;
+        let mut chain = match next_rx_chain(it) {
+            None => return Ok(None),
+            Some(Err((head, e))) => {
+                used.push(head, 0);
+                return Err(e);
+            }
+            Some(Ok(c)) => c,
+        };
+        taken += 1;
+        if chain.n == 0 || (chain.descs[0].1 as usize) < hdr_len {
+            used.push(chain.head, 0);
+            return Err(BadChain::Short(chain.descs[0].1 as usize));
+        }
+        let hdr_addr = GuestAddress(chain.descs[0].0);
+        let first_head = chain.head;
+        let mut d = 0usize;
+        let mut off = 0usize;
+        // The header is written last, when num_buffers is known; skip its room.
+        let mut skip = hdr_len;
+        let mut chain_written = 0usize;
+        let mut total = 0usize;
+        let mut failed: Option<BadChain> = None;
+        let mut slot = first;
+        'slots: for _ in 0..nslots {
+            let Some((src, len, _)) = rx.buffer(slot) else {
+                failed = Some(BadChain::TooLong(0));
+                break;
+            };
+            slot = nm_next(slot, ns);
+            let len = usize::from(len);
+            let mut src_off = 0usize;
+            while src_off < len || skip > 0 {
+                if d == chain.n {
+                    // This chain is full.
+                    if !mrg {
+                        failed = Some(BadChain::NoRoom(total + len));
+                        break 'slots;
+                    }
+                    used.push(chain.head, chain_written as u32);
+                    chain = match next_rx_chain(it) {
+                        None => {
+                            // Not enough buffers for the whole frame: give back what was
+                            // taken and leave the frame in the ring.
+                            for _ in 0..taken {
+                                it.go_to_previous_position();
+                            }
+                            used.truncate_last(used.len() - mark);
+                            return Ok(None);
+                        }
+                        Some(Err((_, e))) => {
+                            taken += 1;
+                            failed = Some(e);
+                            break 'slots;
+                        }
+                        Some(Ok(c)) => c,
+                    };
+                    taken += 1;
+                    d = 0;
+                    off = 0;
+                    chain_written = 0;
+                    continue;
+                }
+                let (addr, dlen) = chain.descs[d];
+                let room = dlen as usize - off;
+                if room == 0 {
+                    d += 1;
+                    off = 0;
+                    continue;
+                }
+                if skip > 0 {
+                    let k = room.min(skip);
+                    skip -= k;
+                    off += k;
+                    chain_written += k;
+                    continue;
+                }
+                let k = room.min(len - src_off);
+                let at = GuestAddress(addr)
+                    .checked_add(off as u64)
+                    .ok_or(BadAddress { addr, len: off + k });
+                let dst = match at.and_then(|a| guest_slice(mem, a, k)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failed = Some(e.into());
+                        break 'slots;
+                    }
+                };
+                // PANIC-free: src_off + k <= len <= the buffer's size.
+                if let Ok(s) = src.subslice(src_off, k) {
+                    s.copy_to_volatile_slice(dst);
+                }
+                src_off += k;
+                off += k;
+                chain_written += k;
+                total += k;
+            }
+        }
+        if let Some(e) = failed {
+            // Every chain of the frame completes with nothing in it.
+            used.truncate_last(used.len() - mark);
+            for _ in 0..taken {
+                it.go_to_previous_position();
+            }
+            for _ in 0..taken {
+                if let Some(c) = it.next() {
+                    used.push(c.head_index(), 0);
+                }
+            }
+            return Err(e);
+        }
+        used.push(chain.head, chain_written as u32);
+        // The header: all zero (no offloads), num_buffers = chains used.
+        let mut hdr = [0u8; 12];
+        hdr[10..12].copy_from_slice(&(taken as u16).to_le_bytes());
+        let hdr_ok = guest_slice(mem, hdr_addr, hdr_len)
+            .map(|s| s.copy_from(&hdr[..hdr_len]))
+            .is_ok();
+        if !hdr_ok {
+            used.truncate_last(used.len() - mark);
+            used.push(first_head, 0);
+            return Err(BadChain::Short(0));
+        }
+        Ok(Some(total))
+    }
+
+    /// Asks for every notification that can bring work, with the double check. Returns true
+    /// if work is already there (the caller keeps going instead of sleeping).
+    fn arm(&mut self) -> Result<bool, Broken> {
+        let mem = self.mem.memory();
+        let mut work = {
+            let mut vr = self.txq.get_mut();
+            vr.get_queue_mut()
+                .enable_notification(&*mem)
+                .map_err(|source| Broken::Queue {
+                    queue: "TX",
+                    source,
+                })?
+        };
+        if self.rx_blocked {
+            let mut vr = self.rxq.get_mut();
+            work |= vr
+                .get_queue_mut()
+                .enable_notification(&*mem)
+                .map_err(|source| Broken::Queue {
+                    queue: "RX",
+                    source,
+                })?;
+        }
+        if let Some(c) = &self.ctrl {
+            work |= c.arm(&*mem)?;
+        }
+        if let (Some(a), Some(k)) = (self.csb.atok(self.rx.entry), self.csb.ktoa(self.rx.entry)) {
+            work |= a.appl_enable_notifications(k).hwtail != self.rx.tail && !self.rx_blocked;
+        }
+        if self.tx_blocked {
+            if let (Some(a), Some(k)) = (self.csb.atok(self.tx.entry), self.csb.ktoa(self.tx.entry))
+            {
+                work |= a.appl_enable_notifications(k).hwtail != self.tx.tail;
+            }
+        }
+        Ok(work)
+    }
+
+    /// Back to work: notifications off.
+    fn disarm(&mut self) {
+        let mem = self.mem.memory();
+        let _ = self
+            .txq
+            .get_mut()
+            .get_queue_mut()
+            .disable_notification(&*mem);
+        let _ = self
+            .rxq
+            .get_mut()
+            .get_queue_mut()
+            .disable_notification(&*mem);
+        if let Some(c) = &self.ctrl {
+            c.disarm(&*mem);
+        }
+        for e in [self.rx.entry, self.tx.entry] {
+            if let Some(a) = self.csb.atok(e) {
+                a.appl_disable_notifications();
+            }
+        }
+    }
+
+    /// Runs the pair until `stopping` is set (and `stop` written). `kicks` are the eventfds
+    /// that wake it (the queues' kicks, the port's interrupt).
+    pub fn run(
+        mut self,
+        kicks: &[EventFd],
+        stop: &EventFd,
+        stopping: &AtomicBool,
+        mode: Mode,
+    ) -> Result<(), Broken> {
+        let epoll = match setup_epoll(kicks, stop) {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!("{} pair {}: epoll: {e}", self.name, self.index);
+                return Ok(());
+            }
+        };
+        let mut events = vec![EpollEvent::default(); kicks.len() + 1];
+        self.disarm();
+        log::info!(
+            "{} pair {}: virtio-net queues running ({:?}, header {} bytes, mrg_rxbuf {})",
+            self.name,
+            self.index,
+            mode,
+            self.hdr_len,
+            self.mrg
+        );
+        while !stopping.load(Ordering::Acquire) {
+            if self.pass()? > 0 {
+                continue;
+            }
+            let linger = match mode {
+                Mode::BusyPoll => {
+                    thread::yield_now();
+                    continue;
+                }
+                Mode::Eventfd { linger } => linger,
+            };
+            if !linger.is_zero() && self.linger(linger)? {
+                continue;
+            }
+            if self.arm()? {
+                self.disarm();
+                continue;
+            }
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    log::error!("{} pair {}: epoll: {e}", self.name, self.index);
+                    return Ok(());
+                }
+            };
+            for ev in &events[..n] {
+                if let Some(k) = kicks.get(ev.data() as usize) {
+                    let _ = k.read();
+                }
+            }
+            NetStats::add(&self.stats.wakeups, 1);
+            self.disarm();
+        }
+        Ok(())
+    }
+
+    /// Polls for up to `linger`; true as soon as a pass found work.
+    fn linger(&mut self, linger: Duration) -> Result<bool, Broken> {
+        let until = Instant::now() + linger;
+        loop {
+            for _ in 0..LINGER_CHECK {
+                if self.pass()? > 0 {
+                    return Ok(true);
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Logs the first ten events, then every thousandth.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimit(u64);
+
+impl RateLimit {
+    /// Counts one event; true if it should be logged.
+    pub(crate) fn hit(&mut self) -> bool {
+        self.0 += 1;
+        self.0 <= 10 || self.0 % 1000 == 0
+    }
+
+    /// Events so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.0
+    }
+}
+
+fn setup_epoll(kicks: &[EventFd], stop: &EventFd) -> io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    for (i, k) in kicks.iter().enumerate() {
+        epoll.ctl(
+            ControlOperation::Add,
+            k.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, i as u64),
+        )?;
+    }
+    epoll.ctl(
+        ControlOperation::Add,
+        stop.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, u64::MAX),
+    )?;
+    Ok(epoll)
+}
+
+fn next_rx_chain(
+    it: &mut virtio_queue::AvailIter<'_, &Mem>,
+) -> Option<Result<RxChain, (u16, BadChain)>> {
+    it.next().map(RxChain::collect)
+}
+
+/// Copies a TX chain into `dst`, skipping the first `skip` bytes (the virtio-net header).
+/// Returns the frame's length.
+pub fn gather(
+    mem: &Mem,
+    chain: DescriptorChain<&Mem>,
+    mut skip: usize,
+    dst: &VolatileSlice<'_>,
+) -> Result<usize, BadChain> {
+    let mut off = 0usize;
+    let mut seen = 0usize;
+    for d in chain {
+        if d.is_write_only() {
+            return Err(BadChain::Direction);
+        }
+        let mut addr = d.addr();
+        let mut len = d.len() as usize;
+        seen += len;
+        if skip > 0 {
+            let k = skip.min(len);
+            skip -= k;
+            addr = addr.checked_add(k as u64).ok_or(BadAddress {
+                addr: addr.0,
+                len: k,
+            })?;
+            len -= k;
+        }
+        if len == 0 {
+            continue;
+        }
+        if off + len > dst.len() {
+            return Err(BadChain::TooLong(off + len));
+        }
+        let src = guest_slice(mem, addr, len)?;
+        // PANIC-free: off + len <= dst.len() (checked above).
+        if let Ok(d) = dst.subslice(off, len) {
+            src.copy_to_volatile_slice(d);
+        }
+        off += len;
+    }
+    if skip > 0 {
+        return Err(BadChain::Short(seen));
+    }
+    Ok(off)
+}

@@ -1,0 +1,413 @@
+//! A queue pair's data path against virtqueues a mock driver fills in guest memory, on a VALE
+//! switch whose other port is a host client: frames both ways, merged receive buffers,
+//! backpressure, and hostile chains (bad addresses, wrong directions, oversized frames, a
+//! runaway avail index).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ptnet_client::Port;
+use ptnet_datapath::host::HostClient;
+use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::port::SyncPort;
+use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_vhost::guest::GuestMem;
+use ptnet_vhost::vring::PtnetVring;
+use ptnet_virtio_net::device::{NetStats, bind_port, features};
+use ptnet_virtio_net::worker::{Pair, PairConfig};
+use vhost_user_backend::VringT;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+
+const QSIZE: u16 = 64;
+const MEM_SIZE: usize = 0x40_0000;
+const RXQ: u64 = 0x1_0000;
+const TXQ: u64 = 0x2_0000;
+/// Packet buffers live from here on.
+const BUFS: u64 = 0x10_0000;
+const HDR: usize = 12;
+
+struct Rig {
+    mem: GuestMem,
+    pair: Pair,
+    stats: Arc<NetStats>,
+    host: Port,
+    _client: HostClient,
+    vport: Arc<dyn SyncPort>,
+}
+
+fn avail_addr(base: u64) -> u64 {
+    base + 16 * u64::from(QSIZE)
+}
+
+fn used_addr(base: u64) -> u64 {
+    (avail_addr(base) + 4 + 2 * u64::from(QSIZE) + 2 + 3) & !3
+}
+
+/// A queue at `base`: descriptor table, avail ring, used ring, laid out as a driver does.
+fn vring(mem: &GuestMem, base: u64) -> PtnetVring {
+    let v = PtnetVring::new(mem.clone(), QSIZE).unwrap();
+    v.set_queue_size(QSIZE);
+    v.set_queue_info(base, avail_addr(base), used_addr(base))
+        .unwrap();
+    v.set_queue_ready(true);
+    v.set_enabled(true);
+    v
+}
+
+fn rig(name: &str, acked: u64) -> Rig {
+    let sw = Switch::new(name);
+    let vport: Arc<dyn SyncPort> = Arc::new(ValePortSync {
+        switch: Arc::clone(&sw),
+        port: sw.add_port("vm", &VPortSpec::default()).unwrap(),
+    });
+    let hport: Arc<dyn SyncPort> = Arc::new(ValePortSync {
+        switch: Arc::clone(&sw),
+        port: sw.add_port("host", &VPortSpec::default()).unwrap(),
+    });
+    let (client, files) = HostClient::attach(hport, Mode::default()).unwrap();
+    let host = Port::from_parts(client.info().clone(), files).unwrap();
+    let mem = GuestMemoryAtomic::new(
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
+    );
+    let b = bind_port(&*vport, 1).unwrap();
+    let stats = Arc::new(NetStats::default());
+    let pair = Pair::new(PairConfig {
+        index: 0,
+        port: Arc::clone(&vport),
+        csb: b.csb,
+        mem: mem.clone(),
+        rxq: vring(&mem, RXQ),
+        txq: vring(&mem, TXQ),
+        ctrl: None,
+        features: acked,
+        stats: Arc::clone(&stats),
+    });
+    Rig {
+        mem,
+        pair,
+        stats,
+        host,
+        _client: client,
+        vport,
+    }
+}
+
+fn desc(addr: u64, len: u32, write: bool) -> RawDescriptor {
+    let flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+    RawDescriptor::from(Descriptor::new(addr, len, flags, 0))
+}
+
+/// Posts chains (descriptors taken in order after those posted before), as a driver does.
+fn post(r: &Rig, base: u64, chains: &[Vec<RawDescriptor>]) {
+    let m = r.mem.memory();
+    let idx_at = GuestAddress(avail_addr(base) + 2);
+    let mut idx: u16 = m.read_obj(idx_at).unwrap();
+    // Descriptors are taken round robin; the cursor lives in a scratch word of the queue's
+    // page.
+    let cursor = GuestAddress(base + 0x8000);
+    let mut next: u16 = m.read_obj(cursor).unwrap();
+    for c in chains {
+        let head = next;
+        for (i, d) in c.iter().enumerate() {
+            let d = Descriptor::from(*d);
+            let more = i + 1 < c.len();
+            let n = (next + 1) % QSIZE;
+            let flags = d.flags() | if more { VRING_DESC_F_NEXT as u16 } else { 0 };
+            let raw = RawDescriptor::from(Descriptor::new(d.addr().0, d.len(), flags, n));
+            m.write_obj(raw, GuestAddress(base + 16 * u64::from(next)))
+                .unwrap();
+            next = n;
+        }
+        m.write_obj(
+            head,
+            GuestAddress(avail_addr(base) + 4 + 2 * u64::from(idx % QSIZE)),
+        )
+        .unwrap();
+        idx = idx.wrapping_add(1);
+    }
+    m.write_obj(next, cursor).unwrap();
+    m.write_obj(idx, idx_at).unwrap();
+}
+
+/// The buffer address of descriptor `head`.
+fn desc_addr(r: &Rig, base: u64, head: u32) -> u64 {
+    r.mem
+        .memory()
+        .read_obj(GuestAddress(base + 16 * u64::from(head)))
+        .unwrap()
+}
+
+fn used(r: &Rig, base: u64) -> Vec<(u32, u32)> {
+    let m = r.mem.memory();
+    let ua = used_addr(base);
+    let idx: u16 = m.read_obj(GuestAddress(ua + 2)).unwrap();
+    (0..idx)
+        .map(|i| {
+            let e: u64 = m
+                .read_obj(GuestAddress(ua + 4 + 8 * u64::from(i % QSIZE)))
+                .unwrap();
+            (e as u32, (e >> 32) as u32)
+        })
+        .collect()
+}
+
+fn frame(i: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&[0xff; 6]); // broadcast: flooded to the other port
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x10 + i]);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    for (k, b) in f[14..].iter_mut().enumerate() {
+        *b = i.wrapping_add(k as u8);
+    }
+    f
+}
+
+fn host_receive(r: &mut Rig, want: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < want && Instant::now() < deadline {
+        r.host.rxsync(0);
+        r.host.rx_batch(0, 64, |b, _| got.push(b.to_vec()));
+        r.host.rxsync(0);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    got
+}
+
+fn host_send(r: &mut Rig, frames: &[Vec<u8>]) {
+    let mut i = 0;
+    r.host.tx_batch(0, frames.len() as u32, |k, buf| {
+        let f = &frames[k as usize];
+        buf[..f.len()].copy_from_slice(f);
+        i += 1;
+        f.len() as u16
+    });
+    r.host.txsync(0);
+}
+
+/// Runs rx passes until `n` frames were delivered (the host's sync loop forwards
+/// asynchronously).
+fn rx_until(r: &mut Rig, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.stats.snapshot().rx_packets + r.stats.snapshot().rx_bad < n {
+        assert!(Instant::now() < deadline, "frames did not arrive");
+        r.pair.rx_pass().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn guest_frames_reach_a_host_client_without_their_header_in_one_batch() {
+    let mut r = rig("vnet-t1", features(1));
+    let m = r.mem.memory();
+    let mut chains = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..5u8 {
+        let f = frame(i, 60 + usize::from(i) * 100);
+        let a = BUFS + u64::from(i) * 0x1000;
+        m.write_slice(&[0u8; HDR], GuestAddress(a)).unwrap();
+        if i % 2 == 0 {
+            // Header and frame in one descriptor (DPDK, Linux with ANY_LAYOUT).
+            m.write_slice(&f, GuestAddress(a + HDR as u64)).unwrap();
+            chains.push(vec![desc(a, (HDR + f.len()) as u32, false)]);
+        } else {
+            // Header alone, then the frame in two pieces.
+            let b = a + 0x100;
+            m.write_slice(&f, GuestAddress(b)).unwrap();
+            chains.push(vec![
+                desc(a, HDR as u32, false),
+                desc(b, 20, false),
+                desc(b + 20, (f.len() - 20) as u32, false),
+            ]);
+        }
+        want.push(f);
+    }
+    drop(m);
+    post(&r, TXQ, &chains);
+    assert_eq!(r.pair.tx_pass().unwrap(), 5);
+    let u = used(&r, TXQ);
+    assert_eq!(u.len(), 5, "every chain completed");
+    assert!(
+        u.iter().all(|&(_, len)| len == 0),
+        "TX completions carry no length"
+    );
+    let got = host_receive(&mut r, 5);
+    assert_eq!(got, want);
+    let s = r.stats.snapshot();
+    assert_eq!((s.tx_packets, s.tx_bad), (5, 0));
+    assert_eq!(r.vport.stats().snapshot().tx_packets, 5);
+}
+
+#[test]
+fn host_frames_reach_the_guest_behind_a_zeroed_header_with_num_buffers() {
+    let mut r = rig("vnet-t2", features(1));
+    let frames: Vec<_> = (0..3u8).map(|i| frame(i, 100 + usize::from(i))).collect();
+    post(
+        &r,
+        RXQ,
+        &(0..8)
+            .map(|i| vec![desc(BUFS + i * 0x1000, 2048, true)])
+            .collect::<Vec<_>>(),
+    );
+    host_send(&mut r, &frames);
+    rx_until(&mut r, 3);
+    let u = used(&r, RXQ);
+    assert_eq!(u.len(), 3);
+    let m = r.mem.memory();
+    for (k, (head, len)) in u.iter().enumerate() {
+        let f = &frames[k];
+        assert_eq!(*len as usize, HDR + f.len());
+        let mut buf = vec![0u8; *len as usize];
+        m.read_slice(&mut buf, GuestAddress(desc_addr(&r, RXQ, *head)))
+            .unwrap();
+        let mut hdr = [0u8; HDR];
+        hdr[10] = 1; // num_buffers
+        assert_eq!(&buf[..HDR], &hdr);
+        assert_eq!(&buf[HDR..], &f[..]);
+    }
+}
+
+#[test]
+fn merged_receive_buffers_carry_a_frame_larger_than_one_buffer() {
+    let mut r = rig("vnet-t3", features(1));
+    post(
+        &r,
+        RXQ,
+        &(0..8)
+            .map(|i| vec![desc(BUFS + i * 0x1000, 512, true)])
+            .collect::<Vec<_>>(),
+    );
+    let f = frame(7, 1200);
+    host_send(&mut r, std::slice::from_ref(&f));
+    rx_until(&mut r, 1);
+    let u = used(&r, RXQ);
+    assert_eq!(u.len(), 3, "12 + 1200 bytes in 512-byte buffers");
+    assert_eq!(u.iter().map(|e| e.1).sum::<u32>() as usize, HDR + f.len());
+    let m = r.mem.memory();
+    let mut all = Vec::new();
+    for (head, len) in &u {
+        let mut b = vec![0u8; *len as usize];
+        m.read_slice(&mut b, GuestAddress(desc_addr(&r, RXQ, *head)))
+            .unwrap();
+        all.extend(b);
+    }
+    assert_eq!(u16::from_le_bytes([all[10], all[11]]), 3, "num_buffers");
+    assert_eq!(&all[HDR..], &f[..]);
+}
+
+#[test]
+fn without_mergeable_buffers_a_frame_too_large_for_the_buffer_is_dropped_alone() {
+    let acked = features(1) & !(1 << VIRTIO_NET_F_MRG_RXBUF);
+    let mut r = rig("vnet-t4", acked);
+    post(
+        &r,
+        RXQ,
+        &(0..4)
+            .map(|i| vec![desc(BUFS + i * 0x1000, 256, true)])
+            .collect::<Vec<_>>(),
+    );
+    host_send(&mut r, &[frame(1, 600), frame(2, 100)]);
+    rx_until(&mut r, 2);
+    let u = used(&r, RXQ);
+    assert_eq!(u.len(), 2);
+    assert_eq!(u[0].1, 0, "the large frame's buffer comes back empty");
+    assert_eq!(u[1].1 as usize, HDR + 100);
+    let s = r.stats.snapshot();
+    assert_eq!((s.rx_packets, s.rx_bad), (1, 1));
+}
+
+#[test]
+fn frames_wait_in_the_port_until_the_guest_posts_buffers() {
+    let mut r = rig("vnet-t5", features(1));
+    host_send(&mut r, &[frame(1, 80), frame(2, 80)]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.vport.stats().snapshot().rx_packets < 2 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(r.pair.rx_pass().unwrap(), 0, "no buffers: nothing moves");
+    assert_eq!(used(&r, RXQ).len(), 0);
+    post(&r, RXQ, &[vec![desc(BUFS, 2048, true)]]);
+    r.pair.rx_pass().unwrap();
+    assert_eq!(used(&r, RXQ).len(), 1, "one buffer, one frame");
+    post(&r, RXQ, &[vec![desc(BUFS + 0x1000, 2048, true)]]);
+    r.pair.rx_pass().unwrap();
+    assert_eq!(used(&r, RXQ).len(), 2);
+    assert_eq!(r.stats.snapshot().rx_packets, 2);
+}
+
+#[test]
+fn hostile_tx_chains_are_completed_empty_and_the_rest_still_flows() {
+    let mut r = rig("vnet-t6", features(1));
+    let m = r.mem.memory();
+    let good = frame(3, 64);
+    m.write_slice(&[0u8; HDR], GuestAddress(BUFS)).unwrap();
+    m.write_slice(&good, GuestAddress(BUFS + HDR as u64))
+        .unwrap();
+    drop(m);
+    post(
+        &r,
+        TXQ,
+        &[
+            // Outside guest memory.
+            vec![desc(MEM_SIZE as u64 - 8, 100, false)],
+            vec![desc(u64::MAX - 4, 100, false)],
+            // A device-writable descriptor in a TX chain.
+            vec![desc(BUFS, 100, true)],
+            // Larger than a port buffer (2048).
+            vec![desc(BUFS, HDR as u32 + 4000, false)],
+            // Shorter than the header.
+            vec![desc(BUFS, 4, false)],
+            // And a good one.
+            vec![desc(BUFS, (HDR + good.len()) as u32, false)],
+        ],
+    );
+    assert_eq!(r.pair.tx_pass().unwrap(), 6);
+    assert_eq!(used(&r, TXQ).len(), 6);
+    let s = r.stats.snapshot();
+    assert_eq!((s.tx_packets, s.tx_bad), (1, 5));
+    assert_eq!(host_receive(&mut r, 1), vec![good]);
+}
+
+#[test]
+fn hostile_rx_chains_lose_only_their_frame() {
+    let mut r = rig("vnet-t7", features(1));
+    post(
+        &r,
+        RXQ,
+        &[
+            vec![desc(BUFS, 2048, false)],                // read-only
+            vec![desc(MEM_SIZE as u64 - 16, 2048, true)], // runs off guest memory
+            vec![desc(BUFS, 4, true)],                    // cannot hold the header
+            vec![desc(BUFS + 0x1000, 2048, true)],
+        ],
+    );
+    let frames: Vec<_> = (0..4u8).map(|i| frame(i, 90)).collect();
+    host_send(&mut r, &frames);
+    rx_until(&mut r, 4);
+    let u = used(&r, RXQ);
+    assert_eq!(
+        u.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![0, 0, 0, 102]
+    );
+    let s = r.stats.snapshot();
+    assert_eq!((s.rx_packets, s.rx_bad), (1, 3));
+}
+
+#[test]
+fn an_avail_index_running_ahead_of_the_queue_breaks_only_this_queue() {
+    let mut r = rig("vnet-t8", features(1));
+    let m = r.mem.memory();
+    m.write_obj(QSIZE + 5, GuestAddress(TXQ + 16 * u64::from(QSIZE) + 2))
+        .unwrap();
+    drop(m);
+    assert!(r.pair.tx_pass().is_err());
+    // The receive side still works.
+    post(&r, RXQ, &[vec![desc(BUFS, 2048, true)]]);
+    host_send(&mut r, &[frame(1, 70)]);
+    rx_until(&mut r, 1);
+}
