@@ -128,6 +128,27 @@ pub enum Request {
     },
 }
 
+/// The device a served port appears as in the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmDevice {
+    /// The ptnet passthrough device (the port's memory is mapped into the VM).
+    #[default]
+    Ptnet,
+    /// A virtio-net device (`-netdev vhost-user` + `virtio-net-pci`): any guest driver, or
+    /// DPDK's `virtio_user`; frames are copied between guest buffers and the port.
+    VirtioNet,
+}
+
+impl std::fmt::Display for VmDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmDevice::Ptnet => "ptnet",
+            VmDevice::VirtioNet => "virtio-net",
+        })
+    }
+}
+
 /// How to serve a port to a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct VmRequest {
@@ -139,6 +160,9 @@ pub struct VmRequest {
     /// MAC address the guest sees (`02:..`), default derived from the port name.
     #[serde(default)]
     pub mac: Option<String>,
+    /// The device the VM sees (default: ptnet).
+    #[serde(default)]
+    pub device: VmDevice,
 }
 
 /// A request with the protocol version.
@@ -234,11 +258,14 @@ pub struct PortEntry {
     pub vm: Option<VmEntry>,
 }
 
-/// A port served to a VM as a ptnet device.
+/// A port served to a VM (as a ptnet or a virtio-net device).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct VmEntry {
     /// vhost-user socket.
     pub socket: String,
+    /// The device the VM sees.
+    #[serde(default)]
+    pub device: VmDevice,
     /// Frontend connections so far.
     pub connections: u64,
     /// Device starts (driver DRIVER_OK with a valid CSB) so far.
@@ -249,8 +276,11 @@ pub struct VmEntry {
     pub running: bool,
     /// Whether the port's region is mapped into the VM now.
     pub mem_ready: bool,
-    /// Interrupts raised to the VM.
+    /// Interrupts raised to the VM (virtio-net: used-ring notifications).
     pub irqs: u64,
+    /// virtio-net only: chains refused (malformed, outside guest memory, oversized).
+    #[serde(default)]
+    pub bad_chains: u64,
 }
 
 /// The host-interface side of a NIC port (the interface's point of view: `rx` came in from the

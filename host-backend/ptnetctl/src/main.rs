@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ptnet_client::proto::{
-    self, NicEntry, PortEntry, PortRequest, Profile, Reply, Request, VmRequest,
+    self, NicEntry, PortEntry, PortRequest, Profile, Reply, Request, VmDevice, VmRequest,
 };
 
 /// Control ptnetd.
@@ -102,6 +102,22 @@ enum Cmd {
         #[arg(long)]
         busy_poll: bool,
     },
+    /// Serve a port to a VM (or a DPDK `virtio_user`) as a virtio-net device over vhost-user
+    /// (`-netdev vhost-user` + `virtio-net-pci`); `qemu-args PORT` prints QEMU's arguments,
+    /// `stop-vm PORT` ends it.
+    ServeVirtioNet {
+        /// Port name (`valeX:Y`, or a pipe end).
+        port: String,
+        /// vhost-user socket the frontend connects to.
+        #[arg(long)]
+        socket: String,
+        /// MAC address the guest sees.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Busy-poll the device's queue workers.
+        #[arg(long)]
+        busy_poll: bool,
+    },
     /// Stop serving a port to a VM.
     StopVm {
         /// Port name.
@@ -186,6 +202,25 @@ fn main() -> ExitCode {
                 },
                 socket: socket.clone(),
                 mac: mac.clone(),
+                device: VmDevice::Ptnet,
+            }),
+            None,
+        ),
+        Cmd::ServeVirtioNet {
+            port,
+            socket,
+            mac,
+            busy_poll,
+        } => (
+            Request::ServeVm(VmRequest {
+                port: PortRequest {
+                    port: port.clone(),
+                    busy_poll: *busy_poll,
+                    ..Default::default()
+                },
+                socket: socket.clone(),
+                mac: mac.clone(),
+                device: VmDevice::VirtioNet,
             }),
             None,
         ),
@@ -312,13 +347,14 @@ fn print_vms(ports: &[&PortEntry]) {
     }
     println!();
     println!(
-        "{:<20} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
-        "vm port", "vhost-user socket", "device", "memory", "starts", "refused", "irqs"
+        "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
+        "vm port", "kind", "vhost-user socket", "device", "memory", "starts", "refused", "irqs"
     );
     for (name, v) in vms {
         println!(
-            "{:<20} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
+            "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
             name,
+            v.device.to_string(),
             v.socket,
             if v.running { "running" } else { "stopped" },
             if v.mem_ready { "mapped" } else { "-" },

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ptnet_client::proto::{DEFAULT_SOCKET, Profile};
+use ptnet_client::proto::{DEFAULT_SOCKET, Profile, VmDevice};
 use ptnet_spec::name::{Base, PortName};
 use serde::Deserialize;
 
@@ -136,7 +136,8 @@ pub struct Config {
 }
 
 /// `[[vm]]`: serve a port (created if needed, with the geometry of its `[[port]]` section or
-/// the defaults) to a VM as a ptnet device; QEMU connects to `socket`.
+/// the defaults) to a VM as a ptnet device, or with `device = "virtio-net"` as a virtio-net
+/// device (any guest, or DPDK's `virtio_user`); QEMU connects to `socket`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmSection {
@@ -153,6 +154,9 @@ pub struct VmSection {
     /// Busy-poll this VM's sync loop.
     #[serde(default)]
     pub busy_poll: bool,
+    /// `ptnet` (default) or `virtio-net`.
+    #[serde(default)]
+    pub device: VmDevice,
 }
 
 /// The configuration used when no file is given.
@@ -375,5 +379,31 @@ mod tests {
         assert_eq!(c.ports[0].profile, Profile::Trusted);
         assert!(c.vms.is_empty());
         assert_eq!(c.ports[1].slots, 1024);
+    }
+
+    #[test]
+    fn vm_sections_choose_ptnet_by_default_or_virtio_net() {
+        let c = Config::parse(
+            r#"
+            [[vm]]
+            port = "vale0:a"
+            socket = "/tmp/a.sock"
+            [[vm]]
+            port = "vale0:b"
+            socket = "/tmp/b.sock"
+            device = "virtio-net"
+            "#,
+            "t.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(c.vms[0].device, VmDevice::Ptnet);
+        assert_eq!(c.vms[1].device, VmDevice::VirtioNet);
+        assert!(
+            Config::parse(
+                "[[vm]]\nport = \"vale0:a\"\nsocket = \"/x\"\ndevice = \"e1000\"\n",
+                "t.toml".into()
+            )
+            .is_err()
+        );
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ptnet_client::proto::{
     self, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply,
-    Request, SwitchEntry, VmEntry, VmRequest,
+    Request, SwitchEntry, VmDevice, VmEntry, VmRequest,
 };
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
@@ -93,9 +93,24 @@ struct PipeState {
     slots: u32,
 }
 
+/// The server of a port served to a VM, by device.
+enum VmHandle {
+    Ptnet(ptnet_vhost::ServeHandle),
+    VirtioNet(ptnet_virtio_net::ServeHandle),
+}
+
+impl VmHandle {
+    fn stop(self) {
+        match self {
+            VmHandle::Ptnet(h) => h.stop(),
+            VmHandle::VirtioNet(h) => h.stop(),
+        }
+    }
+}
+
 /// A port served to a VM (claimed like an attachment while it is served).
 struct VmState {
-    handle: ptnet_vhost::ServeHandle,
+    handle: VmHandle,
     socket: PathBuf,
     key: Key,
     port: Arc<dyn SyncPort>,
@@ -192,6 +207,7 @@ impl Daemon {
                     },
                     socket: v.socket.display().to_string(),
                     mac: v.mac.clone(),
+                    device: v.device,
                 };
                 d.serve_vm(&mut st, &req)?;
             }
@@ -553,16 +569,40 @@ impl Daemon {
         };
         let (key, port) = self.claim(st, &req.port, true)?;
         let socket = PathBuf::from(&req.socket);
-        let cfg = ptnet_vhost::ServeConfig {
-            mac,
-            profile: req.port.profile,
-            mode: self.mode(req.port.busy_poll),
-            socket_mode: self.cfg.socket_mode().ok(),
-            ..Default::default()
+        let mode = self.mode(req.port.busy_poll);
+        let socket_mode = self.cfg.socket_mode().ok();
+        let served = match req.device {
+            VmDevice::Ptnet => {
+                let cfg = ptnet_vhost::ServeConfig {
+                    mac,
+                    profile: req.port.profile,
+                    mode,
+                    socket_mode,
+                    ..Default::default()
+                };
+                ptnet_vhost::serve(&socket, Arc::clone(&port), cfg)
+                    .map(VmHandle::Ptnet)
+                    .map_err(|e| error_chain(&e))
+            }
+            VmDevice::VirtioNet => {
+                let cfg = ptnet_virtio_net::ServeConfig {
+                    mac,
+                    mode,
+                    socket_mode,
+                    ..Default::default()
+                };
+                ptnet_virtio_net::serve(&socket, Arc::clone(&port), cfg)
+                    .map(VmHandle::VirtioNet)
+                    .map_err(|e| error_chain(&e))
+            }
         };
-        match ptnet_vhost::serve(&socket, Arc::clone(&port), cfg) {
+        match served {
             Ok(handle) => {
-                log::info!("{canonical}: served to a VM at {}", socket.display());
+                log::info!(
+                    "{canonical}: served to a VM as a {} device at {}",
+                    req.device,
+                    socket.display()
+                );
                 st.vms.insert(
                     canonical,
                     VmState {
@@ -576,7 +616,7 @@ impl Daemon {
             }
             Err(e) => {
                 self.release(st, &key);
-                Err(DaemonError::Datapath(error_chain(&e)))
+                Err(DaemonError::Datapath(e))
             }
         }
     }
@@ -602,11 +642,14 @@ impl Daemon {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        Ok(ptnet_vhost::qemu_args(
-            &vm.socket,
-            &format!("ptnet-{id}"),
-            &*vm.port,
-        ))
+        Ok(match &vm.handle {
+            VmHandle::Ptnet(_) => {
+                ptnet_vhost::qemu_args(&vm.socket, &format!("ptnet-{id}"), &*vm.port)
+            }
+            VmHandle::VirtioNet(h) => {
+                ptnet_virtio_net::qemu_args(&vm.socket, &format!("vnet-{id}"), h.mac(), h.pairs())
+            }
+        })
     }
 
     /// Detaches a client; an on-demand port without clients is removed.
@@ -1005,15 +1048,36 @@ fn listing(st: &State) -> Reply {
 
 fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
     let vm = st.vms.get(port)?;
-    let s = vm.handle.stats();
-    Some(VmEntry {
-        socket: vm.socket.display().to_string(),
-        connections: s.connections,
-        starts: s.starts,
-        refused: s.refused,
-        running: s.running,
-        mem_ready: s.mem_ready,
-        irqs: s.irqs_raised,
+    let socket = vm.socket.display().to_string();
+    Some(match &vm.handle {
+        VmHandle::Ptnet(h) => {
+            let s = h.stats();
+            VmEntry {
+                socket,
+                device: VmDevice::Ptnet,
+                connections: s.connections,
+                starts: s.starts,
+                refused: s.refused,
+                running: s.running,
+                mem_ready: s.mem_ready,
+                irqs: s.irqs_raised,
+                bad_chains: 0,
+            }
+        }
+        VmHandle::VirtioNet(h) => {
+            let s = h.stats();
+            VmEntry {
+                socket,
+                device: VmDevice::VirtioNet,
+                connections: s.connections,
+                starts: s.starts,
+                refused: s.broken,
+                running: s.running,
+                mem_ready: false,
+                irqs: s.tx_notifies + s.rx_notifies,
+                bad_chains: s.tx_bad + s.rx_bad,
+            }
+        }
     })
 }
 

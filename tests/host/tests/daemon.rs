@@ -272,6 +272,7 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
             },
             socket: socket.into(),
             mac: Some("02:00:00:00:00:42".into()),
+            device: proto::VmDevice::Ptnet,
         }))
     };
     assert_eq!(
