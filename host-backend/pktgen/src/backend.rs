@@ -2,8 +2,8 @@
 //!
 //! [`Backend`] is what the loops in [`crate::run`] need from a netmap-style port: attach,
 //! geometry, fill and drain rings in batches, txsync/rxsync, and sleep until a ring is ready.
-//! Today it is implemented for [`ptnet_client::Port`] (a host client of `ptnetd`); a backend
-//! for the netmap ioctl ABI (`/dev/netmap` inside guests) implements the same trait later.
+//! It is implemented for [`ptnet_client::Port`] (a host client of `ptnetd`) here, and for
+//! [`crate::netmap::NetmapPort`] (netmap's ioctl API on `/dev/netmap`, inside guests).
 //! The batch methods are generic over their closures, so the per-packet work inlines.
 
 use std::io;
@@ -25,9 +25,9 @@ pub enum Want {
 /// How to attach a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachOptions {
-    /// netmap port name (`vale0:a`, `pipe0{1`).
+    /// netmap port name (`vale0:a`, `pipe0{1`; `netmap:ptnet0` for the netmap backend).
     pub port: String,
-    /// ptnetd's control socket.
+    /// ptnetd's control socket (host client), or the netmap device (netmap backend).
     pub socket: String,
     /// Ask for a busy-polling sync loop (the caller then spins instead of waiting).
     pub busy_poll: bool,

@@ -12,6 +12,32 @@ pub const DEFAULT_SRC_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x01];
 pub const DEFAULT_DST_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x02];
 /// Most slots one frame may take (`-l` above the buffer size).
 pub const MAX_FRAGS: usize = 64;
+/// The prefix of port names served by the netmap backend (`-i netmap:ptnet0`), as in
+/// netmap's pkt-gen; the rest of the name is the `nr_name` registered.
+pub const NETMAP_PREFIX: &str = "netmap:";
+/// The device the netmap backend opens.
+pub const NETMAP_DEVICE: &str = "/dev/netmap";
+
+/// Which [`crate::Backend`] serves a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A host client of `ptnetd` (`vale0:a`, `pipe0{1`): [`ptnet_client::Port`].
+    Client,
+    /// netmap's API on `/dev/netmap` (`netmap:ptnet0`, in a guest):
+    /// [`crate::netmap::NetmapPort`].
+    Netmap,
+}
+
+impl BackendKind {
+    /// The backend of port `name`.
+    pub fn of(name: &str) -> Self {
+        if name.starts_with(NETMAP_PREFIX) {
+            BackendKind::Netmap
+        } else {
+            BackendKind::Client
+        }
+    }
+}
 
 /// The subcommands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +74,7 @@ pub struct Config {
     pub mode: Mode,
     /// Port names: one, or two for `fwd`.
     pub ports: Vec<String>,
-    /// ptnetd's control socket.
+    /// ptnetd's control socket (host client), or the netmap device (netmap backend).
     pub socket: String,
     /// Frame size on the wire without CRC (tx, ping).
     pub size: usize,
@@ -122,6 +148,21 @@ impl Config {
         if self.mode == Mode::Fwd && self.ports[0] == self.ports[1] {
             return Err(Error::Usage("fwd needs two different ports".into()));
         }
+        if self
+            .ports
+            .iter()
+            .any(|p| BackendKind::of(p) != self.backend())
+        {
+            return Err(Error::Usage(format!(
+                "{}: netmap ports ({NETMAP_PREFIX}NAME) and ptnetd ports cannot be mixed",
+                self.ports.join(", ")
+            )));
+        }
+        if self.backend() == BackendKind::Netmap {
+            for p in &self.ports {
+                crate::netmap::nr_name(p).map_err(|e| Error::Usage(e.to_string()))?;
+            }
+        }
         if !(HEADER_LEN..=MAX_FRAME).contains(&self.size) {
             return Err(Error::Usage(format!(
                 "frame size {} out of range {HEADER_LEN}..={MAX_FRAME}",
@@ -140,6 +181,13 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The backend serving the ports ([`Config::validate`] checks that they agree).
+    pub fn backend(&self) -> BackendKind {
+        self.ports
+            .first()
+            .map_or(BackendKind::Client, |p| BackendKind::of(p))
     }
 
     /// Checks the frame size against the attached port's buffers: how many slots a frame
@@ -236,6 +284,32 @@ mod tests {
         assert!(cfg(Mode::Fwd, &["vale0:a", "vale0:a"]).validate().is_err());
         assert!(cfg(Mode::Fwd, &["vale0:a", "vale0:b"]).validate().is_ok());
         assert!(cfg(Mode::Rx, &["vale0:a", "vale0:b"]).validate().is_err());
+    }
+
+    #[test]
+    fn netmap_prefixed_ports_pick_the_netmap_backend_and_others_the_client() {
+        assert_eq!(cfg(Mode::Tx, &["vale0:a"]).backend(), BackendKind::Client);
+        assert_eq!(cfg(Mode::Rx, &["pipe0{1"]).backend(), BackendKind::Client);
+        assert_eq!(cfg(Mode::Tx, &["ptnet0"]).backend(), BackendKind::Client);
+        let c = cfg(Mode::Tx, &["netmap:ptnet0"]);
+        assert_eq!(c.backend(), BackendKind::Netmap);
+        assert!(c.validate().is_ok());
+        assert!(
+            cfg(Mode::Fwd, &["netmap:ptnet0", "netmap:ptnet1"])
+                .validate()
+                .is_ok()
+        );
+        let mixed = cfg(Mode::Fwd, &["netmap:ptnet0", "vale0:a"]).validate();
+        assert_eq!(mixed.unwrap_err().exit_code(), 2);
+        assert!(
+            cfg(Mode::Fwd, &["vale0:a", "netmap:ptnet0"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            cfg(Mode::Rx, &["netmap:"]).validate().is_err(),
+            "empty nr_name"
+        );
     }
 
     #[test]

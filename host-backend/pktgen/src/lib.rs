@@ -1,8 +1,10 @@
 //! ptnet-pktgen: a pkt-gen-like traffic generator, sink, pinger and forwarder for ptnet
-//! ports, on the client library (`ptnet-client`); a netmap ioctl backend for guests can slot
-//! in behind the same trait.
+//! ports: on the host a client of `ptnetd` (`ptnet-client`), in a guest a netmap application
+//! on `/dev/netmap` (`-i netmap:ptnet0`), both behind the same trait.
 //!
 //! * [`backend`]: the `Backend` trait the loops drive, implemented for `ptnet_client::Port`;
+//! * [`netmap`]: the netmap backend (`NIOCCTRL`, `mmap`, `NIOCTXSYNC`/`NIOCRXSYNC`, `poll`);
+//! * [`nifp`]: a `netmap_if` and its rings in any mapped region, validated, netmap's rules;
 //! * [`config`]: the validated command line, and the errors with their exit codes;
 //! * [`payload`]: the frame format (sequence number, timestamp, pattern) and `rx --check`;
 //! * [`rate`]: the token bucket behind `--rate`, consulted per batch;
@@ -13,11 +15,13 @@ pub mod backend;
 pub mod config;
 #[cfg(test)]
 mod fake;
+pub mod netmap;
+pub mod nifp;
 pub mod payload;
 pub mod rate;
 pub mod run;
 pub mod stats;
 
 pub use backend::{Backend, Want};
-pub use config::{Config, Error, Mode};
+pub use config::{BackendKind, Config, Error, Mode};
 pub use stats::Report;

@@ -3,6 +3,7 @@
 //! ```text
 //! ptnet-pktgen rx -i vale0:b --check
 //! ptnet-pktgen tx -i vale0:a -l 60 -b 512 -d 5
+//! ptnet-pktgen tx -i netmap:ptnet0 -n 1000      # in a guest: netmap's API on /dev/netmap
 //! ```
 
 use std::process::ExitCode;
@@ -11,8 +12,10 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ptnet_client::Port;
 use ptnet_client::proto;
+use ptnet_pktgen::config::{NETMAP_DEVICE, NETMAP_PREFIX};
+use ptnet_pktgen::netmap::NetmapPort;
 use ptnet_pktgen::payload::{Mac, parse_mac};
-use ptnet_pktgen::{Config, Error, Mode, run};
+use ptnet_pktgen::{BackendKind, Config, Error, Mode, run};
 
 /// A pkt-gen-like traffic tool for ptnet ports.
 #[derive(Debug, Parser)]
@@ -38,10 +41,12 @@ enum Cmd {
 
 #[derive(Debug, ClapArgs)]
 struct Common {
-    /// Port name (`vale0:a`, `pipe0{1`); twice for fwd.
+    /// Port name (`vale0:a`, `pipe0{1`: a client of ptnetd; `netmap:ptnet0`: netmap's API on
+    /// /dev/netmap, in a guest); twice for fwd.
     #[arg(short = 'i', long = "port", value_name = "NAME", required = true)]
     ports: Vec<String>,
-    /// ptnetd's control socket [default: $PTNET_SOCKET or /run/ptnetd/ptnetd.sock].
+    /// ptnetd's control socket [default: $PTNET_SOCKET or /run/ptnetd/ptnetd.sock]; not for
+    /// netmap: ports.
     #[arg(long, value_name = "PATH")]
     socket: Option<String>,
     /// Frame size on the wire without CRC (tx, ping); above the buffer size tx uses
@@ -117,7 +122,19 @@ impl TryFrom<Args> for Config {
             Cmd::Pong(c) => (Mode::Pong, c),
             Cmd::Fwd(c) => (Mode::Fwd, c),
         };
-        let socket = c.socket.unwrap_or_else(proto::socket_path);
+        let netmap = c
+            .ports
+            .iter()
+            .any(|p| BackendKind::of(p) == BackendKind::Netmap);
+        let socket = match (netmap, c.socket) {
+            (true, Some(s)) => {
+                return Err(Error::Usage(format!(
+                    "--socket {s}: netmap ports ({NETMAP_PREFIX}NAME) use {NETMAP_DEVICE}, not ptnetd"
+                )));
+            }
+            (true, None) => NETMAP_DEVICE.to_owned(),
+            (false, s) => s.unwrap_or_else(proto::socket_path),
+        };
         let mut cfg = Config::new(mode, c.ports, socket);
         cfg.size = c.size;
         cfg.batch = c.batch;
@@ -163,7 +180,11 @@ fn main() -> ExitCode {
         }
     };
     run::install_signal_handlers();
-    let report = match run::run::<Port>(&cfg) {
+    let report = match cfg.backend() {
+        BackendKind::Client => run::run::<Port>(&cfg),
+        BackendKind::Netmap => run::run::<NetmapPort>(&cfg),
+    };
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ptnet-pktgen: {}", chain(&e));
