@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source ci/lib/common.sh
 
 need_root "tier 2"
-ci/prereqs.sh base
+# dpdk: dpdk-testpmd is the virtio-user client of tests/host/tests/virtio_net.rs.
+ci/prereqs.sh base dpdk
 
 # Runs a cargo test command; fails if it ran no test at all (a tier must never go empty).
 run_tests() {
@@ -25,9 +26,10 @@ run_tests() {
 }
 
 log "building the daemon and tools"
-cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests
-# Every tier-2 host test: daemon and clients, huge pages, AF_PACKET, and the NIC ports
-# (tests/host/tests/nic.rs: network namespaces and veth pairs it creates and removes).
+cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests -p ptnet-pktgen
+# Every tier-2 host test: daemon and clients, huge pages, AF_PACKET, the NIC ports
+# (tests/host/tests/nic.rs: network namespaces and veth pairs it creates and removes), and
+# virtio-net ports driven by DPDK's virtio_user (tests/host/tests/virtio_net.rs).
 run_tests cargo test --quiet -p ptnet-host-tests --features host-tests
 # The ptnet device over vhost-user, driven by a frontend simulator (QEMU + guest driver).
 run_tests cargo test --quiet -p ptnet-vhost --features sim-tests

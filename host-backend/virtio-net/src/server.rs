@@ -323,7 +323,10 @@ fn accept_loop(
             Ok(())
             | Err(DaemonError::HandleRequest(
                 VhostUserError::Disconnected | VhostUserError::PartialMessage,
-            )) => log::info!("{name}: virtio-net frontend disconnected; port unbound"),
+            )) => log::info!(
+                "{name}: virtio-net frontend disconnected; port unbound; {:?}",
+                stats.snapshot()
+            ),
             Err(e) => log::warn!("{name}: vhost-user connection ended: {e}; port unbound"),
         }
     }
