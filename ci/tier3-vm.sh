@@ -51,10 +51,18 @@ step "guest modules"
 PTNET_HELLO_KO=$(guest-driver-linux/build-module.sh guest-driver-linux/hello "$PTNET_KERNEL_DIR" \
     | grep '/ptnet_hello\.ko$') || die "building guest-driver-linux/hello produced no ptnet_hello.ko"
 
+PTNET_PTNET_KO=$(guest-driver-linux/build-module.sh guest-driver-linux/ptnet "$PTNET_KERNEL_DIR" \
+    | grep '/ptnet\.ko$') || die "building guest-driver-linux/ptnet produced no ptnet.ko"
+
+step "host side of the VM tests (ptnetd, ptnetctl, ptnet-pktgen)"
+cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-pktgen
+PTNET_BIN_DIR="$PTNET_ROOT/target/debug"
+
 PTNET_INITRAMFS_SCRIPT="$PTNET_ROOT/vm-images/build-initramfs.sh"
-export PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_INITRAMFS_SCRIPT
+export PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT
 log "PTNET_KERNEL_DIR=$PTNET_KERNEL_DIR"
 log "PTNET_HELLO_KO=$PTNET_HELLO_KO"
+log "PTNET_PTNET_KO=$PTNET_PTNET_KO"
 log "QEMU: $(${PTNET_QEMU:-qemu-system-x86_64} --version | head -n1), accel ${PTNET_ACCEL:-tcg}"
 
 step "cargo test -p ptnet-vmtest --features vm-tests"

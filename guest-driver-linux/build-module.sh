@@ -29,6 +29,11 @@ out="${PTNET_MODULE_OUT:-$PTNET_ROOT/target/guest-modules}/$(basename "$kdir")/$
 rm -rf "$out"
 mkdir -p "$out"
 cp -a "$mod_src/." "$out/"
+# Modules that share ptnet's layouts compile ptnet-spec as a crate of their own (see
+# ptnet/Kbuild): give them its sources.
+if grep -q ptnet_spec "$mod_src/Kbuild" 2>/dev/null; then
+    cp -a "$PTNET_ROOT/ptnet-spec/src" "$out/ptnet_spec"
+fi
 
 log "building module $name against $kdir"
 buildlog="$out/build.log"
@@ -37,6 +42,12 @@ make -C "$kdir" "M=$out" LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc 
     cat "$buildlog" >&2
     die "module build of $name failed (log: $buildlog)"
 }
+
+# Warnings are errors for the project's modules (as clippy's are for the host crates).
+if grep -qE '^warning' "$buildlog"; then
+    cat "$buildlog" >&2
+    die "module build of $name has warnings (log: $buildlog)"
+fi
 
 mapfile -t kos < <(find "$out" -name '*.ko' -type f | LC_ALL=C sort)
 [ ${#kos[@]} -gt 0 ] || die "module build of $name produced no .ko (log: $buildlog)"

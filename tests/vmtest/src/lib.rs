@@ -12,13 +12,16 @@
 //! - [`vm`]: the running guest ([`Vm`]), its outcome, killing it on timeout and on drop.
 //! - [`initramfs`]: builds a test initramfs by calling `vm-images/build-initramfs.sh`.
 //! - [`scratch`]: a private scratch directory for a test's logs and images.
+//! - [`daemon`]: the host side: `ptnetd` on a private socket, `ptnetctl`, host clients.
 
 pub mod config;
+pub mod daemon;
 pub mod initramfs;
 pub mod scratch;
 pub mod vm;
 
 pub use config::{Accel, ConfigError, VmConfig};
+pub use daemon::{DaemonError, Ptnetd};
 pub use initramfs::{Initramfs, InitramfsError};
 pub use scratch::ScratchDir;
 pub use vm::{Vm, VmError, VmOutcome, parse_exit_status};

@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! netmap's API on `/dev/netmap` for the ptnet devices of this guest.
+//!
+//! Binary compatible with netmap's public headers (`ptnet_spec::netmap`, ABI 14):
+//! `NIOCCTRL` with `NETMAP_REQ_REGISTER` and `NETMAP_REQ_PORT_INFO_GET`, `mmap` of the
+//! port's whole region (so `NETMAP_IF(base, nr_offset)` works), `NIOCTXSYNC`/`NIOCRXSYNC`,
+//! and `poll()` woken by the rings' interrupts. Every other request fails with
+//! `EOPNOTSUPP` (logged once). Ports are named `ptnet0`, `ptnet1`, ... in probe order.
+//!
+//! The file operations are a small module-local layer over `struct file_operations`: the
+//! kernel crate's `MiscDevice` has no `poll` and no way to map device memory.
+
+use crate::{Dir, PtnetDev, SyncError, MAX_DEVICES};
+use core::{mem::size_of, sync::atomic::Ordering};
+use kernel::{
+    bindings,
+    fs::File,
+    global_lock, new_mutex,
+    prelude::*,
+    sync::{poll::PollTable, Arc, Mutex},
+    types::ForeignOwnable,
+    uaccess::{UserPtr, UserSlice},
+};
+use ptnet_spec::netmap::{
+    NmreqHeader, NmreqPortInfoGet, NmreqRegister, NETMAP_MAX_API, NETMAP_MIN_API,
+    NETMAP_REQ_PORT_INFO_GET, NETMAP_REQ_REGISTER, NETMAP_RING_MASK, NIOCCTRL, NIOCRXSYNC,
+    NIOCTXSYNC, NR_ACCEPT_VNET_HDR, NR_EXCLUSIVE, NR_NO_TX_POLL, NR_REG_ALL_NIC, NR_REG_DEFAULT,
+    NR_REG_ONE_NIC, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY,
+};
+
+/// The devices `/dev/netmap` can register, by `ptnetN` number.
+pub(crate) struct Registry {
+    devs: [Option<Arc<PtnetDev>>; MAX_DEVICES],
+    reserved: [bool; MAX_DEVICES],
+}
+
+global_lock! {
+    // SAFETY: initialised in `NetmapMisc::register`, before the driver registers, so before
+    // any probe, open or ioctl can take it.
+    unsafe(uninit) static REGISTRY: Mutex<Registry> = Registry {
+        devs: [const { None }; MAX_DEVICES],
+        reserved: [false; MAX_DEVICES],
+    };
+}
+
+/// Reserves a `ptnetN` number for a device being probed.
+pub(crate) fn reserve_unit() -> Option<usize> {
+    let mut reg = REGISTRY.lock();
+    let unit = (0..MAX_DEVICES).find(|&i| !reg.reserved[i])?;
+    reg.reserved[unit] = true;
+    Some(unit)
+}
+
+/// Gives back a number reserved by a probe that failed.
+pub(crate) fn release_unit(unit: usize) {
+    let mut reg = REGISTRY.lock();
+    reg.reserved[unit] = false;
+    reg.devs[unit] = None;
+}
+
+/// Makes a probed device registrable.
+pub(crate) fn publish(unit: usize, dev: &Arc<PtnetDev>) {
+    REGISTRY.lock().devs[unit] = Some(dev.clone());
+}
+
+/// Makes a device unreachable for new registrations (open files keep their reference).
+pub(crate) fn unpublish(unit: usize) {
+    release_unit(unit);
+}
+
+/// Plain netmap request structs: integers and byte arrays, valid for any bit pattern.
+///
+/// # Safety
+///
+/// Implementors must be `repr(C)` and valid for every bit pattern.
+unsafe trait Pod: Copy {}
+// SAFETY: integers and a byte array (ptnet-spec, `repr(C)`).
+unsafe impl Pod for NmreqHeader {}
+// SAFETY: integers only (ptnet-spec, `repr(C)`).
+unsafe impl Pod for NmreqRegister {}
+// SAFETY: integers only (ptnet-spec, `repr(C)`).
+unsafe impl Pod for NmreqPortInfoGet {}
+
+fn read_user<T: Pod>(addr: u64) -> Result<T> {
+    let mut buf = [0u8; 256];
+    let n = size_of::<T>();
+    let bytes = buf.get_mut(..n).ok_or(EINVAL)?;
+    UserSlice::new(UserPtr::from_addr(addr as usize), n)
+        .reader()
+        .read_slice(bytes)?;
+    // SAFETY: `bytes` holds `size_of::<T>()` initialised bytes and `T: Pod` accepts any.
+    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn write_user<T: Pod>(addr: u64, v: &T) -> Result {
+    // SAFETY: `T: Pod` has no padding-dependent invariants; we view its bytes.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) };
+    UserSlice::new(UserPtr::from_addr(addr as usize), bytes.len())
+        .writer()
+        .write_slice(bytes)
+}
+
+/// What a registration holds.
+struct Binding {
+    dev: Arc<PtnetDev>,
+    /// TX rings `tx.0 .. tx.1` and RX rings `rx.0 .. rx.1`, ring numbers per direction.
+    tx: (u32, u32),
+    rx: (u32, u32),
+    flags: u64,
+    exclusive: bool,
+}
+
+impl Binding {
+    fn rings(&self, dir: Dir) -> impl Iterator<Item = &crate::Ring> {
+        let (a, b) = match dir {
+            Dir::Tx => self.tx,
+            Dir::Rx => self.rx,
+        };
+        (a..b).filter_map(move |i| self.dev.ring(dir, i))
+    }
+
+    /// Syncs every bound ring of `dir`; returns whether one is ready afterwards.
+    fn sync_all(&self, dir: Dir) -> Result<bool> {
+        let mut ready = false;
+        for r in self.rings(dir) {
+            match self.dev.sync(r) {
+                Ok(rdy) => ready |= rdy,
+                Err(SyncError::Busy) => {}
+                Err(SyncError::Gone) => return Err(ENXIO),
+                Err(SyncError::Bad(e)) => {
+                    pr_warn!("ptnet{}: ring {} reset: {:?}\n", self.dev.unit, r.k, e);
+                }
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Before sleeping: arm every bound ring of `dir`; if one moved meanwhile, sync again.
+    fn arm_all(&self, dir: Dir) -> Result<bool> {
+        let mut moved = false;
+        for r in self.rings(dir) {
+            moved |= self.dev.arm(r);
+        }
+        if moved {
+            self.sync_all(dir)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn release(&self) {
+        let _reg = REGISTRY.lock();
+        for dir in [Dir::Tx, Dir::Rx] {
+            for r in self.rings(dir) {
+                r.users.fetch_sub(1, Ordering::AcqRel);
+                if self.exclusive {
+                    r.exclusive.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+/// Per open file.
+#[pin_data]
+struct NmFile {
+    #[pin]
+    binding: Mutex<Option<Binding>>,
+}
+
+fn parse_unit(name: &[u8; 64]) -> Result<usize> {
+    let len = name.iter().position(|&c| c == 0).ok_or(EINVAL)?;
+    let digits = name[..len].strip_prefix(b"ptnet").ok_or(ENXIO)?;
+    if digits.is_empty() || digits.len() > 2 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(ENXIO);
+    }
+    let unit = digits
+        .iter()
+        .fold(0usize, |a, d| a * 10 + (d - b'0') as usize);
+    if unit >= MAX_DEVICES {
+        return Err(ENXIO);
+    }
+    Ok(unit)
+}
+
+fn unsupported(reqtype: u16) -> Error {
+    kernel::pr_info_once!(
+        "/dev/netmap: only REGISTER and PORT_INFO_GET are supported (got request {})\n",
+        reqtype
+    );
+    EOPNOTSUPP
+}
+
+impl NmFile {
+    fn ctrl(&self, arg: u64) -> Result<isize> {
+        let hdr: NmreqHeader = read_user(arg)?;
+        if !(NETMAP_MIN_API..=NETMAP_MAX_API).contains(&hdr.nr_version) || hdr.nr_reserved != 0 {
+            return Err(EINVAL);
+        }
+        if hdr.nr_options != 0 {
+            kernel::pr_info_once!("/dev/netmap: request options are not supported\n");
+            return Err(EOPNOTSUPP);
+        }
+        let unit = parse_unit(&hdr.nr_name)?;
+        match hdr.nr_reqtype {
+            NETMAP_REQ_REGISTER => self.register(unit, hdr.nr_body),
+            NETMAP_REQ_PORT_INFO_GET => {
+                let dev = REGISTRY.lock().devs[unit].clone().ok_or(ENXIO)?;
+                let c = &dev.cfg;
+                let info = NmreqPortInfoGet {
+                    nr_memsize: c.mem_size,
+                    nr_tx_slots: c.num_tx_slots,
+                    nr_rx_slots: c.num_rx_slots,
+                    nr_tx_rings: c.num_tx_rings as u16,
+                    nr_rx_rings: c.num_rx_rings as u16,
+                    nr_mem_id: c.mem_id,
+                    ..Default::default()
+                };
+                write_user(hdr.nr_body, &info)?;
+                Ok(0)
+            }
+            t => Err(unsupported(t)),
+        }
+    }
+
+    fn register(&self, unit: usize, body: u64) -> Result<isize> {
+        let mut req: NmreqRegister = read_user(body)?;
+        let mut binding = self.binding.lock();
+        if binding.is_some() {
+            return Err(EBUSY);
+        }
+        let reg = REGISTRY.lock();
+        let dev = reg.devs[unit].clone().ok_or(ENXIO)?;
+        if dev.dead.load(Ordering::Acquire) {
+            return Err(ENXIO);
+        }
+        let c = &dev.cfg;
+        let (ntx, nrx) = (c.num_tx_rings, c.num_rx_rings);
+        let (mut tx, mut rx) = match req.nr_mode {
+            NR_REG_DEFAULT | NR_REG_ALL_NIC => ((0, ntx), (0, nrx)),
+            NR_REG_ONE_NIC => {
+                let i = (req.nr_ringid & NETMAP_RING_MASK) as u32;
+                if i >= ntx.max(nrx) {
+                    return Err(EINVAL);
+                }
+                (
+                    (i.min(ntx), (i + 1).min(ntx)),
+                    (i.min(nrx), (i + 1).min(nrx)),
+                )
+            }
+            mode => {
+                kernel::pr_info_once!(
+                    "/dev/netmap: register mode {} not supported (no host rings)\n",
+                    mode
+                );
+                return Err(EOPNOTSUPP);
+            }
+        };
+        if req.nr_flags & NR_TX_RINGS_ONLY != 0 {
+            rx = (0, 0);
+        }
+        if req.nr_flags & NR_RX_RINGS_ONLY != 0 {
+            tx = (0, 0);
+        }
+        if c.vnet_hdr_len != 0 && req.nr_flags & NR_ACCEPT_VNET_HDR == 0 {
+            return Err(EINVAL);
+        }
+        if req.nr_mem_id != 0 && req.nr_mem_id != c.mem_id {
+            return Err(EINVAL);
+        }
+        let exclusive = req.nr_flags & NR_EXCLUSIVE != 0;
+        let b = Binding {
+            dev: dev.clone(),
+            tx,
+            rx,
+            flags: req.nr_flags,
+            exclusive,
+        };
+        // Exclusivity is checked and taken under the registry lock.
+        for dir in [Dir::Tx, Dir::Rx] {
+            for r in b.rings(dir) {
+                if r.exclusive.load(Ordering::Acquire)
+                    || (exclusive && r.users.load(Ordering::Acquire) != 0)
+                {
+                    return Err(EBUSY);
+                }
+            }
+        }
+        for dir in [Dir::Tx, Dir::Rx] {
+            for r in b.rings(dir) {
+                r.users.fetch_add(1, Ordering::AcqRel);
+                if exclusive {
+                    r.exclusive.store(true, Ordering::Release);
+                }
+                dev.reinit_user_ring(r);
+            }
+        }
+        drop(reg);
+        req.nr_offset = c.nifp_offset;
+        req.nr_memsize = c.mem_size;
+        req.nr_tx_slots = c.num_tx_slots;
+        req.nr_rx_slots = c.num_rx_slots;
+        req.nr_tx_rings = ntx as u16;
+        req.nr_rx_rings = nrx as u16;
+        req.nr_host_tx_rings = 0;
+        req.nr_host_rx_rings = 0;
+        req.nr_mem_id = c.mem_id;
+        req.nr_extra_bufs = 0;
+        if let Err(e) = write_user(body, &req) {
+            b.release();
+            return Err(e);
+        }
+        *binding = Some(b);
+        Ok(0)
+    }
+
+    fn sync(&self, dir: Dir) -> Result<isize> {
+        let guard = self.binding.lock();
+        let b = guard.as_ref().ok_or(ENXIO)?;
+        b.sync_all(dir)?;
+        Ok(0)
+    }
+
+    fn poll(&self, file: &File, pt: &PollTable<'_>, events: u32) -> u32 {
+        let guard = self.binding.lock();
+        let Some(b) = guard.as_ref() else {
+            return bindings::POLLERR;
+        };
+        let want_tx = events & (bindings::POLLOUT | bindings::POLLWRNORM) != 0;
+        let want_rx = events & (bindings::POLLIN | bindings::POLLRDNORM) != 0;
+        if want_tx {
+            pt.register_wait(file, &b.dev.tx_wait);
+        }
+        if want_rx {
+            pt.register_wait(file, &b.dev.rx_wait);
+        }
+        let mut mask = 0;
+        // The implicit txsync (unless NR_NO_TX_POLL), and the TX readiness.
+        if want_tx || b.flags & NR_NO_TX_POLL == 0 {
+            match b.sync_all(Dir::Tx) {
+                Ok(true) if want_tx => mask |= bindings::POLLOUT | bindings::POLLWRNORM,
+                Ok(false) if want_tx => {
+                    if let Ok(true) = b.arm_all(Dir::Tx) {
+                        mask |= bindings::POLLOUT | bindings::POLLWRNORM;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return bindings::POLLERR,
+            }
+        }
+        if want_rx {
+            match b.sync_all(Dir::Rx) {
+                Ok(true) => mask |= bindings::POLLIN | bindings::POLLRDNORM,
+                Ok(false) => {
+                    if let Ok(true) = b.arm_all(Dir::Rx) {
+                        mask |= bindings::POLLIN | bindings::POLLRDNORM;
+                    }
+                }
+                Err(_) => return bindings::POLLERR,
+            }
+        }
+        mask
+    }
+
+    fn mmap(&self, vma: *mut bindings::vm_area_struct) -> Result {
+        let guard = self.binding.lock();
+        let b = guard.as_ref().ok_or(EINVAL)?;
+        if b.dev.dead.load(Ordering::Acquire) {
+            return Err(ENXIO);
+        }
+        // SAFETY: the core passes a live VMA being set up for this file, for this call.
+        let (start, end, pgoff) = unsafe {
+            let v = kernel::mm::virt::VmaNew::from_raw(vma);
+            (v.start(), v.end(), (*vma).vm_pgoff)
+        };
+        let page = bindings::PAGE_SIZE as u64;
+        let len = b.dev.cfg.mem_size.div_ceil(page) * page;
+        if pgoff != 0 || (end - start) as u64 > len || len > b.dev.shm_window {
+            return Err(EINVAL);
+        }
+        // SAFETY: maps `len` bytes of the device's own shared-memory window (checked to fit
+        // above) into this VMA; the helper validates the VMA size against `len`.
+        kernel::error::to_result(unsafe {
+            bindings::vm_iomap_memory(vma, b.dev.shm_phys, len as _)
+        })
+    }
+}
+
+/// The `/dev/netmap` misc device and its file operations (pinned: the misc core keeps
+/// pointers to both).
+struct MiscInner {
+    /// The file operations, with `owner` set to this module.
+    fops: bindings::file_operations,
+    misc: kernel::types::Opaque<bindings::miscdevice>,
+}
+
+/// The registered `/dev/netmap`; deregistered on drop.
+pub(crate) struct NetmapMisc {
+    inner: Pin<KBox<MiscInner>>,
+}
+
+// SAFETY: the registration is only touched at module init and exit.
+unsafe impl Send for NetmapMisc {}
+// SAFETY: `&NetmapMisc` exposes nothing.
+unsafe impl Sync for NetmapMisc {}
+
+impl NetmapMisc {
+    pub(crate) fn register(module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: called once, at module init, before anything can take the lock.
+        unsafe { REGISTRY.init() };
+        let mut fops = Fops::VTABLE;
+        fops.owner = module.as_ptr();
+        let inner = KBox::pin(
+            MiscInner {
+                fops,
+                misc: kernel::types::Opaque::zeroed(),
+            },
+            GFP_KERNEL,
+        )?;
+        let m = inner.misc.get();
+        // SAFETY: `m` is the pinned, zeroed miscdevice of `inner`, which outlives the
+        // registration (deregistered in `drop` before the box is freed); `fops` is pinned
+        // in the same box.
+        unsafe {
+            (*m).minor = bindings::MISC_DYNAMIC_MINOR as _;
+            (*m).name = c"netmap".as_char_ptr();
+            (*m).fops = &inner.fops;
+            (*m).mode = 0o600;
+            kernel::error::to_result(bindings::misc_register(m))?;
+        }
+        Ok(NetmapMisc { inner })
+    }
+}
+
+impl Drop for NetmapMisc {
+    fn drop(&mut self) {
+        // SAFETY: registered in `register` (a `NetmapMisc` only exists once it is).
+        unsafe { bindings::misc_deregister(self.inner.misc.get()) };
+    }
+}
+
+struct Fops;
+
+impl Fops {
+    const VTABLE: bindings::file_operations = bindings::file_operations {
+        open: Some(Self::open),
+        release: Some(Self::release),
+        unlocked_ioctl: Some(Self::ioctl),
+        compat_ioctl: Some(Self::ioctl),
+        mmap: Some(Self::mmap),
+        poll: Some(Self::poll),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// Called by the VFS with a file being opened on `/dev/netmap`.
+    unsafe extern "C" fn open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+        let f = match KBox::pin_init(
+            pin_init!(NmFile { binding <- new_mutex!(None) }),
+            GFP_KERNEL,
+        ) {
+            Ok(f) => f,
+            Err(e) => return e.to_errno(),
+        };
+        // SAFETY: the file is being opened; we own its private data from now on.
+        unsafe { (*file).private_data = f.into_foreign().cast() };
+        0
+    }
+
+    /// # Safety
+    ///
+    /// `file` was opened by `open`.
+    unsafe fn nm<'a>(file: *mut bindings::file) -> Pin<&'a NmFile> {
+        // SAFETY: `open` stored a `Pin<KBox<NmFile>>`, given back only in `release`.
+        unsafe { <Pin<KBox<NmFile>> as ForeignOwnable>::borrow((*file).private_data.cast()) }
+    }
+
+    unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+        // SAFETY: `open` stored the box; release is the last call on the file.
+        let f = unsafe {
+            <Pin<KBox<NmFile>> as ForeignOwnable>::from_foreign((*file).private_data.cast())
+        };
+        if let Some(b) = f.binding.lock().take() {
+            b.release();
+        }
+        0
+    }
+
+    unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+        // SAFETY: the VFS calls ioctl on an opened file.
+        let f = unsafe { Self::nm(file) };
+        let r = match cmd {
+            NIOCCTRL => f.ctrl(arg as u64),
+            NIOCTXSYNC => f.sync(Dir::Tx),
+            NIOCRXSYNC => f.sync(Dir::Rx),
+            _ => Err(ENOTTY),
+        };
+        match r {
+            Ok(v) => v as c_long,
+            Err(e) => e.to_errno() as c_long,
+        }
+    }
+
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
+        // SAFETY: the VFS calls mmap on an opened file.
+        let f = unsafe { Self::nm(file) };
+        match f.mmap(vma) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn poll(
+        file: *mut bindings::file,
+        pt: *mut bindings::poll_table,
+    ) -> bindings::__poll_t {
+        // SAFETY: the VFS calls poll on an opened file.
+        let f = unsafe { Self::nm(file) };
+        // netmap's poll_requested_events(): all events when there is no table.
+        // SAFETY: `pt` is null or a valid poll table for this call.
+        let events = if pt.is_null() {
+            !0
+        } else {
+            unsafe { (*pt)._key }
+        };
+        // SAFETY: `pt` is null or valid for this call.
+        let table = unsafe { PollTable::from_raw(pt) };
+        // SAFETY: `file` is a valid file for the duration of this call.
+        let kfile = unsafe { File::from_raw_file(file) };
+        f.poll(kfile, &table, events)
+    }
+}

@@ -1,0 +1,710 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `ptnet`: the Linux guest driver of ptnet's netmap passthrough device.
+//!
+//! A ptnet device (ptnet-spec/SPEC.md §3) is a virtio device whose shared-memory region 0
+//! *is* the host port's netmap memory, whose virtqueues are the rings' doorbells and
+//! interrupts, and whose CSB (in guest RAM, allocated here) carries the ring indices in
+//! both directions. This module binds such devices through the virtio core ([`virtio`]),
+//! maps region 0 write-back cached, and offers netmap's API on `/dev/netmap`
+//! ([`netmap`]): netmap applications in the guest register the port by name (`ptnet0`,
+//! ...), `mmap` the region and use its rings in place; the driver's txsync/rxsync are the
+//! CSB protocol plus a kick, and `poll()` sleeps on the rings' interrupts.
+//!
+//! Every value read from region 0 is treated as hostile (the guest application shares that
+//! memory, and the device writes it): ring locations are computed and checked once at
+//! start-up and kept in the driver; indices from the rings are validated with netmap's
+//! prologues (`ptnet_spec::ring`); indices from the CSB are range-checked.
+
+use core::{
+    cell::UnsafeCell,
+    ptr::NonNull,
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+};
+use kernel::{
+    bindings, new_poll_condvar,
+    prelude::*,
+    sync::{poll::PollCondVar, Arc},
+    time::{delay::fsleep, Delta},
+};
+use ptnet_spec::{
+    csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE},
+    device::{
+        PtnetConfig, PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_CSB_KTOA_OFFSET, PTNET_CONFIG_SIZE,
+        PTNET_F_STATUS, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY, VIRTIO_F_VERSION_1,
+        VIRTIO_ID_PTNET,
+    },
+    netmap::{
+        NetmapIf, NetmapRing, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS,
+    },
+    ring::{KringIndices, RingError},
+};
+
+mod netmap;
+mod virtio;
+
+module! {
+    type: PtnetModule,
+    name: "ptnet",
+    authors: ["ptnet developers"],
+    description: "ptnet: netmap passthrough guest driver",
+    license: "GPL",
+    params: {
+        start_timeout_ms: u32 {
+            default: 10000,
+            description: "How long probe waits for the device to map its memory (ms)",
+        },
+    },
+}
+
+/// Most ptnet devices one guest drives at once (`ptnet0` .. `ptnet7`).
+pub(crate) const MAX_DEVICES: usize = 8;
+/// Event buffers kept posted on every queue (SPEC §3.3: "a few", at least 4 bytes each).
+const EVENT_BUFS: usize = 4;
+/// Bytes of one event buffer.
+const EVENT_BUF_LEN: usize = 16;
+
+/// Direction of a ring.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Dir {
+    Tx,
+    Rx,
+}
+
+/// The driver's side of one ring: its kring indices (what the application was last
+/// allowed to see), where the ring lives, and its users.
+pub(crate) struct Ring {
+    pub(crate) dir: Dir,
+    /// Index in CSB order (TX rings, then RX rings) = virtqueue index.
+    pub(crate) k: u32,
+    /// The `netmap_ring` header in region 0 (checked at start-up to lie inside it).
+    hdr: NonNull<NetmapRing>,
+    /// Kernel copy of the indices; only touched with `busy` held.
+    kring: UnsafeCell<KringIndices>,
+    /// netmap's `nm_kr_tryget`: one sync at a time per ring.
+    busy: AtomicBool,
+    /// Open files registered on this ring.
+    pub(crate) users: AtomicU32,
+    /// A registration holds the ring exclusively (`NR_EXCLUSIVE`).
+    pub(crate) exclusive: AtomicBool,
+    /// Kicks sent on this ring's doorbell.
+    kicks: AtomicU64,
+    /// Interrupts taken on this ring.
+    irqs: AtomicU64,
+}
+
+/// One bound ptnet device.
+#[pin_data]
+pub(crate) struct PtnetDev {
+    /// `ptnetN`.
+    pub(crate) unit: usize,
+    pub(crate) cfg: PtnetConfig,
+    /// Guest-physical base of region 0.
+    pub(crate) shm_phys: u64,
+    /// Length of the device's shared-memory window (at least `cfg.mem_size`).
+    pub(crate) shm_window: u64,
+    /// Kernel mapping of region 0 (write-back), `cfg.mem_size` bytes.
+    shm: ShmMapping,
+    csb: virtio::Coherent,
+    rings: KVec<Ring>,
+    vqs: KVec<virtio::Virtqueue>,
+    /// The event buffers every queue keeps posted (EVENT_BUFS per queue).
+    events: KVec<[u8; EVENT_BUF_LEN]>,
+    /// Set once remove has started: no new sync, register or mmap.
+    pub(crate) dead: AtomicBool,
+    /// Woken by TX-ring interrupts (and on removal).
+    #[pin]
+    pub(crate) tx_wait: PollCondVar,
+    /// Woken by RX-ring interrupts (and on removal).
+    #[pin]
+    pub(crate) rx_wait: PollCondVar,
+}
+
+// SAFETY: the raw pointers are into region 0 (device memory mapped for the driver's
+// lifetime) and the CSB (coherent memory); all shared state in them is accessed through
+// atomics, and the kring copies are serialised by each ring's `busy` flag.
+unsafe impl Send for PtnetDev {}
+// SAFETY: see `Send`.
+unsafe impl Sync for PtnetDev {}
+
+/// Why a sync did not happen.
+pub(crate) enum SyncError {
+    /// Another sync runs on the ring (netmap's NM_KR_BUSY).
+    Busy,
+    /// The device is going away.
+    Gone,
+    /// The application's head/cur failed the prologue; the ring was reset to the driver's
+    /// state.
+    Bad(RingError),
+}
+
+impl PtnetDev {
+    pub(crate) fn ring(&self, dir: Dir, i: u32) -> Option<&Ring> {
+        let k = match dir {
+            Dir::Tx if i < self.cfg.num_tx_rings => i,
+            Dir::Rx if i < self.cfg.num_rx_rings => self.cfg.num_tx_rings + i,
+            _ => return None,
+        };
+        self.rings.get(k as usize)
+    }
+
+    fn csb_entries(&self, k: u32) -> (&CsbAtok, &CsbKtoa) {
+        csb_entries(&self.csb, &self.cfg, k)
+    }
+
+    /// txsync or rxsync of ring `r`, netmap style: validate the application's head/cur
+    /// against the kring, publish them in the CSB, kick the device if it asked for kicks
+    /// and the ring has news (or would block), then read back the device's indices and
+    /// publish the new tail to the application. Returns whether the ring is ready
+    /// (room to transmit, frames to receive) afterwards.
+    pub(crate) fn sync(&self, r: &Ring) -> Result<bool, SyncError> {
+        if self.dead.load(Ordering::Acquire) {
+            return Err(SyncError::Gone);
+        }
+        if r.busy.swap(true, Ordering::Acquire) {
+            return Err(SyncError::Busy);
+        }
+        let res = self.sync_locked(r);
+        r.busy.store(false, Ordering::Release);
+        res
+    }
+
+    fn sync_locked(&self, r: &Ring) -> Result<bool, SyncError> {
+        // SAFETY: `busy` is held, so this is the only access to the kring copy.
+        let kr = unsafe { &mut *r.kring.get() };
+        // SAFETY: `hdr` points into region 0 (checked at start-up), mapped while `self`
+        // lives; its index fields are atomics.
+        let hdr = unsafe { r.hdr.as_ref() };
+        let head = hdr.head.load(Ordering::Acquire);
+        let cur = hdr.cur.load(Ordering::Acquire);
+        let v = match r.dir {
+            Dir::Tx => kr.txsync_prologue(head, cur),
+            Dir::Rx => kr.rxsync_prologue(head, cur),
+        };
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => {
+                // netmap_ring_reinit: the application sees the driver's state again.
+                hdr.head.store(kr.rhead, Ordering::Relaxed);
+                hdr.cur.store(kr.rcur, Ordering::Relaxed);
+                hdr.tail.store(kr.rtail, Ordering::Release);
+                return Err(SyncError::Bad(e));
+            }
+        };
+        kr.rhead = v.head;
+        kr.rcur = v.cur;
+        let (atok, ktoa) = self.csb_entries(r.k);
+        let before = ktoa.appl_read();
+        let would_block = r.dir == Dir::Tx && kr.rcur == kr.rtail;
+        let news = kr.rhead != before.hwcur;
+        if atok.appl_publish(ktoa, kr.rhead, kr.rcur) && (news || would_block) {
+            self.vqs[r.k as usize].notify();
+            r.kicks.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = ktoa.appl_read();
+        // The device is not trusted with our indices either.
+        if s.hwcur < kr.num_slots && s.hwtail < kr.num_slots {
+            kr.hwcur = s.hwcur;
+            kr.hwtail = s.hwtail;
+            kr.rtail = s.hwtail;
+        }
+        hdr.tail.store(kr.rtail, Ordering::Release);
+        Ok(kr.rcur != kr.rtail)
+    }
+
+    /// Before sleeping on ring `r`: enable its interrupt with the double check. Returns
+    /// whether the device moved meanwhile (the caller should sync again instead of sleeping).
+    pub(crate) fn arm(&self, r: &Ring) -> bool {
+        let (atok, ktoa) = self.csb_entries(r.k);
+        if r.busy.swap(true, Ordering::Acquire) {
+            return true;
+        }
+        // SAFETY: `busy` is held.
+        let kr = unsafe { &*r.kring.get() };
+        let s = atok.appl_enable_notifications(ktoa);
+        let moved = s.hwtail != kr.hwtail;
+        if moved {
+            atok.appl_disable_notifications();
+        }
+        r.busy.store(false, Ordering::Release);
+        moved
+    }
+
+    /// Resets the application's view of ring `r` to the driver's (at registration).
+    pub(crate) fn reinit_user_ring(&self, r: &Ring) {
+        if r.busy.swap(true, Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: `busy` is held.
+        let kr = unsafe { &*r.kring.get() };
+        // SAFETY: as in `sync_locked`.
+        let hdr = unsafe { r.hdr.as_ref() };
+        hdr.head.store(kr.rhead, Ordering::Relaxed);
+        hdr.cur.store(kr.rcur, Ordering::Relaxed);
+        hdr.tail.store(kr.rtail, Ordering::Release);
+        r.busy.store(false, Ordering::Release);
+    }
+
+    /// Waits until no sync runs on any ring (after `dead` is set, none starts).
+    fn quiesce(&self) {
+        for r in self.rings.iter() {
+            while r.busy.load(Ordering::Acquire) {
+                fsleep(Delta::from_millis(1));
+            }
+        }
+    }
+
+    pub(crate) fn wait_for(&self, dir: Dir) -> &PollCondVar {
+        match dir {
+            Dir::Tx => &self.tx_wait,
+            Dir::Rx => &self.rx_wait,
+        }
+    }
+}
+
+/// What the virtio core keeps for a bound device.
+struct PtnetDriver {
+    dev: Arc<PtnetDev>,
+}
+
+mod ptnet_names {
+    use kernel::prelude::*;
+    macro_rules! names {
+        ($($n:literal)*) => {
+            /// Virtqueue names of the TX rings.
+            pub(crate) const TX: [&CStr; 64] = [$(kernel::c_str!(concat!("ptnet-tx", $n)),)*];
+            /// Virtqueue names of the RX rings.
+            pub(crate) const RX: [&CStr; 64] = [$(kernel::c_str!(concat!("ptnet-rx", $n)),)*];
+        };
+    }
+    names!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30
+        31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59
+        60 61 62 63);
+}
+
+/// Offset of `status` in the configuration space.
+const STATUS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, status) as u32;
+
+/// Region 0 mapped write-back for the driver; unmapped on drop.
+struct ShmMapping {
+    ptr: NonNull<u8>,
+}
+
+impl ShmMapping {
+    fn new(phys: u64, len: usize) -> Option<Self> {
+        // SAFETY: `phys..phys+len` is inside the device's shared-memory window (the
+        // caller checked `len` against the region the transport reported).
+        let p = unsafe { bindings::memremap(phys, len, bindings::MEMREMAP_WB as c_ulong) };
+        NonNull::new(p.cast::<u8>()).map(|ptr| ShmMapping { ptr })
+    }
+}
+
+impl Drop for ShmMapping {
+    fn drop(&mut self) {
+        // SAFETY: returned by `memremap` in `new`; the owner (the device data) is going
+        // away, so nothing uses the mapping any more.
+        unsafe { bindings::memunmap(self.ptr.as_ptr().cast()) };
+    }
+}
+
+/// The CSB entries of ring `k`.
+fn csb_entries<'a>(
+    csb: &'a virtio::Coherent,
+    cfg: &PtnetConfig,
+    k: u32,
+) -> (&'a CsbAtok, &'a CsbKtoa) {
+    let entry = CSB_ENTRY_SIZE as usize;
+    let k = (k % cfg.num_rings()) as usize;
+    let ktoa_off = cfg.csb_array_size() as usize;
+    // SAFETY: the allocation holds two arrays of `num_rings` 64-byte entries (sized in
+    // probe) and `k < num_rings`; both entry types are 64-byte atomics-only structs that
+    // are valid for any bit pattern, and the allocation outlives `'a`.
+    unsafe {
+        let base = csb.cpu_addr();
+        (
+            &*base.add(k * entry).cast::<CsbAtok>(),
+            &*base.add(ktoa_off + k * entry).cast::<CsbKtoa>(),
+        )
+    }
+}
+
+/// Posts event buffer `slot` of queue `k` (SPEC §3.3).
+fn post_event_buffer(
+    vqs: &[virtio::Virtqueue],
+    events: &KVec<[u8; EVENT_BUF_LEN]>,
+    k: usize,
+    slot: usize,
+    gfp: bindings::gfp_t,
+) -> Result {
+    let buf = events[k * EVENT_BUFS + slot].as_ptr().cast_mut();
+    // SAFETY: the event buffers live in the device data, which outlives the queues (they
+    // are deleted in remove before the data is dropped) and the CPU never touches them;
+    // posting on a queue is serialised (probe before the data is published, then only
+    // that queue's interrupt).
+    unsafe { vqs[k].add_inbuf(buf, EVENT_BUF_LEN as u32, buf, gfp) }
+}
+
+/// Takes back every completed event buffer of every queue and posts it again.
+fn replenish(vqs: &[virtio::Virtqueue], events: &KVec<[u8; EVENT_BUF_LEN]>) {
+    for k in 0..vqs.len() {
+        replenish_one(vqs, events, k, bindings::GFP_KERNEL);
+    }
+}
+
+fn replenish_one(
+    vqs: &[virtio::Virtqueue],
+    events: &KVec<[u8; EVENT_BUF_LEN]>,
+    k: usize,
+    gfp: bindings::gfp_t,
+) {
+    let base = events.as_ptr() as usize;
+    // SAFETY: serialised as described in `post_event_buffer`.
+    while let Some(token) = unsafe { vqs[k].get_buf() } {
+        let i = (token.as_ptr() as usize).wrapping_sub(base) / EVENT_BUF_LEN;
+        if i / EVENT_BUFS == k {
+            let _ = post_event_buffer(vqs, events, k, i % EVENT_BUFS, gfp);
+        }
+    }
+}
+
+/// Reads the whole configuration space.
+fn read_config(dev: &virtio::Device) -> PtnetConfig {
+    let mut b = [0u8; PTNET_CONFIG_SIZE as usize];
+    dev.read_config(0, &mut b);
+    PtnetConfig::from_le_bytes(&b)
+}
+
+/// Checks the `netmap_if` at `nifp_offset` and every ring it points to, returning the ring
+/// headers' offsets in region 0 (CSB order).
+fn locate_rings(dev: &virtio::Device, cfg: &PtnetConfig, shm: NonNull<u8>) -> Result<KVec<usize>> {
+    let mem = cfg.mem_size as usize;
+    let nifp = cfg.nifp_offset as usize;
+    let nrings = cfg.num_rings() as usize;
+    // host rings: netmap_if lists NIC TX, host TX, NIC RX, host RX ring offsets.
+    let if_end = nifp.checked_add(NETMAP_IF_RING_OFS).ok_or(EINVAL)?;
+    if if_end > mem {
+        dev_err!(
+            dev.as_dev(),
+            "netmap_if at {:#x} outside the {:#x}-byte region\n",
+            nifp,
+            mem
+        );
+        return Err(EINVAL);
+    }
+    // SAFETY: `nifp + size_of::<NetmapIf>() <= mem_size <= region length` (checked in
+    // probe); the struct is plain integers, read unaligned-safe by value.
+    let nif: NetmapIf =
+        unsafe { core::ptr::read_volatile(shm.as_ptr().add(nifp).cast::<NetmapIf>()) };
+    let name_len = nif
+        .ni_name
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(nif.ni_name.len());
+    let name = core::str::from_utf8(&nif.ni_name[..name_len]).unwrap_or("?");
+    if nif.ni_version != NETMAP_API as u32
+        || nif.ni_tx_rings != cfg.num_tx_rings
+        || nif.ni_rx_rings != cfg.num_rx_rings
+    {
+        dev_err!(
+            dev.as_dev(),
+            "netmap_if mismatch: version {} rings {}/{} (config {}/{})\n",
+            nif.ni_version,
+            nif.ni_tx_rings,
+            nif.ni_rx_rings,
+            cfg.num_tx_rings,
+            cfg.num_rx_rings
+        );
+        return Err(EINVAL);
+    }
+    dev_info!(
+        dev.as_dev(),
+        "netmap_if '{}' version {} at {:#x}: {} TX + {} RX rings, {}/{} slots\n",
+        name,
+        nif.ni_version,
+        nifp,
+        nif.ni_tx_rings,
+        nif.ni_rx_rings,
+        cfg.num_tx_slots,
+        cfg.num_rx_slots
+    );
+    let host_tx = nif.ni_host_tx_rings as usize;
+    let mut offs = KVec::with_capacity(nrings, GFP_KERNEL)?;
+    for k in 0..nrings {
+        let (slot_ix, slots) = if k < cfg.num_tx_rings as usize {
+            (k, cfg.num_tx_slots)
+        } else {
+            (k + host_tx, cfg.num_rx_slots)
+        };
+        let ofs_at = if_end + slot_ix * 8;
+        if ofs_at + 8 > mem {
+            return Err(EINVAL);
+        }
+        // SAFETY: `ofs_at + 8 <= mem` checked above.
+        let rel = unsafe { core::ptr::read_volatile(shm.as_ptr().add(ofs_at).cast::<i64>()) };
+        let at = (nifp as i64).checked_add(rel).ok_or(EINVAL)?;
+        let end = (slots as usize)
+            .checked_mul(core::mem::size_of::<NetmapSlot>())
+            .and_then(|s| s.checked_add(NETMAP_RING_SLOTS_OFS))
+            .and_then(|s| s.checked_add(at as usize))
+            .ok_or(EINVAL)?;
+        if at < 0 || at as usize % 8 != 0 || end > mem {
+            dev_err!(dev.as_dev(), "ring {} at {:#x} outside the region\n", k, at);
+            return Err(EINVAL);
+        }
+        offs.push(at as usize, GFP_KERNEL)?;
+    }
+    Ok(offs)
+}
+
+impl virtio::Driver for PtnetDriver {
+    const DEVICE_ID: u32 = VIRTIO_ID_PTNET as u32;
+    const FEATURES: &'static [u32] = &[PTNET_F_STATUS, VIRTIO_F_VERSION_1];
+
+    fn probe(dev: &virtio::Device) -> Result<Pin<KBox<Self>>> {
+        if !dev.has_feature(VIRTIO_F_VERSION_1) {
+            dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
+            return Err(ENODEV);
+        }
+        let cfg = read_config(dev);
+        if let Err(e) = cfg.validate_geometry() {
+            dev_err!(dev.as_dev(), "bad geometry: {:?}\n", e);
+            return Err(EINVAL);
+        }
+        let region = dev.shm_region(PTNET_SHMID_ALLOCATOR).ok_or_else(|| {
+            dev_err!(
+                dev.as_dev(),
+                "no shared-memory region {}\n",
+                PTNET_SHMID_ALLOCATOR
+            );
+            ENODEV
+        })?;
+        if cfg.mem_size > region.len {
+            dev_err!(
+                dev.as_dev(),
+                "mem_size {:#x} exceeds the {:#x}-byte region\n",
+                cfg.mem_size,
+                region.len
+            );
+            return Err(EINVAL);
+        }
+        let nrings = cfg.num_rings() as usize;
+
+        // The CSB: the atok array, then the ktoa array, zeroed (page aligned, so 64-byte
+        // aligned), in memory the device can address.
+        let csb = dev.alloc_coherent(2 * cfg.csb_array_size() as usize)?;
+        dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.dma_addr());
+        dev.write_config_u64(
+            PTNET_CONFIG_CSB_KTOA_OFFSET as u32,
+            csb.dma_addr() + cfg.csb_array_size(),
+        );
+
+        let mut qnames = KVec::with_capacity(nrings, GFP_KERNEL)?;
+        for k in 0..nrings {
+            let ntx = cfg.num_tx_rings as usize;
+            let name = if k < ntx {
+                ptnet_names::TX[k]
+            } else {
+                ptnet_names::RX[k - ntx]
+            };
+            qnames.push(name, GFP_KERNEL)?;
+        }
+        // SAFETY: `PtnetDriver` is this device's driver type.
+        let vqs = unsafe { dev.find_vqs::<PtnetDriver>(&qnames) }?;
+        // Everything below undoes the queues on failure (the rest is dropped normally).
+        let undo = |e: Error| {
+            dev.reset();
+            dev.del_vqs();
+            e
+        };
+        let mut events =
+            KVec::with_capacity(nrings * EVENT_BUFS, GFP_KERNEL).map_err(|e| undo(e.into()))?;
+        for _ in 0..nrings * EVENT_BUFS {
+            events
+                .push([0u8; EVENT_BUF_LEN], GFP_KERNEL)
+                .map_err(|e| undo(e.into()))?;
+        }
+        for k in 0..nrings {
+            for s in 0..EVENT_BUFS {
+                post_event_buffer(&vqs, &events, k, s, bindings::GFP_KERNEL).map_err(undo)?;
+            }
+        }
+        // A CPU mapping only: nothing reads it before the device says MEM_READY.
+        let shm = ShmMapping::new(region.addr, cfg.mem_size as usize).ok_or_else(|| {
+            dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", region.addr);
+            undo(ENOMEM)
+        })?;
+        dev.ready();
+
+        // Wait for the device to map its memory (ptnetd cannot send a config interrupt).
+        let timeout = module_parameters::start_timeout_ms.value();
+        let mut waited = 0u32;
+        while dev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY == 0 {
+            if waited >= timeout {
+                dev_err!(
+                    dev.as_dev(),
+                    "device did not map its memory within {} ms\n",
+                    timeout
+                );
+                return Err(undo(ETIMEDOUT));
+            }
+            fsleep(Delta::from_millis(10));
+            waited += 10;
+        }
+        let offs = locate_rings(dev, &cfg, shm.ptr).map_err(undo)?;
+        let mut rings = KVec::with_capacity(nrings, GFP_KERNEL).map_err(|e| undo(e.into()))?;
+        for (k, off) in offs.iter().enumerate() {
+            let tx = k < cfg.num_tx_rings as usize;
+            let (atok, ktoa) = csb_entries(&csb, &cfg, k as u32);
+            let a = atok.kern_read();
+            let s = ktoa.appl_read();
+            let n = if tx {
+                cfg.num_tx_slots
+            } else {
+                cfg.num_rx_slots
+            };
+            let mut kring = if tx {
+                KringIndices::new_tx(n)
+            } else {
+                KringIndices::new_rx(n)
+            };
+            if s.hwcur < n && s.hwtail < n && a.head < n && a.cur < n {
+                kring.hwcur = s.hwcur;
+                kring.hwtail = s.hwtail;
+                kring.rtail = s.hwtail;
+                kring.rhead = a.head;
+                kring.rcur = a.cur;
+            }
+            // Interrupts stay off until someone sleeps on the ring.
+            atok.appl_disable_notifications();
+            // SAFETY: `off` and the ring's slots lie inside the mapping (locate_rings).
+            let hdr =
+                unsafe { NonNull::new_unchecked(shm.ptr.as_ptr().add(*off).cast::<NetmapRing>()) };
+            let ring = Ring {
+                dir: if tx { Dir::Tx } else { Dir::Rx },
+                k: k as u32,
+                hdr,
+                kring: UnsafeCell::new(kring),
+                busy: AtomicBool::new(false),
+                users: AtomicU32::new(0),
+                exclusive: AtomicBool::new(false),
+                kicks: AtomicU64::new(0),
+                irqs: AtomicU64::new(0),
+            };
+            rings.push(ring, GFP_KERNEL).map_err(|e| undo(e.into()))?;
+        }
+        // Interrupts taken before the driver data exists found no data and left their event
+        // buffers completed: take them back and post them again.
+        replenish(&vqs, &events);
+
+        let shm_phys = region.addr;
+        let unit = netmap::reserve_unit().ok_or_else(|| {
+            dev_err!(dev.as_dev(), "more than {} ptnet devices\n", MAX_DEVICES);
+            undo(EBUSY)
+        })?;
+        let dev_arc: Arc<PtnetDev> = Arc::pin_init(
+            try_pin_init!(PtnetDev {
+                unit,
+                cfg,
+                shm_phys,
+                shm_window: region.len,
+                shm,
+                csb,
+                rings,
+                vqs,
+                events,
+                dead: AtomicBool::new(false),
+                tx_wait <- new_poll_condvar!("ptnet_tx"),
+                rx_wait <- new_poll_condvar!("ptnet_rx"),
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|e| {
+            netmap::release_unit(unit);
+            undo(e)
+        })?;
+        netmap::publish(unit, &dev_arc);
+        dev_info!(
+            dev.as_dev(),
+            "ptnet{}: {} TX + {} RX rings, region {:#x} bytes at {:#x}, mem id {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
+            unit,
+            cfg.num_tx_rings,
+            cfg.num_rx_rings,
+            cfg.mem_size,
+            shm_phys,
+            cfg.mem_id,
+            cfg.mac[0],
+            cfg.mac[1],
+            cfg.mac[2],
+            cfg.mac[3],
+            cfg.mac[4],
+            cfg.mac[5]
+        );
+        KBox::pin(PtnetDriver { dev: dev_arc }, GFP_KERNEL).map_err(|e| {
+            netmap::unpublish(unit);
+            undo(e.into())
+        })
+    }
+
+    fn remove(dev: &virtio::Device, data: Pin<KBox<Self>>) {
+        let d = &data.dev;
+        netmap::unpublish(d.unit);
+        d.dead.store(true, Ordering::Release);
+        d.tx_wait.notify_all();
+        d.rx_wait.notify_all();
+        d.quiesce();
+        dev.reset();
+        dev.del_vqs();
+        let (mut kicks, mut irqs) = (0u64, 0u64);
+        for r in d.rings.iter() {
+            kicks += r.kicks.load(Ordering::Relaxed);
+            irqs += r.irqs.load(Ordering::Relaxed);
+        }
+        dev_info!(
+            dev.as_dev(),
+            "ptnet{} removed ({} kicks sent, {} interrupts taken)\n",
+            d.unit,
+            kicks,
+            irqs
+        );
+    }
+
+    fn vq_interrupt(&self, index: u32) {
+        let d = &self.dev;
+        let Some(r) = d.rings.get(index as usize) else {
+            return;
+        };
+        r.irqs.fetch_add(1, Ordering::Relaxed);
+        // Give the device its event buffers back (SPEC §3.3).
+        replenish_one(&d.vqs, &d.events, index as usize, bindings::GFP_ATOMIC);
+        let (atok, _) = d.csb_entries(r.k);
+        atok.appl_disable_notifications();
+        d.wait_for(r.dir).notify_all();
+    }
+}
+
+struct PtnetModule {
+    _netmap: netmap::NetmapMisc,
+    _driver: virtio::Registration<PtnetDriver>,
+}
+
+impl kernel::Module for PtnetModule {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let misc = netmap::NetmapMisc::register(module)?;
+        let driver = virtio::Registration::<PtnetDriver>::new(c"ptnet", module)?;
+        pr_info!(
+            "netmap API {} on /dev/netmap, up to {} devices\n",
+            NETMAP_API,
+            MAX_DEVICES
+        );
+        Ok(PtnetModule {
+            _netmap: misc,
+            _driver: driver,
+        })
+    }
+}
+
+impl Drop for PtnetModule {
+    fn drop(&mut self) {
+        pr_info!("unloaded\n");
+    }
+}

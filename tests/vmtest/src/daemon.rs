@@ -1,0 +1,191 @@
+//! The host side of a VM test: the real `ptnetd` on a private socket, `ptnetctl` against
+//! it, and host clients (`ptnet-pktgen`).
+//!
+//! The binaries come from `PTNET_BIN_DIR` (ci/tier3-vm.sh builds them and sets it), or
+//! from the test executable's target directory (`target/<profile>/`).
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// Environment variable naming the directory with `ptnetd`, `ptnetctl` and `ptnet-pktgen`.
+pub const ENV_BIN_DIR: &str = "PTNET_BIN_DIR";
+
+/// Errors of the host side.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// A binary is missing.
+    #[error(
+        "{0} not found: build it (cargo build -p ptnetd -p ptnetctl -p ptnet-pktgen) or set PTNET_BIN_DIR"
+    )]
+    Missing(PathBuf),
+    /// A process could not be started.
+    #[error("cannot start {what}")]
+    Spawn {
+        /// Which process.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon did not create its socket in time.
+    #[error("ptnetd did not start within 10 s (log: {0})")]
+    NoSocket(PathBuf),
+    /// A `ptnetctl` command failed.
+    #[error("ptnetctl {args} failed: {output}")]
+    Ctl {
+        /// Its arguments.
+        args: String,
+        /// What it printed.
+        output: String,
+    },
+}
+
+/// Where the host binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(ENV_BIN_DIR).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    // Tests run from target/<profile>/deps/.
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"))
+}
+
+/// One host binary by name, checked to exist.
+pub fn host_bin(name: &str) -> Result<PathBuf, DaemonError> {
+    let p = bin_dir().join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(DaemonError::Missing(p))
+    }
+}
+
+/// A running `ptnetd` (embedded default: switch `vale0`); killed by PID when dropped.
+pub struct Ptnetd {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Ptnetd {
+    /// Starts the daemon with its socket and log in `dir`.
+    pub fn start(dir: &Path) -> Result<Self, DaemonError> {
+        let socket = dir.join("ptnetd.sock");
+        let log = dir.join("ptnetd.log");
+        let _ = std::fs::remove_file(&socket);
+        let logf = std::fs::File::create(&log).map_err(|source| DaemonError::Spawn {
+            what: format!("ptnetd (log {})", log.display()),
+            source,
+        })?;
+        let child = Command::new(host_bin("ptnetd")?)
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .map_err(|source| DaemonError::Spawn {
+                what: "ptnetd".into(),
+                source,
+            })?;
+        let d = Ptnetd { child, socket, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&d.socket).is_err() {
+            if Instant::now() > deadline {
+                return Err(DaemonError::NoSocket(d.log.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `ptnetctl ARGS` against this daemon; its stdout on success.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, DaemonError> {
+        let out: Output = Command::new(host_bin("ptnetctl")?)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .map_err(|source| DaemonError::Spawn {
+                what: "ptnetctl".into(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(DaemonError::Ctl {
+                args: args.join(" "),
+                output: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+            })
+        }
+    }
+
+    /// Serves `port` to a VM on the vhost-user socket `socket` and returns the QEMU
+    /// arguments of its ptnet device (guest RAM must be shared: [`crate::VmConfig::shared_memory`]).
+    pub fn serve_vm(
+        &self,
+        port: &str,
+        socket: &Path,
+        trusted: bool,
+    ) -> Result<Vec<String>, DaemonError> {
+        let sock = socket.to_string_lossy();
+        let mut args = vec!["serve-vm", port, "--socket", &sock];
+        if trusted {
+            args.push("--trusted");
+        }
+        self.ctl(&args)?;
+        let json = self.ctl(&["--json", "qemu-args", port])?;
+        let v: serde_json::Value =
+            serde_json::from_str(json.trim()).map_err(|e| DaemonError::Ctl {
+                args: format!("--json qemu-args {port}"),
+                output: format!("unparsable output {json:?}: {e}"),
+            })?;
+        let list = v["args"].as_array().ok_or_else(|| DaemonError::Ctl {
+            args: format!("--json qemu-args {port}"),
+            output: format!("no args in {json:?}"),
+        })?;
+        Ok(list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Starts `ptnet-pktgen ARGS` against this daemon (a host client).
+    pub fn pktgen(&self, args: &[&str]) -> Result<Child, DaemonError> {
+        Command::new(host_bin("ptnet-pktgen")?)
+            .args(args)
+            .env("PTNET_SOCKET", &self.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| DaemonError::Spawn {
+                what: "ptnet-pktgen".into(),
+                source,
+            })
+    }
+}
+
+impl Drop for Ptnetd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
