@@ -14,7 +14,31 @@ LABELS = {  # scenario -> row label
     "nic-af_packet": "veth → NIC port (AF_PACKET) → VALE → host client",
     "nic-af_xdp": "veth → NIC port (AF_XDP copy, native XDP) → VALE → host client",
     "bridge": "peer: veth → Linux bridge → veth → AF_PACKET receiver",
+    "ptnetd-eventfd": "virtio_user → ptnetd VALE (virtio-net ports, eventfd) → virtio_user",
+    "ptnetd-busypoll": "virtio_user → ptnetd VALE (virtio-net ports, busy poll) → virtio_user",
+    "dpdk-vhost": "peer: virtio_user → DPDK net_vhost io forward → virtio_user",
 }
+
+
+def virtio_net_table(rows):
+    """The virtio-net benchmark (bench/virtio-net.sh), with the ratio to DPDK's vhost switch
+    at the same frame size."""
+    peer = {r["size"]: r["rx_mpps"] for r in rows if r["scenario"] == "dpdk-vhost"}
+    out = ["| path | frame B | sent Mpps | received Mpps (min–max) | received Gbit/s "
+           "| switch CPU | switch ns / frame | × DPDK vhost |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        spread = ""
+        if "rx_mpps_min" in r:
+            spread = " (%.2f–%.2f)" % (r["rx_mpps_min"], r["rx_mpps_max"])
+        ns = r.get("switch_ns_per_packet")
+        ratio = "–"
+        if peer.get(r["size"]):
+            ratio = "%.2f" % (r["rx_mpps"] / peer[r["size"]])
+        out.append("| %s | %d | %.2f | %.2f%s | %.2f | %.2f | %s | %s |" % (
+            label(r), r["size"], r["tx_mpps"], r["rx_mpps"], spread, r["rx_gbps"],
+            r.get("switch_cpu", 0.0), "%.0f" % ns if ns else "–", ratio))
+    return "\n".join(out)
 
 
 def nic_table(rows):
@@ -88,10 +112,15 @@ def main():
     ap.add_argument("results")
     ap.add_argument("--svg")
     ap.add_argument("--nic", action="store_true", help="the NIC benchmark's table (nic.sh)")
+    ap.add_argument("--virtio-net", action="store_true",
+                    help="the virtio-net benchmark's table (virtio-net.sh)")
     a = ap.parse_args()
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
     if a.nic:
         print(nic_table(rows))
+        return
+    if a.virtio_net:
+        print(virtio_net_table(rows))
         return
     print(table(rows))
     if a.svg:

@@ -536,3 +536,64 @@ impl VhostUserBackend for NetDevice {
 
 /// Collects the queues `VhostUserDaemon::new` creates (see [`ptnet_vhost::vring::collect`]).
 pub use vring::collect;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+
+    fn device(rings: u32) -> Arc<NetDevice> {
+        let sw = Switch::new("vnet-dev");
+        let spec = VPortSpec {
+            tx_rings: rings,
+            rx_rings: rings,
+            ..Default::default()
+        };
+        let port: Arc<dyn SyncPort> = Arc::new(ValePortSync {
+            switch: Arc::clone(&sw),
+            port: sw.add_port("p", &spec).unwrap(),
+        });
+        let opts = DeviceOptions {
+            mac: [2, 0, 0, 0, 0, 1],
+            mode: Mode::default(),
+            max_queue_size: 256,
+        };
+        NetDevice::new(port, opts, Arc::new(NetStats::default()))
+    }
+
+    #[test]
+    fn a_port_with_several_ring_pairs_offers_multiqueue_and_one_control_queue() {
+        let one = device(1);
+        assert_eq!((one.pairs(), one.num_queues()), (1, 3));
+        assert_eq!(one.features() & (1 << VIRTIO_NET_F_MQ), 0);
+        let four = device(4);
+        assert_eq!((four.pairs(), four.num_queues()), (4, 9));
+        assert_ne!(four.features() & (1 << VIRTIO_NET_F_MQ), 0);
+        assert_eq!(four.get_config(8, 2), vec![4, 0], "max_virtqueue_pairs");
+        for f in [
+            VIRTIO_F_VERSION_1,
+            VIRTIO_NET_F_MRG_RXBUF,
+            VIRTIO_RING_F_EVENT_IDX,
+            VIRTIO_NET_F_STATUS,
+            VIRTIO_NET_F_MAC,
+            VIRTIO_NET_F_CTRL_VQ,
+        ] {
+            assert_ne!(one.features() & (1 << f), 0, "feature bit {f}");
+        }
+        assert_ne!(
+            one.features() & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+            0
+        );
+    }
+
+    #[test]
+    fn the_config_space_serves_the_mac_and_takes_a_new_one() {
+        let d = device(1);
+        assert_eq!(d.get_config(0, 6), vec![2, 0, 0, 0, 0, 1]);
+        d.set_config(0, &[2, 9, 9, 9, 9, 9]).unwrap();
+        assert_eq!(d.mac(), [2, 9, 9, 9, 9, 9]);
+        // Writes elsewhere are ignored, not errors (the vhost crate would hang up).
+        assert!(d.set_config(6, &[0, 0]).is_ok());
+        assert_eq!(d.get_config(6, 2), vec![1, 0], "link up");
+    }
+}
