@@ -239,6 +239,11 @@ pub struct Pair {
     rx_blocked: bool,
     /// The TX ring had no free slot.
     tx_blocked: bool,
+    /// Current linger in nanoseconds: it adapts between 0 and the mode's linger (doubling
+    /// when lingering caught the guest's next batch, halving when it did not), so a guest
+    /// that is not coming back soon stops costing polling time — the sync loop's rule
+    /// (ptnet-datapath's `kloop`).
+    linger_ns: u64,
     bad_log: RateLimit,
 }
 
@@ -303,6 +308,7 @@ impl Pair {
             stats: c.stats,
             rx_blocked: false,
             tx_blocked: false,
+            linger_ns: u64::MAX,
             bad_log: RateLimit::default(),
         }
     }
@@ -669,8 +675,13 @@ impl Pair {
         if let Some(c) = &self.ctrl {
             work |= c.arm(&*mem)?;
         }
-        if let (Some(a), Some(k)) = (self.csb.atok(self.rx.entry), self.csb.ktoa(self.rx.entry)) {
-            work |= a.appl_enable_notifications(k).hwtail != self.rx.tail && !self.rx_blocked;
+        // New frames are worth a wake-up only if the guest has room for them: while it has
+        // none, its RX kick (armed above) is what brings work.
+        if !self.rx_blocked {
+            if let (Some(a), Some(k)) = (self.csb.atok(self.rx.entry), self.csb.ktoa(self.rx.entry))
+            {
+                work |= a.appl_enable_notifications(k).hwtail != self.rx.tail;
+            }
         }
         if self.tx_blocked {
             if let (Some(a), Some(k)) = (self.csb.atok(self.tx.entry), self.csb.ktoa(self.tx.entry))
@@ -741,8 +752,21 @@ impl Pair {
                 }
                 Mode::Eventfd { linger } => linger,
             };
-            if !linger.is_zero() && self.linger(linger)? {
-                continue;
+            let max = linger.as_nanos().min(u128::from(u64::MAX)) as u64;
+            self.linger_ns = self.linger_ns.min(max);
+            if self.linger_ns > 0 {
+                let caught = self.linger(Duration::from_nanos(self.linger_ns))?;
+                self.linger_ns = if caught {
+                    self.linger_ns
+                        .saturating_mul(2)
+                        .clamp(1000, max.max(1000))
+                        .min(max)
+                } else {
+                    self.linger_ns / 2
+                };
+                if caught {
+                    continue;
+                }
             }
             if self.arm()? {
                 self.disarm();
@@ -762,6 +786,11 @@ impl Pair {
                 }
             }
             NetStats::add(&self.stats.wakeups, 1);
+            if let Mode::Eventfd { linger } = mode {
+                // The guest is active again: let lingering try again.
+                let quarter = (linger.as_nanos() / 4).min(u128::from(u64::MAX)) as u64;
+                self.linger_ns = self.linger_ns.max(quarter);
+            }
             self.disarm();
         }
         Ok(())
