@@ -4,7 +4,8 @@
 #   ci/prereqs.sh [GROUP...]     (root; default: every group)
 #
 # Groups:
-#   base             small tools the test tiers use (iproute2, busybox-static, kmod, cpio, ...)
+#   base             small tools the test tiers use (iproute2, busybox-static, kmod, cpio, ...,
+#                    gcc and libc6-dev for the static guest tools)
 #   guest-toolchain  what builds the Rust-enabled guest kernel and out-of-tree modules:
 #                    bookworm's rustc-web 1.85 (pinned and held), clang/lld/llvm 19, and
 #                    bindgen-cli 0.71.1 (cargo install into $PTNET_CACHE/tools)
@@ -39,6 +40,8 @@ installed_version() {
 
 group_base() {
     apt_install iproute2 busybox-static kmod cpio bc python3 xz-utils make util-linux ethtool
+    # gcc with glibc's static libraries: the static guest tools (build-guest-tools.sh).
+    apt_install gcc libc6-dev
 }
 
 group_guest_toolchain() {

@@ -14,3 +14,6 @@ log "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 log "cargo test --workspace"
 cargo test --workspace --quiet
+log "guest netmap tools against a fake /dev/netmap (nm-tx-rx, ptnet-pktgen -i netmap:)"
+cargo build --quiet -p ptnet-pktgen
+guest-driver-linux/tools/host-test.sh "${CARGO_TARGET_DIR:-target}/debug/ptnet-pktgen"
