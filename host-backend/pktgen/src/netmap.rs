@@ -311,14 +311,17 @@ impl<K: Kernel> Backend for NetmapPort<K> {
         self.nifp.rx_batch(r, max, eat)
     }
 
+    /// `NIOCTXSYNC` syncs every TX ring bound to the file descriptor, whatever `r`.
     fn txsync(&mut self, _r: u32) {
         self.sync(true)
     }
 
+    /// netmap's txsync always reclaims what the other side completed: a plain txsync.
     fn txsync_reclaim(&mut self, _r: u32) {
         self.sync(true)
     }
 
+    /// `NIOCRXSYNC` syncs every RX ring bound to the file descriptor, whatever `r`.
     fn rxsync(&mut self, _r: u32) {
         self.sync(false)
     }
