@@ -54,12 +54,20 @@ PTNET_HELLO_KO=$(guest-driver-linux/build-module.sh guest-driver-linux/hello "$P
 PTNET_PTNET_KO=$(guest-driver-linux/build-module.sh guest-driver-linux/ptnet "$PTNET_KERNEL_DIR" \
     | grep '/ptnet\.ko$') || die "building guest-driver-linux/ptnet produced no ptnet.ko"
 
+step "guest tools (static ptnet-pktgen, nm-tx-rx)"
+mapfile -t guest_tools < <(guest-driver-linux/tools/build-guest-tools.sh)
+PTNET_GUEST_PKTGEN=${guest_tools[0]:-}
+PTNET_GUEST_NM_TX_RX=${guest_tools[1]:-}
+[ -x "$PTNET_GUEST_PKTGEN" ] && [ -x "$PTNET_GUEST_NM_TX_RX" ] \
+    || die "build-guest-tools.sh did not print the two guest binaries (got: ${guest_tools[*]:-nothing})"
+
 step "host side of the VM tests (ptnetd, ptnetctl, ptnet-pktgen)"
 cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-pktgen
 PTNET_BIN_DIR="$PTNET_ROOT/target/debug"
 
 PTNET_INITRAMFS_SCRIPT="$PTNET_ROOT/vm-images/build-initramfs.sh"
-export PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT
+export PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT \
+    PTNET_GUEST_PKTGEN PTNET_GUEST_NM_TX_RX
 log "PTNET_KERNEL_DIR=$PTNET_KERNEL_DIR"
 log "PTNET_HELLO_KO=$PTNET_HELLO_KO"
 log "PTNET_PTNET_KO=$PTNET_PTNET_KO"

@@ -121,11 +121,12 @@ impl Binding {
         (a..b).filter_map(move |i| self.dev.ring(dir, i))
     }
 
-    /// Syncs every bound ring of `dir`; returns whether one is ready afterwards.
-    fn sync_all(&self, dir: Dir) -> Result<bool> {
+    /// Syncs every bound ring of `dir` (`reclaim`: netmap's NAF_FORCE_RECLAIM, for
+    /// `NIOCTXSYNC`); returns whether one is ready afterwards.
+    fn sync_all(&self, dir: Dir, reclaim: bool) -> Result<bool> {
         let mut ready = false;
         for r in self.rings(dir) {
-            match self.dev.sync(r) {
+            match self.dev.sync(r, reclaim) {
                 Ok(rdy) => ready |= rdy,
                 Err(SyncError::Busy) => {}
                 Err(SyncError::Gone) => return Err(ENXIO),
@@ -144,7 +145,7 @@ impl Binding {
             moved |= self.dev.arm(r);
         }
         if moved {
-            self.sync_all(dir)
+            self.sync_all(dir, false)
         } else {
             Ok(false)
         }
@@ -319,7 +320,7 @@ impl NmFile {
     fn sync(&self, dir: Dir) -> Result<isize> {
         let guard = self.binding.lock();
         let b = guard.as_ref().ok_or(ENXIO)?;
-        b.sync_all(dir)?;
+        b.sync_all(dir, dir == Dir::Tx)?;
         Ok(0)
     }
 
@@ -339,7 +340,7 @@ impl NmFile {
         let mut mask = 0;
         // The implicit txsync (unless NR_NO_TX_POLL), and the TX readiness.
         if want_tx || b.flags & NR_NO_TX_POLL == 0 {
-            match b.sync_all(Dir::Tx) {
+            match b.sync_all(Dir::Tx, false) {
                 Ok(true) if want_tx => mask |= bindings::POLLOUT | bindings::POLLWRNORM,
                 Ok(false) if want_tx => {
                     if let Ok(true) = b.arm_all(Dir::Tx) {
@@ -351,7 +352,7 @@ impl NmFile {
             }
         }
         if want_rx {
-            match b.sync_all(Dir::Rx) {
+            match b.sync_all(Dir::Rx, false) {
                 Ok(true) => mask |= bindings::POLLIN | bindings::POLLRDNORM,
                 Ok(false) => {
                     if let Ok(true) = b.arm_all(Dir::Rx) {

@@ -28,7 +28,7 @@ use kernel::{
     time::{delay::fsleep, Delta},
 };
 use ptnet_spec::{
-    csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE},
+    csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE, NAF_FORCE_RECLAIM},
     device::{
         PtnetConfig, PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_CSB_KTOA_OFFSET, PTNET_CONFIG_SIZE,
         PTNET_F_STATUS, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY, VIRTIO_F_VERSION_1,
@@ -157,19 +157,23 @@ impl PtnetDev {
     /// and the ring has news (or would block), then read back the device's indices and
     /// publish the new tail to the application. Returns whether the ring is ready
     /// (room to transmit, frames to receive) afterwards.
-    pub(crate) fn sync(&self, r: &Ring) -> Result<bool, SyncError> {
+    ///
+    /// `reclaim` is netmap's `NAF_FORCE_RECLAIM`, which `NIOCTXSYNC` (not `poll`) passes:
+    /// the device is kicked even without news, with the flag in the CSB, so that it
+    /// reports completed transmissions now (a pipe peer's released slots, say).
+    pub(crate) fn sync(&self, r: &Ring, reclaim: bool) -> Result<bool, SyncError> {
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::Gone);
         }
         if r.busy.swap(true, Ordering::Acquire) {
             return Err(SyncError::Busy);
         }
-        let res = self.sync_locked(r);
+        let res = self.sync_locked(r, reclaim && r.dir == Dir::Tx);
         r.busy.store(false, Ordering::Release);
         res
     }
 
-    fn sync_locked(&self, r: &Ring) -> Result<bool, SyncError> {
+    fn sync_locked(&self, r: &Ring, reclaim: bool) -> Result<bool, SyncError> {
         // SAFETY: `busy` is held, so this is the only access to the kring copy.
         let kr = unsafe { &mut *r.kring.get() };
         // SAFETY: `hdr` points into region 0 (checked at start-up), mapped while `self`
@@ -197,7 +201,8 @@ impl PtnetDev {
         let before = ktoa.appl_read();
         let would_block = r.dir == Dir::Tx && kr.rcur == kr.rtail;
         let news = kr.rhead != before.hwcur;
-        if atok.appl_publish(ktoa, kr.rhead, kr.rcur) && (news || would_block) {
+        if (atok.appl_publish(ktoa, kr.rhead, kr.rcur) && (news || would_block)) || reclaim {
+            atok.appl_set_sync_flags(if reclaim { NAF_FORCE_RECLAIM } else { 0 });
             self.vqs[r.k as usize].notify();
             r.kicks.fetch_add(1, Ordering::Relaxed);
         }

@@ -168,6 +168,23 @@ impl Ptnetd {
             .collect())
     }
 
+    /// The counters of `port` (`ptnetctl --json stats`): `tx_packets`, `rx_packets`,
+    /// `kicks`, `irqs`, ...
+    pub fn port_stats(&self, port: &str) -> Result<serde_json::Value, DaemonError> {
+        let json = self.ctl(&["--json", "stats", port])?;
+        let v: serde_json::Value =
+            serde_json::from_str(json.trim()).map_err(|e| DaemonError::Ctl {
+                args: format!("--json stats {port}"),
+                output: format!("unparsable output {json:?}: {e}"),
+            })?;
+        find_port(&v, port)
+            .map(|p| p["stats"].clone())
+            .ok_or_else(|| DaemonError::Ctl {
+                args: format!("--json stats {port}"),
+                output: format!("no port {port} in {json}"),
+            })
+    }
+
     /// Starts `ptnet-pktgen ARGS` against this daemon (a host client).
     pub fn pktgen(&self, args: &[&str]) -> Result<Child, DaemonError> {
         Command::new(host_bin("ptnet-pktgen")?)
@@ -187,5 +204,19 @@ impl Drop for Ptnetd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The port entry named `name` anywhere in a `ptnetctl --json` listing.
+fn find_port<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("name").and_then(|n| n.as_str()) == Some(name) && m.contains_key("stats") {
+                return Some(v);
+            }
+            m.values().find_map(|x| find_port(x, name))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_port(x, name)),
+        _ => None,
     }
 }
