@@ -1433,7 +1433,7 @@ pub(crate) mod tests {
             .collect();
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         let (mut accepted, mut rejected) = (0, 0);
-        for _ in 0..400 {
+        for _ in 0..150 {
             let m = Mapping::anonymous(f.region.size()).unwrap();
             for (i, w) in snapshot.chunks_exact(8).enumerate() {
                 m.write((i * 8) as u64, u64::from_ne_bytes(w.try_into().unwrap()));
@@ -1467,9 +1467,12 @@ pub(crate) mod tests {
             accepted += 1;
             let g = nifp.geometry();
             for r in 0..g.tx_rings + 1 {
+                // The first and last bytes: every buffer handed out must be wholly mapped.
                 nifp.tx_batch(r, 100, |i, b| {
-                    b.fill(i as u8);
-                    b.len() as u16
+                    let (n, k) = (b.len(), b.len().min(8));
+                    b[..k].fill(i as u8);
+                    b[n - k..].fill(i as u8);
+                    n as u16
                 });
                 nifp.tx_frags(r, &[&[1; 64], &[2; 64]]);
             }
@@ -1496,7 +1499,7 @@ pub(crate) mod tests {
             }
         }
         assert!(
-            accepted > 40 && rejected > 40,
+            accepted > 15 && rejected > 15,
             "{accepted} accepted, {rejected} rejected"
         );
     }
