@@ -958,6 +958,14 @@ mod tests {
         c.rate_pps = Some(1000);
         c.duration = Some(Duration::from_millis(100));
         let r = tx(&mut a, &c).unwrap();
-        assert!((95..=110).contains(&r.packets), "{} packets", r.packets);
+        // Ends at the deadline (promptly), never above the rate. No tight lower bound on the
+        // count: the bucket holds 2 ms of tokens, so a sender starved on a loaded machine
+        // loses tokens and sends fewer (the rate tests above cover the count).
+        assert!(
+            r.duration >= Duration::from_millis(100) && r.duration < Duration::from_secs(2),
+            "ran {:?}",
+            r.duration
+        );
+        assert!((1..=110).contains(&r.packets), "{} packets", r.packets);
     }
 }
