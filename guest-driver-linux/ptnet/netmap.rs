@@ -152,6 +152,7 @@ impl Binding {
     }
 
     fn release(&self) {
+        self.dev.netmap_users_changed(-1);
         let _reg = REGISTRY.lock();
         for dir in [Dir::Tx, Dir::Rx] {
             for r in self.rings(dir) {
@@ -295,10 +296,16 @@ impl NmFile {
                 if exclusive {
                     r.exclusive.store(true, Ordering::Release);
                 }
-                dev.reinit_user_ring(r);
             }
         }
         drop(reg);
+        // The kernel stack gives the rings up before the application sees them.
+        dev.netmap_users_changed(1);
+        for dir in [Dir::Tx, Dir::Rx] {
+            for r in b.rings(dir) {
+                dev.reinit_user_ring(r);
+            }
+        }
         req.nr_offset = c.nifp_offset;
         req.nr_memsize = c.mem_size;
         req.nr_tx_slots = c.num_tx_slots;

@@ -22,9 +22,9 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
 };
 use kernel::{
-    bindings, new_poll_condvar,
+    bindings, new_mutex, new_poll_condvar,
     prelude::*,
-    sync::{poll::PollCondVar, Arc},
+    sync::{poll::PollCondVar, Arc, Mutex, SetOnce},
     time::{delay::fsleep, Delta},
 };
 use ptnet_spec::{
@@ -40,7 +40,9 @@ use ptnet_spec::{
     ring::{KringIndices, RingError},
 };
 
+mod netdev;
 mod netmap;
+mod nic;
 mod virtio;
 
 module! {
@@ -79,9 +81,16 @@ pub(crate) struct Ring {
     pub(crate) k: u32,
     /// The `netmap_ring` header in region 0 (checked at start-up to lie inside it).
     hdr: NonNull<NetmapRing>,
+    /// Its slot array (inside region 0, `num_slots` entries).
+    slots: NonNull<NetmapSlot>,
+    /// Slots in the ring (from the configuration, not from the shared header).
+    num_slots: u32,
+    /// Offset in region 0 of this ring's buffer 0 (from its `buf_ofs`, read and checked
+    /// once at start-up).
+    buf_base: usize,
     /// Kernel copy of the indices; only touched with `busy` held.
     kring: UnsafeCell<KringIndices>,
-    /// netmap's `nm_kr_tryget`: one sync at a time per ring.
+    /// netmap's `nm_kr_tryget`: one sync at a time per ring (netmap API, NAPI, xmit).
     busy: AtomicBool,
     /// Open files registered on this ring.
     pub(crate) users: AtomicU32,
@@ -112,6 +121,18 @@ pub(crate) struct PtnetDev {
     events: KVec<[u8; EVENT_BUF_LEN]>,
     /// Set once remove has started: no new sync, register or mmap.
     pub(crate) dead: AtomicBool,
+    /// The network device for the kernel stack.
+    netdev: SetOnce<netdev::NetDev>,
+    /// Serialises mode switches (interface up/down, netmap registrations).
+    #[pin]
+    pub(crate) mode_lock: Mutex<()>,
+    /// The interface is up.
+    nic_up: AtomicBool,
+    /// netmap registrations on this device.
+    pub(crate) netmap_users: AtomicU32,
+    /// The kernel stack drives the rings (up and no netmap registration).
+    kernel_mode: AtomicBool,
+    nic_stats: nic::NicStats,
     /// Woken by TX-ring interrupts (and on removal).
     #[pin]
     pub(crate) tx_wait: PollCondVar,
@@ -256,6 +277,31 @@ impl PtnetDev {
             while r.busy.load(Ordering::Acquire) {
                 fsleep(Delta::from_millis(1));
             }
+        }
+    }
+
+    /// Region 0 buffer `idx` of ring `r`, if it lies inside the region.
+    fn buffer(&self, r: &Ring, idx: u32) -> Option<*mut u8> {
+        let bs = self.cfg.buf_size as usize;
+        let start = (idx as usize).checked_mul(bs)?.checked_add(r.buf_base)?;
+        if start.checked_add(bs)? > self.cfg.mem_size as usize {
+            return None;
+        }
+        // SAFETY: `start + buf_size <= mem_size`, the length of the mapping.
+        Some(unsafe { self.shm.ptr.as_ptr().add(start) })
+    }
+
+    /// A netmap registration starts (`delta` 1) or ends (`-1`): the kernel stack gives the
+    /// rings up or takes them back.
+    pub(crate) fn netmap_users_changed(&self, delta: i32) {
+        let _g = self.mode_lock.lock();
+        if delta > 0 {
+            self.netmap_users.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.netmap_users.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some(nd) = self.netdev.as_ref() {
+            self.update_mode(nd);
         }
     }
 
@@ -582,12 +628,34 @@ impl virtio::Driver for PtnetDriver {
             // Interrupts stay off until someone sleeps on the ring.
             atok.appl_disable_notifications();
             // SAFETY: `off` and the ring's slots lie inside the mapping (locate_rings).
-            let hdr =
-                unsafe { NonNull::new_unchecked(shm.ptr.as_ptr().add(*off).cast::<NetmapRing>()) };
+            let (hdr, slots) = unsafe {
+                let h = shm.ptr.as_ptr().add(*off);
+                (
+                    NonNull::new_unchecked(h.cast::<NetmapRing>()),
+                    NonNull::new_unchecked(h.add(NETMAP_RING_SLOTS_OFS).cast::<NetmapSlot>()),
+                )
+            };
+            // SAFETY: the header lies inside the mapping; `buf_ofs` is read once, here.
+            let buf_ofs = unsafe { core::ptr::read_volatile(&raw const (*hdr.as_ptr()).buf_ofs) };
+            let buf_base = (*off as i64)
+                .checked_add(buf_ofs)
+                .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
+                .ok_or_else(|| {
+                    dev_err!(
+                        dev.as_dev(),
+                        "ring {} buffers at {:#x} outside the region\n",
+                        k,
+                        buf_ofs
+                    );
+                    undo(EINVAL)
+                })? as usize;
             let ring = Ring {
                 dir: if tx { Dir::Tx } else { Dir::Rx },
                 k: k as u32,
                 hdr,
+                slots,
+                num_slots: n,
+                buf_base,
                 kring: UnsafeCell::new(kring),
                 busy: AtomicBool::new(false),
                 users: AtomicU32::new(0),
@@ -618,6 +686,12 @@ impl virtio::Driver for PtnetDriver {
                 vqs,
                 events,
                 dead: AtomicBool::new(false),
+                netdev: SetOnce::new(),
+                mode_lock <- new_mutex!(()),
+                nic_up: AtomicBool::new(false),
+                netmap_users: AtomicU32::new(0),
+                kernel_mode: AtomicBool::new(false),
+                nic_stats: nic::NicStats::default(),
                 tx_wait <- new_poll_condvar!("ptnet_tx"),
                 rx_wait <- new_poll_condvar!("ptnet_rx"),
             }),
@@ -627,6 +701,40 @@ impl virtio::Driver for PtnetDriver {
             netmap::release_unit(unit);
             undo(e)
         })?;
+        if cfg.buf_size < 64 {
+            dev_err!(
+                dev.as_dev(),
+                "buffers of {} bytes are too small\n",
+                cfg.buf_size
+            );
+            netmap::release_unit(unit);
+            return Err(undo(EINVAL));
+        }
+        // SAFETY: the device data outlives the net_device: it is unregistered in `remove`
+        // and freed with the device data; the virtio device is its parent for as long.
+        let nd =
+            unsafe { netdev::NetDev::new(&*dev_arc, dev.raw_dev(), cfg.mac, dev_arc.mtu_max()) };
+        let registered = nd.and_then(|mut nd| nd.register().map(|()| nd));
+        match registered {
+            Ok(nd) => {
+                dev_info!(
+                    dev.as_dev(),
+                    "ptnet{}: network interface {}\n",
+                    unit,
+                    nd.name()
+                );
+                dev_arc.netdev.populate(nd);
+            }
+            Err(e) => {
+                dev_err!(
+                    dev.as_dev(),
+                    "cannot register the network interface: {:?}\n",
+                    e
+                );
+                netmap::release_unit(unit);
+                return Err(undo(e));
+            }
+        }
         netmap::publish(unit, &dev_arc);
         dev_info!(
             dev.as_dev(),
@@ -652,6 +760,9 @@ impl virtio::Driver for PtnetDriver {
 
     fn remove(dev: &virtio::Device, data: Pin<KBox<Self>>) {
         let d = &data.dev;
+        if let Some(nd) = d.netdev.as_ref() {
+            nd.unregister();
+        }
         netmap::unpublish(d.unit);
         d.dead.store(true, Ordering::Release);
         d.tx_wait.notify_all();
@@ -683,6 +794,12 @@ impl virtio::Driver for PtnetDriver {
         replenish_one(&d.vqs, &d.events, index as usize, bindings::GFP_ATOMIC);
         let (atok, _) = d.csb_entries(r.k);
         atok.appl_disable_notifications();
+        if d.kernel_mode.load(Ordering::Acquire) {
+            if let Some(nd) = d.netdev.as_ref() {
+                // SAFETY: the net_device lives as long as the device data.
+                unsafe { nd.napi().schedule() };
+            }
+        }
         d.wait_for(r.dir).notify_all();
     }
 }

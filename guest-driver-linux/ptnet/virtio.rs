@@ -78,6 +78,13 @@ impl Device {
         unsafe { kernel::device::Device::from_raw(&raw mut (*self.as_ptr()).dev) }
     }
 
+    /// The `struct device` of the virtio device, as the parent of devices the driver
+    /// creates (valid while the device is bound).
+    pub(crate) fn raw_dev(&self) -> *mut bindings::device {
+        // SAFETY: the device is live (type invariant); we only compute a field address.
+        unsafe { &raw mut (*self.as_ptr()).dev }
+    }
+
     /// Whether feature bit `bit` was negotiated.
     pub(crate) fn has_feature(&self, bit: u32) -> bool {
         // SAFETY: the device is live (type invariant).

@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A small Rust layer over Linux's `net_device`, NAPI and `sk_buff` API: just what a
+//! copying Ethernet driver needs. Like [`crate::virtio`], it exists because the kernel crate
+//! of Linux 7.3 has no such abstraction; the driver logic ([`crate::nic`]) calls no netdev
+//! binding directly.
+//!
+//! # Invariants
+//!
+//! * A [`NetDev`] owns a `struct net_device` from `alloc_etherdev_mqs` until drop
+//!   (`free_netdev`), registered between [`NetDev::register`] and drop
+//!   (`unregister_netdev` first). Its private area holds a [`Priv`].
+//! * The callbacks of [`Ops`] receive that device; they reach the driver through
+//!   `Priv::data`, a pointer the owner keeps alive for as long as the device exists.
+//! * An [`Skb`] is an owned `struct sk_buff`: it is freed on drop unless handed to the
+//!   stack ([`Skb::receive`]).
+
+use core::ptr::NonNull;
+use kernel::{bindings, error::to_result, prelude::*};
+
+/// What the driver implements for its network device. Callbacks run in the contexts the
+/// netdev core documents (open/stop: process context under RTNL; xmit: BH; poll: NAPI).
+pub(crate) trait Ops: Sized + Sync + 'static {
+    /// The interface is brought up.
+    fn open(&self, dev: &NetDev) -> Result;
+    /// The interface is brought down.
+    fn stop(&self, dev: &NetDev);
+    /// Transmit `skb`; `Err(skb)` asks the core to retry it later (NETDEV_TX_BUSY).
+    fn xmit(&self, dev: &NetDev, skb: Skb) -> core::result::Result<(), Skb>;
+    /// NAPI poll with `budget`; returns the work done.
+    fn poll(&self, dev: &NetDev, budget: i32) -> i32;
+    /// Counters.
+    fn stats(&self) -> Stats;
+}
+
+/// Interface counters.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) rx_packets: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) rx_dropped: u64,
+    pub(crate) tx_dropped: u64,
+}
+
+/// The private area of our `net_device`.
+#[repr(C)]
+struct Priv {
+    napi: bindings::napi_struct,
+    data: *const (),
+}
+
+/// A network device owned by the driver.
+pub(crate) struct NetDev {
+    raw: NonNull<bindings::net_device>,
+    registered: core::sync::atomic::AtomicBool,
+}
+
+// SAFETY: `net_device` is designed for concurrent use; our methods call thread-safe API.
+unsafe impl Send for NetDev {}
+// SAFETY: see `Send`.
+unsafe impl Sync for NetDev {}
+
+impl NetDev {
+    /// Allocates an Ethernet device driven by `data` (which must outlive the device),
+    /// child of `parent`, with `mac` and an MTU up to `max_mtu`.
+    ///
+    /// # Safety
+    ///
+    /// `data` must stay valid until the returned device is dropped; `parent` must be a live
+    /// device that outlives it.
+    pub(crate) unsafe fn new<T: Ops>(
+        data: &T,
+        parent: *mut bindings::device,
+        mac: [u8; 6],
+        max_mtu: u32,
+    ) -> Result<Self> {
+        // SAFETY: plain allocation; one TX and one RX queue.
+        let raw =
+            unsafe { bindings::alloc_etherdev_mqs(core::mem::size_of::<Priv>() as c_int, 1, 1) };
+        let raw = NonNull::new(raw).ok_or(ENOMEM)?;
+        let nd = NetDev {
+            raw,
+            registered: core::sync::atomic::AtomicBool::new(false),
+        };
+        // SAFETY: `raw` is a fresh device whose private area is sized for `Priv`; the
+        // ops table is static; `parent` outlives the device (caller).
+        unsafe {
+            let p = bindings::netdev_priv(raw.as_ptr()).cast::<Priv>();
+            (*p).data = (data as *const T).cast();
+            (*raw.as_ptr()).netdev_ops = &OpsTable::<T>::VTABLE;
+            (*raw.as_ptr()).max_mtu = max_mtu;
+            (*raw.as_ptr()).dev.parent = parent;
+            bindings::eth_hw_addr_set(raw.as_ptr(), mac.as_ptr());
+            bindings::netif_napi_add(raw.as_ptr(), &raw mut (*p).napi, Some(napi_poll::<T>));
+        }
+        Ok(nd)
+    }
+
+    fn as_ptr(&self) -> *mut bindings::net_device {
+        self.raw.as_ptr()
+    }
+
+    fn napi_ptr(&self) -> *mut bindings::napi_struct {
+        // SAFETY: the private area is a `Priv` (type invariant).
+        unsafe { &raw mut (*bindings::netdev_priv(self.as_ptr()).cast::<Priv>()).napi }
+    }
+
+    /// The NAPI context, for scheduling from an interrupt.
+    pub(crate) fn napi(&self) -> NapiRef {
+        NapiRef(self.napi_ptr())
+    }
+
+    /// Registers the device with the stack (`ethN`).
+    pub(crate) fn register(&mut self) -> Result {
+        // SAFETY: the device is fully set up (`new`).
+        to_result(unsafe { bindings::register_netdev(self.as_ptr()) })?;
+        self.registered
+            .store(true, core::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Unregisters the device from the stack (brings it down first); idempotent.
+    pub(crate) fn unregister(&self) {
+        if self
+            .registered
+            .swap(false, core::sync::atomic::Ordering::AcqRel)
+        {
+            // SAFETY: registered in `register` and not unregistered since.
+            unsafe { bindings::unregister_netdev(self.as_ptr()) };
+        }
+    }
+
+    /// The interface name (valid once registered).
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: `name` is a NUL-terminated array inside the live device.
+        unsafe { CStr::from_char_ptr((*self.as_ptr()).name.as_ptr()) }
+    }
+
+    /// Enables NAPI polling.
+    pub(crate) fn napi_enable(&self) {
+        // SAFETY: the NAPI context was added in `new`.
+        unsafe { bindings::napi_enable(self.napi_ptr()) }
+    }
+
+    /// Disables NAPI polling, waiting for a running poll to finish.
+    pub(crate) fn napi_disable(&self) {
+        // SAFETY: the NAPI context was added in `new` and enabled by the caller.
+        unsafe { bindings::napi_disable(self.napi_ptr()) }
+    }
+
+    /// Ends a NAPI poll that did `work` (< budget); false if polling must go on.
+    pub(crate) fn napi_complete(&self, work: i32) -> bool {
+        // SAFETY: called from our NAPI poll.
+        unsafe { bindings::napi_complete_done(self.napi_ptr(), work) }
+    }
+
+    /// Carrier on or off.
+    pub(crate) fn set_carrier(&self, on: bool) {
+        // SAFETY: the device is live.
+        unsafe {
+            if on {
+                bindings::netif_carrier_on(self.as_ptr())
+            } else {
+                bindings::netif_carrier_off(self.as_ptr())
+            }
+        }
+    }
+
+    /// Starts the TX queue.
+    pub(crate) fn start_queue(&self) {
+        // SAFETY: the device is live.
+        unsafe { bindings::netif_start_queue(self.as_ptr()) }
+    }
+
+    /// Stops the TX queue.
+    pub(crate) fn stop_queue(&self) {
+        // SAFETY: the device is live.
+        unsafe { bindings::netif_stop_queue(self.as_ptr()) }
+    }
+
+    /// Wakes a stopped TX queue.
+    pub(crate) fn wake_queue(&self) {
+        // SAFETY: the device is live.
+        unsafe { bindings::netif_wake_queue(self.as_ptr()) }
+    }
+
+    /// Whether the TX queue is stopped.
+    pub(crate) fn queue_stopped(&self) -> bool {
+        // SAFETY: the device is live.
+        unsafe { bindings::netif_queue_stopped(self.as_ptr()) }
+    }
+
+    /// A fresh socket buffer for a received frame of up to `len` bytes.
+    pub(crate) fn alloc_rx_skb(&self, len: u32) -> Option<Skb> {
+        // SAFETY: called from our NAPI poll on a live device.
+        let p = unsafe { bindings::napi_alloc_skb(self.napi_ptr(), len) };
+        NonNull::new(p).map(Skb)
+    }
+
+    /// Hands a received frame to the stack (GRO), setting its protocol.
+    pub(crate) fn receive(&self, skb: Skb) {
+        let p = skb.0.as_ptr();
+        core::mem::forget(skb);
+        // SAFETY: `p` is an owned skb whose data is an Ethernet frame; ownership passes to
+        // the stack.
+        unsafe {
+            let proto = bindings::eth_type_trans(p, self.as_ptr());
+            (*p).__bindgen_anon_4.__bindgen_anon_1.as_mut().protocol = proto;
+            bindings::napi_gro_receive(self.napi_ptr(), p);
+        }
+    }
+}
+
+impl Drop for NetDev {
+    fn drop(&mut self) {
+        self.unregister();
+        // SAFETY: the device is ours and no longer registered.
+        unsafe {
+            bindings::netif_napi_del(self.napi_ptr());
+            bindings::free_netdev(self.as_ptr());
+        }
+    }
+}
+
+/// A NAPI context that can be scheduled from an interrupt.
+#[derive(Clone, Copy)]
+pub(crate) struct NapiRef(*mut bindings::napi_struct);
+
+// SAFETY: scheduling NAPI is IRQ- and thread-safe.
+unsafe impl Send for NapiRef {}
+// SAFETY: see `Send`.
+unsafe impl Sync for NapiRef {}
+
+impl NapiRef {
+    /// Schedules the poll (if it is enabled and not already scheduled).
+    ///
+    /// # Safety
+    ///
+    /// The device this came from must still exist.
+    pub(crate) unsafe fn schedule(self) {
+        // SAFETY: the NAPI context is live (caller).
+        unsafe { bindings::napi_schedule(self.0) };
+    }
+}
+
+/// An owned socket buffer.
+pub(crate) struct Skb(NonNull<bindings::sk_buff>);
+
+impl Skb {
+    /// Frame length.
+    pub(crate) fn len(&self) -> u32 {
+        // SAFETY: owned, live skb.
+        unsafe { (*self.0.as_ptr()).len }
+    }
+
+    /// Copies `len` bytes of the frame from `offset` to `to`.
+    ///
+    /// # Safety
+    ///
+    /// `to` must be valid for writes of `len` bytes.
+    pub(crate) unsafe fn copy_to(&self, offset: u32, to: *mut u8, len: u32) -> Result {
+        // SAFETY: `to` is valid for `len` bytes (caller); the core checks the range against
+        // the skb.
+        to_result(unsafe {
+            bindings::skb_copy_bits(self.0.as_ptr(), offset as c_int, to.cast(), len as c_int)
+        })
+    }
+
+    /// Appends `data` (the buffer must have been allocated large enough).
+    pub(crate) fn put(&mut self, data: &[u8]) {
+        // SAFETY: owned skb with tailroom for `data` (allocated with the frame's length);
+        // `skb_put` checks and panics on overflow, which the callers' length bounds exclude.
+        unsafe {
+            let dst = bindings::skb_put(self.0.as_ptr(), data.len() as c_uint);
+            core::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>(), data.len());
+        }
+    }
+}
+
+impl Drop for Skb {
+    fn drop(&mut self) {
+        // SAFETY: owned skb; any context.
+        unsafe { bindings::dev_kfree_skb_any(self.0.as_ptr()) }
+    }
+}
+
+struct OpsTable<T>(core::marker::PhantomData<T>);
+
+impl<T: Ops> OpsTable<T> {
+    const VTABLE: bindings::net_device_ops = bindings::net_device_ops {
+        ndo_open: Some(ndo_open::<T>),
+        ndo_stop: Some(ndo_stop::<T>),
+        ndo_start_xmit: Some(ndo_start_xmit::<T>),
+        ndo_get_stats64: Some(ndo_get_stats64::<T>),
+        ndo_validate_addr: Some(bindings::eth_validate_addr),
+        ndo_set_mac_address: Some(bindings::eth_mac_addr),
+        ..pin_init::zeroed()
+    };
+}
+
+/// # Safety
+///
+/// `dev` is one of ours (module invariant): its private area is a `Priv` whose `data` is a
+/// live `T`; the returned references live for the callback.
+unsafe fn ctx<'a, T: Ops>(
+    dev: *mut bindings::net_device,
+) -> (&'a T, core::mem::ManuallyDrop<NetDev>) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let p = bindings::netdev_priv(dev).cast::<Priv>();
+        let t = &*(*p).data.cast::<T>();
+        let nd = core::mem::ManuallyDrop::new(NetDev {
+            raw: NonNull::new_unchecked(dev),
+            registered: core::sync::atomic::AtomicBool::new(true),
+        });
+        (t, nd)
+    }
+}
+
+unsafe extern "C" fn ndo_open<T: Ops>(dev: *mut bindings::net_device) -> c_int {
+    // SAFETY: called by the core for our device.
+    let (t, nd) = unsafe { ctx::<T>(dev) };
+    match t.open(&nd) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+unsafe extern "C" fn ndo_stop<T: Ops>(dev: *mut bindings::net_device) -> c_int {
+    // SAFETY: called by the core for our device.
+    let (t, nd) = unsafe { ctx::<T>(dev) };
+    t.stop(&nd);
+    0
+}
+
+unsafe extern "C" fn ndo_start_xmit<T: Ops>(
+    skb: *mut bindings::sk_buff,
+    dev: *mut bindings::net_device,
+) -> bindings::netdev_tx_t {
+    // SAFETY: called by the core for our device.
+    let (t, nd) = unsafe { ctx::<T>(dev) };
+    let Some(skb) = NonNull::new(skb) else {
+        return bindings::netdev_tx_NETDEV_TX_OK;
+    };
+    match t.xmit(&nd, Skb(skb)) {
+        Ok(()) => bindings::netdev_tx_NETDEV_TX_OK,
+        Err(skb) => {
+            // The core keeps the buffer and retries it.
+            core::mem::forget(skb);
+            bindings::netdev_tx_NETDEV_TX_BUSY
+        }
+    }
+}
+
+unsafe extern "C" fn ndo_get_stats64<T: Ops>(
+    dev: *mut bindings::net_device,
+    out: *mut bindings::rtnl_link_stats64,
+) {
+    // SAFETY: called by the core for our device with a valid, zeroed `out`.
+    let (t, _nd) = unsafe { ctx::<T>(dev) };
+    let s = t.stats();
+    // SAFETY: `out` is valid for writes (core contract).
+    unsafe {
+        (*out).rx_packets = s.rx_packets;
+        (*out).rx_bytes = s.rx_bytes;
+        (*out).tx_packets = s.tx_packets;
+        (*out).tx_bytes = s.tx_bytes;
+        (*out).rx_dropped = s.rx_dropped;
+        (*out).tx_dropped = s.tx_dropped;
+    }
+}
+
+unsafe extern "C" fn napi_poll<T: Ops>(napi: *mut bindings::napi_struct, budget: c_int) -> c_int {
+    // SAFETY: our NAPI contexts live in a `Priv` of one of our devices; `napi->dev` is it.
+    let (t, nd) = unsafe { ctx::<T>((*napi).dev) };
+    t.poll(&nd, budget)
+}

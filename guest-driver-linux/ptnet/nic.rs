@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ptnet device as a NIC for the kernel stack, while no netmap application holds it.
+//!
+//! The kernel plays the netmap application on TX ring 0 and on every RX ring: `xmit`
+//! copies a socket buffer into slots (chained with `NS_MOREFRAG` when it is larger than a
+//! buffer) and publishes them through the CSB; the NAPI poll copies received frames into
+//! socket buffers, gives the slots back, and re-enables the ring interrupts with the CSB's
+//! double check when it runs out of work. The rings' kring copies are the same ones the
+//! netmap API uses, so switching modes hands the rings over as they are: a netmap
+//! application that registers sees exactly the slots the kernel had not consumed.
+//!
+//! Kernel mode is on while the interface is up and no netmap application is registered
+//! ([`PtnetDev::update_mode`]); frames the stack sends meanwhile are dropped and counted,
+//! as netmap drops host-stack traffic when no host ring is bound.
+
+use crate::{
+    netdev::{NetDev, Ops, Skb, Stats},
+    Dir, PtnetDev, Ring,
+};
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+use ptnet_spec::{
+    netmap::{NetmapSlot, NETMAP_MAX_FRAGS, NS_MOREFRAG},
+    ring::{distance, nm_next},
+};
+
+/// Largest frame the kernel stack may hand us (a 64 KiB GSO frame is not offered: no TSO).
+const MAX_FRAME: u32 = 65535;
+
+/// Kernel-mode counters (`ip -s link`).
+#[derive(Default)]
+pub(crate) struct NicStats {
+    rx_packets: core::sync::atomic::AtomicU64,
+    rx_bytes: core::sync::atomic::AtomicU64,
+    tx_packets: core::sync::atomic::AtomicU64,
+    tx_bytes: core::sync::atomic::AtomicU64,
+    rx_dropped: core::sync::atomic::AtomicU64,
+    tx_dropped: core::sync::atomic::AtomicU64,
+}
+
+fn bump(c: &core::sync::atomic::AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl PtnetDev {
+    /// Switches between kernel mode and netmap mode after a change of `up` or of the number
+    /// of netmap registrations. Callers hold `mode_lock`; may sleep (NAPI disable).
+    pub(crate) fn update_mode(&self, nd: &NetDev) {
+        let want =
+            self.nic_up.load(Ordering::Acquire) && self.netmap_users.load(Ordering::Acquire) == 0;
+        let have = self.kernel_mode.load(Ordering::Acquire);
+        if want == have {
+            return;
+        }
+        if want {
+            self.kernel_mode.store(true, Ordering::Release);
+            nd.napi_enable();
+            nd.start_queue();
+            // Whatever arrived meanwhile, and the interrupts from now on.
+            // SAFETY: the device exists: `nd` is it.
+            unsafe { nd.napi().schedule() };
+        } else {
+            self.kernel_mode.store(false, Ordering::Release);
+            nd.stop_queue();
+            nd.napi_disable();
+        }
+    }
+
+    /// Reads the device's indices for a ring held by the kernel (busy flag held).
+    fn refresh(&self, r: &Ring) {
+        // SAFETY: the caller holds `busy`.
+        let kr = unsafe { &mut *r.kring.get() };
+        let (_, ktoa) = self.csb_entries(r.k);
+        let s = ktoa.appl_read();
+        if s.hwcur < kr.num_slots && s.hwtail < kr.num_slots {
+            kr.hwcur = s.hwcur;
+            kr.hwtail = s.hwtail;
+            kr.rtail = s.hwtail;
+        }
+    }
+
+    /// Publishes the kernel's head/cur for ring `r` (busy held) and kicks if the device
+    /// asked for it and there is news.
+    fn publish(&self, r: &Ring) {
+        // SAFETY: the caller holds `busy`.
+        let kr = unsafe { &mut *r.kring.get() };
+        let (atok, ktoa) = self.csb_entries(r.k);
+        let news = kr.rhead != ktoa.appl_read().hwcur;
+        if atok.appl_publish(ktoa, kr.rhead, kr.rcur) && news {
+            atok.appl_set_sync_flags(0);
+            self.vqs[r.k as usize].notify();
+            r.kicks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies `skb` into TX ring `r` (busy held). `Ok(false)`: no room now.
+    fn xmit_locked(&self, r: &Ring, skb: &Skb) -> Result<bool> {
+        self.refresh(r);
+        // SAFETY: the caller holds `busy`.
+        let kr = unsafe { &mut *r.kring.get() };
+        let len = skb.len();
+        let bs = self.cfg.buf_size;
+        if len == 0 || len > MAX_FRAME {
+            return Err(EINVAL);
+        }
+        let need = len.div_ceil(bs);
+        if need > NETMAP_MAX_FRAGS || distance(kr.rcur, kr.rtail, kr.num_slots) < need {
+            if need > NETMAP_MAX_FRAGS {
+                return Err(EMSGSIZE);
+            }
+            return Ok(false);
+        }
+        let mut off = 0u32;
+        let mut i = kr.rcur;
+        while off < len {
+            let chunk = (len - off).min(bs);
+            let slot = r.slot(i);
+            // SAFETY: `slot` points into the ring's slot array (bounds checked at probe);
+            // the slot is ours (between cur and tail). Read once: the index is untrusted.
+            let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
+            let buf = self.buffer(r, buf_idx).ok_or(EINVAL)?;
+            // SAFETY: `buf` is `buf_size` bytes inside region 0 (checked by `buffer`).
+            unsafe { skb.copy_to(off, buf, chunk)? };
+            let flags = if off + chunk < len { NS_MOREFRAG } else { 0 };
+            // SAFETY: as above; plain stores into our slot.
+            unsafe {
+                core::ptr::write_volatile(&raw mut (*slot).len, chunk as u16);
+                core::ptr::write_volatile(&raw mut (*slot).flags, flags);
+            }
+            off += chunk;
+            i = nm_next(i, kr.num_slots);
+        }
+        kr.rcur = i;
+        kr.rhead = i;
+        self.publish(r);
+        Ok(true)
+    }
+
+    /// Receives up to `budget` frames from RX ring `r` (busy held).
+    fn rx_locked(&self, r: &Ring, nd: &NetDev, budget: i32) -> i32 {
+        self.refresh(r);
+        // SAFETY: the caller holds `busy`.
+        let kr = unsafe { &mut *r.kring.get() };
+        let n = kr.num_slots;
+        let mut work = 0;
+        while work < budget && kr.rcur != kr.rtail {
+            // Find the frame's slots: [rcur, end], all before rtail.
+            let mut total = 0u32;
+            let mut frags = 0u32;
+            let mut i = kr.rcur;
+            let mut complete = false;
+            let mut bad = false;
+            loop {
+                let (len, flags) = r.slot_len_flags(i);
+                frags += 1;
+                if len as u32 > self.cfg.buf_size {
+                    bad = true;
+                }
+                total += len as u32;
+                let next = nm_next(i, n);
+                if flags & NS_MOREFRAG == 0 {
+                    complete = true;
+                    break;
+                }
+                if next == kr.rtail || frags >= NETMAP_MAX_FRAGS {
+                    bad = frags >= NETMAP_MAX_FRAGS;
+                    break;
+                }
+                i = next;
+            }
+            if !complete && !bad {
+                break; // the rest of the frame has not arrived yet
+            }
+            let end = nm_next(i, n);
+            if bad || total < 14 {
+                bump(&self.nic_stats.rx_dropped, 1);
+            } else if let Some(mut skb) = nd.alloc_rx_skb(total) {
+                let mut j = kr.rcur;
+                let mut ok = true;
+                while j != end {
+                    let (len, _) = r.slot_len_flags(j);
+                    let slot = r.slot(j);
+                    // SAFETY: `slot` is in the ring's slot array (checked at probe).
+                    let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
+                    match self.buffer(r, buf_idx) {
+                        Some(buf) => {
+                            // SAFETY: `buf` holds `buf_size >= len` bytes of region 0 (checked
+                            // by `buffer` and above); the host does not write a slot it
+                            // handed over.
+                            let data = unsafe { core::slice::from_raw_parts(buf, len as usize) };
+                            skb.put(data);
+                        }
+                        None => ok = false,
+                    }
+                    j = nm_next(j, n);
+                }
+                if ok {
+                    bump(&self.nic_stats.rx_packets, 1);
+                    bump(&self.nic_stats.rx_bytes, total as u64);
+                    nd.receive(skb);
+                } else {
+                    bump(&self.nic_stats.rx_dropped, 1);
+                }
+            } else {
+                bump(&self.nic_stats.rx_dropped, 1);
+            }
+            kr.rcur = end;
+            kr.rhead = end;
+            work += 1;
+        }
+        self.publish(r);
+        work
+    }
+
+    /// Frees TX space known to the device and wakes the queue if it was stopped for lack of
+    /// room; returns whether the queue is (still) stopped.
+    fn reclaim_tx(&self, nd: &NetDev) -> bool {
+        let Some(r) = self.ring(Dir::Tx, 0) else {
+            return false;
+        };
+        if !nd.queue_stopped() || r.busy.swap(true, Ordering::Acquire) {
+            return nd.queue_stopped();
+        }
+        self.refresh(r);
+        // SAFETY: `busy` is held.
+        let kr = unsafe { &*r.kring.get() };
+        let room = distance(kr.rcur, kr.rtail, kr.num_slots);
+        r.busy.store(false, Ordering::Release);
+        if room >= self.tx_wake_threshold() {
+            nd.wake_queue();
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Room the TX ring must have for the queue to run: the largest frame's slots.
+    fn tx_wake_threshold(&self) -> u32 {
+        ((self.mtu_max() + 14).div_ceil(self.cfg.buf_size)).max(1)
+    }
+
+    /// The largest MTU: one buffer less the Ethernet header.
+    pub(crate) fn mtu_max(&self) -> u32 {
+        self.cfg.buf_size.saturating_sub(14).min(MAX_FRAME - 14)
+    }
+}
+
+impl Ops for PtnetDev {
+    fn open(&self, nd: &NetDev) -> Result {
+        let _g = self.mode_lock.lock();
+        self.nic_up.store(true, Ordering::Release);
+        nd.set_carrier(true);
+        self.update_mode(nd);
+        Ok(())
+    }
+
+    fn stop(&self, nd: &NetDev) {
+        let _g = self.mode_lock.lock();
+        self.nic_up.store(false, Ordering::Release);
+        self.update_mode(nd);
+        nd.set_carrier(false);
+    }
+
+    fn xmit(&self, nd: &NetDev, skb: Skb) -> core::result::Result<(), Skb> {
+        let Some(r) = self.ring(Dir::Tx, 0) else {
+            bump(&self.nic_stats.tx_dropped, 1);
+            return Ok(());
+        };
+        if !self.kernel_mode.load(Ordering::Acquire) || self.dead.load(Ordering::Acquire) {
+            bump(&self.nic_stats.tx_dropped, 1);
+            return Ok(());
+        }
+        if r.busy.swap(true, Ordering::Acquire) {
+            return Err(skb);
+        }
+        let len = skb.len();
+        let res = self.xmit_locked(r, &skb);
+        // SAFETY: `busy` is held.
+        let room = {
+            let kr = unsafe { &*r.kring.get() };
+            distance(kr.rcur, kr.rtail, kr.num_slots)
+        };
+        r.busy.store(false, Ordering::Release);
+        let ret = match res {
+            Ok(true) => {
+                bump(&self.nic_stats.tx_packets, 1);
+                bump(&self.nic_stats.tx_bytes, len as u64);
+                Ok(())
+            }
+            Ok(false) => {
+                nd.stop_queue();
+                Err(skb)
+            }
+            Err(_) => {
+                bump(&self.nic_stats.tx_dropped, 1);
+                Ok(())
+            }
+        };
+        if ret.is_ok() && room < self.tx_wake_threshold() {
+            nd.stop_queue();
+        }
+        if nd.queue_stopped() {
+            // Ask for the TX interrupt, then look again (the double check).
+            if self.arm(r) || !self.reclaim_tx(nd) {
+                nd.wake_queue();
+            }
+        }
+        ret
+    }
+
+    fn poll(&self, nd: &NetDev, budget: i32) -> i32 {
+        let mut work = 0;
+        for i in 0..self.cfg.num_rx_rings {
+            let Some(r) = self.ring(Dir::Rx, i) else {
+                break;
+            };
+            if r.busy.swap(true, Ordering::Acquire) {
+                continue;
+            }
+            work += self.rx_locked(r, nd, budget - work);
+            r.busy.store(false, Ordering::Release);
+            if work >= budget {
+                break;
+            }
+        }
+        let tx_stopped = self.reclaim_tx(nd);
+        if work < budget && nd.napi_complete(work) {
+            let mut again = false;
+            for i in 0..self.cfg.num_rx_rings {
+                if let Some(r) = self.ring(Dir::Rx, i) {
+                    again |= self.arm(r);
+                }
+            }
+            if tx_stopped {
+                if let Some(r) = self.ring(Dir::Tx, 0) {
+                    again |= self.arm(r);
+                }
+            }
+            if again {
+                // SAFETY: `nd` is the live device.
+                unsafe { nd.napi().schedule() };
+            }
+        }
+        work
+    }
+
+    fn stats(&self) -> Stats {
+        let s = &self.nic_stats;
+        Stats {
+            rx_packets: s.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: s.rx_bytes.load(Ordering::Relaxed),
+            tx_packets: s.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: s.tx_bytes.load(Ordering::Relaxed),
+            rx_dropped: s.rx_dropped.load(Ordering::Relaxed),
+            tx_dropped: s.tx_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Ring {
+    /// Slot `i` of this ring (`i` taken modulo the ring size).
+    pub(crate) fn slot(&self, i: u32) -> *mut NetmapSlot {
+        // SAFETY: the slot array of `num_slots` entries lies inside region 0 (checked at
+        // probe) and `i % num_slots` is in range.
+        unsafe { self.slots.as_ptr().add((i % self.num_slots) as usize) }
+    }
+
+    /// A slot's length and flags, read once each.
+    fn slot_len_flags(&self, i: u32) -> (u16, u16) {
+        let s = self.slot(i);
+        // SAFETY: `s` is inside the slot array (see `slot`).
+        unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*s).len),
+                core::ptr::read_volatile(&raw const (*s).flags),
+            )
+        }
+    }
+}
