@@ -39,7 +39,9 @@ done
 [ -f "$script" ] || die "test script $script does not exist"
 
 BUSYBOX=/bin/busybox
-[ -x "$BUSYBOX" ] && "$BUSYBOX" --list 2>/dev/null | grep -qx cpio \
+# (The applet list is read whole first: `grep -q` quitting early would SIGPIPE busybox, and
+# pipefail would turn that into a spurious "missing".)
+[ -x "$BUSYBOX" ] && grep -qx cpio <<<"$("$BUSYBOX" --list 2>/dev/null)" \
     || die "$BUSYBOX (busybox-static) missing: run ci/prereqs.sh base"
 file_is_static() { ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter'; }
 command -v readelf >/dev/null || file_is_static() { true; }
