@@ -152,6 +152,19 @@ impl Ptnetd {
             args.push("--trusted");
         }
         self.ctl(&args)?;
+        self.qemu_args(port)
+    }
+
+    /// Serves `port` to a VM as a virtio-net device (vhost-user, for the stock `virtio_net`
+    /// driver) on `socket` and returns its QEMU arguments.
+    pub fn serve_virtio_net(&self, port: &str, socket: &Path) -> Result<Vec<String>, DaemonError> {
+        let sock = socket.to_string_lossy();
+        self.ctl(&["serve-virtio-net", port, "--socket", &sock])?;
+        self.qemu_args(port)
+    }
+
+    /// The QEMU arguments of a port served to a VM (`ptnetctl --json qemu-args`).
+    pub fn qemu_args(&self, port: &str) -> Result<Vec<String>, DaemonError> {
         let json = self.ctl(&["--json", "qemu-args", port])?;
         let v: serde_json::Value =
             serde_json::from_str(json.trim()).map_err(|e| DaemonError::Ctl {
