@@ -8,6 +8,10 @@ source ci/lib/common.sh
 command -v cc >/dev/null || die "a C compiler is needed (ptnet-spec compiles its generated header)"
 log "cargo fmt --check"
 cargo fmt --all -- --check
+# The guest kernel modules are not workspace crates (kbuild builds them): format-check them
+# here with the edition their kernel compiles them with.
+log "rustfmt --check of the guest kernel modules"
+rustfmt --edition 2021 --check guest-driver-linux/*/*.rs
 log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "cargo doc"

@@ -36,11 +36,7 @@ impl kernel::Module for PtnetHello {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let rings = module_parameters::rings.value();
         if rings == 0 || rings > MAX_RINGS {
-            pr_err!(
-                "rings={} is outside 1..={}\n",
-                rings,
-                MAX_RINGS
-            );
+            pr_err!("rings={} is outside 1..={}\n", rings, MAX_RINGS);
             return Err(EINVAL);
         }
         let mut slots = KVec::with_capacity(rings as usize, GFP_KERNEL)?;
@@ -48,20 +44,13 @@ impl kernel::Module for PtnetHello {
             slots.push(256u32 << (ring % 4), GFP_KERNEL)?;
         }
         let total: u32 = slots.iter().sum();
-        pr_info!(
-            "hello from Rust, rings={} total_slots={}\n",
-            rings,
-            total
-        );
+        pr_info!("hello from Rust, rings={} total_slots={}\n", rings, total);
         Ok(PtnetHello { slots })
     }
 }
 
 impl Drop for PtnetHello {
     fn drop(&mut self) {
-        pr_info!(
-            "goodbye from Rust, released {} rings\n",
-            self.slots.len()
-        );
+        pr_info!("goodbye from Rust, released {} rings\n", self.slots.len());
     }
 }
