@@ -3,7 +3,8 @@
 //! [`Backend`] is what the loops in [`crate::run`] need from a netmap-style port: attach,
 //! geometry, fill and drain rings in batches, txsync/rxsync, and sleep until a ring is ready.
 //! It is implemented for [`ptnet_client::Port`] (a host client of `ptnetd`) here, and for
-//! [`crate::netmap::NetmapPort`] (netmap's ioctl API on `/dev/netmap`, inside guests).
+//! [`crate::netmap::NetmapPort`] (netmap's ioctl API on `/dev/netmap`, inside guests), and
+//! for [`crate::packet::PacketPort`] (a Linux interface through an AF_PACKET socket).
 //! The batch methods are generic over their closures, so the per-packet work inlines.
 
 use std::io;
@@ -12,6 +13,8 @@ use std::time::Duration;
 use ptnet_client::proto::PortRequest;
 use ptnet_client::{ClientError, Port};
 use ptnet_spec::netmap::NetmapSlot;
+
+use crate::payload::Mac;
 
 /// Which rings a [`Backend::wait`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +28,16 @@ pub enum Want {
 /// How to attach a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachOptions {
-    /// netmap port name (`vale0:a`, `pipe0{1`; `netmap:ptnet0` for the netmap backend).
+    /// netmap port name (`vale0:a`, `pipe0{1`; `netmap:ptnet0` for the netmap backend,
+    /// `packet:eth0` for the AF_PACKET backend).
     pub port: String,
     /// ptnetd's control socket (host client), or the netmap device (netmap backend).
     pub socket: String,
     /// Ask for a busy-polling sync loop (the caller then spins instead of waiting).
     pub busy_poll: bool,
+    /// Receive frames of every EtherType (`fwd`), not only pktgen's. Only the AF_PACKET
+    /// backend filters; a switch port gets what its switch sends it either way.
+    pub all_ethertypes: bool,
 }
 
 /// Rings of an attached port.
@@ -64,6 +71,18 @@ pub trait Backend: Sized {
 
     /// Whether the other side busy-polls, so that [`Backend::wait`] is never needed.
     fn busy_poll(&self) -> bool;
+
+    /// Largest frame the port can send, if it has a limit of its own beyond the buffers
+    /// (a network interface: its MTU plus the Ethernet header).
+    fn max_frame(&self) -> Option<usize> {
+        None
+    }
+
+    /// The port's own MAC address, if it has one (a network interface): the default source
+    /// of what it sends, so that replies reach it without promiscuous mode.
+    fn own_mac(&self) -> Option<Mac> {
+        None
+    }
 
     /// Free slots in TX ring `r` (as of the last sync).
     fn tx_space(&self, r: u32) -> u32;

@@ -17,6 +17,14 @@ pub const MAX_FRAGS: usize = 64;
 pub const NETMAP_PREFIX: &str = "netmap:";
 /// The device the netmap backend opens.
 pub const NETMAP_DEVICE: &str = "/dev/netmap";
+/// The prefix of port names served by the AF_PACKET backend (`-i packet:eth0`); the rest is
+/// a Linux interface name.
+pub const PACKET_PREFIX: &str = "packet:";
+/// What the AF_PACKET backend attaches "through", in its messages.
+pub const PACKET_SOCKET: &str = "AF_PACKET";
+/// The broadcast address: the default destination of packet ports, which every interface
+/// accepts without promiscuous mode.
+pub const BROADCAST_MAC: Mac = [0xff; 6];
 
 /// Which [`crate::Backend`] serves a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +34,9 @@ pub enum BackendKind {
     /// netmap's API on `/dev/netmap` (`netmap:ptnet0`, in a guest):
     /// [`crate::netmap::NetmapPort`].
     Netmap,
+    /// A Linux interface through an AF_PACKET socket (`packet:eth0`):
+    /// [`crate::packet::PacketPort`].
+    Packet,
 }
 
 impl BackendKind {
@@ -33,6 +44,8 @@ impl BackendKind {
     pub fn of(name: &str) -> Self {
         if name.starts_with(NETMAP_PREFIX) {
             BackendKind::Netmap
+        } else if name.starts_with(PACKET_PREFIX) {
+            BackendKind::Packet
         } else {
             BackendKind::Client
         }
@@ -74,7 +87,8 @@ pub struct Config {
     pub mode: Mode,
     /// Port names: one, or two for `fwd`.
     pub ports: Vec<String>,
-    /// ptnetd's control socket (host client), or the netmap device (netmap backend).
+    /// ptnetd's control socket (host client), the netmap device (netmap backend), or
+    /// [`PACKET_SOCKET`] (AF_PACKET backend).
     pub socket: String,
     /// Frame size on the wire without CRC (tx, ping).
     pub size: usize,
@@ -94,6 +108,10 @@ pub struct Config {
     pub src_mac: Mac,
     /// Destination MAC (tx, ping).
     pub dst_mac: Mac,
+    /// Send from the attached port's own MAC (its interface's address) instead of
+    /// `src_mac`, if it has one: the default for packet ports, so that a peer's replies and
+    /// a learning switch reach it without promiscuous mode.
+    pub src_mac_from_port: bool,
     /// Busy-poll: ask ptnetd for a busy-polling sync loop and spin instead of sleeping.
     pub busy_poll: bool,
     /// Verify sequence and payload of received frames (rx).
@@ -110,6 +128,9 @@ pub struct Config {
 impl Config {
     /// A configuration with pkt-gen's defaults for `mode` on `ports`.
     pub fn new(mode: Mode, ports: Vec<String>, socket: String) -> Self {
+        let packet = ports
+            .first()
+            .is_some_and(|p| BackendKind::of(p) == BackendKind::Packet);
         Config {
             mode,
             ports,
@@ -126,7 +147,12 @@ impl Config {
             } else {
                 DEFAULT_SRC_MAC
             },
-            dst_mac: DEFAULT_DST_MAC,
+            dst_mac: if packet {
+                BROADCAST_MAC
+            } else {
+                DEFAULT_DST_MAC
+            },
+            src_mac_from_port: packet,
             busy_poll: false,
             check: false,
             expect_no_loss: false,
@@ -154,13 +180,19 @@ impl Config {
             .any(|p| BackendKind::of(p) != self.backend())
         {
             return Err(Error::Usage(format!(
-                "{}: netmap ports ({NETMAP_PREFIX}NAME) and ptnetd ports cannot be mixed",
+                "{}: netmap ports ({NETMAP_PREFIX}NAME), packet ports ({PACKET_PREFIX}IFNAME) \
+                 and ptnetd ports cannot be mixed",
                 self.ports.join(", ")
             )));
         }
-        if self.backend() == BackendKind::Netmap {
-            for p in &self.ports {
-                crate::netmap::nr_name(p).map_err(|e| Error::Usage(e.to_string()))?;
+        for p in &self.ports {
+            let bad = match self.backend() {
+                BackendKind::Netmap => crate::netmap::nr_name(p).err().map(|e| e.to_string()),
+                BackendKind::Packet => crate::packet::ifname(p).err().map(|e| e.to_string()),
+                BackendKind::Client => None,
+            };
+            if let Some(e) = bad {
+                return Err(Error::Usage(e));
             }
         }
         if !(HEADER_LEN..=MAX_FRAME).contains(&self.size) {
@@ -175,7 +207,10 @@ impl Config {
         if self.rate_pps == Some(0) {
             return Err(Error::Usage("rate must be at least 1 pps".into()));
         }
-        if self.src_mac == self.dst_mac && matches!(self.mode, Mode::Tx | Mode::Ping) {
+        if self.src_mac == self.dst_mac
+            && !self.src_mac_from_port
+            && matches!(self.mode, Mode::Tx | Mode::Ping)
+        {
             return Err(Error::Usage(
                 "source and destination MAC must differ (a VALE switch would not deliver)".into(),
             ));
@@ -188,6 +223,20 @@ impl Config {
         self.ports
             .first()
             .map_or(BackendKind::Client, |p| BackendKind::of(p))
+    }
+
+    /// Checks the frame size against the largest frame the attached port sends
+    /// ([`crate::Backend::max_frame`]: a network interface's MTU plus its Ethernet header).
+    pub fn check_max_frame(&self, port: &str, max: Option<usize>) -> Result<(), Error> {
+        match max {
+            Some(m) if self.size > m => Err(Error::Usage(format!(
+                "{port}: {}-byte frames exceed the {m} bytes the interface sends (its MTU, {}, \
+                 plus the 14-byte Ethernet header): use -l {m} or less, or raise the MTU",
+                self.size,
+                m.saturating_sub(crate::packet::ETH_HLEN)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Checks the frame size against the attached port's buffers: how many slots a frame
@@ -310,6 +359,40 @@ mod tests {
             cfg(Mode::Rx, &["netmap:"]).validate().is_err(),
             "empty nr_name"
         );
+    }
+
+    #[test]
+    fn packet_prefixed_ports_pick_the_af_packet_backend_with_broadcast_defaults() {
+        let c = cfg(Mode::Tx, &["packet:eth0"]);
+        assert_eq!(c.backend(), BackendKind::Packet);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.dst_mac, BROADCAST_MAC);
+        assert!(c.src_mac_from_port);
+        let v = cfg(Mode::Tx, &["vale0:a"]);
+        assert_eq!((v.dst_mac, v.src_mac_from_port), (DEFAULT_DST_MAC, false));
+        assert!(
+            cfg(Mode::Fwd, &["packet:eth0", "packet:eth1"])
+                .validate()
+                .is_ok()
+        );
+        for mixed in [["packet:eth0", "vale0:a"], ["packet:eth0", "netmap:ptnet0"]] {
+            let e = cfg(Mode::Fwd, &mixed).validate().unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{mixed:?}");
+        }
+        let e = cfg(Mode::Rx, &["packet:"]).validate().unwrap_err();
+        assert!(e.to_string().contains("packet:IFNAME"), "{e}");
+    }
+
+    #[test]
+    fn frames_above_a_ports_own_limit_are_usage_errors() {
+        let mut c = cfg(Mode::Tx, &["packet:eth0"]);
+        c.size = 1514;
+        assert!(c.check_max_frame("packet:eth0", Some(1514)).is_ok());
+        assert!(c.check_max_frame("vale0:a", None).is_ok());
+        c.size = 1515;
+        let e = c.check_max_frame("packet:eth0", Some(1514)).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("MTU, 1500"), "{e}");
     }
 
     #[test]

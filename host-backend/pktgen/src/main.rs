@@ -4,6 +4,7 @@
 //! ptnet-pktgen rx -i vale0:b --check
 //! ptnet-pktgen tx -i vale0:a -l 60 -b 512 -d 5
 //! ptnet-pktgen tx -i netmap:ptnet0 -n 1000      # in a guest: netmap's API on /dev/netmap
+//! ptnet-pktgen tx -i packet:eth0 -n 1000        # any Linux interface: AF_PACKET
 //! ```
 
 use std::process::ExitCode;
@@ -12,8 +13,9 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ptnet_client::Port;
 use ptnet_client::proto;
-use ptnet_pktgen::config::{NETMAP_DEVICE, NETMAP_PREFIX};
+use ptnet_pktgen::config::{NETMAP_DEVICE, NETMAP_PREFIX, PACKET_PREFIX, PACKET_SOCKET};
 use ptnet_pktgen::netmap::NetmapPort;
+use ptnet_pktgen::packet::PacketPort;
 use ptnet_pktgen::payload::{Mac, parse_mac};
 use ptnet_pktgen::{BackendKind, Config, Error, Mode, run};
 
@@ -42,11 +44,12 @@ enum Cmd {
 #[derive(Debug, ClapArgs)]
 struct Common {
     /// Port name (`vale0:a`, `pipe0{1`: a client of ptnetd; `netmap:ptnet0`: netmap's API on
-    /// /dev/netmap, in a guest); twice for fwd.
+    /// /dev/netmap, in a guest; `packet:eth0`: a Linux interface through AF_PACKET); twice
+    /// for fwd.
     #[arg(short = 'i', long = "port", value_name = "NAME", required = true)]
     ports: Vec<String>,
     /// ptnetd's control socket [default: $PTNET_SOCKET or /run/ptnetd/ptnetd.sock]; not for
-    /// netmap: ports.
+    /// netmap: and packet: ports.
     #[arg(long, value_name = "PATH")]
     socket: Option<String>,
     /// Frame size on the wire without CRC (tx, ping); above the buffer size tx uses
@@ -73,10 +76,12 @@ struct Common {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     ping_timeout: u64,
     /// Source MAC; for rx and pong the port's own address, announced to a VALE switch so it
-    /// does not flood [default: 02:70:74:00:00:01; rx, pong: 02:70:74:00:00:02].
+    /// does not flood [default: 02:70:74:00:00:01; rx, pong: 02:70:74:00:00:02; packet:
+    /// ports: the interface's own MAC].
     #[arg(long, value_name = "MAC", value_parser = mac)]
     src_mac: Option<Mac>,
-    /// Destination MAC [default: 02:70:74:00:00:02].
+    /// Destination MAC [default: 02:70:74:00:00:02; packet: ports: ff:ff:ff:ff:ff:ff, which
+    /// an interface accepts without promiscuous mode].
     #[arg(long, value_name = "MAC", value_parser = mac)]
     dst_mac: Option<Mac>,
     /// Ask ptnetd for a busy-polling sync loop and spin instead of sleeping.
@@ -122,18 +127,27 @@ impl TryFrom<Args> for Config {
             Cmd::Pong(c) => (Mode::Pong, c),
             Cmd::Fwd(c) => (Mode::Fwd, c),
         };
-        let netmap = c
+        let kind = c
             .ports
             .iter()
-            .any(|p| BackendKind::of(p) == BackendKind::Netmap);
-        let socket = match (netmap, c.socket) {
-            (true, Some(s)) => {
+            .map(|p| BackendKind::of(p))
+            .find(|&k| k != BackendKind::Client)
+            .unwrap_or(BackendKind::Client);
+        let socket = match (kind, c.socket) {
+            (BackendKind::Netmap, Some(s)) => {
                 return Err(Error::Usage(format!(
                     "--socket {s}: netmap ports ({NETMAP_PREFIX}NAME) use {NETMAP_DEVICE}, not ptnetd"
                 )));
             }
-            (true, None) => NETMAP_DEVICE.to_owned(),
-            (false, s) => s.unwrap_or_else(proto::socket_path),
+            (BackendKind::Packet, Some(s)) => {
+                return Err(Error::Usage(format!(
+                    "--socket {s}: packet ports ({PACKET_PREFIX}IFNAME) use an AF_PACKET socket, \
+                     not ptnetd"
+                )));
+            }
+            (BackendKind::Netmap, None) => NETMAP_DEVICE.to_owned(),
+            (BackendKind::Packet, None) => PACKET_SOCKET.to_owned(),
+            (BackendKind::Client, s) => s.unwrap_or_else(proto::socket_path),
         };
         let mut cfg = Config::new(mode, c.ports, socket);
         cfg.size = c.size;
@@ -145,6 +159,7 @@ impl TryFrom<Args> for Config {
         cfg.ping_timeout = Duration::from_millis(c.ping_timeout.max(1));
         if let Some(m) = c.src_mac {
             cfg.src_mac = m;
+            cfg.src_mac_from_port = false;
         }
         if let Some(m) = c.dst_mac {
             cfg.dst_mac = m;
@@ -183,6 +198,7 @@ fn main() -> ExitCode {
     let report = match cfg.backend() {
         BackendKind::Client => run::run::<Port>(&cfg),
         BackendKind::Netmap => run::run::<NetmapPort>(&cfg),
+        BackendKind::Packet => run::run::<PacketPort>(&cfg),
     };
     let report = match report {
         Ok(r) => r,

@@ -260,7 +260,7 @@ impl<K: Kernel> NetmapPort<K> {
 }
 
 /// poll() timeout in milliseconds, rounded up so that a short wait does not become a spin.
-fn poll_timeout(t: Option<Duration>) -> i32 {
+pub(crate) fn poll_timeout(t: Option<Duration>) -> i32 {
     t.map_or(-1, |t| {
         t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
     })
@@ -586,6 +586,7 @@ mod tests {
             port: port.into(),
             socket: device.into(),
             busy_poll: false,
+            all_ethertypes: false,
         })
     }
 

@@ -75,6 +75,14 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     parts.next().is_none().then_some(mac)
 }
 
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
 /// The constant part of the frames of one sender.
 #[derive(Debug, Clone, Copy)]
 pub struct Template {

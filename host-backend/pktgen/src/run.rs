@@ -62,6 +62,7 @@ pub fn run<B: Backend>(cfg: &Config) -> Result<Report, Error> {
             port: port.clone(),
             socket: cfg.socket.clone(),
             busy_poll: cfg.busy_poll,
+            all_ethertypes: cfg.mode == Mode::Fwd,
         })
         .map_err(|e| Error::Attach {
             port: port.clone(),
@@ -70,6 +71,7 @@ pub fn run<B: Backend>(cfg: &Config) -> Result<Report, Error> {
         })
     };
     let mut a = attach(&cfg.ports[0])?;
+    let cfg = &with_port_mac(cfg, &a);
     match cfg.mode {
         Mode::Tx => tx(&mut a, cfg),
         Mode::Rx => rx(&mut a, cfg),
@@ -80,6 +82,16 @@ pub fn run<B: Backend>(cfg: &Config) -> Result<Report, Error> {
             fwd(&mut a, &mut b, cfg)
         }
     }
+}
+
+/// `cfg` with the port's own MAC as source, if it asks for that
+/// ([`Config::src_mac_from_port`]) and the port has one.
+pub fn with_port_mac<B: Backend>(cfg: &Config, p: &B) -> Config {
+    let mut c = cfg.clone();
+    if let Some(mac) = p.own_mac().filter(|_| cfg.src_mac_from_port) {
+        c.src_mac = mac;
+    }
+    c
 }
 
 /// Applies `--expect-no-loss` to a finished run.
@@ -242,6 +254,7 @@ fn ring_with_space<B: Backend>(p: &B, r: u32, n: u32) -> Option<u32> {
 
 /// `tx`: sends numbered frames as fast as allowed.
 pub fn tx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
+    cfg.check_max_frame(p.name(), p.max_frame())?;
     let g = p.rings();
     let slots_per_frame = cfg.slots_per_frame(g.buf_size, g.tx_slots)?;
     let busy = p.busy_poll();
@@ -484,6 +497,7 @@ impl SecondRtt {
 
 /// `ping`: one frame at a time, each timed until its pong comes back.
 pub fn ping<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
+    cfg.check_max_frame(p.name(), p.max_frame())?;
     let g = p.rings();
     cfg.slots_per_frame(g.buf_size, g.tx_slots)?;
     let busy = p.busy_poll();
