@@ -485,3 +485,72 @@ fn module_reload_under_traffic() {
         "expected two starts and two stops of the device, got {starts}/{stops}:\n{log}"
     );
 }
+
+/// Several rings and several open files: a port with 2 TX and 2 RX rings, and a guest
+/// receiving and transmitting at the same time from two processes (two registrations of
+/// the port, each syncing the rings it uses while the other's poll syncs them too), with a
+/// host client at each end; exact counts both ways (frames spread over two rings may be
+/// reordered, as in netmap: only the counts and payloads are checked).
+#[test]
+fn two_rings_and_two_open_files_at_once() {
+    let inp = inputs();
+    let dir = work_dir("ptnet_multi");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    d.ctl(&["create-port", "vale0:m", "--rings", "2"])
+        .expect("create a 2-ring port");
+    let args = d
+        .serve_vm("vale0:m", &dir.join("m.sock"), false)
+        .expect("serve vale0:m to a VM");
+    let n = FRAMES.to_string();
+    let script = format!(
+        "insmod /modules/ptnet.ko\n\
+         dmesg | grep -q 'ptnet0: 2 TX + 2 RX rings'\n\
+         grep -c 'ptnet-[tr]x[01]' /proc/interrupts\n\
+         ptnet-pktgen tx -i netmap:ptnet0 -n 1 --src-mac 02:70:74:00:00:22 --dst-mac 02:70:74:00:00:01 -q\n\
+         echo announced\n\
+         sleep 2\n\
+         ptnet-pktgen rx -i netmap:ptnet0 --src-mac 02:70:74:00:00:22 -n {n} --expect-no-loss -q --json -d 200 &\n\
+         rx=$!\n\
+         echo guest-ready\n\
+         ptnet-pktgen tx -i netmap:ptnet0 -n {n} -R 10000 -q --json\n\
+         wait $rx\n\
+         rmmod ptnet\n"
+    );
+    let mut vm = start_guest(&inp, &dir, "g1", args, script);
+    // The sink attaches after the guest's announcement (which floods) and before its traffic.
+    vm.wait_for_console("announced", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    let sink = d
+        .pktgen(&[
+            "rx", "-i", "vale0:h1", "-n", &n, "--check", "--json", "-q", "-d", "200",
+        ])
+        .expect("host rx");
+    vm.wait_for_console("guest-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    let src = d
+        .pktgen(&[
+            "tx",
+            "-i",
+            "vale0:h2",
+            "-n",
+            &n,
+            "-R",
+            "5000",
+            "--dst-mac",
+            "02:70:74:00:00:22",
+            "-q",
+            "--json",
+        ])
+        .expect("host tx");
+    let host_tx = wait_ok("host ptnet-pktgen tx", src);
+    let host_rx = wait_ok("host ptnet-pktgen rx", sink);
+    eprintln!("host tx: {}\nhost rx: {}", host_tx.trim(), host_rx.trim());
+    let outcome = finish(vm, &dir, "g1");
+    if let Err(e) = outcome.check() {
+        panic!("{e}\n--- ptnetd log ---\n{}", d.log());
+    }
+    let r: serde_json::Value = serde_json::from_str(host_rx.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("host rx printed no JSON ({e}): {host_rx}"));
+    assert_eq!(r["good"].as_u64(), Some(FRAMES as u64), "host rx: {r}");
+    assert_eq!(r["bad_payload"].as_u64(), Some(0), "host rx: {r}");
+}
