@@ -13,7 +13,9 @@
 //!   notification per batch, EVENT_IDX) and the guest-memory copies;
 //! * [`worker`]: a queue pair's data path: TX virtqueue → port TX ring, port RX ring → RX
 //!   virtqueue (MRG_RXBUF), the control queue, lingering and sleeping;
-//! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ).
+//! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ);
+//! * [`proxy`]: the relay that reorders QEMU's early `SET_VRING_ENABLE` after
+//!   `SET_FEATURES` for the `vhost` crate's request handler.
 //!
 //! The virtio-net header is stripped on TX and a zeroed one is prepended on RX: offloads
 //! (checksum, TSO) are not offered yet, so frames cross the switch as plain Ethernet frames.
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod ctrl;
 pub mod device;
+pub mod proxy;
 pub mod server;
 pub mod virtq;
 pub mod worker;

@@ -6,10 +6,11 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -23,6 +24,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::device::{self, DeviceOptions, NetDevice, NetStats, NetStatsSnapshot};
+use crate::proxy::Relay;
+
+/// Numbers the relays' private sockets.
+static RELAY_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Errors of [`serve`].
 #[derive(Debug, thiserror::Error)]
@@ -298,13 +303,35 @@ fn accept_loop(
         });
         let mut daemon = daemon.map_err(|e| io::Error::other(e.to_string()))?;
         dev.register(vrings);
-        let mut l = Listener::from(listener.try_clone()?);
+        // The frontend talks to the relay (see `proxy`), the relay to the handler over a
+        // private abstract socket.
+        let front = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                dev.shutdown();
+                if shared.stopping.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                log::warn!("{name}: vhost-user accept failed: {e}");
+                continue;
+            }
+        };
+        let addr = SocketAddr::from_abstract_name(format!(
+            "ptnet-vnet-{}-{}",
+            std::process::id(),
+            RELAY_SEQ.fetch_add(1, Ordering::Relaxed)
+        ))?;
+        let internal = UnixListener::bind_addr(&addr)?;
+        let back = UnixStream::connect_addr(&addr)?;
+        let relay = Relay::start(front, back, &name)?;
+        let mut l = Listener::from(internal);
         if let Err(e) = daemon.start(&mut l) {
             dev.shutdown();
+            relay.stop();
             if shared.stopping.load(Ordering::Acquire) {
                 return Ok(());
             }
-            log::warn!("{name}: vhost-user accept failed: {e}");
+            log::warn!("{name}: vhost-user handler did not start: {e}");
             continue;
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +342,7 @@ fn accept_loop(
         }
         let res = daemon.wait();
         shared.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        relay.stop();
         dev.shutdown();
         // A MAC the driver set survives a reconnection (the config space is the device's).
         opts.mac = dev.mac();
