@@ -177,8 +177,8 @@ impl Link {
         (self.max_frame() + VLAN_HLEN).next_multiple_of(64)
     }
 
-    /// Slots per pseudo ring: about [`RING_BYTES`] of buffers, within
-    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`].
+    /// Slots per pseudo ring: about 4 MiB of buffers, from 64 (jumbo MTUs) to
+    /// [`MAX_SLOTS`].
     pub fn slots(&self) -> u32 {
         let n = RING_BYTES / self.buf_size();
         (n.min(MAX_SLOTS as usize) as u32).max(MIN_SLOTS)
