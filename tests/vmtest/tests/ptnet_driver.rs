@@ -554,3 +554,59 @@ fn two_rings_and_two_open_files_at_once() {
     assert_eq!(r["good"].as_u64(), Some(FRAMES as u64), "host rx: {r}");
     assert_eq!(r["bad_payload"].as_u64(), Some(0), "host rx: {r}");
 }
+
+/// Kernel stack → netmap → kernel stack on one device: a guest pings over its interface, a
+/// netmap application then takes the rings (the kernel stack gives them up) and sends
+/// frames, and once it closes the interface works again.
+#[test]
+fn rings_hand_over_between_the_kernel_stack_and_netmap() {
+    let inp = inputs();
+    let dir = work_dir("ptnet_handover");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let args_a = d
+        .serve_vm("vale0:ha", &dir.join("a.sock"), false)
+        .expect("serve a");
+    let args_b = d
+        .serve_vm("vale0:hb", &dir.join("b.sock"), false)
+        .expect("serve b");
+    let server = format!(
+        "{}echo server-ready\n\
+         nc -l -p 5001 > /dev/null\n\
+         cat /proc/net/dev\n",
+        nic_up("10.0.0.1")
+    );
+    let client = format!(
+        "{}ping -c 2 -W 10 10.0.0.1\n\
+         ptnet-pktgen tx -i netmap:ptnet0 -n {FRAMES} -R 20000 -q --json\n\
+         echo netmap-done\n\
+         ping -c 2 -W 10 10.0.0.1\n\
+         nc 10.0.0.1 5001 < /dev/null\n\
+         cat /proc/net/dev\n",
+        nic_up("10.0.0.2")
+    );
+    let mut a = start_guest(&inp, &dir, "server", args_a, server);
+    a.wait_for_console("server-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = start_guest(&inp, &dir, "client", args_b, client);
+    let b_out = finish(b, &dir, "client");
+    let a_out = finish(a, &dir, "server");
+    for (name, o) in [("client", &b_out), ("server", &a_out)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
+        }
+    }
+    let ok = b_out
+        .console
+        .matches("2 packets transmitted, 2 packets received")
+        .count();
+    assert_eq!(
+        ok, 2,
+        "ping before and after the netmap application:\n{}",
+        b_out.console
+    );
+    let stats = d.port_stats("vale0:hb").expect("stats of vale0:hb");
+    assert!(
+        stats["tx_packets"].as_u64().unwrap_or(0) >= FRAMES as u64,
+        "the netmap application's frames did not leave: {stats}"
+    );
+}
