@@ -105,8 +105,16 @@ pub enum Request {
         /// Buffer size of the port (default 2048): the largest frame it carries.
         #[serde(default)]
         buf_size: Option<u32>,
+        /// Also connect the host's own stack to the switch through a tap the daemon creates
+        /// (netmap's host rings, `vale-ctl -h`); it is named `ptnet-IFNAME` unless
+        /// `host_stack_tap` names it (which implies this).
+        #[serde(default)]
+        host_stack: bool,
+        /// The host-stack tap's name.
+        #[serde(default)]
+        host_stack_tap: Option<String>,
     },
-    /// Detach a host interface from a switch.
+    /// Detach a host interface from a switch (and its host-stack tap, if it has one).
     DetachNic {
         /// `valeX`.
         switch: String,
@@ -339,6 +347,9 @@ pub enum Reply {
     NicAttached {
         /// Port name, `valeX:ifname`.
         port: String,
+        /// The host-stack tap attached with it (port `valeX:TAP`), if asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_stack: Option<String>,
         /// The interface side.
         nic: NicEntry,
     },
@@ -491,7 +502,9 @@ mod tests {
                 switch: "vale0".into(),
                 ifname: "eth0".into(),
                 backend: None,
-                buf_size: None
+                buf_size: None,
+                host_stack: false,
+                host_stack_tap: None,
             }
         );
     }

@@ -12,7 +12,8 @@
 //! * [`host`]: attaching host clients (the daemon side of `attach`);
 //! * [`afpacket`]: AF_PACKET sockets with TPACKET_V3 rings;
 //! * [`xdp`]: AF_XDP sockets and the XDP redirect program that feeds them;
-//! * [`nic`]: host NIC ports: an interface on a VALE switch, its worker and backends.
+//! * [`nic`]: host NIC ports: an interface on a VALE switch, its worker and backends;
+//! * [`tap`]: the host stack's tap beside a NIC port (netmap's host rings).
 
 pub mod afpacket;
 pub mod csb;
@@ -24,5 +25,6 @@ pub mod nic;
 pub mod pipe;
 pub mod port;
 pub mod sys;
+pub mod tap;
 pub mod vale;
 pub mod xdp;

@@ -126,6 +126,8 @@ pub enum BackendKind {
     AfXdp,
     /// Native netmap (`/dev/netmap`).
     Netmap,
+    /// The host stack's tap of a NIC port ([`crate::tap`]); never chosen for an interface.
+    Tap,
 }
 
 impl BackendKind {
@@ -135,6 +137,7 @@ impl BackendKind {
             BackendKind::AfPacket => "af_packet",
             BackendKind::AfXdp => "af_xdp",
             BackendKind::Netmap => "netmap",
+            BackendKind::Tap => "tap",
         }
     }
 }
@@ -421,6 +424,10 @@ impl HostInterface {
                 self.max_frame,
             )?)),
             BackendKind::AfXdp => crate::xdp::XdpBackend::open(&self.ifname, self.max_frame),
+            BackendKind::Tap => Err(NicError::Config(format!(
+                "{}: the tap backend serves only the host stack's port (--host-stack)",
+                self.ifname
+            ))),
             BackendKind::Netmap => Err(NicError::Unavailable {
                 kind,
                 ifname: self.ifname.clone(),
@@ -646,6 +653,7 @@ fn backend_code(k: Option<BackendKind>) -> u8 {
         Some(BackendKind::AfPacket) => 1,
         Some(BackendKind::AfXdp) => 2,
         Some(BackendKind::Netmap) => 3,
+        Some(BackendKind::Tap) => 4,
     }
 }
 
@@ -654,6 +662,7 @@ fn backend_of(v: u8) -> Option<BackendKind> {
         1 => Some(BackendKind::AfPacket),
         2 => Some(BackendKind::AfXdp),
         3 => Some(BackendKind::Netmap),
+        4 => Some(BackendKind::Tap),
         _ => None,
     }
 }

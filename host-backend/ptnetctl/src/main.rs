@@ -76,8 +76,12 @@ enum Cmd {
         /// Buffer size of the port: the largest frame it carries (MTU + 18 must fit).
         #[arg(long)]
         buf_size: Option<u32>,
+        /// Also connect the host's own stack to the switch through a tap the daemon creates
+        /// (netmap's host rings, `vale-ctl -h`): named ptnet-IFNAME, or TAP if given.
+        #[arg(long, value_name = "TAP", num_args = 0..=1, default_missing_value = "")]
+        host_stack: Option<String>,
     },
-    /// Detach a host interface from a switch.
+    /// Detach a host interface from a switch (and its host-stack tap).
     DetachNic {
         /// `valeX`.
         switch: String,
@@ -166,12 +170,15 @@ fn main() -> ExitCode {
             ifname,
             backend,
             buf_size,
+            host_stack,
         } => (
             Request::AttachNic {
                 switch: switch.clone(),
                 ifname: ifname.clone(),
                 backend: Some(backend.clone()),
                 buf_size: *buf_size,
+                host_stack: host_stack.is_some(),
+                host_stack_tap: host_stack.clone().filter(|t| !t.is_empty()),
             },
             None,
         ),
@@ -291,11 +298,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Reply::NicAttached { port, nic } => {
+        Reply::NicAttached {
+            port,
+            host_stack,
+            nic,
+        } => {
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "result": "ok", "port": port, "nic": nic })
+                    serde_json::json!({
+                        "result": "ok", "port": port, "host_stack": host_stack, "nic": nic
+                    })
                 );
             } else {
                 println!(
@@ -303,6 +316,9 @@ fn main() -> ExitCode {
                     nic.ifname,
                     nic.backend.as_deref().unwrap_or("-")
                 );
+                if let Some(t) = host_stack {
+                    println!("host stack: tap {t} (port on the same switch)");
+                }
                 if let Some(n) = &nic.note {
                     println!("note: {n}");
                 }

@@ -107,6 +107,13 @@ pub struct PortSection {
     /// Buffer size of a NIC port (default 2048): the largest frame it carries.
     #[serde(default)]
     pub buf_size: Option<u32>,
+    /// A NIC port's host stack joins the switch too, through a tap `ptnet-IF` the daemon
+    /// creates (`ptnetctl attach-nic --host-stack`).
+    #[serde(default)]
+    pub host_stack: Option<bool>,
+    /// The host-stack tap's name (implies `host_stack = true`).
+    #[serde(default)]
+    pub host_stack_tap: Option<String>,
 }
 
 fn one() -> u32 {
@@ -275,7 +282,10 @@ impl Config {
                 b.parse::<ptnet_datapath::nic::BackendChoice>()
                     .map_err(|e| ConfigError::Invalid(format!("port {}: {e}", p.name)))?;
             }
-            if (p.nic == Some(true) || p.backend.is_some())
+            if (p.nic == Some(true)
+                || p.backend.is_some()
+                || p.host_stack == Some(true)
+                || p.host_stack_tap.is_some())
                 && !matches!((n.base, n.pipe), (Base::Vale { .. }, None))
             {
                 return Err(ConfigError::Invalid(format!(

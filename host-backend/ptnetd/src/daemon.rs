@@ -26,6 +26,7 @@ use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, Region, RegionConfig};
 use ptnet_datapath::nic::{BackendChoice, HostInterface, NicPort, NicSnapshot};
 use ptnet_datapath::pipe::{End, Pipe, PipePortSync};
 use ptnet_datapath::port::{PortStats, SyncPort};
+use ptnet_datapath::tap::TapOpener;
 use ptnet_datapath::vale::{Switch, VPort, VPortSpec, ValePortSync};
 use ptnet_spec::name::{Base, PipeRole, PortKey, PortName, RingSelection};
 
@@ -75,6 +76,9 @@ struct PortState {
     slots: u32,
     /// A host interface attached to the switch: its worker is the port's client.
     nic: Option<NicPort>,
+    /// The port of the host stack's tap that came with this interface (`--host-stack`), on the
+    /// same switch: it goes when the interface is detached.
+    host_stack: Option<String>,
 }
 
 struct SwitchState {
@@ -180,6 +184,11 @@ impl Daemon {
                 };
                 let _: &PortSection = p;
                 if let Some((switch, ifname)) = nic_section(p) {
+                    let host_stack = match (&p.host_stack_tap, p.host_stack) {
+                        (Some(t), _) => Some(t.as_str()),
+                        (None, Some(true)) => Some(""),
+                        _ => None,
+                    };
                     d.attach_nic(
                         &mut st,
                         switch,
@@ -187,6 +196,7 @@ impl Daemon {
                         p.backend.as_deref(),
                         p.buf_size,
                         p.slots,
+                        host_stack,
                     )?;
                     continue;
                 }
@@ -306,6 +316,7 @@ impl Daemon {
                         profile: req.profile,
                         slots,
                         nic: None,
+                        host_stack: None,
                     },
                 );
                 Ok(format!("{switch}:{port}"))
@@ -347,7 +358,9 @@ impl Daemon {
     }
 
     /// Attaches host interface `ifname` to `switch` (created if needed) as port
-    /// `switch:ifname`, with a worker that moves frames between them.
+    /// `switch:ifname`, with a worker that moves frames between them. With `host_stack`, the
+    /// host's own stack joins the switch too, through a tap of that name (`""`: `ptnet-IF`).
+    #[allow(clippy::too_many_arguments)]
     fn attach_nic(
         &self,
         st: &mut State,
@@ -356,6 +369,7 @@ impl Daemon {
         backend: Option<&str>,
         buf_size: Option<u32>,
         slots: u32,
+        host_stack: Option<&str>,
     ) -> Result<NicEntry> {
         let choice: BackendChoice = backend
             .unwrap_or("auto")
@@ -380,11 +394,33 @@ impl Daemon {
         if !(64..=16384).contains(&slots) {
             return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
         }
+        let tap_name = host_stack.map(|t| {
+            if t.is_empty() {
+                format!("ptnet-{ifname}").chars().take(15).collect()
+            } else {
+                t.to_owned()
+            }
+        });
+        if let Some(t) = &tap_name {
+            let ok_tap = !t.is_empty()
+                && t.len() < 16
+                && t.bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
+            if !ok_tap || t == ifname {
+                return Err(DaemonError::Invalid(format!(
+                    "{t:?} cannot name the host-stack tap (1 to 15 printable bytes, no '/', \
+                     ':', '%', not the interface's own name)"
+                )));
+            }
+        }
         if !st.switches.contains_key(switch) {
             self.create_switch(st, switch, 8)?;
         }
         // PANIC: created just above if it was missing.
         let ss = st.switches.get_mut(switch).expect("switch exists");
+        if let Some(t) = tap_name.as_deref().filter(|t| ss.ports.contains_key(*t)) {
+            return Err(DaemonError::Exists(format!("port {switch}:{t}")));
+        }
         if let Some(ps) = ss.ports.get(ifname) {
             return Err(DaemonError::Exists(if ps.nic.is_some() {
                 format!("{switch}:{ifname} (the interface is attached already)")
@@ -417,11 +453,31 @@ impl Daemon {
                 return Err(DaemonError::Datapath(error_chain(&e)));
             }
         };
+        // The host stack's tap, a port of its own beside the interface's.
+        let tap = match tap_name
+            .as_deref()
+            .map(|t| attach_tap(ss, t, buf_size, slots))
+        {
+            Some(Err(e)) => {
+                drop(nic);
+                ss.sw.remove_port(&vport);
+                return Err(e);
+            }
+            Some(Ok(ps)) => Some(ps),
+            None => None,
+        };
         let entry = nic_entry(&nic.snapshot());
         log::info!(
-            "{switch}:{ifname}: host interface attached ({})",
-            entry.backend.as_deref().unwrap_or("-")
+            "{switch}:{ifname}: host interface attached ({}{})",
+            entry.backend.as_deref().unwrap_or("-"),
+            tap_name
+                .as_deref()
+                .map(|t| format!(", host stack on tap {t}"))
+                .unwrap_or_default()
         );
+        if let (Some(t), Some(ps)) = (&tap_name, tap) {
+            ss.ports.insert(t.clone(), ps);
+        }
         ss.ports.insert(
             ifname.to_owned(),
             PortState {
@@ -431,6 +487,7 @@ impl Daemon {
                 profile: Profile::Untrusted,
                 slots,
                 nic: Some(nic),
+                host_stack: tap_name,
             },
         );
         Ok(entry)
@@ -712,7 +769,14 @@ impl Daemon {
                 ifname,
                 backend,
                 buf_size,
+                host_stack,
+                host_stack_tap,
             } => {
+                let hs = match (&host_stack_tap, host_stack) {
+                    (Some(t), _) => Some(t.as_str()),
+                    (None, true) => Some(""),
+                    (None, false) => None,
+                };
                 return match self.attach_nic(
                     &mut st,
                     &switch,
@@ -720,9 +784,15 @@ impl Daemon {
                     backend.as_deref(),
                     buf_size,
                     DEFAULT_SLOTS,
+                    hs,
                 ) {
                     Ok(nic) => Reply::NicAttached {
                         port: format!("{switch}:{ifname}"),
+                        host_stack: st
+                            .switches
+                            .get(&switch)
+                            .and_then(|s| s.ports.get(&ifname))
+                            .and_then(|p| p.host_stack.clone()),
                         nic,
                     },
                     Err(e) => Reply::Error {
@@ -893,8 +963,45 @@ fn detach_nic(st: &mut State, switch: &str, ifname: &str) -> Result<()> {
             n.stop();
         }
         ss.sw.remove_port(&ps.vport);
+        // Its host-stack tap goes with it (the tap device disappears with its worker).
+        if let Some(mut tp) = ps.host_stack.and_then(|t| ss.ports.remove(&t)) {
+            if let Some(n) = tp.nic.take() {
+                n.stop();
+            }
+            ss.sw.remove_port(&tp.vport);
+        }
     }
     Ok(())
+}
+
+/// Creates the host stack's tap `tap` and its port on the switch of `ss`.
+fn attach_tap(ss: &mut SwitchState, tap: &str, buf_size: u32, slots: u32) -> Result<PortState> {
+    let opener = TapOpener::create(tap, None, buf_size)
+        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+    let spec = VPortSpec {
+        slots,
+        buf_size,
+        ..Default::default()
+    };
+    let vport = ss
+        .sw
+        .add_port(tap, &spec)
+        .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+    match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), Box::new(opener)) {
+        Ok(nic) => Ok(PortState {
+            vport,
+            persistent: true,
+            attached: false,
+            profile: Profile::Untrusted,
+            slots,
+            nic: Some(nic),
+            host_stack: None,
+        }),
+        Err(e) => {
+            ss.sw.remove_port(&vport);
+            Err(DaemonError::Datapath(error_chain(&e)))
+        }
+    }
 }
 
 fn parse(name: &str) -> Result<PortName<'_>> {
@@ -1144,6 +1251,8 @@ mod tests {
             nic,
             backend: backend.map(Into::into),
             buf_size: None,
+            host_stack: None,
+            host_stack_tap: None,
         }
     }
 

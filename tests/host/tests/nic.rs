@@ -519,3 +519,89 @@ fn attach_nic_errors_say_why() {
         "{text}"
     );
 }
+
+/// The host stack on the switch (netmap's host rings): the veth is attached with
+/// `--host-stack`, the daemon creates a tap for the host's own stack as one more port, and a
+/// namespace behind the veth reaches an address of the host's, configured on the tap: ping and
+/// a TCP transfer with checksum comparison. Detaching the interface removes the tap.
+#[test]
+fn a_namespace_reaches_the_host_stack_through_the_host_stack_tap() {
+    let (host_if, tap) = ("pths", "pthstap");
+    let ns = Netns::new("ptnet-hs");
+    veth(host_if, &ns, Some("198.18.3.2/24"));
+    let _guard = VethGuard(host_if);
+    // The host answers ARP for the tap's address on the tap only (not on the veth as well,
+    // Linux's default), as on a host whose NIC is on a switch.
+    ok(
+        "sysctl",
+        &["-qw", &format!("net.ipv4.conf.{host_if}.arp_ignore=1")],
+    );
+    let d = Daemon::start("nic-host-stack");
+    let (good, text) = d.ctl(&[
+        "attach-nic",
+        "vale0",
+        host_if,
+        "--backend",
+        "af_packet",
+        "--host-stack",
+        tap,
+    ]);
+    assert!(
+        good && text.contains(tap),
+        "attach-nic --host-stack: {text}"
+    );
+    ok(
+        "sysctl",
+        &["-qw", &format!("net.ipv6.conf.{tap}.disable_ipv6=1")],
+    );
+    ok("ip", &["addr", "add", "198.18.3.1/24", "dev", tap]);
+    let tap_port = format!("vale0:{tap}");
+    d.wait_link(&tap_port, "up");
+
+    let o = ns.out("busybox", &["ping", "-c", "5", "-W", "2", "198.18.3.1"]);
+    assert!(
+        o.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let server = Proc::spawn(
+        {
+            let mut c = Command::new("python3");
+            c.args([
+                &script(),
+                "tcp-server",
+                "198.18.3.1",
+                "5003",
+                "--timeout",
+                "30",
+            ]);
+            c
+        },
+        true,
+    );
+    let client = Proc::spawn(
+        ns.cmd(
+            "python3",
+            &[&script(), "tcp-client", "198.18.3.1", "5003", "8000000"],
+        ),
+        false,
+    );
+    let (ok_c, vc) = client.finish();
+    let (ok_s, vs) = server.finish();
+    assert!(ok_c && ok_s, "client {vc}, server {vs}");
+    assert_eq!(vc["bytes"], 8_000_000);
+    assert_eq!(vc, vs, "what was sent is what arrived");
+
+    // The traffic went through the tap's port, both ways.
+    let t = d.nic(&tap_port).expect("the tap's port is listed");
+    assert_eq!(t.backend.as_deref(), Some("tap"), "{t:?}");
+    assert!(t.rx_packets > 1000 && t.tx_packets > 5000, "{t:?}");
+    assert_eq!(t.rx_drops + t.tx_drops, 0, "{t:?}");
+    let (good, _) = d.ctl(&["detach-nic", "vale0", host_if]);
+    assert!(good);
+    assert!(d.nic(&tap_port).is_none(), "the tap's port went with it");
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
+        "the tap is gone"
+    );
+}
