@@ -62,9 +62,13 @@ else
     [ $ok = 1 ] || { echo "GUEST1-RESULT ping-failed"; poweroff -f; }
     ping -c 5 -i 0.2 10.9.0.2 | tail -2
     for i in $(seq 30); do
+        t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
         if wget -q -O /tmp/blob http://10.9.0.2/blob; then break; fi
         sleep 1
     done
+    t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+    # 4 MiB in (t1 - t0) hundredths of a second, in Mbit/s.
+    echo "GUEST1-TCP $(( 4 * 8 * 1048576 / 10000 / ((t1 - t0) > 0 ? (t1 - t0) : 1) )) Mbit/s over $((t1 - t0))0 ms"
     echo "GUEST1-SHA $(sha256sum /tmp/blob | cut -d' ' -f1)"
     # The host restarts ptnetd now; the last pings must get through again.
     ping -c 100 -i 0.2 -W 1 10.9.0.2 > /tmp/ping2
