@@ -610,3 +610,101 @@ fn rings_hand_over_between_the_kernel_stack_and_netmap() {
         "the netmap application's frames did not leave: {stats}"
     );
 }
+/// Shell lines that bring the guest's virtio-net interface up with `addr` (stock driver).
+fn virtio_net_up(addr: &str) -> String {
+    format!(
+        "dev=$(basename $(ls -d /sys/bus/virtio/drivers/virtio_net/virtio*/net/* | head -n1))\n\
+         echo \"interface $dev (virtio_net)\"\n\
+         ip link set \"$dev\" up\n\
+         ip addr add {addr}/24 dev \"$dev\"\n"
+    )
+}
+
+/// Ping and a 4 MiB TCP transfer from a server guest (`server_up` brings its interface up
+/// at 10.0.0.1) to a client guest (`client_up`, 10.0.0.2) across vale0; the SHA-256s must
+/// match.
+fn ping_and_tcp(test: &str, server: (Vec<String>, String), client: (Vec<String>, String)) {
+    let inp = inputs();
+    let dir = work_dir(test);
+    let server_script = format!(
+        "{}dd if=/dev/urandom of=/tmp/f bs=64k count=64 2>/dev/null\n\
+         echo sent-sha\n\
+         sha256sum /tmp/f\n\
+         echo server-ready\n\
+         nc -l -p 5000 -e cat /tmp/f\n\
+         nc -l -p 5001 > /dev/null\n\
+         cat /proc/net/dev\n",
+        server.1
+    );
+    let client_script = format!(
+        "{}ping -c 3 -W 10 10.0.0.1\n\
+         nc 10.0.0.1 5000 > /tmp/f\n\
+         echo got-sha\n\
+         sha256sum /tmp/f\n\
+         nc 10.0.0.1 5001 < /dev/null\n\
+         cat /proc/net/dev\n",
+        client.1
+    );
+    let mut a = start_guest(&inp, &dir, "server", server.0, server_script);
+    a.wait_for_console("server-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = start_guest(&inp, &dir, "client", client.0, client_script);
+    let b_out = finish(b, &dir, "client");
+    let a_out = finish(a, &dir, "server");
+    for (name, o) in [("client", &b_out), ("server", &a_out)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}");
+        }
+    }
+    assert!(
+        b_out
+            .console
+            .contains("3 packets transmitted, 3 packets received"),
+        "ping failed:\n{}",
+        b_out.console
+    );
+    let sent = sha_after(&a_out.console, "sent-sha");
+    let got = sha_after(&b_out.console, "got-sha");
+    assert_eq!(
+        sent, got,
+        "the TCP transfer corrupted or truncated the file"
+    );
+}
+
+/// Issue 6, test 4 (mixed part): a ptnet guest and a guest with the stock virtio-net driver
+/// on the same switch, ping and TCP both through the kernel stacks.
+#[test]
+fn kernel_stack_between_a_ptnet_guest_and_a_virtio_net_guest() {
+    let dir = work_dir("mixed_daemon");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let ptnet = d
+        .serve_vm("vale0:p", &dir.join("p.sock"), false)
+        .expect("serve ptnet");
+    let vnet = d
+        .serve_virtio_net("vale0:v", &dir.join("v.sock"))
+        .expect("serve virtio-net");
+    ping_and_tcp(
+        "mixed",
+        (ptnet, nic_up("10.0.0.1")),
+        (vnet, virtio_net_up("10.0.0.2")),
+    );
+}
+
+/// Issue 4: two unmodified guests (stock `virtio_net` over `-netdev vhost-user` +
+/// `virtio-net-pci`) on vale0: ping and a TCP transfer with matching SHA-256.
+#[test]
+fn two_virtio_net_guests_over_vale0() {
+    let dir = work_dir("vnet_daemon");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let a = d
+        .serve_virtio_net("vale0:va", &dir.join("a.sock"))
+        .expect("serve virtio-net a");
+    let b = d
+        .serve_virtio_net("vale0:vb", &dir.join("b.sock"))
+        .expect("serve virtio-net b");
+    ping_and_tcp(
+        "vnet",
+        (a, virtio_net_up("10.0.0.1")),
+        (b, virtio_net_up("10.0.0.2")),
+    );
+}
