@@ -615,6 +615,7 @@ fn virtio_net_up(addr: &str) -> String {
     format!(
         "dev=$(basename $(ls -d /sys/bus/virtio/drivers/virtio_net/virtio*/net/* | head -n1))\n\
          echo \"interface $dev (virtio_net)\"\n\
+         echo \"mac $(cat /sys/class/net/$dev/address)\"\n\
          ip link set \"$dev\" up\n\
          ip addr add {addr}/24 dev \"$dev\"\n"
     )
@@ -707,4 +708,77 @@ fn two_virtio_net_guests_over_vale0() {
         (a, virtio_net_up("10.0.0.1")),
         (b, virtio_net_up("10.0.0.2")),
     );
+}
+
+/// Issue 4: an unmodified guest (stock `virtio_net`) and a host client across vale0, both
+/// directions, exact counts and payload checks (`ptnet-pktgen -i packet:eth0` in the guest).
+#[test]
+fn virtio_net_guest_and_host_client_over_vale0() {
+    let inp = inputs();
+    let dir = work_dir("vnet_host");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let args = d
+        .serve_virtio_net("vale0:v1", &dir.join("v1.sock"))
+        .expect("serve virtio-net");
+    let n = FRAMES.to_string();
+    let sink = d
+        .pktgen(&[
+            "rx",
+            "-i",
+            "vale0:h1",
+            "-n",
+            &n,
+            "--expect-no-loss",
+            "--json",
+            "-q",
+            "-d",
+            "200",
+        ])
+        .expect("host rx");
+    let script = format!(
+        // No IPv6: its router and neighbour solicitations would be flooded to the sink.
+        "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6\n\
+         echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6\n\
+         {}ptnet-pktgen tx -i packet:eth0 --dst-mac 02:70:74:00:00:02 -n {n} -R 20000 -q --json\n\
+         echo guest-rx-ready\n\
+         ptnet-pktgen rx -i packet:eth0 -n {n} --expect-no-loss -q --json -d 200\n",
+        virtio_net_up("10.0.0.9")
+    );
+    let mut vm = start_guest(&inp, &dir, "g1", args, script);
+    let host_rx = wait_ok("host ptnet-pktgen rx", sink);
+    eprintln!("host rx: {}", host_rx.trim());
+    vm.wait_for_console("guest-rx-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    // To the guest's own MAC, which vale0 learnt from its frames.
+    let mac = guest_mac(&vm.console().expect("console"));
+    let src = d
+        .pktgen(&[
+            "tx",
+            "-i",
+            "vale0:h2",
+            "-n",
+            &n,
+            "-R",
+            "5000",
+            "--dst-mac",
+            &mac,
+            "-q",
+            "--json",
+        ])
+        .expect("host tx");
+    let host_tx = wait_ok("host ptnet-pktgen tx", src);
+    eprintln!("host tx: {}", host_tx.trim());
+    let outcome = finish(vm, &dir, "g1");
+    if let Err(e) = outcome.check() {
+        panic!("{e}\n--- ptnetd log ---\n{}", d.log());
+    }
+}
+
+/// The MAC a guest printed as `mac XX:XX:...` (see `virtio_net_up`).
+fn guest_mac(console: &str) -> String {
+    console
+        .lines()
+        .find_map(|l| l.strip_prefix("mac "))
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_else(|| panic!("the guest printed no MAC:\n{console}"))
 }
