@@ -219,4 +219,48 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
     );
     assert!(got >= N / 2, "at 20 kpps most frames arrive: {got} of {N}");
     assert_eq!(vm2.vm.as_ref().map(|v| v.bad_chains), Some(0));
+
+    // Two queue pairs (MQ, with virtio_user's control queue): a port with two ring pairs,
+    // testpmd transmitting on both queues; every frame enters the switch.
+    let (ok, out) = d.ctl(&["create-port", "vale0:mq", "--rings", "2"]);
+    assert!(ok, "create-port: {out}");
+    let sock3 = d.dir.join("mq.sock");
+    let (ok, out) = d.ctl(&[
+        "serve-virtio-net",
+        "vale0:mq",
+        "--socket",
+        &sock3.display().to_string(),
+    ]);
+    assert!(ok, "serve-virtio-net vale0:mq: {out}");
+    let mut mq = Command::new("timeout");
+    mq.args(["-s", "INT", "3", TESTPMD])
+        .args(["-l", "0,1", "--no-huge", "-m", "512", "--no-pci"])
+        .arg(format!("--file-prefix=ptnet-{pid}-mq"))
+        .arg("--vdev")
+        .arg(format!(
+            "net_virtio_user0,path={},queues=2,cq=1,mac=02:00:00:00:01:03",
+            sock3.display()
+        ))
+        .args([
+            "--",
+            "--nb-cores=1",
+            "--total-num-mbufs=16384",
+            "--stats-period",
+            "1",
+        ])
+        .args(["--rxq=2", "--txq=2", "--forward-mode=txonly", "--txpkts=64"])
+        .stdin(Stdio::null());
+    let out = mq.output().expect("run dpdk-testpmd with two queues");
+    let (_, sent) = totals(&out);
+    let port_mq = port(&d, "vale0:mq");
+    eprintln!("two queue pairs: testpmd sent {sent}, {port_mq:?}");
+    assert!(sent > 1000, "testpmd sent only {sent} frames on two queues");
+    assert_eq!(
+        port_mq.stats.tx_packets, sent,
+        "both queue pairs' frames entered the switch"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("TX-packets"),
+        "testpmd output"
+    );
 }
