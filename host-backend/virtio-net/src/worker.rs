@@ -166,18 +166,15 @@ impl UserRing {
     fn buffer(&self, i: u32) -> Option<(VolatileSlice<'_>, u16, u16)> {
         let s = self.view.read_slot(i);
         let region = self.view.region();
-        let size = region.buf_size() as usize;
+        // A slot length is a u16: never offer more of a (larger) buffer than it can say.
+        let size = (region.buf_size() as usize).min(usize::from(u16::MAX));
         let p = region.buf(s.buf_idx)?;
         // SAFETY: `buf` checked the index, so `size` bytes at `p` lie inside the region's
         // mapping, which `self.view` keeps alive for the slice's lifetime. The slot is in
         // [head, tail), so the buffer belongs to the application side (this thread) until the
         // next sync hands it back; the datapath does not touch it meanwhile.
         let vs = unsafe { VolatileSlice::new(p.as_ptr(), size) };
-        Some((
-            vs,
-            s.len.min(size.min(usize::from(u16::MAX)) as u16),
-            s.flags,
-        ))
+        Some((vs, s.len.min(size as u16), s.flags))
     }
 }
 
