@@ -1,6 +1,19 @@
 # shellcheck shell=bash
-# What the benchmark scripts share. Source it after setting: bench (the ptnet-bench binary),
+# What the benchmark scripts share. `run` and `median` use: bench (the ptnet-bench binary),
 # out (the output folder), res (the results file), secs, repeat.
+
+# bench_args ARGS...: the common options --seconds S, --repeat N, --out DIR into secs, repeat
+# and out (the caller sets their defaults first); anything else is an error.
+bench_args() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --seconds) secs=$2; shift 2 ;;
+            --out) out=$2; shift 2 ;;
+            --repeat) repeat=$2; shift 2 ;;
+            *) die "unknown option $1 (see the header of $0)" ;;
+        esac
+    done
+}
 
 # median FILE: prints the line of FILE (JSON rows) with the median rx_mpps, adding the spread.
 median() {

@@ -21,14 +21,9 @@ source ci/lib/common.sh
 secs=3
 out=target/bench
 repeat=3
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --seconds) secs=$2; shift 2 ;;
-        --out) out=$2; shift 2 ;;
-        --repeat) repeat=$2; shift 2 ;;
-        *) die "unknown option $1 (see the header of $0)" ;;
-    esac
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_args "$@"
 need_root "the NIC benchmark (namespaces, veth, bridge)"
 mkdir -p "$out"
 res="$out/nic.jsonl"
@@ -57,9 +52,6 @@ veth() {
     ip link set "$1" up
     ip -n "$2" link set eth0 up
 }
-
-# shellcheck source=lib.sh
-source "$here/lib.sh"
 
 ip netns add ptbench-gen
 ip netns add ptbench-rx

@@ -29,14 +29,9 @@ source ci/lib/common.sh
 secs=5
 out=target/bench
 repeat=3
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --seconds) secs=$2; shift 2 ;;
-        --out) out=$2; shift 2 ;;
-        --repeat) repeat=$2; shift 2 ;;
-        *) die "unknown option $1 (see the header of $0)" ;;
-    esac
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_args "$@"
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found (ci/prereqs.sh dpdk)"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -163,9 +158,6 @@ dpdk_run() {
     # shellcheck disable=SC2086
     row dpdk-vhost pmd "$size" $line
 }
-
-# shellcheck source=lib.sh
-source "$here/lib.sh"
 
 for size in 64 1514; do
     for what in ptnetd-eventfd ptnetd-busypoll dpdk-vhost; do
