@@ -21,11 +21,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(env) = serde_json::from_slice::<Envelope>(data) else { return };
     match env.request {
         // Creating ports allocates megabytes each: keep the daemon small. Attaching host
-        // interfaces would put the machine's real ones on a switch.
+        // interfaces would put the machine's real ones on a switch (or give them to a port).
         Request::Attach(_)
         | Request::CreatePort(_)
         | Request::CreateSwitch { .. }
         | Request::AttachNic { .. }
+        | Request::CreateNicPort { .. }
         // Would bind sockets at paths the input chooses.
         | Request::ServeVm(_) => {}
         r => {

@@ -121,6 +121,22 @@ pub enum Request {
         /// The interface.
         ifname: String,
     },
+    /// Give host interface `ifname` a stand-alone port for one client or VM (netmap's
+    /// `netmap:eth0`): the port named `ifname` (or `netmap:ifname`), persistent. Attaching to
+    /// that name also creates it on demand, with the defaults.
+    CreateNicPort {
+        /// An existing host interface.
+        ifname: String,
+        /// `auto` (default), `af_packet`, `af_xdp` or `netmap`.
+        #[serde(default)]
+        backend: Option<String>,
+        /// Buffer size (default 2048): the largest frame.
+        #[serde(default)]
+        buf_size: Option<u32>,
+        /// Ring pairs (default 1); more than one come from AF_PACKET's fanout (hash).
+        #[serde(default)]
+        rings: Option<u32>,
+    },
     /// Serve a port to a VM as a ptnet device over vhost-user (QEMU connects to `socket`);
     /// the port is created (persistent) if needed and belongs to the VM while served.
     ServeVm(VmRequest),
@@ -362,7 +378,8 @@ pub enum Reply {
     Listing {
         /// Switches.
         switches: Vec<SwitchEntry>,
-        /// Pipe ends.
+        /// Ports outside switches: pipe ends (kind `pipe`) and host interfaces given
+        /// directly to one client (kind `nic`).
         pipes: Vec<PortEntry>,
     },
 }

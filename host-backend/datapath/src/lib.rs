@@ -13,10 +13,12 @@
 //! * [`afpacket`]: AF_PACKET sockets with TPACKET_V3 rings;
 //! * [`xdp`]: AF_XDP sockets and the XDP redirect program that feeds them;
 //! * [`nic`]: host NIC ports: an interface on a VALE switch, its worker and backends;
-//! * [`tap`]: the host stack's tap beside a NIC port (netmap's host rings).
+//! * [`tap`]: the host stack's tap beside a NIC port (netmap's host rings);
+//! * [`direct`]: a host interface given directly to one client (`netmap:eth0`), fanout rings.
 
 pub mod afpacket;
 pub mod csb;
+pub mod direct;
 pub mod host;
 pub mod kloop;
 pub mod kring;

@@ -486,6 +486,16 @@ pub struct AfPacketBackend {
 impl AfPacketBackend {
     /// Opens both sockets on `ifname`, with TX frames of at least `max_frame` bytes.
     pub fn open(ifname: &str, max_frame: u32) -> Result<Self, NicError> {
+        Self::open_fanout(ifname, max_frame, None)
+    }
+
+    /// [`AfPacketBackend::open`], with the RX socket in fanout group `fanout` (hash): the
+    /// sockets of one group share the interface's frames, each flow to one socket.
+    pub fn open_fanout(
+        ifname: &str,
+        max_frame: u32,
+        fanout: Option<u16>,
+    ) -> Result<Self, NicError> {
         let io = |what| {
             let ifname = ifname.to_owned();
             move |source| NicError::Io {
@@ -507,7 +517,7 @@ impl AfPacketBackend {
                 qdisc_bypass: false,
                 promisc: true,
                 ignore_outgoing: true,
-                fanout: None,
+                fanout,
             },
         )
         .map_err(io("opening the AF_PACKET RX ring"))?;

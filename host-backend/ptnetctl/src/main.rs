@@ -81,6 +81,22 @@ enum Cmd {
         #[arg(long, value_name = "TAP", num_args = 0..=1, default_missing_value = "")]
         host_stack: Option<String>,
     },
+    /// Give a host interface a stand-alone port for one client or VM (netmap's `netmap:eth0`):
+    /// the port is named IFNAME; its TX rings go out of the interface, its RX rings receive
+    /// every frame of the interface. `destroy-port IFNAME` removes it.
+    CreateNicPort {
+        /// An existing host interface.
+        ifname: String,
+        /// auto (netmap if /dev/netmap exists, else af_packet), af_packet, af_xdp, netmap.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Buffer size of the port: the largest frame it carries (MTU + 18 must fit).
+        #[arg(long)]
+        buf_size: Option<u32>,
+        /// Ring pairs: more than one come from AF_PACKET fanout (PACKET_FANOUT_HASH).
+        #[arg(long, default_value_t = 1)]
+        rings: u32,
+    },
     /// Detach a host interface from a switch (and its host-stack tap).
     DetachNic {
         /// `valeX`.
@@ -179,6 +195,20 @@ fn main() -> ExitCode {
                 buf_size: *buf_size,
                 host_stack: host_stack.is_some(),
                 host_stack_tap: host_stack.clone().filter(|t| !t.is_empty()),
+            },
+            None,
+        ),
+        Cmd::CreateNicPort {
+            ifname,
+            backend,
+            buf_size,
+            rings,
+        } => (
+            Request::CreateNicPort {
+                ifname: ifname.clone(),
+                backend: Some(backend.clone()),
+                buf_size: *buf_size,
+                rings: Some(*rings),
             },
             None,
         ),

@@ -20,6 +20,7 @@ use ptnet_client::proto::{
     self, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply,
     Request, SwitchEntry, VmDevice, VmEntry, VmRequest,
 };
+use ptnet_datapath::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, Region, RegionConfig};
@@ -97,6 +98,14 @@ struct PipeState {
     slots: u32,
 }
 
+/// A host interface given directly to one client (`eth0`, `netmap:eth0`).
+struct DirectState {
+    nic: DirectNic,
+    persistent: bool,
+    attached: bool,
+    slots: u32,
+}
+
 /// The server of a port served to a VM, by device.
 enum VmHandle {
     Ptnet(ptnet_vhost::ServeHandle),
@@ -127,6 +136,8 @@ struct State {
     pipes: BTreeMap<String, PipeState>,
     /// Ports served to VMs, by canonical port name.
     vms: BTreeMap<String, VmState>,
+    /// Host interfaces given directly to a client, by interface name.
+    directs: BTreeMap<String, DirectState>,
 }
 
 /// What identifies an attachment, to release it.
@@ -134,6 +145,7 @@ struct State {
 enum Key {
     Vale { switch: String, port: String },
     Pipe { key: String, end: End },
+    Direct { ifname: String },
 }
 
 /// A client's hold on a port.
@@ -353,8 +365,82 @@ impl Daemon {
                 );
                 Ok(key)
             }
-            (Base::Nic { ifname }, None) => Err(nic_unsupported(ifname)),
+            (Base::Nic { ifname }, None) => {
+                let rings = req.tx_rings.or(req.rx_rings).unwrap_or(1);
+                if tx_rings != rx_rings {
+                    return Err(DaemonError::Invalid(
+                        "a direct NIC port has as many TX as RX rings".into(),
+                    ));
+                }
+                self.create_direct(st, ifname, None, None, rings, Some(slots), persistent)?;
+                Ok(ifname.to_owned())
+            }
         }
+    }
+
+    /// Gives host interface `ifname` a stand-alone port for one client (netmap's
+    /// `netmap:eth0`), with `rings` ring pairs (AF_PACKET fanout when more than one).
+    #[allow(clippy::too_many_arguments)]
+    fn create_direct(
+        &self,
+        st: &mut State,
+        ifname: &str,
+        backend: Option<&str>,
+        buf_size: Option<u32>,
+        rings: u32,
+        slots: Option<u32>,
+        persistent: bool,
+    ) -> Result<()> {
+        if let Some(ds) = st.directs.get_mut(ifname) {
+            if persistent && !ds.persistent {
+                ds.persistent = true;
+                return Ok(());
+            }
+            return Err(DaemonError::Exists(format!("port {ifname}")));
+        }
+        let choice: BackendChoice = backend
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
+        let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
+        if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
+            return Err(DaemonError::Invalid(format!(
+                "buf_size {buf_size}: a multiple of 64 in 64..=65536"
+            )));
+        }
+        let slots = slots.unwrap_or(DEFAULT_SLOTS);
+        if !(64..=16384).contains(&slots) {
+            return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
+        }
+        if st
+            .switches
+            .values()
+            .any(|ss| ss.ports.get(ifname).is_some_and(|p| p.nic.is_some()))
+        {
+            return Err(DaemonError::Busy(format!(
+                "{ifname} (the interface is attached to a switch)"
+            )));
+        }
+        let nic = DirectNic::start(
+            ifname,
+            &DirectSpec {
+                rings,
+                slots,
+                buf_size,
+                choice,
+            },
+        )
+        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+        st.directs.insert(
+            ifname.to_owned(),
+            DirectState {
+                nic,
+                persistent,
+                attached: false,
+                slots,
+            },
+        );
+        Ok(())
     }
 
     /// Attaches host interface `ifname` to `switch` (created if needed) as port
@@ -415,6 +501,11 @@ impl Daemon {
         }
         if !st.switches.contains_key(switch) {
             self.create_switch(st, switch, 8)?;
+        }
+        if st.directs.contains_key(ifname) {
+            return Err(DaemonError::Busy(format!(
+                "{ifname} (the interface is given directly to a client: destroy-port {ifname})"
+            )));
         }
         // PANIC: created just above if it was missing.
         let ss = st.switches.get_mut(switch).expect("switch exists");
@@ -606,7 +697,34 @@ impl Daemon {
                     }),
                 )
             }
-            (Base::Nic { ifname }, None) => return Err(nic_unsupported(ifname)),
+            (Base::Nic { ifname }, None) => {
+                if !st.directs.contains_key(ifname) {
+                    let rings = req.tx_rings.or(req.rx_rings).unwrap_or(1);
+                    self.create_direct(st, ifname, None, None, rings, req.slots, persistent)?;
+                }
+                // PANIC: exists or was just created.
+                let ds = st.directs.get_mut(ifname).expect("direct port exists");
+                let r = ds.nic.rings();
+                if req.tx_rings.is_some_and(|n| n != r)
+                    || req.rx_rings.is_some_and(|n| n != r)
+                    || req.slots.is_some_and(|n| n != ds.slots)
+                {
+                    return Err(DaemonError::Invalid(format!(
+                        "{ifname} exists with {r} ring pairs of {} slots",
+                        ds.slots
+                    )));
+                }
+                if ds.attached {
+                    return Err(DaemonError::Busy(ifname.to_owned()));
+                }
+                ds.attached = true;
+                (
+                    Key::Direct {
+                        ifname: ifname.to_owned(),
+                    },
+                    Arc::new(ds.nic.sync()),
+                )
+            }
         };
         Ok(claimed)
     }
@@ -749,6 +867,19 @@ impl Daemon {
                     log::info!("pipe {key} removed");
                 }
             }
+            Key::Direct { ifname } => {
+                let remove = match st.directs.get_mut(ifname) {
+                    Some(ds) => {
+                        ds.attached = false;
+                        !ds.persistent
+                    }
+                    None => false,
+                };
+                if remove {
+                    st.directs.remove(ifname);
+                    log::info!("{ifname}: direct NIC port removed");
+                }
+            }
         }
     }
 
@@ -801,6 +932,20 @@ impl Daemon {
                 };
             }
             Request::DetachNic { switch, ifname } => detach_nic(&mut st, &switch, &ifname),
+            Request::CreateNicPort {
+                ifname,
+                backend,
+                buf_size,
+                rings,
+            } => self.create_direct(
+                &mut st,
+                &ifname,
+                backend.as_deref(),
+                buf_size,
+                rings.unwrap_or(1),
+                None,
+                true,
+            ),
             Request::ServeVm(req) => self.serve_vm(&mut st, &req),
             Request::StopVm { port } => self.stop_vm(&mut st, &port),
             Request::QemuArgs { port } => {
@@ -911,13 +1056,6 @@ impl Daemon {
         }
         self.detach(att);
     }
-}
-
-fn nic_unsupported(ifname: &str) -> DaemonError {
-    DaemonError::Unsupported(format!(
-        "{ifname}: host interfaces are not given to clients directly; attach it to a switch \
-         (`ptnetctl attach-nic vale0 {ifname}`) and attach to a port of that switch"
-    ))
 }
 
 /// The `[[port]]` sections that attach a host interface: `valeX:IF` with `nic = true`, a
@@ -1100,7 +1238,17 @@ fn destroy_port(st: &mut State, port: &str) -> Result<()> {
             st.pipes.remove(&key);
             Ok(())
         }
-        _ => Err(DaemonError::Missing(format!("port {port}"))),
+        (Base::Nic { ifname }, None) => {
+            let ds = st
+                .directs
+                .get(ifname)
+                .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
+            if ds.attached {
+                return Err(DaemonError::Busy(port.to_owned()));
+            }
+            st.directs.remove(ifname);
+            Ok(())
+        }
     }
 }
 
@@ -1149,6 +1297,23 @@ fn listing(st: &State) -> Reply {
                 vm: vm_entry(st, end.name()),
             });
         }
+    }
+    for (ifname, ds) in &st.directs {
+        let vp = ds.nic.client_port();
+        let ifc = vp.interface();
+        pipes.push(PortEntry {
+            name: ifname.clone(),
+            kind: "nic".into(),
+            attached: ds.attached,
+            mem_id: ifc.region().id(),
+            profile: Profile::Untrusted,
+            tx_rings: ifc.tx.len() as u32,
+            rx_rings: ifc.rx.len() as u32,
+            slots: ds.slots,
+            stats: counters(vp.stats()),
+            nic: Some(nic_entry(&ds.nic.snapshot())),
+            vm: vm_entry(st, ifname),
+        });
     }
     Reply::Listing { switches, pipes }
 }

@@ -605,3 +605,172 @@ fn a_namespace_reaches_the_host_stack_through_the_host_stack_tap() {
         "the tap is gone"
     );
 }
+
+/// A NIC given directly to one client (netmap's `netmap:eth0`): `create-nic-port` makes the
+/// stand-alone port, a host client takes it by the interface's name and exchanges exact counts
+/// with a namespace behind the veth, both directions, payloads checked. No learning stands in
+/// the way: every frame of the interface reaches the client, whatever its addresses.
+#[test]
+fn an_interface_given_directly_to_a_host_client_exchanges_frames_with_a_namespace() {
+    let host_if = "ptdi";
+    let ns = Netns::new("ptnet-di");
+    veth(host_if, &ns, None);
+    let _guard = VethGuard(host_if);
+    let d = Daemon::start("nic-direct");
+    let (good, text) = d.ctl(&["create-nic-port", host_if, "--backend", "af_packet"]);
+    assert!(good, "create-nic-port: {text}");
+    let count = "3000";
+
+    // Namespace → client, to a destination nobody announced (a switch would flood it; here
+    // there is nothing else).
+    let rx = d.client(
+        &[
+            "recv",
+            "-p",
+            &format!("netmap:{host_if}"),
+            "-c",
+            count,
+            "--timeout",
+            "30",
+        ],
+        true,
+    );
+    let tx = Proc::spawn(
+        ns.cmd(
+            "python3",
+            &[
+                &script(),
+                "send",
+                "eth0",
+                count,
+                &station(9),
+                &station(1),
+                "300",
+            ],
+        ),
+        false,
+    );
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx, "namespace sender: {vtx}");
+    assert!(ok_rx, "host client: {vrx}");
+    assert_eq!(vrx["received"], 3000);
+
+    // Client → namespace.
+    let rx = Proc::spawn(ns.cmd("python3", &[&script(), "recv", "eth0", count]), true);
+    let tx = d.client(
+        &[
+            "send",
+            "-p",
+            host_if,
+            "--me",
+            "2",
+            "--to",
+            "1",
+            "-c",
+            count,
+            "--burst",
+            "100",
+            "--pause-us",
+            "2000",
+            "-l",
+            "1000",
+        ],
+        false,
+    );
+    let (ok_tx, vtx) = tx.finish();
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_tx, "host client sender: {vtx}");
+    assert!(ok_rx, "namespace receiver: {vrx}");
+    assert_eq!(vrx["received"], 3000);
+
+    let p = d.port(host_if).expect("the direct port is listed");
+    assert_eq!(p.kind, "nic");
+    let n = p.nic.expect("with its interface's counters");
+    assert_eq!(n.backend.as_deref(), Some("af_packet"), "{n:?}");
+    assert_eq!((n.rx_packets, n.rx_bytes), (3000, 3000 * 300), "{n:?}");
+    assert_eq!((n.tx_packets, n.tx_bytes), (3000, 3000 * 1000), "{n:?}");
+    assert_eq!((n.rx_drops, n.tx_drops), (0, 0), "{n:?}");
+
+    // One client at a time, and not on a switch at the same time.
+    let held = d.client(&["recv", "-p", host_if, "-c", "1", "--timeout", "5"], true);
+    let c = d.client(&["recv", "-p", host_if, "-c", "1"], false);
+    let (good, v) = c.finish();
+    assert!(!good && v.to_string().contains("busy"), "{v}");
+    let (good, text) = d.ctl(&["attach-nic", "vale0", host_if]);
+    assert!(!good && text.contains("directly"), "{text}");
+    drop(held);
+    let (good, text) = d.ctl(&["destroy-port", host_if]);
+    assert!(good, "destroy-port: {text}");
+    assert!(d.port(host_if).is_none());
+}
+
+/// Fanout: a direct NIC port with two ring pairs gets the interface's frames through two
+/// AF_PACKET sockets in one PACKET_FANOUT_HASH group; a namespace sends UDP datagrams of many
+/// flows and the client receives all of them, on both rings.
+#[test]
+fn a_two_ring_nic_port_carries_traffic_on_both_rings() {
+    let host_if = "ptfo";
+    let ns = Netns::new("ptnet-fo");
+    veth(host_if, &ns, Some("198.18.4.1/24"));
+    let _guard = VethGuard(host_if);
+    // The client's address, resolved statically: the namespace sends nothing but the test's
+    // datagrams.
+    let o = ns.out(
+        "ip",
+        &[
+            "neigh",
+            "add",
+            "198.18.4.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "eth0",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = Daemon::start("nic-fanout");
+    let (good, text) = d.ctl(&[
+        "create-nic-port",
+        host_if,
+        "--backend",
+        "af_packet",
+        "--rings",
+        "2",
+    ]);
+    assert!(good, "create-nic-port --rings 2: {text}");
+    let p = d.port(host_if).expect("listed");
+    assert_eq!((p.tx_rings, p.rx_rings), (2, 2));
+
+    let rx = d.client(
+        &[
+            "recv",
+            "-p",
+            host_if,
+            "--raw",
+            "-c",
+            "2000",
+            "--timeout",
+            "30",
+        ],
+        true,
+    );
+    let send = "import socket,time\n\
+                s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                for i in range(2000):\n    \
+                    s.sendto(b'x'*100,('198.18.4.2',10000+i%200))\n    \
+                    time.sleep(0.0002) if i%50==0 else None\n";
+    let o = ns.out("python3", &["-c", send]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok_rx, vrx) = rx.finish();
+    assert!(ok_rx, "host client: {vrx}");
+    assert_eq!(vrx["received"], 2000);
+    let per_ring: Vec<u64> = serde_json::from_value(vrx["per_ring"].clone()).unwrap();
+    assert_eq!(per_ring.len(), 2, "{vrx}");
+    assert!(
+        per_ring.iter().all(|&n| n >= 100),
+        "both rings carry traffic: {per_ring:?}"
+    );
+    let n = d.port(host_if).unwrap().nic.unwrap();
+    assert_eq!((n.rx_packets, n.rx_drops), (2000, 0), "{n:?}");
+}

@@ -57,6 +57,13 @@ struct Args {
     /// frames. 0 = none.
     #[arg(long, default_value_t = 0)]
     window: u64,
+    /// Receive: count every frame, whatever it carries (frames made by other tools); the
+    /// summary still gives the count per RX ring.
+    #[arg(long)]
+    raw: bool,
+    /// Ring pairs to ask the port for (0 = the port's own).
+    #[arg(long, default_value_t = 0)]
+    rings: u32,
 }
 
 /// Sequence number of acknowledgement frames.
@@ -86,6 +93,8 @@ fn main() -> ExitCode {
     let a = Args::parse();
     let req = PortRequest {
         port: a.port.clone(),
+        tx_rings: (a.rings > 0).then_some(a.rings),
+        rx_rings: (a.rings > 0).then_some(a.rings),
         ..Default::default()
     };
     let mut p = match Port::attach(&a.socket, req) {
@@ -148,23 +157,35 @@ fn main() -> ExitCode {
         Role::Recv => {
             let (mut got, mut bad, mut out_of_order, mut next) = (0u64, 0u64, 0u64, 0u64);
             println!("{}", serde_json::json!({ "ready": a.port }));
+            // Frames arrive in order on each ring; across rings (a fanout), only per flow.
+            let nrx = p.num_rx_rings();
+            let mut per_ring = vec![0u64; nrx as usize];
             while got < a.count && Instant::now() < deadline {
-                p.rxsync(0);
                 let before = got;
-                let n = p.rx_batch(0, u32::MAX, |b, _| match check(b) {
-                    Some(u64::MAX) | Some(ACK) => {}
-                    Some(seq) => {
-                        if seq != next {
-                            out_of_order += 1;
+                let mut n = 0;
+                for r in 0..nrx {
+                    p.rxsync(r);
+                    let mut on_ring = 0u64;
+                    let k = p.rx_batch(r, u32::MAX, |b, _| match check(b) {
+                        _ if a.raw => on_ring += 1,
+                        Some(u64::MAX) | Some(ACK) => {}
+                        Some(seq) => {
+                            if seq != next && nrx == 1 {
+                                out_of_order += 1;
+                            }
+                            next = seq + 1;
+                            on_ring += 1;
                         }
-                        next = seq + 1;
-                        got += 1;
+                        None => bad += 1,
+                    });
+                    got += on_ring;
+                    per_ring[r as usize] += on_ring;
+                    if k > 0 {
+                        p.rxsync(r);
                     }
-                    None => bad += 1,
-                });
-                if n > 0 {
-                    p.rxsync(0);
-                } else {
+                    n += k;
+                }
+                if n == 0 {
                     let _ = p.wait(Want::Rx, Some(Duration::from_millis(100)));
                 }
                 if a.window > 0 && got / a.window > before / a.window {
@@ -178,7 +199,8 @@ fn main() -> ExitCode {
             println!(
                 "{}",
                 serde_json::json!({ "role": "recv", "port": a.port, "received": got,
-                                    "bad_payload": bad, "out_of_order": out_of_order })
+                                    "bad_payload": bad, "out_of_order": out_of_order,
+                                    "per_ring": per_ring })
             );
             if got == a.count && bad == 0 && out_of_order == 0 {
                 ExitCode::SUCCESS
