@@ -5,6 +5,7 @@
 #
 #   sudo host-backend/bench/guests.sh [--seconds N] [--sizes "60 1514"] [--accel tcg|kvm]
 #                                     [--out DIR] [--only ptnet|virtio-net]
+#   host-backend/bench/guests.sh --report FILE.jsonl    # table and plot of earlier rows
 #
 # Rows (one JSON line each in DIR/guests.jsonl, default target/bench-guests, and a table):
 #   ptnet      vale0   sender: ptnet-pktgen tx -i netmap:ptnet0, receiver: rx -i netmap:ptnet0
@@ -24,6 +25,7 @@ sizes="60 1514"
 accel=${PTNET_ACCEL:-tcg}
 out=target/bench-guests
 only=""
+report=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) secs=$2; shift 2 ;;
@@ -31,10 +33,54 @@ while [ $# -gt 0 ]; do
         --accel) accel=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
+        --report) report=$2; shift 2 ;;
         -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done
+
+# report FILE ACCEL: the table, the ptnet/virtio-net ratios and FILE's plot (FILE.svg).
+report() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+path, accel = sys.argv[1], sys.argv[2]
+rows = [json.loads(l) for l in open(path) if l.strip()]
+print()
+print("guest → guest through ptnetd (accel %s, 1 vCPU per guest)" % accel)
+print("%-11s %-6s %6s %10s %10s %12s %12s" % ("device", "switch", "bytes", "tx Mpps", "rx Mpps", "tx guest cpu", "rx guest cpu"))
+for r in rows:
+    print("%-11s %-6s %6d %10.3f %10.3f %11.0f%% %11.0f%%" % (r["kind"], r["switch"], r["size_bytes"], r["tx_mpps"], r["rx_mpps"], r["tx_cpu_percent"], r["rx_cpu_percent"]))
+by = {(r["kind"], r["switch"], r["size_bytes"]): r for r in rows}
+for (k, sw, size), r in sorted(by.items()):
+    v = by.get(("virtio-net", "vale0", size))
+    if k == "ptnet" and sw == "vale0" and v and v["rx_mpps"] > 0:
+        print("ptnet / virtio-net through vale0 at %d B: %.1fx (received Mpps)" % (size, r["rx_mpps"] / v["rx_mpps"]))
+# The plot: received Mpps per row, ptnet in blue, virtio-net in grey.
+w, bar, gap, left = 760, 22, 8, 260
+h = 40 + len(rows) * (bar + gap)
+top = max([r["rx_mpps"] for r in rows] + [0.1])
+parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
+         'font-size="12">' % (w, h),
+         '<text x="10" y="20" font-size="14">guest to guest, Mpps received (%s; ptnet blue, '
+         'virtio-net grey)</text>' % accel]
+for i, r in enumerate(rows):
+    y = 35 + i * (bar + gap)
+    length = (w - left - 70) * r["rx_mpps"] / top
+    color = "#2a6fdb" if r["kind"] == "ptnet" else "#999999"
+    parts.append('<text x="10" y="%d">%s, %s, %d B</text>' % (y + 15, r["kind"], r["switch"], r["size_bytes"]))
+    parts.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>' % (left, y, length, bar, color))
+    parts.append('<text x="%.1f" y="%d">%.3f</text>' % (left + length + 5, y + 15, r["rx_mpps"]))
+parts.append("</svg>")
+svg = path.rsplit(".", 1)[0] + ".svg"
+open(svg, "w").write("\n".join(parts) + "\n")
+print("plot: %s" % svg)
+PY
+}
+
+if [ -n "$report" ]; then
+    report "$report" "$accel"
+    exit 0
+fi
 
 guests_prepare
 mkdir -p "$out"
@@ -126,17 +172,4 @@ for size in $sizes; do
     fi
 done
 
-python3 - "$res" "$accel" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print()
-print("guest → guest through ptnetd (accel %s, 1 vCPU per guest)" % sys.argv[2])
-print("%-11s %-6s %6s %10s %10s %12s %12s" % ("device", "switch", "bytes", "tx Mpps", "rx Mpps", "tx guest cpu", "rx guest cpu"))
-for r in rows:
-    print("%-11s %-6s %6d %10.3f %10.3f %11.0f%% %11.0f%%" % (r["kind"], r["switch"], r["size_bytes"], r["tx_mpps"], r["rx_mpps"], r["tx_cpu_percent"], r["rx_cpu_percent"]))
-by = {(r["kind"], r["switch"], r["size_bytes"]): r for r in rows}
-for (k, sw, size), r in sorted(by.items()):
-    v = by.get(("virtio-net", "vale0", size))
-    if k == "ptnet" and sw == "vale0" and v and v["rx_mpps"] > 0:
-        print("ptnet / virtio-net through vale0 at %d B: %.1fx (received Mpps)" % (size, r["rx_mpps"] / v["rx_mpps"]))
-PY
+report "$res" "$accel"
