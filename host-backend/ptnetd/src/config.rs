@@ -261,10 +261,23 @@ impl Config {
                     )));
                 }
             } else if n.pipe.is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "port {}: only VALE ports and pipe ends can be configured",
-                    p.name
-                )));
+                // `IF` or `netmap:IF`: the interface given directly to one client.
+                if p.tx_rings != p.rx_rings || p.tx_rings > ptnet_datapath::direct::MAX_DIRECT_RINGS
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "port {}: a NIC port given directly to a client has as many TX as RX \
+                         rings, at most {}",
+                        p.name,
+                        ptnet_datapath::direct::MAX_DIRECT_RINGS
+                    )));
+                }
+                if p.host_stack.is_some() || p.host_stack_tap.is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "port {}: host_stack connects the host to a switch: name the port \
+                         valeX:IFNAME",
+                        p.name
+                    )));
+                }
             }
             if !(1..=64).contains(&p.tx_rings) || !(1..=64).contains(&p.rx_rings) {
                 return Err(ConfigError::Invalid(format!(
@@ -286,10 +299,10 @@ impl Config {
                 || p.backend.is_some()
                 || p.host_stack == Some(true)
                 || p.host_stack_tap.is_some())
-                && !matches!((n.base, n.pipe), (Base::Vale { .. }, None))
+                && n.pipe.is_some()
             {
                 return Err(ConfigError::Invalid(format!(
-                    "port {}: host interfaces attach to switches as valeX:IFNAME",
+                    "port {}: NIC options apply to valeX:IFNAME and IFNAME ports, not to pipe ends",
                     p.name
                 )));
             }
@@ -340,7 +353,11 @@ mod tests {
                 .contains("slots")
         );
         assert!(bad("[daemon]\nsocket_mode = \"999\"").contains("octal"));
-        assert!(bad("[[port]]\nname = \"eth0\"").contains("only VALE"));
+        assert!(
+            bad("[[port]]\nname = \"eth0\"\ntx_rings = 2").contains("as many TX as RX"),
+            "a direct NIC port has ring pairs"
+        );
+        assert!(bad("[[port]]\nname = \"eth0\"\nhost_stack = true").contains("valeX:IFNAME"));
         let sw = "[[switch]]\nname=\"vale0\"\n";
         assert!(
             bad(&format!(
@@ -364,6 +381,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.ports[0].backend.as_deref(), Some("af_xdp"));
         assert_eq!(c.ports[0].buf_size, Some(4096));
+        let c = Config::parse(
+            "[[switch]]\nname = \"vale0\"\n[[port]]\nname = \"vale0:eth1\"\n\
+             host_stack = true\n[[port]]\nname = \"netmap:eth2\"\nbackend = \"af_packet\"\n\
+             tx_rings = 2\nrx_rings = 2\n",
+            "t.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(c.ports[0].host_stack, Some(true));
+        assert_eq!(c.ports[1].tx_rings, 2);
     }
 
     #[test]

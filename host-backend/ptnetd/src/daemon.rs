@@ -195,6 +195,23 @@ impl Daemon {
                     busy_poll: false,
                 };
                 let _: &PortSection = p;
+                if let Ok(PortName {
+                    base: Base::Nic { ifname },
+                    pipe: None,
+                    ..
+                }) = PortName::parse(&p.name)
+                {
+                    d.create_direct(
+                        &mut st,
+                        ifname,
+                        p.backend.as_deref(),
+                        p.buf_size,
+                        p.tx_rings,
+                        Some(p.slots),
+                        true,
+                    )?;
+                    continue;
+                }
                 if let Some((switch, ifname)) = nic_section(p) {
                     let host_stack = match (&p.host_stack_tap, p.host_stack) {
                         (Some(t), _) => Some(t.as_str()),
