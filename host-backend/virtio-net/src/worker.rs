@@ -39,21 +39,23 @@ use ptnet_spec::ring::{distance, nm_add, nm_next};
 use ptnet_vhost::guest::GuestMem;
 use ptnet_vhost::vring::PtnetVring;
 use vhost_user_backend::VringT;
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::ctrl::Ctrl;
 use crate::device::NetStats;
-use crate::virtq::{BadAddress, Mem, UsedBatch, guest_slice};
+use crate::virtq::{BadAddress, BadDesc, Mem, Rings, Runaway, UsedBatch, guest_slice};
 
 /// Most TX chains moved per pass.
 pub const TX_BATCH: u32 = 256;
 /// Most RX frames moved per pass.
 pub const RX_BATCH: u32 = 256;
-/// Most writable descriptors of one RX chain that are used (the rest are ignored).
-const MAX_RX_DESCS: usize = 16;
+/// Most writable descriptors of one RX chain that are used (the rest are ignored): drivers
+/// post one buffer per chain with MRG_RXBUF, and without it (no guest TSO offered) one or
+/// two.
+const MAX_RX_DESCS: usize = 8;
 /// Passes between two clock reads while lingering.
 const LINGER_CHECK: u32 = 16;
 
@@ -68,6 +70,15 @@ pub enum Broken {
         /// The queue's error.
         #[source]
         source: virtio_queue::Error,
+    },
+    /// The driver's avail index ran away, or put an index outside the table in the ring.
+    #[error("{queue} virtqueue: avail ring")]
+    Avail {
+        /// Which queue.
+        queue: &'static str,
+        /// What was wrong.
+        #[source]
+        source: Option<Runaway>,
     },
     /// The used ring is outside guest memory.
     #[error("{queue} virtqueue: used ring")]
@@ -99,6 +110,9 @@ pub enum BadChain {
     /// An RX frame larger than the chain, without `VIRTIO_NET_F_MRG_RXBUF`.
     #[error("frame of {0} bytes does not fit the receive buffer")]
     NoRoom(usize),
+    /// The chain's descriptors cannot be followed.
+    #[error("bad descriptor chain")]
+    Descriptor(#[from] BadDesc),
 }
 
 /// The application side of one port ring, in process: `head` and `tail` as a netmap
@@ -187,19 +201,19 @@ struct RxChain {
 }
 
 impl RxChain {
-    fn collect(chain: DescriptorChain<&Mem>) -> Result<Self, (u16, BadChain)> {
-        let head = chain.head_index();
+    fn collect(rings: &Rings<'_>, head: u16) -> Result<Self, BadChain> {
         let mut c = RxChain {
             head,
             descs: [(0, 0); MAX_RX_DESCS],
             n: 0,
         };
-        for d in chain {
-            if !d.is_write_only() {
-                return Err((head, BadChain::Direction));
+        for d in rings.chain(head) {
+            let d = d?;
+            if !d.write {
+                return Err(BadChain::Direction);
             }
-            if c.n < MAX_RX_DESCS && d.len() > 0 {
-                c.descs[c.n] = (d.addr().0, d.len());
+            if c.n < MAX_RX_DESCS && d.len > 0 {
+                c.descs[c.n] = (d.addr, d.len);
                 c.n += 1;
             }
         }
@@ -345,53 +359,60 @@ impl Pair {
         if space == 0 {
             return Ok(0);
         }
-        let budget = space.min(TX_BATCH);
         let mem = self.mem.memory();
         let mut vr = self.txq.get_mut();
         let q = vr.get_queue_mut();
         if !q.ready() {
             return Ok(0);
         }
-        let mut chains = 0;
-        let mut c = PassCount::default();
-        let mut bad: Option<BadChain> = None;
-        {
-            let mut it = q.iter(&*mem).map_err(|source| Broken::Queue {
-                queue: "TX",
-                source,
-            })?;
-            while chains < budget {
-                let Some(chain) = it.next() else { break };
-                let head = chain.head_index();
-                chains += 1;
-                let i = self.tx.head;
-                let res = match self.tx.buffer(i) {
-                    Some((dst, _, _)) => gather(&mem, chain, self.hdr_len, &dst),
-                    None => Err(BadChain::TooLong(0)),
-                };
-                match res {
-                    Ok(len) => {
-                        let mut s = self.tx.view.read_slot(i);
-                        s.len = len as u16;
-                        s.flags = 0;
-                        self.tx.view.write_slot(i, s);
-                        self.tx.head = nm_next(i, ns);
-                        c.packets += 1;
-                        c.bytes += len as u64;
-                    }
-                    Err(e) => {
-                        c.drops += 1;
-                        bad = Some(e);
-                    }
-                }
-                // The device writes nothing into a TX buffer.
-                self.used.push(head, 0);
-            }
-        }
-        let notify = self.used.publish(q, &*mem).map_err(|source| Broken::Used {
+        let rings = Rings::new(&mem, q).map_err(|source| Broken::Used {
             queue: "TX",
             source,
         })?;
+        let mut next = q.next_avail();
+        let pending = rings.pending(next).map_err(|r| Broken::Avail {
+            queue: "TX",
+            source: Some(r),
+        })?;
+        let budget = u32::from(pending).min(space).min(TX_BATCH);
+        let mut c = PassCount::default();
+        let mut bad: Option<BadChain> = None;
+        for _ in 0..budget {
+            let head = rings.head(next).ok_or(Broken::Avail {
+                queue: "TX",
+                source: None,
+            })?;
+            next = next.wrapping_add(1);
+            let i = self.tx.head;
+            let res = match self.tx.buffer(i) {
+                Some((dst, _, _)) => gather(&mem, &rings, head, self.hdr_len, &dst),
+                None => Err(BadChain::TooLong(0)),
+            };
+            match res {
+                Ok(len) => {
+                    let mut s = self.tx.view.read_slot(i);
+                    s.len = len as u16;
+                    s.flags = 0;
+                    self.tx.view.write_slot(i, s);
+                    self.tx.head = nm_next(i, ns);
+                    c.packets += 1;
+                    c.bytes += len as u64;
+                }
+                Err(e) => {
+                    c.drops += 1;
+                    bad = Some(e);
+                }
+            }
+            // The device writes nothing into a TX buffer.
+            self.used.push(head, 0);
+        }
+        q.set_next_avail(next);
+        let notify = rings
+            .publish(q, &mut self.used)
+            .map_err(|source| Broken::Used {
+                queue: "TX",
+                source,
+            })?;
         if notify {
             let _ = vr.signal_used_queue();
             NetStats::add(&self.stats.tx_notifies, 1);
@@ -408,7 +429,7 @@ impl Pair {
         if let Some(e) = bad {
             self.bad("TX", &e);
         }
-        Ok(chains)
+        Ok(budget)
     }
 
     /// Port RX ring → guest RX virtqueue.
@@ -426,64 +447,75 @@ impl Pair {
         if !q.ready() {
             return Ok(0);
         }
+        let rings = Rings::new(&mem, q).map_err(|source| Broken::Used {
+            queue: "RX",
+            source,
+        })?;
+        let start = q.next_avail();
+        let buffers = rings.pending(start).map_err(|r| Broken::Avail {
+            queue: "RX",
+            source: Some(r),
+        })?;
+        let mut cursor = Cursor {
+            next: start,
+            end: start.wrapping_add(buffers),
+        };
         let mut consumed = 0u32;
         let mut frames = 0u32;
         let mut c = PassCount::default();
         let mut bad: Option<BadChain> = None;
         let mut blocked = false;
-        {
-            let mut it = q.iter(&*mem).map_err(|source| Broken::Queue {
+        while consumed < pending && frames < RX_BATCH {
+            // One frame: slots up to the first without NS_MOREFRAG.
+            let first = nm_add(self.rx.head, consumed, ns);
+            let mut nslots = 0u32;
+            let mut i = first;
+            loop {
+                nslots += 1;
+                let s = self.rx.view.read_slot(i);
+                if s.flags & NS_MOREFRAG == 0
+                    || consumed + nslots == pending
+                    || nslots == NETMAP_MAX_FRAGS
+                {
+                    break;
+                }
+                i = nm_next(i, ns);
+            }
+            match Self::scatter(
+                &mut self.used,
+                &self.rx,
+                self.hdr_len,
+                self.mrg,
+                &mem,
+                &rings,
+                &mut cursor,
+                first,
+                nslots,
+            )? {
+                Ok(Some(len)) => {
+                    c.packets += 1;
+                    c.bytes += len as u64;
+                }
+                Ok(None) => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => {
+                    c.drops += 1;
+                    bad = Some(e);
+                }
+            }
+            consumed += nslots;
+            frames += 1;
+        }
+        self.rx_blocked = blocked;
+        q.set_next_avail(cursor.next);
+        let notify = rings
+            .publish(q, &mut self.used)
+            .map_err(|source| Broken::Used {
                 queue: "RX",
                 source,
             })?;
-            while consumed < pending && frames < RX_BATCH {
-                // One frame: slots up to the first without NS_MOREFRAG.
-                let first = nm_add(self.rx.head, consumed, ns);
-                let mut nslots = 0u32;
-                let mut i = first;
-                loop {
-                    nslots += 1;
-                    let s = self.rx.view.read_slot(i);
-                    if s.flags & NS_MOREFRAG == 0
-                        || consumed + nslots == pending
-                        || nslots == NETMAP_MAX_FRAGS
-                    {
-                        break;
-                    }
-                    i = nm_next(i, ns);
-                }
-                match Self::scatter(
-                    &mut self.used,
-                    &self.rx,
-                    self.hdr_len,
-                    self.mrg,
-                    &mem,
-                    &mut it,
-                    first,
-                    nslots,
-                ) {
-                    Ok(Some(len)) => {
-                        c.packets += 1;
-                        c.bytes += len as u64;
-                    }
-                    Ok(None) => {
-                        blocked = true;
-                        break;
-                    }
-                    Err(e) => {
-                        c.drops += 1;
-                        bad = Some(e);
-                    }
-                }
-                consumed += nslots;
-                frames += 1;
-            }
-        }
-        self.rx_blocked = blocked;
-        let notify = self.used.publish(q, &*mem).map_err(|source| Broken::Used {
-            queue: "RX",
-            source,
-        })?;
         if notify {
             let _ = vr.signal_used_queue();
             NetStats::add(&self.stats.rx_notifies, 1);
@@ -503,10 +535,11 @@ impl Pair {
         Ok(frames)
     }
 
-    /// Copies the frame in RX slots `[first, first + nslots)` into guest buffers. Returns
-    /// the frame's length, `None` if the guest lacks buffers (nothing consumed, every chain
-    /// taken is given back), or the reason the frame was dropped (its chains completed with
-    /// length 0).
+    /// Copies the frame in RX slots `[first, first + nslots)` into guest buffers taken from
+    /// `cursor`. Returns the frame's length, `None` if the guest lacks buffers (nothing
+    /// consumed, the cursor back where it was), or the reason the frame was dropped (every
+    /// chain it took completed with length 0). A head index outside the table breaks the
+    /// queue (the outer error).
     #[allow(clippy::too_many_arguments)]
     fn scatter(
         used: &mut UsedBatch,
@@ -514,28 +547,28 @@ impl Pair {
         hdr_len: usize,
         mrg: bool,
         mem: &Mem,
-        it: &mut virtio_queue::AvailIter<'_, &Mem>,
+        rings: &Rings<'_>,
+        cursor: &mut Cursor,
         first: u32,
         nslots: u32,
-    ) -> Result<Option<usize>, BadChain> {
+    ) -> Result<Result<Option<usize>, BadChain>, Broken> {
         let ns = rx.view.num_slots();
         let mark = used.len();
-        let mut taken = 0usize;
-        let mut chain = match next_rx_chain(it) {
-            None => return Ok(None),
-            Some(Err((head, e))) => {
+        let rewind = cursor.next;
+        let mut chain = match cursor.take(rings)? {
+            None => return Ok(Ok(None)),
+            Some((head, Err(e))) => {
                 used.push(head, 0);
-                return Err(e);
+                return Ok(Err(e));
             }
-            Some(Ok(c)) => c,
+            Some((_, Ok(c))) => c,
         };
-        taken += 1;
+        let mut taken = 1u16;
         if chain.n == 0 || (chain.descs[0].1 as usize) < hdr_len {
             used.push(chain.head, 0);
-            return Err(BadChain::Short(chain.descs[0].1 as usize));
+            return Ok(Err(BadChain::Short(chain.descs[0].1 as usize)));
         }
         let hdr_addr = GuestAddress(chain.descs[0].0);
-        let first_head = chain.head;
         let mut d = 0usize;
         let mut off = 0usize;
         // The header is written last, when num_buffers is known; skip its room.
@@ -560,24 +593,24 @@ impl Pair {
                         break 'slots;
                     }
                     used.push(chain.head, chain_written as u32);
-                    chain = match next_rx_chain(it) {
+                    chain = match cursor.take(rings)? {
                         None => {
                             // Not enough buffers for the whole frame: give back what was
                             // taken and leave the frame in the ring.
-                            for _ in 0..taken {
-                                it.go_to_previous_position();
-                            }
+                            cursor.next = rewind;
                             used.truncate_last(used.len() - mark);
-                            return Ok(None);
+                            return Ok(Ok(None));
                         }
-                        Some(Err((_, e))) => {
-                            taken += 1;
+                        Some((head, Err(e))) => {
+                            // Completed empty below, with the others.
+                            chain.head = head;
+                            chain.n = 0;
                             failed = Some(e);
                             break 'slots;
                         }
-                        Some(Ok(c)) => c,
+                        Some((_, Ok(c))) => c,
                     };
-                    taken += 1;
+                    taken = taken.saturating_add(1);
                     d = 0;
                     off = 0;
                     chain_written = 0;
@@ -618,32 +651,24 @@ impl Pair {
                 total += k;
             }
         }
+        used.push(chain.head, chain_written as u32);
+        if failed.is_none() {
+            // The header: all zero (no offloads), num_buffers = chains used.
+            let mut hdr = [0u8; 12];
+            hdr[10..12].copy_from_slice(&taken.to_le_bytes());
+            if guest_slice(mem, hdr_addr, hdr_len)
+                .map(|s| s.copy_from(&hdr[..hdr_len]))
+                .is_err()
+            {
+                failed = Some(BadChain::Short(0));
+            }
+        }
         if let Some(e) = failed {
             // Every chain of the frame completes with nothing in it.
-            used.truncate_last(used.len() - mark);
-            for _ in 0..taken {
-                it.go_to_previous_position();
-            }
-            for _ in 0..taken {
-                if let Some(c) = it.next() {
-                    used.push(c.head_index(), 0);
-                }
-            }
-            return Err(e);
+            used.zero_from(mark);
+            return Ok(Err(e));
         }
-        used.push(chain.head, chain_written as u32);
-        // The header: all zero (no offloads), num_buffers = chains used.
-        let mut hdr = [0u8; 12];
-        hdr[10..12].copy_from_slice(&(taken as u16).to_le_bytes());
-        let hdr_ok = guest_slice(mem, hdr_addr, hdr_len)
-            .map(|s| s.copy_from(&hdr[..hdr_len]))
-            .is_ok();
-        if !hdr_ok {
-            used.truncate_last(used.len() - mark);
-            used.push(first_head, 0);
-            return Err(BadChain::Short(0));
-        }
-        Ok(Some(total))
+        Ok(Ok(Some(total)))
     }
 
     /// Asks for every notification that can bring work, with the double check. Returns true
@@ -844,28 +869,52 @@ fn setup_epoll(kicks: &[EventFd], stop: &EventFd) -> io::Result<Epoll> {
     Ok(epoll)
 }
 
-fn next_rx_chain(
-    it: &mut virtio_queue::AvailIter<'_, &Mem>,
-) -> Option<Result<RxChain, (u16, BadChain)>> {
-    it.next().map(RxChain::collect)
+/// The avail entries a pass may take: `next` up to `end`.
+#[derive(Debug)]
+struct Cursor {
+    next: u16,
+    end: u16,
 }
 
-/// Copies a TX chain into `dst`, skipping the first `skip` bytes (the virtio-net header).
-/// Returns the frame's length.
+impl Cursor {
+    /// Takes the next chain: `None` when the guest has posted no more; its head and its
+    /// buffers (or why they are unusable) otherwise. A head outside the table breaks the
+    /// queue.
+    #[allow(clippy::type_complexity)]
+    fn take(
+        &mut self,
+        rings: &Rings<'_>,
+    ) -> Result<Option<(u16, Result<RxChain, BadChain>)>, Broken> {
+        if self.next == self.end {
+            return Ok(None);
+        }
+        let head = rings.head(self.next).ok_or(Broken::Avail {
+            queue: "RX",
+            source: None,
+        })?;
+        self.next = self.next.wrapping_add(1);
+        Ok(Some((head, RxChain::collect(rings, head))))
+    }
+}
+
+/// Copies the TX chain at `head` into `dst`, skipping the first `skip` bytes (the
+/// virtio-net header). Returns the frame's length.
 pub fn gather(
     mem: &Mem,
-    chain: DescriptorChain<&Mem>,
+    rings: &Rings<'_>,
+    head: u16,
     mut skip: usize,
     dst: &VolatileSlice<'_>,
 ) -> Result<usize, BadChain> {
     let mut off = 0usize;
     let mut seen = 0usize;
-    for d in chain {
-        if d.is_write_only() {
+    for d in rings.chain(head) {
+        let d = d?;
+        if d.write {
             return Err(BadChain::Direction);
         }
-        let mut addr = d.addr();
-        let mut len = d.len() as usize;
+        let mut addr = GuestAddress(d.addr);
+        let mut len = d.len as usize;
         seen += len;
         if skip > 0 {
             let k = skip.min(len);

@@ -411,3 +411,59 @@ fn an_avail_index_running_ahead_of_the_queue_breaks_only_this_queue() {
     host_send(&mut r, &[frame(1, 70)]);
     rx_until(&mut r, 1);
 }
+
+#[test]
+fn looping_out_of_range_and_indirect_chains_are_completed_empty() {
+    let mut r = rig("vnet-t9", features(1));
+    let m = r.mem.memory();
+    let good = frame(5, 64);
+    m.write_slice(&[0u8; HDR], GuestAddress(BUFS)).unwrap();
+    m.write_slice(&good, GuestAddress(BUFS + HDR as u64))
+        .unwrap();
+    let next = VRING_DESC_F_NEXT as u16;
+    let raw = |addr: u64, len: u32, flags: u16, n: u16| {
+        RawDescriptor::from(Descriptor::new(addr, len, flags, n))
+    };
+    let table = [
+        // 0 → 1 → 0 → ...: a loop.
+        raw(BUFS, 8, next, 1),
+        raw(BUFS, 8, next, 0),
+        // 2 → 999: a next index outside the table.
+        raw(BUFS, 8, next, 999),
+        // 3: an indirect table (not negotiated).
+        raw(BUFS, 16, 4, 0),
+        // 4: a good frame.
+        raw(BUFS, (HDR + good.len()) as u32, 0, 0),
+    ];
+    for (i, d) in table.iter().enumerate() {
+        m.write_obj(*d, GuestAddress(TXQ + 16 * i as u64)).unwrap();
+    }
+    for (k, head) in [0u16, 2, 3, 4].iter().enumerate() {
+        m.write_obj(*head, GuestAddress(avail_addr(TXQ) + 4 + 2 * k as u64))
+            .unwrap();
+    }
+    m.write_obj(4u16, GuestAddress(avail_addr(TXQ) + 2))
+        .unwrap();
+    drop(m);
+    assert_eq!(r.pair.tx_pass().unwrap(), 4);
+    let u = used(&r, TXQ);
+    assert_eq!(u.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0, 2, 3, 4]);
+    let s = r.stats.snapshot();
+    assert_eq!((s.tx_packets, s.tx_bad), (1, 3));
+    assert_eq!(host_receive(&mut r, 1), vec![good]);
+}
+
+#[test]
+fn a_head_index_outside_the_table_breaks_only_this_queue() {
+    let mut r = rig("vnet-t10", features(1));
+    let m = r.mem.memory();
+    m.write_obj(QSIZE + 3, GuestAddress(avail_addr(TXQ) + 4))
+        .unwrap();
+    m.write_obj(1u16, GuestAddress(avail_addr(TXQ) + 2))
+        .unwrap();
+    drop(m);
+    assert!(r.pair.tx_pass().is_err());
+    post(&r, RXQ, &[vec![desc(BUFS, 2048, true)]]);
+    host_send(&mut r, &[frame(2, 70)]);
+    rx_until(&mut r, 1);
+}
