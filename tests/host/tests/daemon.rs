@@ -244,7 +244,9 @@ fn attach_errors_say_why() {
     };
     assert!(err("vale0").contains("':'"), "missing colon");
     assert!(err("vale0:a-1").contains("ring selection"));
-    assert!(err("eth0").contains("host interfaces"));
+    // A bare interface name is a direct NIC port (netmap:IF): only if the interface exists.
+    assert!(err("ptnoif0").contains("no interface ptnoif0"));
+    assert!(err("netmap:ptnoif0").contains("no interface ptnoif0"));
     let first = Port::attach(
         &d.socket,
         PortRequest {
