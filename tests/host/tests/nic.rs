@@ -592,10 +592,12 @@ fn a_namespace_reaches_the_host_stack_through_the_host_stack_tap() {
     assert_eq!(vc["bytes"], 8_000_000);
     assert_eq!(vc, vs, "what was sent is what arrived");
 
-    // The traffic went through the tap's port, both ways.
+    // The traffic went through the tap's port, both ways: the 8 MB of segments to the host
+    // (about 5500 of them), the host's acknowledgements (as many as its delayed and stretch
+    // acknowledgements make) and ping replies from it.
     let t = d.nic(&tap_port).expect("the tap's port is listed");
     assert_eq!(t.backend.as_deref(), Some("tap"), "{t:?}");
-    assert!(t.rx_packets > 1000 && t.tx_packets > 5000, "{t:?}");
+    assert!(t.rx_packets > 100 && t.tx_packets > 5000, "{t:?}");
     assert_eq!(t.rx_drops + t.tx_drops, 0, "{t:?}");
     let (good, _) = d.ctl(&["detach-nic", "vale0", host_if]);
     assert!(good);
