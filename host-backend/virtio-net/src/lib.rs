@@ -9,8 +9,9 @@
 //! * [`device`]: one connection's device: features, config space, vhost-user callbacks, start
 //!   and stop of the queue-pair workers;
 //! * [`config`]: the virtio-net configuration space (MAC, status, queue pairs);
-//! * [`virtq`]: batched virtqueue completion (one used-index store and at most one
-//!   notification per batch, EVENT_IDX) and the guest-memory copies;
+//! * [`virtq`]: the split rings read through guest-memory slices resolved once per batch,
+//!   a strict chain walker, and batched completion (one used-index store and at most one
+//!   notification per batch, EVENT_IDX);
 //! * [`worker`]: a queue pair's data path: TX virtqueue → port TX ring, port RX ring → RX
 //!   virtqueue (MRG_RXBUF), the control queue, lingering and sleeping;
 //! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ);
