@@ -58,8 +58,9 @@ step "guest tools (static ptnet-pktgen, nm-tx-rx)"
 mapfile -t guest_tools < <(guest-driver-linux/tools/build-guest-tools.sh)
 PTNET_GUEST_PKTGEN=${guest_tools[0]:-}
 PTNET_GUEST_NM_TX_RX=${guest_tools[1]:-}
-[ -x "$PTNET_GUEST_PKTGEN" ] && [ -x "$PTNET_GUEST_NM_TX_RX" ] \
-    || die "build-guest-tools.sh did not print the two guest binaries (got: ${guest_tools[*]:-nothing})"
+PTNET_GUEST_NM_HOSTILE=${guest_tools[2]:-}
+[ -x "$PTNET_GUEST_PKTGEN" ] && [ -x "$PTNET_GUEST_NM_TX_RX" ] && [ -x "$PTNET_GUEST_NM_HOSTILE" ] \
+    || die "build-guest-tools.sh did not print the three guest binaries (got: ${guest_tools[*]:-nothing})"
 
 step "host side of the VM tests (ptnetd, ptnetctl, ptnet-pktgen)"
 cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-pktgen
@@ -67,7 +68,7 @@ PTNET_BIN_DIR="$PTNET_ROOT/target/debug"
 
 PTNET_INITRAMFS_SCRIPT="$PTNET_ROOT/vm-images/build-initramfs.sh"
 export PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT \
-    PTNET_GUEST_PKTGEN PTNET_GUEST_NM_TX_RX
+    PTNET_GUEST_PKTGEN PTNET_GUEST_NM_TX_RX PTNET_GUEST_NM_HOSTILE
 log "PTNET_KERNEL_DIR=$PTNET_KERNEL_DIR"
 log "PTNET_HELLO_KO=$PTNET_HELLO_KO"
 log "PTNET_PTNET_KO=$PTNET_PTNET_KO"

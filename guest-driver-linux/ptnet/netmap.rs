@@ -131,7 +131,15 @@ impl Binding {
                 Err(SyncError::Busy) => {}
                 Err(SyncError::Gone) => return Err(ENXIO),
                 Err(SyncError::Bad(e)) => {
-                    pr_warn!("ptnet{}: ring {} reset: {:?}\n", self.dev.unit, r.k, e);
+                    if let Some(n) = self.dev.note_ring_reset() {
+                        pr_warn!(
+                            "ptnet{}: ring {} reset: {:?} ({} resets so far)\n",
+                            self.dev.unit,
+                            r.k,
+                            e,
+                            n
+                        );
+                    }
                 }
             }
         }
@@ -299,8 +307,10 @@ impl NmFile {
             }
         }
         drop(reg);
-        // The kernel stack gives the rings up before the application sees them.
+        // The kernel stack gives the rings up before the application sees them, and the
+        // application finds the layout intact.
         dev.netmap_users_changed(1);
+        dev.restore_layout();
         for dir in [Dir::Tx, Dir::Rx] {
             for r in b.rings(dir) {
                 dev.reinit_user_ring(r);

@@ -88,6 +88,9 @@ pub(crate) struct Ring {
     /// Offset in region 0 of this ring's buffer 0 (from its `buf_ofs`, read and checked
     /// once at start-up).
     buf_base: usize,
+    /// The ring's place and its header's fixed fields as found at probe, rewritten at every
+    /// registration (an earlier application may have scribbled over them).
+    layout: RingLayout,
     /// Kernel copy of the indices; only touched with `busy` held.
     kring: UnsafeCell<KringIndices>,
     /// netmap's `nm_kr_tryget`: one sync at a time per ring (netmap API, NAPI, xmit).
@@ -102,12 +105,24 @@ pub(crate) struct Ring {
     irqs: AtomicU64,
 }
 
+/// Where a ring is and what its header's fixed fields were at probe.
+struct RingLayout {
+    /// Offset of the `netmap_ring` in region 0.
+    ofs: usize,
+    buf_ofs: i64,
+    nr_buf_size: u32,
+    ringid: u16,
+    dir: u16,
+}
+
 /// One bound ptnet device.
 #[pin_data]
 pub(crate) struct PtnetDev {
     /// `ptnetN`.
     pub(crate) unit: usize,
     pub(crate) cfg: PtnetConfig,
+    /// The port's `netmap_if` header as found (and checked) at probe.
+    nif: NetmapIf,
     /// Guest-physical base of region 0.
     pub(crate) shm_phys: u64,
     /// Length of the device's shared-memory window (at least `cfg.mem_size`).
@@ -133,6 +148,8 @@ pub(crate) struct PtnetDev {
     /// The kernel stack drives the rings (up and no netmap registration).
     kernel_mode: AtomicBool,
     nic_stats: nic::NicStats,
+    /// Ring resets after invalid application pointers (rate-limits their log lines).
+    ring_resets: AtomicU64,
     /// Woken by TX-ring interrupts (and on removal).
     #[pin]
     pub(crate) tx_wait: PollCondVar,
@@ -254,6 +271,43 @@ impl PtnetDev {
         }
         r.busy.store(false, Ordering::Release);
         moved
+    }
+
+    /// Rewrites what an application could have scribbled over in the port's layout: the
+    /// `netmap_if` header, its ring offsets, and every ring header's fixed fields, from the
+    /// copies taken at probe. Called at every registration, so that each application finds
+    /// the layout netmap would give it, whatever the previous one did.
+    pub(crate) fn restore_layout(&self) {
+        let base = self.shm.ptr.as_ptr();
+        let nifp = self.cfg.nifp_offset as usize;
+        let host_tx = self.nif.ni_host_tx_rings as usize;
+        // SAFETY: `locate_rings` checked at probe that the netmap_if header, its ring offset
+        // entries and every ring header lie inside the mapping; only plain integer fields
+        // are written.
+        unsafe {
+            core::ptr::write_volatile(base.add(nifp).cast::<NetmapIf>(), self.nif);
+            for r in self.rings.iter() {
+                let k = r.k as usize;
+                let slot_ix = if r.dir == Dir::Tx { k } else { k + host_tx };
+                let entry = base
+                    .add(nifp + NETMAP_IF_RING_OFS + slot_ix * 8)
+                    .cast::<i64>();
+                core::ptr::write_volatile(entry, r.layout.ofs as i64 - nifp as i64);
+                let h = r.hdr.as_ptr();
+                core::ptr::write_volatile(&raw mut (*h).buf_ofs, r.layout.buf_ofs);
+                core::ptr::write_volatile(&raw mut (*h).num_slots, r.num_slots);
+                core::ptr::write_volatile(&raw mut (*h).nr_buf_size, r.layout.nr_buf_size);
+                core::ptr::write_volatile(&raw mut (*h).ringid, r.layout.ringid);
+                core::ptr::write_volatile(&raw mut (*h).dir, r.layout.dir);
+            }
+        }
+    }
+
+    /// Counts a ring reset after invalid application pointers; says whether to log it
+    /// (the first few, then at powers of two: an application must not flood the log).
+    pub(crate) fn note_ring_reset(&self) -> Option<u64> {
+        let n = self.ring_resets.fetch_add(1, Ordering::Relaxed) + 1;
+        (n <= 4 || n.is_power_of_two()).then_some(n)
     }
 
     /// Resets the application's view of ring `r` to the driver's (at registration).
@@ -427,7 +481,11 @@ fn read_config(dev: &virtio::Device) -> PtnetConfig {
 
 /// Checks the `netmap_if` at `nifp_offset` and every ring it points to, returning the ring
 /// headers' offsets in region 0 (CSB order).
-fn locate_rings(dev: &virtio::Device, cfg: &PtnetConfig, shm: NonNull<u8>) -> Result<KVec<usize>> {
+fn locate_rings(
+    dev: &virtio::Device,
+    cfg: &PtnetConfig,
+    shm: NonNull<u8>,
+) -> Result<(NetmapIf, KVec<usize>)> {
     let mem = cfg.mem_size as usize;
     let nifp = cfg.nifp_offset as usize;
     let nrings = cfg.num_rings() as usize;
@@ -504,7 +562,7 @@ fn locate_rings(dev: &virtio::Device, cfg: &PtnetConfig, shm: NonNull<u8>) -> Re
         }
         offs.push(at as usize, GFP_KERNEL)?;
     }
-    Ok(offs)
+    Ok((nif, offs))
 }
 
 impl virtio::Driver for PtnetDriver {
@@ -601,7 +659,7 @@ impl virtio::Driver for PtnetDriver {
             fsleep(Delta::from_millis(10));
             waited += 10;
         }
-        let offs = locate_rings(dev, &cfg, shm.ptr).map_err(undo)?;
+        let (nif, offs) = locate_rings(dev, &cfg, shm.ptr).map_err(undo)?;
         let mut rings = KVec::with_capacity(nrings, GFP_KERNEL).map_err(|e| undo(e.into()))?;
         for (k, off) in offs.iter().enumerate() {
             let tx = k < cfg.num_tx_rings as usize;
@@ -636,7 +694,15 @@ impl virtio::Driver for PtnetDriver {
                 )
             };
             // SAFETY: the header lies inside the mapping; `buf_ofs` is read once, here.
-            let buf_ofs = unsafe { core::ptr::read_volatile(&raw const (*hdr.as_ptr()).buf_ofs) };
+            let (buf_ofs, nr_buf_size, ringid, ring_dir) = unsafe {
+                let h = hdr.as_ptr();
+                (
+                    core::ptr::read_volatile(&raw const (*h).buf_ofs),
+                    core::ptr::read_volatile(&raw const (*h).nr_buf_size),
+                    core::ptr::read_volatile(&raw const (*h).ringid),
+                    core::ptr::read_volatile(&raw const (*h).dir),
+                )
+            };
             let buf_base = (*off as i64)
                 .checked_add(buf_ofs)
                 .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
@@ -656,6 +722,13 @@ impl virtio::Driver for PtnetDriver {
                 slots,
                 num_slots: n,
                 buf_base,
+                layout: RingLayout {
+                    ofs: *off,
+                    buf_ofs,
+                    nr_buf_size,
+                    ringid,
+                    dir: ring_dir,
+                },
                 kring: UnsafeCell::new(kring),
                 busy: AtomicBool::new(false),
                 users: AtomicU32::new(0),
@@ -678,6 +751,7 @@ impl virtio::Driver for PtnetDriver {
             try_pin_init!(PtnetDev {
                 unit,
                 cfg,
+                nif,
                 shm_phys,
                 shm_window: region.len,
                 shm,
@@ -692,6 +766,7 @@ impl virtio::Driver for PtnetDriver {
                 netmap_users: AtomicU32::new(0),
                 kernel_mode: AtomicBool::new(false),
                 nic_stats: nic::NicStats::default(),
+                ring_resets: AtomicU64::new(0),
                 tx_wait <- new_poll_condvar!("ptnet_tx"),
                 rx_wait <- new_poll_condvar!("ptnet_rx"),
             }),

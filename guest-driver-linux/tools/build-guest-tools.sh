@@ -7,9 +7,11 @@
 #                 through netmap's API on /dev/netmap
 #   nm-tx-rx      a C netmap application compiled against ptnet-spec/include/ptnet_spec.h only
 #                 (nm-tx-rx.c beside this script)
+#   nm-hostile    a netmap application that writes garbage into everything it can reach and
+#                 sends malformed requests (nm-hostile.c): the driver's hostile-user test
 #
-# Prints the paths of the two binaries, one a line, on stdout (ptnet-pktgen first); logs go
-# to stderr. Both land in $PTNET_GUEST_TOOLS_OUT (default: target/guest-tools under the
+# Prints the paths of the three binaries, one a line, on stdout in that order; logs go
+# to stderr. All land in $PTNET_GUEST_TOOLS_OUT (default: target/guest-tools under the
 # checkout), which is also cargo's target directory for this build: the static flags then
 # never invalidate the normal build cache, and a second run only relinks what changed.
 # Needs cargo, gcc and glibc's static libraries (libc6-dev ships libc.a).
@@ -59,4 +61,12 @@ gcc -static -O2 -Wall -Werror -I "$PTNET_ROOT/ptnet-spec/include" \
 mv -f "$nmtxrx.$$.tmp" "$nmtxrx"
 is_static "$nmtxrx" || die "$nmtxrx is not static (readelf -l shows an interpreter)"
 
-printf '%s\n' "$pktgen" "$nmtxrx"
+log "building nm-hostile (gcc -static) into $out"
+nmhostile="$out/nm-hostile"
+gcc -static -O2 -Wall -Werror -I "$PTNET_ROOT/ptnet-spec/include" \
+    -o "$nmhostile.$$.tmp" "$HERE/nm-hostile.c" >&2 \
+    || die "gcc failed on nm-hostile.c"
+mv -f "$nmhostile.$$.tmp" "$nmhostile"
+is_static "$nmhostile" || die "$nmhostile is not static (readelf -l shows an interpreter)"
+
+printf '%s\n' "$pktgen" "$nmtxrx" "$nmhostile"

@@ -312,6 +312,13 @@ impl Region {
         unsafe { self.map.base().add(ofs).cast::<T>().write_volatile(value) };
     }
 
+    fn read_at<T: Copy>(&self, ofs: usize) -> T {
+        assert!(ofs % std::mem::align_of::<T>() == 0 && ofs + size_of::<T>() <= self.layout.size);
+        // SAFETY: checked in bounds and aligned just above; `T` is plain old data (integers),
+        // valid for any bytes a client may have written.
+        unsafe { self.map.base().add(ofs).cast::<T>().read_volatile() }
+    }
+
     fn alloc_bufs(&self, pools: &mut Pools, n: u32) -> Result<Vec<u32>, MemError> {
         if (pools.free_bufs.len() as u64) < u64::from(n) {
             return Err(MemError::Exhausted {
@@ -468,21 +475,20 @@ impl Region {
         for (d, s) in name.iter_mut().zip(spec.name.bytes().take(15)) {
             *d = s;
         }
-        self.write_at(
-            nifp,
-            NetmapIf {
-                ni_name: name,
-                ni_version: u32::from(NETMAP_API),
-                ni_flags: ptnet_spec::netmap::NI_PRIV_MEM,
-                ni_tx_rings: ntx as u32,
-                ni_rx_rings: nrx as u32,
-                ni_bufs_head: head,
-                ni_host_tx_rings: 0,
-                ni_host_rx_rings: 0,
-                spare: [0; 3],
-            },
-        );
+        let if_hdr = NetmapIf {
+            ni_name: name,
+            ni_version: u32::from(NETMAP_API),
+            ni_flags: ptnet_spec::netmap::NI_PRIV_MEM,
+            ni_tx_rings: ntx as u32,
+            ni_rx_rings: nrx as u32,
+            ni_bufs_head: head,
+            ni_host_tx_rings: 0,
+            ni_host_rx_rings: 0,
+            spare: [0; 3],
+        };
+        self.write_at(nifp, if_hdr);
         Ok(Interface {
+            if_hdr,
             region: Arc::clone(self),
             if_idx,
             ring_idx,
@@ -493,6 +499,22 @@ impl Region {
             tx,
             rx,
         })
+    }
+
+    /// Writes the fixed fields of the ring header at `ofs` (everything but head/cur/tail and
+    /// the timestamps): what a client can scribble over and a later one must find intact.
+    fn write_ring_layout(&self, ofs: usize, num_slots: u32, dir: u16, ringid: u16) {
+        self.write_at(
+            ofs + std::mem::offset_of!(NetmapRing, buf_ofs),
+            self.layout.buf_pool_ofs as i64 - ofs as i64,
+        );
+        self.write_at(ofs + std::mem::offset_of!(NetmapRing, num_slots), num_slots);
+        self.write_at(
+            ofs + std::mem::offset_of!(NetmapRing, nr_buf_size),
+            self.layout.buf_size,
+        );
+        self.write_at(ofs + std::mem::offset_of!(NetmapRing, ringid), ringid);
+        self.write_at(ofs + std::mem::offset_of!(NetmapRing, dir), dir);
     }
 
     /// Chains `extra` through each buffer's first u32 (ending with 0); returns the head.
@@ -543,6 +565,8 @@ pub struct Interface {
     initial: Vec<Vec<u32>>,
     /// The extra buffers, in chain order.
     extra: Vec<u32>,
+    /// The `netmap_if` header as written at creation.
+    if_hdr: NetmapIf,
     /// TX rings.
     pub tx: Vec<RingView>,
     /// RX rings.
@@ -560,9 +584,12 @@ impl Interface {
         &self.region
     }
 
-    /// Gives every slot its original buffer back and rebuilds the extra-buffer list, undoing
-    /// whatever a previous client did to them (a new client then starts from a clean port).
+    /// Gives every slot its original buffer back, rebuilds the extra-buffer list and rewrites
+    /// the layout ([`Interface::restore_layout`]), undoing whatever a previous client did
+    /// (a new client then starts from a clean port: a guest application that scrambled its
+    /// ring offsets cannot keep the next driver instance from finding the rings).
     pub fn restore(&self) {
+        self.restore_layout();
         for (ring, bufs) in self.tx.iter().chain(self.rx.iter()).zip(&self.initial) {
             for (i, &b) in bufs.iter().enumerate() {
                 ring.write_slot(
@@ -580,6 +607,38 @@ impl Interface {
         self.region.write_at(
             self.nifp_offset as usize + std::mem::offset_of!(NetmapIf, ni_bufs_head),
             head,
+        );
+    }
+
+    /// Rewrites the `netmap_if` (header and ring offsets) and every ring header's fixed
+    /// fields, leaving the slots alone (a pipe end's slots hold buffers in flight between
+    /// its two ends). A client attaching finds the layout netmap would give it.
+    pub fn restore_layout(&self) {
+        let nifp = self.nifp_offset as usize;
+        for (k, ring) in self.tx.iter().chain(self.rx.iter()).enumerate() {
+            let (dir, ringid) = if k < self.tx.len() {
+                (NR_TX, k)
+            } else {
+                (NR_RX, k - self.tx.len())
+            };
+            self.region
+                .write_ring_layout(ring.ofs, ring.num_slots, dir, ringid as u16);
+            self.region.write_at(
+                nifp + NETMAP_IF_RING_OFS + k * size_of::<i64>(),
+                ring.ofs as i64 - nifp as i64,
+            );
+        }
+        // The header, keeping the extra-buffer list head as it is (the list belongs to the
+        // client between restores).
+        let head: u32 = self
+            .region
+            .read_at(nifp + std::mem::offset_of!(NetmapIf, ni_bufs_head));
+        self.region.write_at(
+            nifp,
+            NetmapIf {
+                ni_bufs_head: head,
+                ..self.if_hdr
+            },
         );
     }
 }
@@ -717,6 +776,44 @@ mod tests {
             extra += 1;
         }
         assert_eq!(extra, 8);
+    }
+
+    #[test]
+    fn restore_rewrites_a_scrambled_layout() {
+        let r = Region::new("t", &RegionConfig::for_rings(1, 2, 64, 4)).unwrap();
+        let spec = InterfaceSpec {
+            name: "vale0:x",
+            tx_slots: vec![64],
+            rx_slots: vec![64],
+            extra_bufs: 4,
+            ..Default::default()
+        };
+        let ifc = r.create_interface(&spec).unwrap();
+        let nifp = ifc.nifp_offset() as usize;
+        let snapshot = |r: &Region| -> Vec<u8> {
+            let mut v = vec![0u8; 4096];
+            assert!(r.copy_out(nifp, &mut v));
+            for ring in ifc.tx.iter().chain(ifc.rx.iter()) {
+                let mut h = vec![0u8; 24];
+                assert!(r.copy_out(ring.offset(), &mut h));
+                v.extend_from_slice(&h[..8]); // buf_ofs
+                v.extend_from_slice(&h[8..20]); // num_slots, nr_buf_size, ringid, dir
+            }
+            v
+        };
+        let before = snapshot(&r);
+        // What a hostile client can do: garbage over the netmap_if and the ring headers.
+        for i in 0..(NETMAP_IF_RING_OFS / 8 + 2) {
+            r.write_at(nifp + 8 * i, 0x5c65_ad86_2438_fa20u64 ^ i as u64);
+        }
+        for ring in ifc.tx.iter().chain(ifc.rx.iter()) {
+            r.write_at(ring.offset(), -1i64);
+            r.write_at(ring.offset() + 8, u64::MAX);
+            r.write_at(ring.offset() + 16, u32::MAX);
+        }
+        assert_ne!(snapshot(&r), before);
+        ifc.restore();
+        assert_eq!(snapshot(&r), before);
     }
 
     #[test]

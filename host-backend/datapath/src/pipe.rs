@@ -176,6 +176,9 @@ impl PipeEnd {
     /// a client reconnecting to this end; the peer is not disturbed.
     pub fn bind(&self, client: Option<&ClientBinding>) -> bool {
         let ntx = self.send.len() as u32;
+        // A new client finds the layout intact (the slots stay: buffers may be in flight
+        // between the two ends).
+        self.ifc.restore_layout();
         let mut ok = true;
         for (i, d) in self.send.iter().enumerate() {
             let mut d = d.lock().unwrap_or_else(|e| e.into_inner());

@@ -47,6 +47,8 @@ struct Inputs {
     pktgen: PathBuf,
     /// Static `nm-tx-rx`, the C netmap application.
     nm_tx_rx: PathBuf,
+    /// Static `nm-hostile`, the lying netmap application.
+    nm_hostile: PathBuf,
 }
 
 fn inputs() -> Inputs {
@@ -64,6 +66,10 @@ fn inputs() -> Inputs {
             "PTNET_GUEST_NM_TX_RX",
             "the static nm-tx-rx (guest-driver-linux/tools/build-guest-tools.sh)",
         ),
+        nm_hostile: required_path(
+            "PTNET_GUEST_NM_HOSTILE",
+            "the static nm-hostile (guest-driver-linux/tools/build-guest-tools.sh)",
+        ),
     }
 }
 
@@ -80,6 +86,7 @@ fn start_guest(
         .module(&inp.ko)
         .bin(&inp.pktgen)
         .bin(&inp.nm_tx_rx)
+        .bin(&inp.nm_hostile)
         .build(&dir.join(format!("{name}.initrd.gz")))
         .unwrap_or_else(|e| panic!("building the initramfs failed: {e}"));
     let config = VmConfig::new(
@@ -781,4 +788,59 @@ fn guest_mac(console: &str) -> String {
         .find_map(|l| l.strip_prefix("mac "))
         .map(|m| m.trim().to_owned())
         .unwrap_or_else(|| panic!("the guest printed no MAC:\n{console}"))
+}
+
+/// A hostile guest application: garbage in every index, slot, ring header and ring offset
+/// it can reach, interleaved with syncs and polls, and malformed control requests (all must
+/// be refused). The guest kernel must not oops and the daemon must keep serving. The slots'
+/// buffer indices the application scrambled stay scrambled, as in netmap (an application
+/// may move buffers between slots); a driver reload restarts the device, whose start
+/// restores the port's layout, and then a well-behaved application exchanges frames with a
+/// host client through the same port.
+#[test]
+fn hostile_guest_application_does_not_hurt_the_driver_or_the_daemon() {
+    let inp = inputs();
+    let dir = work_dir("ptnet_hostile");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let args = d
+        .serve_vm("vale0:evil", &dir.join("evil.sock"), false)
+        .expect("serve vale0:evil");
+    let n = FRAMES.to_string();
+    let sink = d
+        .pktgen(&[
+            "rx",
+            "-i",
+            "vale0:h1",
+            "-n",
+            &n,
+            "--expect-no-loss",
+            "--json",
+            "-q",
+            "-d",
+            "300",
+        ])
+        .expect("host rx");
+    let script = format!(
+        "insmod /modules/ptnet.ko\n\
+         nm-hostile ptnet0 -n 20000 -s 7\n\
+         nm-hostile ptnet0 -n 20000 -s 8\n\
+         if dmesg | grep -E 'BUG|Oops|WARNING|general protection'; then exit 1; fi\n\
+         echo hostile-done\n\
+         rmmod ptnet\n\
+         insmod /modules/ptnet.ko\n\
+         ptnet-pktgen tx -i netmap:ptnet0 -n {n} -R 20000 -q --json\n\
+         rmmod ptnet\n"
+    );
+    let vm = start_guest(&inp, &dir, "g1", args, script);
+    let outcome = finish(vm, &dir, "g1");
+    if let Err(e) = outcome.check() {
+        panic!("{e}\n--- ptnetd log ---\n{}", d.log());
+    }
+    let host_rx = wait_ok("host ptnet-pktgen rx", sink);
+    eprintln!("host rx after the hostile run: {}", host_rx.trim());
+    assert!(
+        outcome.console.contains("0 accepted"),
+        "a malformed request was accepted:\n{}",
+        outcome.console
+    );
 }

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * nm-hostile: a netmap application that lies. It is the guest-side hostile test of the
+ * ptnet driver (tier 3): everything a guest application can reach is filled with garbage
+ * between syncs, and the driver must survive it (no oops, no hang, no access outside the
+ * port's region) while the host keeps serving the port.
+ *
+ *   nm-hostile PORT [-n ROUNDS] [-s SEED]
+ *
+ * For ROUNDS rounds (default 20000) it picks one of: random head/cur/tail on a random ring;
+ * random buf_idx/len/flags (NS_MOREFRAG included) on random slots; random bytes over a
+ * ring's header (including buf_ofs and num_slots) or over the netmap_if (ring offsets);
+ * then NIOCTXSYNC, NIOCRXSYNC or a zero-timeout poll(). Malformed NIOCCTRL requests (bad
+ * version, reserved bits, options, unknown request types, overlong and unterminated names,
+ * bodies at bad addresses, a second REGISTER) are sent along the way; each must fail with
+ * an error, never succeed. Prints "nm-hostile: N rounds, E sync errors, R requests
+ * refused, A accepted" and exits 0 if no malformed request was accepted (a crash never
+ * returns).
+ */
+
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ptnet_spec.h"
+
+#define NETMAP_IF(base, ofs) \
+	((struct ptnet_nm_if *)(void *)((char *)(base) + (ofs)))
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+/* Malformed requests the kernel accepted: each one is a failure. */
+static unsigned long accepted;
+
+static uint64_t
+rnd(void)
+{
+	/* xorshift64* */
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return (rng_state * 0x2545f4914f6cdd1dull);
+}
+
+static void
+die(const char *what)
+{
+	fprintf(stderr, "nm-hostile: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+/* A request header for PORT, version and type as given. */
+static void
+hdr_init(struct ptnet_nmreq_header *h, const char *port, uint16_t type, void *body)
+{
+	memset(h, 0, sizeof(*h));
+	h->nr_version = PTNET_NETMAP_API;
+	h->nr_reqtype = type;
+	snprintf((char *)h->nr_name, sizeof(h->nr_name), "%s", port);
+	h->nr_body = (uint64_t)(uintptr_t)body;
+}
+
+/* Sends malformed control requests; returns how many were refused (all should be). */
+static unsigned long
+bad_requests(int fd, const char *port)
+{
+	struct ptnet_nmreq_header h;
+	struct ptnet_nmreq_register reg;
+	unsigned long refused = 0, sent = 0;
+	int i;
+
+#define TRY(expr)                                                           \
+	do {                                                                \
+		sent++;                                                     \
+		if ((expr) != 0)                                            \
+			refused++;                                          \
+		else {                                                      \
+			accepted++;                                         \
+			fprintf(stderr, "nm-hostile: request at line %d "   \
+			    "was accepted\n", __LINE__);                    \
+		}                                                           \
+	} while (0)
+
+	memset(&reg, 0, sizeof(reg));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	h.nr_version = 1;
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	h.nr_reserved = 7;
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	h.nr_options = 0x1000;
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, 200, &reg);
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_VALE_ATTACH, &reg);
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, (void *)(uintptr_t)0x10);
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, (void *)(uintptr_t)-8);
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	memset(h.nr_name, 'x', sizeof(h.nr_name)); /* no terminator */
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, "ptnet99", PTNET_NETMAP_REQ_REGISTER, &reg);
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, "eth0", PTNET_NETMAP_REQ_REGISTER, &reg);
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	reg.nr_mode = PTNET_NR_REG_PIPE_MASTER;
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	reg.nr_mode = PTNET_NR_REG_ONE_NIC;
+	reg.nr_ringid = 63;
+	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	TRY(ioctl(fd, PTNET_NIOCCTRL, (void *)(uintptr_t)0x20));
+	TRY(ioctl(fd, 0xdeadbeef, NULL));
+	for (i = 0; i < 16; i++) {
+		uint64_t words[(sizeof(h) + 7) / 8];
+		unsigned int w;
+
+		for (w = 0; w < sizeof(words) / 8; w++)
+			words[w] = rnd();
+		memcpy(&h, words, sizeof(h));
+		h.nr_version = PTNET_NETMAP_API;
+		h.nr_reqtype = PTNET_NETMAP_REQ_REGISTER;
+		TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
+	}
+	return (refused);
+#undef TRY
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ptnet_nmreq_header h;
+	struct ptnet_nmreq_register reg;
+	unsigned long rounds = 20000, r, errors = 0, refused = 0;
+	struct ptnet_nm_if *nifp;
+	const char *port;
+	uint32_t nrings, k;
+	void *mem;
+	int fd, c;
+
+	if (argc < 2)
+		goto usage;
+	port = argv[1];
+	if (strncmp(port, "netmap:", 7) == 0)
+		port += 7;
+	optind = 2;
+	while ((c = getopt(argc, argv, "n:s:")) != -1) {
+		switch (c) {
+		case 'n':
+			rounds = strtoul(optarg, NULL, 0);
+			break;
+		case 's':
+			rng_state = strtoull(optarg, NULL, 0) | 1;
+			break;
+		default:
+			goto usage;
+		}
+	}
+
+	fd = open("/dev/netmap", O_RDWR);
+	if (fd < 0)
+		die("open /dev/netmap");
+	/* Before registering: syncs, poll and mmap must fail cleanly. */
+	if (ioctl(fd, PTNET_NIOCTXSYNC, NULL) == 0 || ioctl(fd, PTNET_NIOCRXSYNC, NULL) == 0) {
+		fprintf(stderr, "nm-hostile: a sync before REGISTER succeeded\n");
+		return (1);
+	}
+	if (mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) != MAP_FAILED) {
+		fprintf(stderr, "nm-hostile: mmap before REGISTER succeeded\n");
+		return (1);
+	}
+	refused += bad_requests(fd, port);
+
+	memset(&reg, 0, sizeof(reg));
+	reg.nr_mode = PTNET_NR_REG_ALL_NIC;
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	if (ioctl(fd, PTNET_NIOCCTRL, &h) != 0)
+		die("NIOCCTRL register");
+	/* Too big, at an offset: refused. */
+	if (mmap(NULL, reg.nr_memsize + 2 * 4096, PROT_READ, MAP_SHARED, fd, 0) != MAP_FAILED ||
+	    mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 4096) != MAP_FAILED) {
+		fprintf(stderr, "nm-hostile: an oversized or offset mmap succeeded\n");
+		return (1);
+	}
+	mem = mmap(NULL, reg.nr_memsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED)
+		die("mmap");
+	nifp = NETMAP_IF(mem, reg.nr_offset);
+	nrings = reg.nr_tx_rings + reg.nr_rx_rings;
+	/* Keep the ring pointers now: the garbage below rewrites ring_ofs[]. */
+	struct ptnet_nm_ring *rings[128];
+	for (k = 0; k < nrings && k < 128; k++)
+		rings[k] = (struct ptnet_nm_ring *)(void *)((char *)nifp + nifp->ring_ofs[k]);
+	/* A second REGISTER on the same file: refused. */
+	if (ioctl(fd, PTNET_NIOCCTRL, &h) == 0) {
+		fprintf(stderr, "nm-hostile: a second REGISTER succeeded\n");
+		return (1);
+	}
+
+	for (r = 0; r < rounds; r++) {
+		struct ptnet_nm_ring *ring = rings[rnd() % nrings];
+		uint32_t n = reg.nr_tx_slots > reg.nr_rx_slots ? reg.nr_tx_slots : reg.nr_rx_slots;
+		struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLOUT };
+		int ret = 0;
+
+		switch (rnd() % 6) {
+		case 0: /* indices, mostly near the ring, sometimes anything */
+			ring->head = (uint32_t)(rnd() % 4 ? rnd() % (n + 4) : rnd());
+			ring->cur = (uint32_t)(rnd() % 4 ? rnd() % (n + 4) : rnd());
+			ring->tail = (uint32_t)rnd();
+			break;
+		case 1: { /* slots */
+			uint32_t s = (uint32_t)(rnd() % n), j;
+
+			for (j = 0; j < 64; j++) {
+				struct ptnet_nm_slot *slot = &ring->slot[(s + j) % n];
+
+				slot->buf_idx = (uint32_t)(rnd() % 3 ? rnd() % 8192 : rnd());
+				slot->len = (uint16_t)rnd();
+				slot->flags = (uint16_t)(rnd() % 2 ? PTNET_NS_MOREFRAG : rnd());
+			}
+			ring->head = (uint32_t)(rnd() % n);
+			ring->cur = ring->head;
+			break;
+		}
+		case 2: /* the ring header itself */
+			((uint64_t *)(void *)ring)[rnd() % 16] = rnd();
+			break;
+		case 3: /* the netmap_if: ring offsets */
+			nifp->ring_ofs[rnd() % nrings] = (int64_t)rnd();
+			break;
+		default:
+			break;
+		}
+		switch (rnd() % 3) {
+		case 0:
+			ret = ioctl(fd, PTNET_NIOCTXSYNC, NULL);
+			break;
+		case 1:
+			ret = ioctl(fd, PTNET_NIOCRXSYNC, NULL);
+			break;
+		default:
+			ret = poll(&pfd, 1, 0) < 0;
+			break;
+		}
+		if (ret != 0)
+			errors++;
+		if (r % 5000 == 4999)
+			refused += bad_requests(fd, port);
+	}
+	printf("nm-hostile: %lu rounds, %lu sync errors, %lu requests refused, %lu accepted\n",
+	    rounds, errors, refused, accepted);
+	munmap(mem, reg.nr_memsize);
+	close(fd);
+	return (accepted == 0 ? 0 : 1);
+usage:
+	fprintf(stderr, "usage: nm-hostile PORT [-n ROUNDS] [-s SEED]\n");
+	return (2);
+}
