@@ -1113,20 +1113,23 @@ fn detach_nic(st: &mut State, switch: &str, ifname: &str) -> Result<()> {
             "host interface {ifname} on {switch}"
         )));
     }
-    if let Some(mut ps) = ss.ports.remove(ifname) {
-        if let Some(n) = ps.nic.take() {
-            n.stop();
-        }
-        ss.sw.remove_port(&ps.vport);
-        // Its host-stack tap goes with it (the tap device disappears with its worker).
-        if let Some(mut tp) = ps.host_stack.and_then(|t| ss.ports.remove(&t)) {
-            if let Some(n) = tp.nic.take() {
-                n.stop();
-            }
-            ss.sw.remove_port(&tp.vport);
-        }
-    }
+    remove_switch_port(ss, ifname);
     Ok(())
+}
+
+/// Removes port `name` of a switch: stops its NIC worker if it has one, and removes the
+/// host-stack tap that came with it (the tap device disappears with its worker).
+fn remove_switch_port(ss: &mut SwitchState, name: &str) {
+    let Some(mut ps) = ss.ports.remove(name) else {
+        return;
+    };
+    if let Some(n) = ps.nic.take() {
+        n.stop();
+    }
+    ss.sw.remove_port(&ps.vport);
+    if let Some(t) = ps.host_stack.take() {
+        remove_switch_port(ss, &t);
+    }
 }
 
 /// Creates the host stack's tap `tap` and its port on the switch of `ss`.
@@ -1231,12 +1234,7 @@ fn destroy_port(st: &mut State, port: &str) -> Result<()> {
             if ps.attached {
                 return Err(DaemonError::Busy(port.to_owned()));
             }
-            if let Some(mut ps) = ss.ports.remove(p) {
-                if let Some(n) = ps.nic.take() {
-                    n.stop();
-                }
-                ss.sw.remove_port(&ps.vport);
-            }
+            remove_switch_port(ss, p);
             Ok(())
         }
         (_, Some(p)) => {

@@ -606,6 +606,14 @@ fn a_namespace_reaches_the_host_stack_through_the_host_stack_tap() {
         !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
         "the tap is gone"
     );
+    // Again, with the default tap name, removed by destroy-port this time.
+    let (good, text) = d.ctl(&["attach-nic", "vale0", host_if, "--host-stack"]);
+    assert!(good && text.contains("ptnet-pths"), "{text}");
+    assert!(d.nic("vale0:ptnet-pths").is_some());
+    let (good, _) = d.ctl(&["destroy-port", &format!("vale0:{host_if}")]);
+    assert!(good);
+    assert!(d.nic("vale0:ptnet-pths").is_none());
+    assert!(!std::path::Path::new("/sys/class/net/ptnet-pths").exists());
 }
 
 /// A NIC given directly to one client (netmap's `netmap:eth0`): `create-nic-port` makes the
