@@ -202,6 +202,36 @@ impl DirectNic {
             max_frame: spec.buf_size,
         };
         iface.check()?;
+        let group = fanout_group();
+        let openers = (0..spec.rings)
+            .map(|_| -> Box<dyn NicOpener> {
+                if several {
+                    Box::new(FanoutOpener {
+                        iface: iface.clone(),
+                        group,
+                    })
+                } else {
+                    Box::new(iface.clone())
+                }
+            })
+            .collect();
+        Self::start_with(ifname, spec, openers)
+    }
+
+    /// Builds the port with one worker per opener (ring k's worker opens through
+    /// `openers[k]`): [`DirectNic::start`] passes real interfaces, tests fake wires.
+    pub fn start_with(
+        ifname: &str,
+        spec: &DirectSpec,
+        openers: Vec<Box<dyn NicOpener>>,
+    ) -> Result<Self, NicError> {
+        if !(1..=MAX_DIRECT_RINGS).contains(&spec.rings) || openers.len() != spec.rings as usize {
+            return Err(NicError::Config(format!(
+                "{ifname}: {} openers for {} rings",
+                openers.len(),
+                spec.rings
+            )));
+        }
         let config = |e: crate::vale::ValeError| NicError::Config(format!("{ifname}: {e}"));
         let switch = Switch::with_lookup(
             ifname,
@@ -221,9 +251,8 @@ impl DirectNic {
                 },
             )
             .map_err(config)?;
-        let group = fanout_group();
         let mut wires = Vec::with_capacity(spec.rings as usize);
-        for k in 0..spec.rings {
+        for (k, opener) in (0..spec.rings).zip(openers) {
             let vport = switch
                 .add_port(
                     &format!("wire{k}"),
@@ -240,14 +269,6 @@ impl DirectNic {
                     vport.index()
                 )));
             }
-            let opener: Box<dyn NicOpener> = if several {
-                Box::new(FanoutOpener {
-                    iface: iface.clone(),
-                    group,
-                })
-            } else {
-                Box::new(iface.clone())
-            };
             // On error the workers started so far stop as `wires` drops.
             wires.push(NicPort::start(Arc::clone(&switch), vport, opener)?);
         }
