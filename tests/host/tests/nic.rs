@@ -784,3 +784,62 @@ fn a_two_ring_nic_port_carries_traffic_on_both_rings() {
     let n = d.port(host_if).unwrap().nic.unwrap();
     assert_eq!((n.rx_packets, n.rx_drops), (2000, 0), "{n:?}");
 }
+
+/// The configuration file's equivalents: a `[[port]]` `valeX:IF` with `host_stack_tap` and a
+/// `[[port]]` `netmap:IF` with two ring pairs are there when the daemon has started.
+#[test]
+fn the_configuration_file_attaches_a_host_stack_and_gives_an_interface_to_a_client() {
+    let ns = Netns::new("ptnet-cf");
+    let (ia, ib) = ("ptcfa", "ptcfb");
+    veth(ia, &ns, None);
+    let _ga = VethGuard(ia);
+    let _ = run("ip", &["link", "del", ib]);
+    ok(
+        "ip",
+        &[
+            "link", "add", ib, "type", "veth", "peer", "name", "eth1", "netns", &ns.0,
+        ],
+    );
+    let _gb = VethGuard(ib);
+    ok("ip", &["link", "set", ib, "up"]);
+    let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-nic-config", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ptnetd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[switch]]\nname = \"vale0\"\n\
+             [[port]]\nname = \"vale0:{ia}\"\nbackend = \"af_packet\"\nhost_stack_tap = \"ptcftap\"\n\
+             [[port]]\nname = \"netmap:{ib}\"\nbackend = \"af_packet\"\ntx_rings = 2\nrx_rings = 2\n"
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
+    let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
+    let child = Command::new(common::target_bin("ptnetd"))
+        .args(["--config", &cfg.to_string_lossy(), "--socket", &socket])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ptnetd");
+    let d = Daemon { child, dir, socket };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+        assert!(Instant::now() < deadline, "ptnetd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tap = d.nic("vale0:ptcftap").expect("the host-stack tap's port");
+    assert_eq!(tap.backend.as_deref(), Some("tap"), "{tap:?}");
+    assert!(std::path::Path::new("/sys/class/net/ptcftap").exists());
+    let p = d.port(ib).expect("the direct port");
+    assert_eq!((p.kind.as_str(), p.tx_rings, p.rx_rings), ("nic", 2, 2));
+    assert_eq!(p.nic.and_then(|n| n.backend).as_deref(), Some("af_packet"));
+    drop(d);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new("/sys/class/net/ptcftap").exists() {
+        assert!(Instant::now() < deadline, "the tap outlived the daemon");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
