@@ -415,6 +415,26 @@ impl Daemon {
             }
             return Err(DaemonError::Exists(format!("port {ifname}")));
         }
+        // Clients name the port by the interface's name: it must parse back to exactly that
+        // (netmap's grammar reads `-`, `{`, `}`, `*`, `^`, `@`, `/` as suffixes, and a leading
+        // `vale` as a switch).
+        let reachable = matches!(
+            PortName::parse(ifname),
+            Ok(PortName {
+                base: Base::Nic { ifname: n },
+                pipe: None,
+                rings: RingSelection::AllNic,
+                flags: 0,
+                mem_id: None,
+            }) if n == ifname
+        );
+        if !reachable {
+            return Err(DaemonError::Invalid(format!(
+                "{ifname:?}: clients could not name this port (netmap's port-name grammar reads \
+                 '-', '{{', '}}', '*', '^', '@', '/' as suffixes and 'vale...' as a switch); \
+                 rename the interface or attach it to a switch"
+            )));
+        }
         let choice: BackendChoice = backend
             .unwrap_or("auto")
             .parse()

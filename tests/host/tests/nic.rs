@@ -713,6 +713,9 @@ fn an_interface_given_directly_to_a_host_client_exchanges_frames_with_a_namespac
     let (good, text) = d.ctl(&["destroy-port", host_if]);
     assert!(good, "destroy-port: {text}");
     assert!(d.port(host_if).is_none());
+    // A name clients could not write back (`-1` reads as a ring suffix) is refused up front.
+    let (good, text) = d.ctl(&["create-nic-port", "ptdi-1"]);
+    assert!(!good && text.contains("could not name"), "{text}");
 }
 
 /// Fanout: a direct NIC port with two ring pairs gets the interface's frames through two
