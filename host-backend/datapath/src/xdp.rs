@@ -14,8 +14,10 @@
 //!
 //! and attached with a BPF link (native mode if the driver has it, generic mode otherwise): the
 //! program goes away with the link's descriptor, so a daemon that dies leaves no program on the
-//! interface. The socket binds queue 0 in copy mode (`XDP_COPY`, the mode every driver has,
-//! veth included) with `XDP_USE_NEED_WAKEUP`; interfaces with several RX queues are refused
+//! interface. The socket binds queue 0 with `XDP_USE_NEED_WAKEUP` in zero-copy mode
+//! (`XDP_ZEROCOPY`) when the driver supports it, and otherwise in copy mode (`XDP_COPY`, the
+//! mode every driver has, veth included; the kernel refuses zero copy with `EOPNOTSUPP` or
+//! `EINVAL` for a driver without it or an XDP program in generic mode); interfaces with several RX queues are refused
 //! (a frame on another queue would bypass the switch), and so are frames larger than a UMEM
 //! chunk leaves room for (3840 bytes: no multi-buffer XDP).
 //!
@@ -46,6 +48,7 @@ const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
 const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
 const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
 const XDP_COPY: u16 = 1 << 1;
+const XDP_ZEROCOPY: u16 = 1 << 2;
 const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 const XDP_RING_NEED_WAKEUP: u32 = 1;
 /// Headroom the kernel keeps in front of every frame in a UMEM chunk.
@@ -475,9 +478,9 @@ impl XdpBackend {
             queue_id: u32,
             shared_umem_fd: u32,
         }
-        let sa = SockaddrXdp {
+        let mut sa = SockaddrXdp {
             family: AF_XDP as u16,
-            flags: XDP_COPY | XDP_USE_NEED_WAKEUP,
+            flags: XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP,
             ifindex,
             queue_id: 0,
             shared_umem_fd: 0,
@@ -499,6 +502,18 @@ impl XdpBackend {
                 break;
             }
             let e = io::Error::last_os_error();
+            // No zero copy on this interface (driver, or the program in generic mode):
+            // copy mode, which every driver has.
+            if sa.flags & XDP_ZEROCOPY != 0
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)
+                )
+            {
+                log::debug!("{ifname}: no AF_XDP zero copy ({e}); copy mode");
+                sa.flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+                continue;
+            }
             tries += 1;
             if e.raw_os_error() != Some(libc::EBUSY) || tries >= 50 {
                 return Err(unmap(sys("binding the AF_XDP socket")(e)));
