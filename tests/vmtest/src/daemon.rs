@@ -72,21 +72,59 @@ pub struct Ptnetd {
     child: Child,
     socket: PathBuf,
     log: PathBuf,
+    /// The configuration file, when started from one ([`Ptnetd::start_with_config`]).
+    config: Option<PathBuf>,
 }
 
 impl Ptnetd {
     /// Starts the daemon with its socket and log in `dir`.
     pub fn start(dir: &Path) -> Result<Self, DaemonError> {
-        let socket = dir.join("ptnetd.sock");
-        let log = dir.join("ptnetd.log");
-        let _ = std::fs::remove_file(&socket);
-        let logf = std::fs::File::create(&log).map_err(|source| DaemonError::Spawn {
-            what: format!("ptnetd (log {})", log.display()),
+        Self::spawn(dir.join("ptnetd.sock"), dir.join("ptnetd.log"), None)
+    }
+
+    /// Starts the daemon from the configuration `toml` (written to `dir/ptnetd.toml`), whose
+    /// `[daemon] socket` must be `dir/ptnetd.sock` (see [`Ptnetd::socket_in`]).
+    pub fn start_with_config(dir: &Path, toml: &str) -> Result<Self, DaemonError> {
+        let config = dir.join("ptnetd.toml");
+        std::fs::write(&config, toml).map_err(|source| DaemonError::Spawn {
+            what: format!("ptnetd (config {})", config.display()),
             source,
         })?;
-        let child = Command::new(host_bin("ptnetd")?)
-            .arg("--socket")
-            .arg(&socket)
+        Self::spawn(Self::socket_in(dir), dir.join("ptnetd.log"), Some(config))
+    }
+
+    /// The control socket a daemon of `dir` uses.
+    pub fn socket_in(dir: &Path) -> PathBuf {
+        dir.join("ptnetd.sock")
+    }
+
+    /// Kills the daemon (SIGKILL, as a crash would) and starts it again with the same
+    /// arguments; its log continues in the same file.
+    pub fn restart(&mut self) -> Result<(), DaemonError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // (Dropping the old value is harmless: its child is reaped, so kill and wait do
+        // nothing.)
+        *self = Self::spawn(self.socket.clone(), self.log.clone(), self.config.clone())?;
+        Ok(())
+    }
+
+    fn spawn(socket: PathBuf, log: PathBuf, config: Option<PathBuf>) -> Result<Self, DaemonError> {
+        let _ = std::fs::remove_file(&socket);
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| DaemonError::Spawn {
+                what: format!("ptnetd (log {})", log.display()),
+                source,
+            })?;
+        let mut cmd = Command::new(host_bin("ptnetd")?);
+        match &config {
+            Some(c) => cmd.arg("--config").arg(c),
+            None => cmd.arg("--socket").arg(&socket),
+        };
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(logf)
@@ -95,7 +133,12 @@ impl Ptnetd {
                 what: "ptnetd".into(),
                 source,
             })?;
-        let d = Ptnetd { child, socket, log };
+        let d = Ptnetd {
+            child,
+            socket,
+            log,
+            config,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&d.socket).is_err() {
             if Instant::now() > deadline {

@@ -951,3 +951,64 @@ fn a_host_interface_given_directly_to_a_vm() {
     let rx = wait_ok("ptnet-pktgen rx in the namespace", sink);
     eprintln!("namespace rx: {}", rx.trim());
 }
+
+/// Issue 4: two unmodified guests on virtio-net ports that `ptnetd` serves from its
+/// configuration; the daemon is killed (SIGKILL) and started again under the client's
+/// pings. QEMU reconnects (`reconnect-ms` in the arguments `ptnetctl qemu-args` prints),
+/// the restarted daemon serves the same ports, and the pings get through again without a
+/// guest reboot.
+#[test]
+fn virtio_net_guests_keep_talking_across_a_daemon_restart() {
+    let inp = inputs();
+    let dir = work_dir("vnet_restart");
+    let toml = format!(
+        "[daemon]\nsocket = \"{sock}\"\n\n[[switch]]\nname = \"vale0\"\n\n\
+         [[vm]]\nport = \"vale0:r1\"\nsocket = \"{d}/r1.sock\"\ndevice = \"virtio-net\"\nmac = \"02:00:00:00:07:01\"\n\n\
+         [[vm]]\nport = \"vale0:r2\"\nsocket = \"{d}/r2.sock\"\ndevice = \"virtio-net\"\nmac = \"02:00:00:00:07:02\"\n",
+        sock = Ptnetd::socket_in(&dir).display(),
+        d = dir.display()
+    );
+    let mut d = Ptnetd::start_with_config(&dir, &toml).expect("start ptnetd from a config");
+    let args1 = d.qemu_args("vale0:r1").expect("qemu args r1");
+    let args2 = d.qemu_args("vale0:r2").expect("qemu args r2");
+    let server = format!(
+        "{}echo server-ready\nnc -l -p 5001 > /dev/null\n",
+        virtio_net_up("10.0.0.2")
+    );
+    let client = format!(
+        "{}ping -c 3 -W 10 10.0.0.2\n\
+         echo before-restart\n\
+         ping -c 80 -i 0.25 -W 1 10.0.0.2 > /tmp/p || true\n\
+         tail -n 3 /tmp/p\n\
+         echo \"answered-at-the-end $(grep -c 'seq=7[0-9] ' /tmp/p)\"\n\
+         nc 10.0.0.2 5001 < /dev/null\n",
+        virtio_net_up("10.0.0.1")
+    );
+    let mut a = start_guest(&inp, &dir, "server", args2, server);
+    a.wait_for_console("server-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut b = start_guest(&inp, &dir, "client", args1, client);
+    b.wait_for_console("before-restart", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    std::thread::sleep(Duration::from_secs(3));
+    d.restart().expect("restart ptnetd");
+    let b_out = finish(b, &dir, "client");
+    let a_out = finish(a, &dir, "server");
+    for (name, o) in [("client", &b_out), ("server", &a_out)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
+        }
+    }
+    let answered: u32 = b_out
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("answered-at-the-end "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary:\n{}", b_out.console));
+    assert!(
+        answered >= 5,
+        "only {answered} of the last 10 pings were answered after the restart:\n{}\n--- ptnetd log ---\n{}",
+        b_out.console,
+        d.log()
+    );
+}
