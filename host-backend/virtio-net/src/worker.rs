@@ -815,6 +815,10 @@ impl Pair {
             }
             self.disarm();
         }
+        // One last pass: frames the frontend queued before it stopped the device (a
+        // GET_VRING_BASE or a disconnect, which waits for this thread) were counted as sent
+        // by it, so they go through; the ring base the frontend gets back then covers them.
+        self.pass()?;
         Ok(())
     }
 
