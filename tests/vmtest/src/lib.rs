@@ -12,12 +12,14 @@
 //! - [`vm`]: the running guest ([`Vm`]), its outcome, killing it on timeout and on drop.
 //! - [`initramfs`]: builds a test initramfs by calling `vm-images/build-initramfs.sh`.
 //! - [`scratch`]: a private scratch directory for a test's logs and images.
+//! - [`testenv`]: the VM tests' inputs from the environment and their work folders.
 //! - [`daemon`]: the host side: `ptnetd` on a private socket, `ptnetctl`, host clients.
 
 pub mod config;
 pub mod daemon;
 pub mod initramfs;
 pub mod scratch;
+pub mod testenv;
 pub mod vm;
 
 pub use config::{Accel, ConfigError, VmConfig};

@@ -9,35 +9,10 @@
 //! Missing inputs fail the test with a message; they never skip it.
 #![cfg(feature = "vm-tests")]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use ptnet_vmtest::testenv::{required_path, work_dir};
 use ptnet_vmtest::{Initramfs, Vm, VmConfig};
-
-/// A required input from the environment, or a failure that says how to provide it.
-fn required_path(var: &str, what: &str) -> PathBuf {
-    let value = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            panic!("{var} is not set: it must name {what}; run ci/tier3-vm.sh, which builds it")
-        });
-    let path = PathBuf::from(value);
-    assert!(
-        path.exists(),
-        "{var}={} does not exist (it must name {what})",
-        path.display()
-    );
-    path
-}
-
-/// Where this test keeps its image and logs, so they can be read after a failure.
-fn work_dir(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("vmtest")
-        .join(test);
-    std::fs::create_dir_all(&dir).expect("create the test's work directory");
-    dir
-}
 
 const RINGS: u32 = 6;
 /// What the module computes for `rings=6`: slots of 256 << (ring % 4), summed.

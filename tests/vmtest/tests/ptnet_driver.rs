@@ -12,33 +12,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ptnet_vmtest::testenv::{required_path, work_dir};
 use ptnet_vmtest::{Initramfs, Ptnetd, Vm, VmConfig};
-
-/// A required input from the environment, or a failure that says how to provide it.
-fn required_path(var: &str, what: &str) -> PathBuf {
-    let value = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            panic!("{var} is not set: it must name {what}; run ci/tier3-vm.sh, which builds it")
-        });
-    let path = PathBuf::from(value);
-    assert!(
-        path.exists(),
-        "{var}={} does not exist (it must name {what})",
-        path.display()
-    );
-    path
-}
-
-/// Where a test keeps its images, sockets and logs (read them after a failure).
-fn work_dir(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("vmtest")
-        .join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the test's work directory");
-    dir
-}
 
 struct Inputs {
     kernel: PathBuf,
@@ -344,60 +319,18 @@ fn sha_after(console: &str, marker: &str) -> String {
 /// when its `nc` exits.)
 #[test]
 fn kernel_stack_ping_and_tcp_between_two_guests() {
-    let inp = inputs();
-    let dir = work_dir("ptnet_stack");
+    let dir = work_dir("ptnet_stack_daemon");
     let d = Ptnetd::start(&dir).expect("start ptnetd");
-    let args_a = d
+    let a = d
         .serve_vm("vale0:sa", &dir.join("a.sock"), false)
         .expect("serve a");
-    let args_b = d
+    let b = d
         .serve_vm("vale0:sb", &dir.join("b.sock"), false)
         .expect("serve b");
-    let server = format!(
-        "{}dd if=/dev/urandom of=/tmp/f bs=64k count=64 2>/dev/null\n\
-         echo sent-sha\n\
-         sha256sum /tmp/f\n\
-         echo server-ready\n\
-         nc -l -p 5000 -e cat /tmp/f\n\
-         nc -l -p 5001 > /dev/null\n\
-         cat /proc/net/dev\n\
-         rmmod ptnet\n",
-        nic_up("10.0.0.1")
-    );
-    let client = format!(
-        "{}ping -c 3 -W 10 10.0.0.1\n\
-         nc 10.0.0.1 5000 > /tmp/f\n\
-         echo got-sha\n\
-         sha256sum /tmp/f\n\
-         ls -l /tmp/f\n\
-         nc 10.0.0.1 5001 < /dev/null\n\
-         cat /proc/net/dev\n\
-         rmmod ptnet\n",
-        nic_up("10.0.0.2")
-    );
-    let mut a = start_guest(&inp, &dir, "server", args_a, server);
-    a.wait_for_console("server-ready", Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
-    let b = start_guest(&inp, &dir, "client", args_b, client);
-    let b_out = finish(b, &dir, "client");
-    let a_out = finish(a, &dir, "server");
-    for (name, o) in [("client", &b_out), ("server", &a_out)] {
-        if let Err(e) = o.check() {
-            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
-        }
-    }
-    assert!(
-        b_out
-            .console
-            .contains("3 packets transmitted, 3 packets received"),
-        "ping failed:\n{}",
-        b_out.console
-    );
-    let sent = sha_after(&a_out.console, "sent-sha");
-    let got = sha_after(&b_out.console, "got-sha");
-    assert_eq!(
-        sent, got,
-        "the TCP transfer corrupted or truncated the file"
+    ping_and_tcp(
+        "ptnet_stack",
+        (a, nic_up("10.0.0.1")),
+        (b, nic_up("10.0.0.2")),
     );
 }
 
