@@ -124,6 +124,24 @@ fn driver_binds_the_ptnet_device_and_unloads() {
     );
 }
 
+/// A host client on `port` receiving `n` frames with `--expect-no-loss` (it announces its
+/// MAC, so frames for it are not flooded), giving up after `secs` seconds.
+fn host_sink(d: &Ptnetd, port: &str, n: &str, secs: &str) -> std::process::Child {
+    d.pktgen(&[
+        "rx",
+        "-i",
+        port,
+        "-n",
+        n,
+        "--expect-no-loss",
+        "--json",
+        "-q",
+        "-d",
+        secs,
+    ])
+    .expect("host rx")
+}
+
 /// Exits with a message naming the process's output.
 fn wait_ok(name: &str, child: std::process::Child) -> String {
     let out = child.wait_with_output().expect("wait for a host process");
@@ -157,20 +175,7 @@ fn guest_and_host_client_exchange_frames_over_vale0() {
         .expect("serve vale0:g1 to a VM");
     let n = FRAMES.to_string();
     // Host sink first: it announces its MAC, so the guest's frames are not flooded.
-    let sink = d
-        .pktgen(&[
-            "rx",
-            "-i",
-            "vale0:h1",
-            "-n",
-            &n,
-            "--expect-no-loss",
-            "--json",
-            "-q",
-            "-d",
-            "200",
-        ])
-        .expect("host rx");
+    let sink = host_sink(&d, "vale0:h1", &n, "200");
     let script = format!(
         "insmod /modules/ptnet.ko\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n {n} -R 20000 -q --json\n\
@@ -661,24 +666,14 @@ fn virtio_net_guest_and_host_client_over_vale0() {
         .serve_virtio_net("vale0:v1", &dir.join("v1.sock"))
         .expect("serve virtio-net");
     let n = FRAMES.to_string();
-    let sink = d
-        .pktgen(&[
-            "rx",
-            "-i",
-            "vale0:h1",
-            "-n",
-            &n,
-            "--expect-no-loss",
-            "--json",
-            "-q",
-            "-d",
-            "200",
-        ])
-        .expect("host rx");
+    let sink = host_sink(&d, "vale0:h1", &n, "200");
     let script = format!(
-        // No IPv6: its router and neighbour solicitations would be flooded to the sink.
+        // No IPv6: its router and neighbour solicitations would be flooded to the sink. A
+        // socket buffer for a whole burst, and a slow host sender (500 frames/s): a TCG guest
+        // starved of CPU by other tests must not drop from its few virtio RX buffers.
         "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6\n\
          echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6\n\
+         echo 16777216 > /proc/sys/net/core/rmem_max\n\
          {}ptnet-pktgen tx -i packet:eth0 --dst-mac 02:70:74:00:00:02 -n {n} -R 20000 -q --json\n\
          echo guest-rx-ready\n\
          ptnet-pktgen rx -i packet:eth0 -n {n} --expect-no-loss -q --json -d 200\n",
@@ -699,7 +694,7 @@ fn virtio_net_guest_and_host_client_over_vale0() {
             "-n",
             &n,
             "-R",
-            "5000",
+            "500",
             "--dst-mac",
             &mac,
             "-q",
@@ -739,20 +734,7 @@ fn hostile_guest_application_does_not_hurt_the_driver_or_the_daemon() {
         .serve_vm("vale0:evil", &dir.join("evil.sock"), false)
         .expect("serve vale0:evil");
     let n = FRAMES.to_string();
-    let sink = d
-        .pktgen(&[
-            "rx",
-            "-i",
-            "vale0:h1",
-            "-n",
-            &n,
-            "--expect-no-loss",
-            "--json",
-            "-q",
-            "-d",
-            "300",
-        ])
-        .expect("host rx");
+    let sink = host_sink(&d, "vale0:h1", &n, "300");
     let script = format!(
         "insmod /modules/ptnet.ko\n\
          nm-hostile ptnet0 -n 20000 -s 7\n\
