@@ -713,6 +713,7 @@ fn an_interface_given_directly_to_a_host_client_exchanges_frames_with_a_namespac
     let (good, text) = d.ctl(&["attach-nic", "vale0", host_if]);
     assert!(!good && text.contains("directly"), "{text}");
     drop(held);
+    d.wait_detached(host_if);
     let (good, text) = d.ctl(&["destroy-port", host_if]);
     assert!(good, "destroy-port: {text}");
     assert!(d.port(host_if).is_none());

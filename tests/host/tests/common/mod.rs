@@ -90,6 +90,19 @@ impl Daemon {
         }
     }
 
+    /// Waits until no client holds port `name`: a client's exit reaches the daemon as a
+    /// hang-up on its socket, which the daemon reclaims asynchronously.
+    pub fn wait_detached(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.port(name).is_some_and(|p| p.attached) {
+            assert!(
+                Instant::now() < deadline,
+                "port {name} still held 10 s after its client exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn port(&self, name: &str) -> Option<proto::PortEntry> {
         let (sw, pipes) = self.list();
         sw.into_iter()
