@@ -242,6 +242,27 @@
 /* `SHMEM_MAP` flag: the mapping is writable. */
 #define PTNET_VHOST_USER_SHMEM_MAP_WRITABLE UINT64_C(1)
 
+/* Virtio-net header flags and GSO types (virtio 1.x, 5.1.6). */
+/* Length of the header on every ptnet path (`virtio_net_hdr_v1`, with `num_buffers`). */
+#define PTNET_VNET_HDR_LEN 12u
+/*
+ * `flags`: the checksum from `csum_start` to the end must be computed and stored at
+ * `csum_start + csum_offset` (the field holds the pseudo-header sum).
+ */
+#define PTNET_VIRTIO_NET_HDR_F_NEEDS_CSUM 1u
+/* `flags`: the frame's checksums are known good. */
+#define PTNET_VIRTIO_NET_HDR_F_DATA_VALID 2u
+/* `gso_type`: not a GSO frame. */
+#define PTNET_VIRTIO_NET_HDR_GSO_NONE 0u
+/* `gso_type`: TCP over IPv4, to be cut into `gso_size`-byte segments. */
+#define PTNET_VIRTIO_NET_HDR_GSO_TCPV4 1u
+/* `gso_type`: UDP fragmentation offload (obsolete, never produced by ptnet). */
+#define PTNET_VIRTIO_NET_HDR_GSO_UDP 3u
+/* `gso_type`: TCP over IPv6. */
+#define PTNET_VIRTIO_NET_HDR_GSO_TCPV6 4u
+/* `gso_type` bit: the TCP stream uses ECN (CWR on the first segment only). */
+#define PTNET_VIRTIO_NET_HDR_GSO_ECN 128u
+
 /* One slot of a netmap ring (`struct netmap_slot`). */
 struct ptnet_nm_slot {
 	/* Buffer index in the region's buffer pool. */
@@ -488,6 +509,24 @@ struct ptnet_config {
 	uint64_t csb_ktoa_gpa;
 };
 
+/* `struct virtio_net_hdr_v1`. */
+struct ptnet_vnet_hdr {
+	/* VIRTIO_NET_HDR_F_* bits. */
+	uint8_t flags;
+	/* VIRTIO_NET_HDR_GSO_* value (with the ECN bit). */
+	uint8_t gso_type;
+	/* Length of the headers to copy in front of every segment (a hint: ptnet derives it). */
+	uint16_t hdr_len;
+	/* Payload bytes per segment. */
+	uint16_t gso_size;
+	/* Where checksumming starts (the L4 header). */
+	uint16_t csum_start;
+	/* Where the checksum goes, from `csum_start`. */
+	uint16_t csum_offset;
+	/* Buffers merged into this frame (virtio-net `MRG_RXBUF`); 0 in netmap buffers. */
+	uint16_t num_buffers;
+};
+
 /* Layout checks: the numbers below were computed by rustc from the Rust declarations. */
 #ifndef PTNET_SPEC_NO_ASSERTS
 _Static_assert(sizeof(struct ptnet_nm_slot) == 16, "struct ptnet_nm_slot: size");
@@ -602,6 +641,14 @@ _Static_assert(offsetof(struct ptnet_config, vnet_hdr_len) == 42, "struct ptnet_
 _Static_assert(offsetof(struct ptnet_config, buf_size) == 44, "struct ptnet_config: buf_size");
 _Static_assert(offsetof(struct ptnet_config, csb_atok_gpa) == 48, "struct ptnet_config: csb_atok_gpa");
 _Static_assert(offsetof(struct ptnet_config, csb_ktoa_gpa) == 56, "struct ptnet_config: csb_ktoa_gpa");
+_Static_assert(sizeof(struct ptnet_vnet_hdr) == 12, "struct ptnet_vnet_hdr: size");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, flags) == 0, "struct ptnet_vnet_hdr: flags");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, gso_type) == 1, "struct ptnet_vnet_hdr: gso_type");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, hdr_len) == 2, "struct ptnet_vnet_hdr: hdr_len");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, gso_size) == 4, "struct ptnet_vnet_hdr: gso_size");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, csum_start) == 6, "struct ptnet_vnet_hdr: csum_start");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, csum_offset) == 8, "struct ptnet_vnet_hdr: csum_offset");
+_Static_assert(offsetof(struct ptnet_vnet_hdr, num_buffers) == 10, "struct ptnet_vnet_hdr: num_buffers");
 #endif /* !PTNET_SPEC_NO_ASSERTS */
 
 #endif /* !PTNET_SPEC_H */

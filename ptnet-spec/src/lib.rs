@@ -8,7 +8,8 @@
 //! * [`ring`]: ring arithmetic and the txsync/rxsync prologue checks;
 //! * [`csb`]: the CSB entries and their ordering and notification protocol;
 //! * [`device`]: the ptnet virtio device (ids, features, configuration space);
-//! * [`vhost_user`]: the vhost-user protocol subset ptnet uses.
+//! * [`vhost_user`]: the vhost-user protocol subset ptnet uses;
+//! * [`vnet`]: the virtio-net header carried in front of frames by ports with offloads.
 #![no_std]
 
 #[macro_use]
@@ -19,6 +20,7 @@ pub mod name;
 pub mod netmap;
 pub mod ring;
 pub mod vhost_user;
+pub mod vnet;
 
 use c::{CConstGroup, CStruct, HeaderContents, SharedLayout};
 
@@ -38,6 +40,7 @@ const GROUPS: &[CConstGroup] = &[
     vhost_user::PROTOCOL_FEATURES,
     vhost_user::FRONTEND_REQUESTS,
     vhost_user::BACKEND_REQUESTS,
+    vnet::VNET_HDR,
 ];
 
 const STRUCTS: &[CStruct] = &[
@@ -53,6 +56,7 @@ const STRUCTS: &[CStruct] = &[
     csb::CsbAtok::C_LAYOUT,
     csb::CsbKtoa::C_LAYOUT,
     device::PtnetConfig::C_LAYOUT,
+    vnet::VnetHdr::C_LAYOUT,
 ];
 
 /// Everything `include/ptnet_spec.h` holds.

@@ -65,6 +65,22 @@ pub trait SyncPort: Send + Sync {
     }
     /// The kind of port (`vale`, `pipe`), for listings.
     fn kind(&self) -> &'static str;
+    /// Sets the length of the virtio-net header in front of every frame of this port (0 or
+    /// [`VNET_HDR_LEN`](ptnet_spec::vnet::VNET_HDR_LEN)), netmap's `PORT_HDR_SET`: frames the
+    /// client sends start with one, and frames it receives get one. Only switch ports carry
+    /// the header (the switch resolves it in software toward ports without one); other ports
+    /// refuse any length but 0.
+    fn set_vnet_hdr_len(&self, len: u32) -> Result<(), &'static str> {
+        if len == 0 {
+            Ok(())
+        } else {
+            Err("this kind of port carries no virtio-net header")
+        }
+    }
+    /// The current virtio-net header length (see [`SyncPort::set_vnet_hdr_len`]).
+    fn vnet_hdr_len(&self) -> u32 {
+        0
+    }
 }
 
 impl std::fmt::Debug for dyn SyncPort {

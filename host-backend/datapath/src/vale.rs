@@ -10,13 +10,14 @@
 //! every frame crossing the switch is copied between regions.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ptnet_spec::netmap::{
     NETMAP_BUF_RESERVED, NS_MOREFRAG, NS_NO_LEARN, NS_PORT_SHIFT, NetmapSlot,
 };
 use ptnet_spec::ring::nm_next;
+use ptnet_spec::vnet::VNET_HDR_LEN;
 
 use crate::kring::{Dir, Kring, Lease, Leases, raise};
 use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig};
@@ -353,6 +354,8 @@ pub struct VPort {
     tx: Vec<Mutex<TxSide>>,
     rx: Vec<Mutex<RxSide>>,
     stats: PortStats,
+    /// Length of the virtio-net header in front of this port's frames (0 or 12).
+    vnet_hdr_len: AtomicU32,
 }
 
 impl fmt::Debug for VPort {
@@ -396,6 +399,7 @@ impl VPort {
             tx,
             rx,
             stats: PortStats::default(),
+            vnet_hdr_len: AtomicU32::new(0),
         }
     }
 
@@ -417,6 +421,25 @@ impl VPort {
     /// Counters.
     pub fn stats(&self) -> &PortStats {
         &self.stats
+    }
+
+    /// Sets the virtio-net header length of the port's frames: 0 or [`VNET_HDR_LEN`]. Frames
+    /// between ports of different lengths take the switch's mismatch path (header added, or
+    /// resolved in software: checksums filled, TSO frames segmented).
+    pub fn set_vnet_hdr_len(&self, len: u32) -> Result<(), &'static str> {
+        if len != 0 && len != VNET_HDR_LEN {
+            return Err("a virtio-net header is 0 or 12 bytes long");
+        }
+        let old = self.vnet_hdr_len.swap(len, Ordering::AcqRel);
+        if old != len {
+            log::info!("{}: virtio-net header length {old} -> {len}", self.name);
+        }
+        Ok(())
+    }
+
+    /// The port's virtio-net header length.
+    pub fn vnet_hdr_len(&self) -> u32 {
+        self.vnet_hdr_len.load(Ordering::Acquire)
     }
 
     /// Binds (or, with `None`, unbinds) a client to every ring; rings are reset and every
@@ -557,6 +580,14 @@ impl SyncPort for ValePortSync {
 
     fn kind(&self) -> &'static str {
         "vale"
+    }
+
+    fn set_vnet_hdr_len(&self, len: u32) -> Result<(), &'static str> {
+        self.port.set_vnet_hdr_len(len)
+    }
+
+    fn vnet_hdr_len(&self) -> u32 {
+        self.port.vnet_hdr_len()
     }
 }
 
