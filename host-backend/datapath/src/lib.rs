@@ -7,6 +7,8 @@
 //! * [`kring`]: kernel-side rings, the sync prologue, publication, RX leases;
 //! * [`port`]: what the sync loop needs from a port, and per-port counters;
 //! * [`vale`]: the VALE learning switch;
+//! * [`vnet`]: software offloads (checksums, TCP segmentation) for ports without a
+//!   virtio-net header;
 //! * [`pipe`]: zero-copy netmap pipes;
 //! * [`kloop`]: the per-client sync loop;
 //! * [`host`]: attaching host clients (the daemon side of `attach`);
@@ -29,4 +31,5 @@ pub mod port;
 pub mod sys;
 pub mod tap;
 pub mod vale;
+pub mod vnet;
 pub mod xdp;

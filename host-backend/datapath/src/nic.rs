@@ -98,18 +98,7 @@ pub fn finish_checksum(f: &mut [u8]) -> bool {
     let Some(end) = end.filter(|&e| e <= f.len() && l4 + ofs + 2 <= e) else {
         return false;
     };
-    let mut sum = 0u64;
-    let mut chunks = f[l4..end].chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let mut c = !(sum as u16);
+    let mut c = !crate::vnet::fold(crate::vnet::sum(&f[l4..end], 0));
     if proto == Some(17) && c == 0 {
         c = 0xffff;
     }

@@ -17,11 +17,12 @@ use ptnet_spec::netmap::{
     NETMAP_BUF_RESERVED, NS_MOREFRAG, NS_NO_LEARN, NS_PORT_SHIFT, NetmapSlot,
 };
 use ptnet_spec::ring::nm_next;
-use ptnet_spec::vnet::VNET_HDR_LEN;
+use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
 
 use crate::kring::{Dir, Kring, Lease, Leases, raise};
-use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig};
+use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig, RingView};
 use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
+use crate::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 
 /// Most ports on one switch (index 254 and 255 are netmap's broadcast and drop).
 pub const VALE_MAX_PORTS: usize = 254;
@@ -338,6 +339,27 @@ struct TxSide {
     /// Per destination port: indices into `pkts`, in order.
     lists: Vec<Vec<u16>>,
     touched: Vec<u8>,
+    /// Scratch space of the virtio-net header mismatch path, allocated the first time a
+    /// frame of this ring takes it.
+    mismatch: Option<Box<Mismatch>>,
+}
+
+/// Scratch space of the mismatch path: one linearized frame and the frames it becomes.
+struct Mismatch {
+    lin: Vec<u8>,
+    out: Segments,
+}
+
+/// Bytes of resolved frames collected before they are delivered (a few TSO frames' worth).
+const MISMATCH_BYTES: usize = 4 * MAX_GSO_FRAME;
+
+impl Mismatch {
+    fn new() -> Box<Self> {
+        Box::new(Mismatch {
+            lin: vec![0; MAX_GSO_FRAME + VNET_HDR_LEN as usize],
+            out: Segments::with_capacity(MISMATCH_BYTES, VALE_BATCH),
+        })
+    }
 }
 
 /// The receiver-side state of an RX ring.
@@ -379,6 +401,7 @@ impl VPort {
                     pkts: Vec::with_capacity(VALE_BATCH),
                     lists: (0..VALE_MAX_PORTS).map(|_| Vec::new()).collect(),
                     touched: Vec::with_capacity(VALE_MAX_PORTS),
+                    mismatch: None,
                 })
             })
             .collect();
@@ -678,11 +701,13 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     let ports = sw.ports.read().unwrap_or_else(|e| e.into_inner());
     let lookup = &*sw.lookup;
     let hlen = lookup.header_len().min(MAX_HEADER);
+    let src_hdr = src.vnet_hdr_len();
     let TxSide {
         ft,
         pkts,
         lists,
         touched,
+        mismatch,
         ..
     } = tx;
     let mut hdr = [0u8; MAX_HEADER];
@@ -691,14 +716,21 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     let mut dropped = 0u64;
 
     for (pi, p) in pkts.iter_mut().enumerate() {
-        let e = ft[p.first as usize];
-        let k = hlen.min(usize::from(e.len));
-        if let Some(b) = region.buf(e.buf_idx) {
-            // SAFETY: `b` is a buffer of `region` (checked in preflush) and k <= len <= buf
-            // size; the client may be writing it concurrently, which can only garble the
-            // copy, and `hdr` is a local array of MAX_HEADER >= k bytes.
-            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), hdr.as_mut_ptr(), k) };
-        }
+        let frags = &ft[usize::from(p.first)..usize::from(p.first) + usize::from(p.frags)];
+        let k = if src_hdr == 0 {
+            let e = frags[0];
+            let k = hlen.min(usize::from(e.len));
+            if let Some(b) = region.buf(e.buf_idx) {
+                // SAFETY: `b` is a buffer of `region` (checked in preflush) and k <= len <=
+                // buf size; the client may be writing it concurrently, which can only garble
+                // the copy, and `hdr` is a local array of MAX_HEADER >= k bytes.
+                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), hdr.as_mut_ptr(), k) };
+            }
+            k
+        } else {
+            // The Ethernet header follows the virtio-net one, maybe in the next fragment.
+            copy_chain(region, frags, src_hdr as usize, &mut hdr[..hlen])
+        };
         let frame = FrameHead {
             bytes: &hdr[..k],
             len: p.bytes,
@@ -746,7 +778,13 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     for &d in touched.iter() {
         let list = &mut lists[usize::from(d)];
         if let Some(dst) = ports[usize::from(d)].as_deref() {
-            deliver(dst, list, pkts, ft, region);
+            let dst_hdr = dst.vnet_hdr_len();
+            if dst_hdr == src_hdr {
+                deliver(dst, list, pkts, ft, region);
+            } else {
+                let mm = mismatch.get_or_insert_with(Mismatch::new);
+                deliver_mismatch(dst, list, pkts, ft, region, (src_hdr, dst_hdr), mm);
+            }
         }
         list.clear();
     }
@@ -806,14 +844,7 @@ fn deliver_ring(
     need: u32,
 ) {
     let nrx = dst.rx.len() as u16;
-    let m = &dst.rx[usize::from(r)];
-    let (lease, ring): (Option<Lease>, _) = {
-        let mut rx = m.lock().unwrap_or_else(|e| e.into_inner());
-        rx_reclaim(dst, u32::from(r), &mut rx);
-        let RxSide { kr, leases } = &mut *rx;
-        (leases.reserve(&kr.k, need), kr.ring.clone())
-    };
-    let Some(lease) = lease else {
+    let Some((lease, ring)) = reserve(dst, r, need) else {
         let dropped = list
             .iter()
             .filter(|&&pi| pkts[usize::from(pi)].ring.min(nrx - 1) == r)
@@ -880,8 +911,29 @@ fn deliver_ring(
     PortStats::add(&dst.stats.rx_packets, rx_pkts);
     PortStats::add(&dst.stats.rx_bytes, rx_bytes);
     PortStats::add(&dst.stats.rx_drops, drops);
+    complete(dst, r, &ring, lease, left, j);
+}
+
+/// Reserves up to `need` slots of RX ring `r` of `dst`: the lease and the ring, or `None` if
+/// the ring is full.
+fn reserve(dst: &VPort, r: u16, need: u32) -> Option<(Lease, RingView)> {
+    let mut rx = dst.rx[usize::from(r)]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    rx_reclaim(dst, u32::from(r), &mut rx);
+    let RxSide { kr, leases } = &mut *rx;
+    let lease = leases.reserve(&kr.k, need)?;
+    Some((lease, kr.ring.clone()))
+}
+
+/// Completes a lease of which `left` slots from `j` on went unused: publishes the ring's new
+/// tail if this lease was the oldest and interrupts the receiver if it asked.
+fn complete(dst: &VPort, r: u16, ring: &RingView, lease: Lease, left: u32, mut j: u32) {
+    let n = ring.num_slots();
     let irq = {
-        let mut rx = m.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rx = dst.rx[usize::from(r)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let RxSide { kr, leases } = &mut *rx;
         let mut lease = lease;
         let used = lease.len - left;
@@ -914,6 +966,165 @@ fn deliver_ring(
         PortStats::add(&dst.stats.irqs, 1);
     }
     raise(irq);
+}
+
+/// Copies bytes `skip..` of a fragment chain of `region` into `out`, as many as fit; returns
+/// how many were copied.
+fn copy_chain(region: &Region, frags: &[FtEntry], mut skip: usize, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    for e in frags {
+        let len = usize::from(e.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let k = (len - skip).min(out.len() - n);
+        if let Some(b) = region.buf(e.buf_idx) {
+            // SAFETY: `b` is a buffer of `region` whose length `len` the preflush checked
+            // against the buffer size, so `skip + k <= len` stays inside it; `out[n..n + k]`
+            // is in bounds by the `min` above. A client writing the buffer meanwhile can only
+            // garble the copy.
+            unsafe {
+                std::ptr::copy_nonoverlapping(b.as_ptr().add(skip), out[n..].as_mut_ptr(), k)
+            };
+        }
+        n += k;
+        skip = 0;
+        if n == out.len() {
+            break;
+        }
+    }
+    n
+}
+
+/// The virtio-net header mismatch path (netmap's `bdg_mismatch_datapath`): frames between
+/// ports with different header lengths `(src, dst)` are linearized, given a zero header
+/// (toward a port with one) or resolved in software (checksums, TCP segmentation) and
+/// delivered in groups as large as the scratch space allows.
+fn deliver_mismatch(
+    dst: &VPort,
+    list: &[u16],
+    pkts: &[Pkt],
+    ft: &[FtEntry],
+    src_region: &Region,
+    (src_hdr, dst_hdr): (u32, u32),
+    mm: &mut Mismatch,
+) {
+    let nrx = dst.rx.len() as u16;
+    let Mismatch { lin, out } = mm;
+    out.clear();
+    let mut ring = 0u16;
+    let mut dropped = 0u64;
+    for &pi in list {
+        let p = &pkts[usize::from(pi)];
+        let r = p.ring.min(nrx - 1);
+        if r != ring && !out.is_empty() {
+            deliver_segments(dst, ring, out);
+            out.clear();
+        }
+        ring = r;
+        let frags = &ft[usize::from(p.first)..usize::from(p.first) + usize::from(p.frags)];
+        let n = copy_chain(src_region, frags, 0, lin);
+        if n < p.bytes as usize {
+            dropped += 1; // longer than any valid frame
+            continue;
+        }
+        let frame = &lin[..n];
+        let mut res = transform(frame, src_hdr, dst_hdr, out);
+        if res == Err(Unresolvable::Full) {
+            deliver_segments(dst, ring, out);
+            out.clear();
+            res = transform(frame, src_hdr, dst_hdr, out);
+        }
+        if let Err(e) = res {
+            dropped += 1;
+            log::debug!(
+                "{}: frame dropped on the header mismatch path: {e}",
+                dst.name
+            );
+        }
+    }
+    if !out.is_empty() {
+        deliver_segments(dst, ring, out);
+        out.clear();
+    }
+    PortStats::add(&dst.stats.rx_drops, dropped);
+}
+
+/// One frame of a port with a `src_hdr`-byte header, made fit for a port with `dst_hdr`.
+fn transform(
+    frame: &[u8],
+    src_hdr: u32,
+    dst_hdr: u32,
+    out: &mut Segments,
+) -> Result<usize, Unresolvable> {
+    let (h, body) = if src_hdr == 0 {
+        (VnetHdr::default(), frame)
+    } else {
+        let h = VnetHdr::from_le_bytes(frame).ok_or(Unresolvable::Headers)?;
+        (h, &frame[src_hdr as usize..])
+    };
+    if dst_hdr == 0 {
+        vnet::resolve(&h, body, out)
+    } else {
+        vnet::with_header(&h, body, dst_hdr as usize, out).map(|()| 1)
+    }
+}
+
+/// Copies the linear frames of `segs` into RX ring `r` of `dst` (each frame a chain of as
+/// many slots as its length needs).
+fn deliver_segments(dst: &VPort, r: u16, segs: &Segments) {
+    let dst_buf = dst.ifc.region().buf_size() as usize;
+    let slots = |f: &[u8]| f.len().div_ceil(dst_buf).max(1);
+    let need: usize = segs.iter().map(slots).filter(|&k| k <= MAX_FRAGS).sum();
+    let Some((lease, ring)) = reserve(dst, r, need as u32) else {
+        PortStats::add(&dst.stats.rx_drops, segs.len() as u64);
+        return;
+    };
+    let dregion = ring.region();
+    let n = ring.num_slots();
+    let mut j = lease.start;
+    let mut left = lease.len as usize;
+    let (mut rx_pkts, mut rx_bytes, mut drops) = (0u64, 0u64, 0u64);
+    for f in segs.iter() {
+        let k = slots(f);
+        if k > MAX_FRAGS || k > left {
+            drops += 1;
+            continue;
+        }
+        for (c, chunk) in f.chunks(dst_buf).enumerate() {
+            let d = ring.read_slot(j);
+            let (didx, dptr) = match dregion.buf(d.buf_idx) {
+                Some(ptr) => (d.buf_idx, ptr),
+                // PANIC: buffer 0 exists in every region (num_bufs > 2 is enforced).
+                None => (0, dregion.buf(0).expect("buffer 0 always exists")),
+            };
+            // SAFETY: `dptr` is a whole buffer of the receiver's region of `dst_buf` bytes and
+            // `chunk` is at most that long; the source is our own scratch memory.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), dptr.as_ptr(), chunk.len()) };
+            let mut flags = (k as u16) << NS_PORT_SHIFT;
+            if c + 1 < k {
+                flags |= NS_MOREFRAG;
+            }
+            ring.write_slot(
+                j,
+                NetmapSlot {
+                    buf_idx: didx,
+                    len: chunk.len() as u16,
+                    flags,
+                    ptr: 0,
+                },
+            );
+            j = nm_next(j, n);
+        }
+        left -= k;
+        rx_pkts += 1;
+        rx_bytes += f.len() as u64;
+    }
+    PortStats::add(&dst.stats.rx_packets, rx_pkts);
+    PortStats::add(&dst.stats.rx_bytes, rx_bytes);
+    PortStats::add(&dst.stats.rx_drops, drops);
+    complete(dst, r, &ring, lease, left as u32, j);
 }
 
 /// Copies one fragment between buffers, in whole 64-byte chunks when the buffers allow (both

@@ -347,3 +347,151 @@ fn a_pipe_sender_waiting_for_room_for_a_whole_frame_is_woken() {
     }
     receiver.join().expect("receiver");
 }
+
+/// A TCP/IPv4 frame of `payload` bytes from `src` to `dst` whose checksum is left to the
+/// receiver (the pseudo-header sum in the field, as a Linux driver hands it over with
+/// CHECKSUM_PARTIAL), behind the virtio-net header asking for segmentation at `mss`.
+fn tso_frame(dst: [u8; 6], src: [u8; 6], payload: usize, mss: u16) -> Vec<u8> {
+    use ptnet_datapath::vnet::{fold, sum};
+    use ptnet_spec::vnet::VnetHdr;
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    let c = !fold(sum(&f[14..34], 0));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18; // PSH|ACK
+    f.extend((0..payload).map(|i| (i % 251) as u8));
+    let pseudo = fold(sum(&f[26..34], 6 + 20 + payload as u32));
+    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+    let h = VnetHdr {
+        flags: 1,
+        gso_type: 1,
+        hdr_len: 54,
+        gso_size: mss,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    let mut out = h.to_le_bytes().to_vec();
+    out.extend_from_slice(&f);
+    out
+}
+
+/// Receives whole frames (fragment chains joined) until `want` arrived.
+fn receive_frames(p: &mut Port, want: usize) -> Vec<Vec<u8>> {
+    use ptnet_spec::netmap::NS_MOREFRAG;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut frames, mut cur) = (Vec::new(), Vec::new());
+    while frames.len() < want {
+        assert!(Instant::now() < deadline, "got {} of {want}", frames.len());
+        p.wait(Want::Rx, Some(Duration::from_millis(200))).unwrap();
+        p.rx_batch(0, u32::MAX, |buf, slot| {
+            cur.extend_from_slice(buf);
+            if slot.flags & NS_MOREFRAG == 0 {
+                frames.push(std::mem::take(&mut cur));
+            }
+        });
+        p.rxsync(0);
+    }
+    frames
+}
+
+#[test]
+fn virtio_net_headers_cross_between_ports_that_carry_them_and_are_resolved_for_others() {
+    use ptnet_datapath::vnet::{fold, sum};
+    let sw = Switch::new("vale5");
+    let a = vale_port(&sw, "a", 128);
+    let b = vale_port(&sw, "b", 128);
+    let c = vale_port(&sw, "c", 128);
+    a.set_vnet_hdr_len(12).unwrap();
+    c.set_vnet_hdr_len(12).unwrap();
+    assert!(a.set_vnet_hdr_len(10).is_err());
+    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::default());
+    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::default());
+    let (_hc, mut pc) = attach(Arc::clone(&c), Mode::default());
+
+    // b and c announce themselves (b without a header, c with a zero one); a learns them.
+    let mut hello = [0u8; 60];
+    frame(&mut hello, mac(1), mac(2), 0, 60);
+    assert!(pb.tx_frags(0, &[&hello]));
+    pb.txsync(0);
+    let got = receive_frames(&mut pa, 1);
+    assert_eq!(got[0][..12], [0; 12], "a zero header in front");
+    assert_eq!(got[0][12..], hello, "then the frame as sent");
+    let got = receive_frames(&mut pc, 1);
+    assert_eq!(got[0].len(), 72);
+    let mut hello_c = vec![0u8; 12];
+    hello_c.extend_from_slice(&hello);
+    hello_c[18..24].copy_from_slice(&mac(3));
+    assert!(pc.tx_frags(0, &[&hello_c]));
+    pc.txsync(0);
+    assert_eq!(
+        receive_frames(&mut pa, 1)[0],
+        hello_c,
+        "header to header: untouched"
+    );
+    let got = receive_frames(&mut pb, 1);
+    assert_eq!(got[0], hello_c[12..], "header stripped");
+
+    // a sends one 4000-byte TSO frame (3 slots) to b: three valid segments arrive.
+    let big = tso_frame(mac(2), mac(1), 4000, 1448);
+    let parts: Vec<&[u8]> = big.chunks(2048).collect();
+    assert!(pa.tx_frags(0, &parts));
+    pa.txsync(0);
+    let segs = receive_frames(&mut pb, 3);
+    let mut payload = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(
+            usize::from(u16::from_be_bytes([s[16], s[17]])),
+            s.len() - 14
+        );
+        assert_eq!(
+            fold(sum(&s[14..34], 0)),
+            0xffff,
+            "IPv4 checksum of segment {i}"
+        );
+        let pseudo = sum(&s[26..34], 6 + (s.len() - 34) as u32);
+        assert_eq!(
+            fold(sum(&s[34..], pseudo)),
+            0xffff,
+            "TCP checksum of segment {i}"
+        );
+        let seq = u32::from_be_bytes(s[38..42].try_into().unwrap());
+        assert_eq!(seq, 1000 + 1448 * i as u32);
+        payload.extend_from_slice(&s[54..]);
+    }
+    assert_eq!(payload, big[12 + 54..]);
+    assert_eq!(segs[2][47], 0x18, "PSH on the last segment only");
+    assert_eq!(segs[0][47], 0x10);
+
+    // The same frame to c (a header too) crosses whole, header included.
+    let mut to_c = big.clone();
+    to_c[12..18].copy_from_slice(&mac(3));
+    let parts: Vec<&[u8]> = to_c.chunks(2048).collect();
+    assert!(pa.tx_frags(0, &parts));
+    pa.txsync(0);
+    assert_eq!(receive_frames(&mut pc, 1)[0], to_c);
+
+    // A hostile header (checksum offset past the end) toward b is dropped and counted.
+    let mut bad = big.clone();
+    bad[8..10].copy_from_slice(&60000u16.to_le_bytes());
+    bad[1] = 0;
+    let parts: Vec<&[u8]> = bad.chunks(2048).collect();
+    let drops = b.stats().snapshot().rx_drops;
+    assert!(pa.tx_frags(0, &parts));
+    pa.txsync(0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.stats().snapshot().rx_drops == drops {
+        assert!(Instant::now() < deadline, "the bad frame was not dropped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
