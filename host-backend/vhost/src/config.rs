@@ -7,10 +7,14 @@
 //! vhost crate ends the connection when a handler returns an error, and a half-written address
 //! (Linux writes the low word first) is normal. The addresses are validated when the device
 //! starts.
+//!
+//! `vnet_hdr_len` is 12 once the driver acked `PTNET_F_VNET_HDR` (QEMU forwards the acked
+//! features with `SET_FEATURES` when the driver sets DRIVER_OK, so a driver reads it after
+//! `MEM_READY`), 0 otherwise and after a reset.
 
 use ptnet_spec::device::{
     PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_SIZE, PTNET_S_LINK_UP, PTNET_S_MEM_READY,
-    PtnetConfig,
+    PTNET_VNET_HDR_LEN, PtnetConfig,
 };
 
 use ptnet_datapath::port::SyncPort;
@@ -91,6 +95,11 @@ impl DeviceConfig {
         self.cfg.status = status;
     }
 
+    /// Says whether the virtio-net header was negotiated (`vnet_hdr_len` 12 or 0).
+    pub fn set_vnet_hdr(&mut self, on: bool) {
+        self.cfg.vnet_hdr_len = if on { PTNET_VNET_HDR_LEN } else { 0 };
+    }
+
     /// Forgets the CSB addresses (at every stop: the driver writes them again before it
     /// starts the device again, SPEC.md §3.5).
     pub fn forget_csb(&mut self) {
@@ -163,5 +172,18 @@ mod tests {
         assert_eq!(c.get().csb_ktoa_gpa, 1 << 32);
         c.forget_csb();
         assert_eq!((c.get().csb_atok_gpa, c.get().csb_ktoa_gpa), (0, 0));
+    }
+
+    #[test]
+    fn vnet_hdr_len_reads_12_only_when_negotiated() {
+        let mut c = config();
+        assert_eq!(c.get().vnet_hdr_len, 0);
+        c.set_vnet_hdr(true);
+        assert_eq!(c.read(42, 2), 12u16.to_le_bytes().to_vec());
+        // Read-only for the driver.
+        assert!(c.write(42, &[0, 0]));
+        assert_eq!(c.get().vnet_hdr_len, 12);
+        c.set_vnet_hdr(false);
+        assert_eq!(c.get().vnet_hdr_len, 0);
     }
 }

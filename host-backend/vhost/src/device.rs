@@ -38,7 +38,9 @@ use std::thread;
 use ptnet_datapath::kloop::{self, ClientBinding, KloopHandle, Mode};
 use ptnet_datapath::kring::Interrupt;
 use ptnet_datapath::port::SyncPort;
-use ptnet_spec::device::{PTNET_F_STATUS, PTNET_SHMID_ALLOCATOR, VIRTIO_F_VERSION_1};
+use ptnet_spec::device::{
+    PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_VNET_HDR_LEN, VIRTIO_F_VERSION_1,
+};
 use vhost::vhost_user::message::{
     VhostUserMMap, VhostUserMMapFlags, VhostUserProtocolFeatures, VhostUserShMemConfig,
     VhostUserVirtioFeatures,
@@ -79,6 +81,8 @@ pub struct DeviceStats {
     pub running: AtomicBool,
     /// Whether region 0 is mapped and `MEM_READY` set now.
     pub mem_ready: AtomicBool,
+    /// Whether the running device carries the virtio-net header (`PTNET_F_VNET_HDR`).
+    pub vnet_hdr: AtomicBool,
 }
 
 /// A point-in-time copy of [`DeviceStats`].
@@ -106,6 +110,8 @@ pub struct StatsSnapshot {
     pub running: bool,
     /// Region 0 mapped and `MEM_READY` now.
     pub mem_ready: bool,
+    /// The running device carries the virtio-net header.
+    pub vnet_hdr: bool,
 }
 
 impl DeviceStats {
@@ -124,6 +130,7 @@ impl DeviceStats {
             irqs_without_buffer: r(&self.irq.no_buffer),
             running: self.running.load(Ordering::Relaxed),
             mem_ready: self.mem_ready.load(Ordering::Relaxed),
+            vnet_hdr: self.vnet_hdr.load(Ordering::Relaxed),
         }
     }
 }
@@ -184,6 +191,8 @@ pub struct Device {
     region_id: Option<FileId>,
     region_size: u64,
     nrings: u32,
+    /// The port takes a virtio-net header: the device offers `PTNET_F_VNET_HDR`.
+    vnet_hdr_ok: bool,
     mem: GuestMem,
     stats: Arc<DeviceStats>,
     state: Mutex<State>,
@@ -194,7 +203,8 @@ pub struct Device {
     worker_exit: Mutex<Option<EventNotifier>>,
 }
 
-/// The virtio feature bits the device offers.
+/// The virtio feature bits the device always offers; `PTNET_F_VNET_HDR` is added when the
+/// port takes the header ([`port_takes_vnet_hdr`]).
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << PTNET_F_STATUS)
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
@@ -210,6 +220,21 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::SHMEM
 }
 
+/// Whether `port` carries a virtio-net header (SPEC.md §3.1: the device offers
+/// `PTNET_F_VNET_HDR` only then). Asked by trying: a port already at 12 takes it; otherwise
+/// the length is set to 12 and back to 0 (the port has no client yet, so no frame sees the
+/// trial). Only VALE ports say yes; pipes and NIC ports refuse.
+pub fn port_takes_vnet_hdr(port: &dyn SyncPort) -> bool {
+    let len = u32::from(PTNET_VNET_HDR_LEN);
+    if port.vnet_hdr_len() == len {
+        return true;
+    }
+    if port.set_vnet_hdr_len(len).is_err() {
+        return false;
+    }
+    port.set_vnet_hdr_len(0).is_ok()
+}
+
 impl Device {
     /// A device for one connection to `port`.
     pub fn new(
@@ -223,6 +248,7 @@ impl Device {
         let region_id = guest::file_id(&region_file).ok();
         let nrings = (ifc.tx.len() + ifc.rx.len()) as u32;
         let config = DeviceConfig::for_port(&*port, opts.mac);
+        let vnet_hdr_ok = port_takes_vnet_hdr(&*port);
         let (tx, rx) = mpsc::channel();
         let dev = Arc::new(Device {
             name: port.name().to_owned(),
@@ -232,6 +258,7 @@ impl Device {
             region_file,
             region_id,
             nrings,
+            vnet_hdr_ok,
             mem: GuestMem::new(vm_memory::GuestMemoryMmap::new()),
             stats,
             state: Mutex::new(State {
@@ -320,14 +347,18 @@ impl Device {
                 st.last_refusal = None;
                 self.stats.starts.fetch_add(1, Ordering::Relaxed);
                 self.stats.running.store(true, Ordering::Relaxed);
+                let vnet = self.vnet_hdr_acked(st);
+                self.stats.vnet_hdr.store(vnet, Ordering::Relaxed);
                 let g = st.config.get();
                 log::info!(
-                    "{}: ptnet device started: {} queues, CSB atok {:#x} ktoa {:#x}, {:?}",
+                    "{}: ptnet device started: {} queues, CSB atok {:#x} ktoa {:#x}, {:?}, \
+                     virtio-net header {}",
                     self.name,
                     self.nrings,
                     g.csb_atok_gpa,
                     g.csb_ktoa_gpa,
-                    self.opts.mode
+                    self.opts.mode,
+                    if vnet { "on" } else { "off" }
                 );
                 self.send(Job::Map {
                     generation: st.generation,
@@ -341,6 +372,11 @@ impl Device {
                 }
             }
         }
+    }
+
+    /// The driver acked `PTNET_F_VNET_HDR` (which is only offered when the port takes it).
+    fn vnet_hdr_acked(&self, st: &State) -> bool {
+        self.vnet_hdr_ok && st.acked_features & (1 << PTNET_F_VNET_HDR) != 0
     }
 
     fn try_start(&self, st: &State) -> Result<Running, String> {
@@ -403,8 +439,19 @@ impl Device {
                 .collect(),
         )
         .ok_or("one interrupt per CSB entry")?;
+        // netmap's PORT_HDR_SET: frames the guest sends start with the header, frames it
+        // receives get one. Set before the sync loop sees a frame.
+        let hdr_len = if self.vnet_hdr_acked(st) {
+            u32::from(PTNET_VNET_HDR_LEN)
+        } else {
+            0
+        };
+        self.port
+            .set_vnet_hdr_len(hdr_len)
+            .map_err(|e| format!("virtio-net header length {hdr_len}: {e}"))?;
         if !self.port.bind(Some(&binding)) {
             self.port.bind(None);
+            let _ = self.port.set_vnet_hdr_len(0);
             return Err("the port refused the binding".into());
         }
         match kloop::spawn(Arc::clone(&self.port), csb, kicks, self.opts.mode) {
@@ -414,6 +461,7 @@ impl Device {
             }
             Err(e) => {
                 self.port.bind(None);
+                let _ = self.port.set_vnet_hdr_len(0);
                 Err(format!("cannot start the sync loop: {e}"))
             }
         }
@@ -429,6 +477,11 @@ impl Device {
         }
         r.kloop.stop();
         self.port.bind(None);
+        // The port goes back to plain frames until the next start says otherwise.
+        if let Err(e) = self.port.set_vnet_hdr_len(0) {
+            log::warn!("{}: cannot clear the virtio-net header: {e}", self.name);
+        }
+        self.stats.vnet_hdr.store(false, Ordering::Relaxed);
         st.config.set_status(0);
         st.config.forget_csb();
         st.generation += 1;
@@ -568,11 +621,18 @@ impl VhostUserBackend for Device {
     }
 
     fn features(&self) -> u64 {
-        FEATURES
+        if self.vnet_hdr_ok {
+            FEATURES | (1 << PTNET_F_VNET_HDR)
+        } else {
+            FEATURES
+        }
     }
 
     fn acked_features(&self, features: u64) {
-        self.lock().acked_features = features;
+        let mut st = self.lock();
+        st.acked_features = features;
+        let vnet = self.vnet_hdr_acked(&st);
+        st.config.set_vnet_hdr(vnet);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -583,6 +643,7 @@ impl VhostUserBackend for Device {
         let mut st = self.lock();
         self.stop(&mut st, "device reset", true);
         st.acked_features = 0;
+        st.config.set_vnet_hdr(false);
         st.config.forget_csb();
     }
 

@@ -20,6 +20,7 @@ use ptnet_datapath::mem::{Region, RegionConfig};
 use ptnet_datapath::pipe::{Pipe, PipePortSync};
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_spec::device::PTNET_F_VNET_HDR;
 use ptnet_spec::netmap::NetmapIf;
 use ptnet_vhost::{ServeConfig, ServeError, serve};
 use sim::{Vm, eventually, exchange, init_log, socket_path};
@@ -80,6 +81,12 @@ fn a_vm_and_a_host_client_exchange_frames_across_vale_both_ways() {
 
     let mut vm = Vm::connect(&path);
     assert_eq!(vm.cfg.mac, ptnet_vhost::default_mac("vale0:vm"));
+    assert_ne!(
+        vm.offered & (1 << PTNET_F_VNET_HDR),
+        0,
+        "a VALE port takes the virtio-net header: VNET_HDR offered"
+    );
+    assert_eq!(vm_port.vnet_hdr_len(), 0, "offering it changes nothing");
     assert_eq!(
         vm.shm_size(),
         vm_port.interface().region().size() as u64,
@@ -139,6 +146,11 @@ fn a_vm_on_a_pipe_end_exchanges_frames_with_a_host_client_without_copies() {
     };
     let h = serve(&path, Arc::clone(&m), cfg).unwrap();
     let mut vm = Vm::connect(&path);
+    assert_eq!(
+        vm.offered & (1 << PTNET_F_VNET_HDR),
+        0,
+        "a pipe carries no virtio-net header: VNET_HDR not offered"
+    );
     let mut g = vm.driver_start();
     let (_hc, mut hp) = host(&s);
     assert_eq!(
@@ -286,6 +298,46 @@ fn the_device_stops_on_get_vring_base_and_starts_again() {
     let s = h.stats();
     assert_eq!((s.maps, s.map_failures, s.refused), (3, 0, 0));
     assert_eq!(vm.shm.inner.lock().unwrap().unmaps, 3);
+}
+
+/// A driver that acks `PTNET_F_VNET_HDR` gets a port whose frames carry the 12-byte header
+/// (netmap's PORT_HDR_SET) and reads 12 in `vnet_hdr_len`; the port goes back to plain frames
+/// when the device stops, and a driver that does not ack it finds 0 everywhere. Two such
+/// VMs on one switch exchange frames (header included) unchanged.
+#[test]
+fn the_virtio_net_header_follows_the_negotiated_features() {
+    init_log();
+    let sw = Switch::new("vale8");
+    let a_port = vale_port(&sw, "a", None);
+    let b_port = vale_port(&sw, "b", None);
+    let (pa, pb) = (socket_path("vnet-a"), socket_path("vnet-b"));
+    let ha = serve(&pa, Arc::clone(&a_port), ServeConfig::default()).unwrap();
+    let _hb = serve(&pb, Arc::clone(&b_port), ServeConfig::default()).unwrap();
+    let mut va = Vm::connect(&pa);
+    let mut vb = Vm::connect(&pb);
+    for vm in [&mut va, &mut vb] {
+        assert_ne!(vm.offered & (1 << PTNET_F_VNET_HDR), 0);
+        vm.driver_features |= 1 << PTNET_F_VNET_HDR;
+    }
+    let mut ga = va.driver_start();
+    let mut gb = vb.driver_start();
+    assert_eq!(va.read_config().vnet_hdr_len, 12);
+    assert_eq!((a_port.vnet_hdr_len(), b_port.vnet_hdr_len()), (12, 12));
+    assert!(ha.stats().vnet_hdr);
+    let e = exchange(&mut ga.port, &mut gb.port, mac(2), mac(1), 1000, 1000);
+    assert_eq!(e.timeouts, 0);
+    drop((ga, gb));
+
+    va.stop_queues();
+    assert_eq!(a_port.vnet_hdr_len(), 0, "plain frames after the stop");
+    assert!(!ha.stats().vnet_hdr);
+    // A driver (reloaded with the header off) that does not ack it.
+    va.driver_features &= !(1 << PTNET_F_VNET_HDR);
+    let _g = va.driver_start();
+    assert_eq!(va.read_config().vnet_hdr_len, 0);
+    assert_eq!(a_port.vnet_hdr_len(), 0);
+    assert!(!ha.stats().vnet_hdr);
+    assert!(ha.stats().running);
 }
 
 #[test]
