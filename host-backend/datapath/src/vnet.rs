@@ -291,6 +291,78 @@ pub fn fold(mut s: u32) -> u16 {
     s as u16
 }
 
+/// Frames for tests of the offload paths (here and in other crates' tests).
+#[doc(hidden)]
+pub mod testing {
+    use super::{fold, sum};
+    use ptnet_spec::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VnetHdr};
+
+    /// A TCP/IPv4 frame of `payload` bytes (10.0.0.1:1000 → 10.0.0.2, sequence 1000, PSH|ACK)
+    /// from `src` to `dst` whose TCP checksum is left to the receiver (the pseudo-header sum
+    /// in the field, as a Linux driver hands it over with CHECKSUM_PARTIAL), and the
+    /// virtio-net header asking for segmentation at `mss` (0: checksum only).
+    pub fn tcp4_partial(
+        dst: [u8; 6],
+        src: [u8; 6],
+        payload: usize,
+        mss: u16,
+    ) -> (VnetHdr, Vec<u8>) {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        let c = !fold(sum(&f[14..34], 0));
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+        f[46] = 5 << 4;
+        f[47] = 0x18; // PSH|ACK
+        f.extend((0..payload).map(|i| (i % 251) as u8));
+        let pseudo = fold(sum(&f[26..34], 6 + 20 + payload as u32));
+        f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        let h = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM as u8,
+            gso_type: if mss > 0 {
+                VIRTIO_NET_HDR_GSO_TCPV4 as u8
+            } else {
+                0
+            },
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+            num_buffers: 0,
+        };
+        (h, f)
+    }
+
+    /// Checks one plain TCP/IPv4 segment as [`tcp4_partial`] makes them: lengths, IPv4 and
+    /// TCP checksums. Returns its sequence number and payload.
+    pub fn check_tcp4(s: &[u8]) -> Result<(u32, &[u8]), String> {
+        if s.len() < 54 {
+            return Err(format!("segment of {} bytes", s.len()));
+        }
+        if usize::from(u16::from_be_bytes([s[16], s[17]])) != s.len() - 14 {
+            return Err("IPv4 total length".into());
+        }
+        if fold(sum(&s[14..34], 0)) != 0xffff {
+            return Err("IPv4 header checksum".into());
+        }
+        let pseudo = sum(&s[26..34], 6 + (s.len() - 34) as u32);
+        if fold(sum(&s[34..], pseudo)) != 0xffff {
+            return Err("TCP checksum".into());
+        }
+        Ok((u32::from_be_bytes([s[38], s[39], s[40], s[41]]), &s[54..]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,39 +348,9 @@ fn a_pipe_sender_waiting_for_room_for_a_whole_frame_is_woken() {
     receiver.join().expect("receiver");
 }
 
-/// A TCP/IPv4 frame of `payload` bytes from `src` to `dst` whose checksum is left to the
-/// receiver (the pseudo-header sum in the field, as a Linux driver hands it over with
-/// CHECKSUM_PARTIAL), behind the virtio-net header asking for segmentation at `mss`.
+/// A TSO frame from `src` to `dst` with its virtio-net header in front.
 fn tso_frame(dst: [u8; 6], src: [u8; 6], payload: usize, mss: u16) -> Vec<u8> {
-    use ptnet_datapath::vnet::{fold, sum};
-    use ptnet_spec::vnet::VnetHdr;
-    let mut f = vec![0u8; 14 + 20 + 20];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
-    f[22] = 64;
-    f[23] = 6;
-    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-    let c = !fold(sum(&f[14..34], 0));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
-    f[46] = 5 << 4;
-    f[47] = 0x18; // PSH|ACK
-    f.extend((0..payload).map(|i| (i % 251) as u8));
-    let pseudo = fold(sum(&f[26..34], 6 + 20 + payload as u32));
-    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
-    let h = VnetHdr {
-        flags: 1,
-        gso_type: 1,
-        hdr_len: 54,
-        gso_size: mss,
-        csum_start: 34,
-        csum_offset: 16,
-        num_buffers: 0,
-    };
+    let (h, f) = ptnet_datapath::vnet::testing::tcp4_partial(dst, src, payload, mss);
     let mut out = h.to_le_bytes().to_vec();
     out.extend_from_slice(&f);
     out
@@ -407,7 +377,7 @@ fn receive_frames(p: &mut Port, want: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn virtio_net_headers_cross_between_ports_that_carry_them_and_are_resolved_for_others() {
-    use ptnet_datapath::vnet::{fold, sum};
+    use ptnet_datapath::vnet::testing::check_tcp4;
     let sw = Switch::new("vale5");
     let a = vale_port(&sw, "a", 128);
     let b = vale_port(&sw, "b", 128);
@@ -450,24 +420,9 @@ fn virtio_net_headers_cross_between_ports_that_carry_them_and_are_resolved_for_o
     let segs = receive_frames(&mut pb, 3);
     let mut payload = Vec::new();
     for (i, s) in segs.iter().enumerate() {
-        assert_eq!(
-            usize::from(u16::from_be_bytes([s[16], s[17]])),
-            s.len() - 14
-        );
-        assert_eq!(
-            fold(sum(&s[14..34], 0)),
-            0xffff,
-            "IPv4 checksum of segment {i}"
-        );
-        let pseudo = sum(&s[26..34], 6 + (s.len() - 34) as u32);
-        assert_eq!(
-            fold(sum(&s[34..], pseudo)),
-            0xffff,
-            "TCP checksum of segment {i}"
-        );
-        let seq = u32::from_be_bytes(s[38..42].try_into().unwrap());
+        let (seq, p) = check_tcp4(s).unwrap_or_else(|e| panic!("segment {i}: {e}"));
         assert_eq!(seq, 1000 + 1448 * i as u32);
-        payload.extend_from_slice(&s[54..]);
+        payload.extend_from_slice(p);
     }
     assert_eq!(payload, big[12 + 54..]);
     assert_eq!(segs[2][47], 0x18, "PSH on the last segment only");

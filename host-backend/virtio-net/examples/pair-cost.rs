@@ -108,6 +108,7 @@ fn main() {
             txq: vring(&mem, tx),
             ctrl: None,
             features: features(1),
+            carry_hdr: false,
             stats: Arc::new(NetStats::default()),
         })
     };

@@ -26,6 +26,7 @@ use std::thread::{self, JoinHandle};
 use ptnet_datapath::csb::{CsbMem, CsbRef};
 use ptnet_datapath::kloop::{ClientBinding, Mode};
 use ptnet_datapath::port::SyncPort;
+use ptnet_spec::vnet::VNET_HDR_LEN;
 use ptnet_vhost::device::thread_name;
 use ptnet_vhost::guest::{self, GuestMem};
 use ptnet_vhost::vring::{self, Change, PtnetVring, VringHook};
@@ -33,8 +34,10 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC,
-    VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
@@ -56,7 +59,8 @@ pub struct NetStats {
     pub tx_packets: AtomicU64,
     /// Their bytes (without the virtio-net header).
     pub tx_bytes: AtomicU64,
-    /// TX chains refused (malformed, outside guest memory, larger than a port buffer).
+    /// TX chains refused (malformed, outside guest memory, longer than 64 port buffers, an
+    /// offload request that cannot be resolved).
     pub tx_bad: AtomicU64,
     /// Frames delivered to the guest.
     pub rx_packets: AtomicU64,
@@ -150,6 +154,16 @@ pub fn features(pairs: u16) -> u64 {
         | (1 << VIRTIO_NET_F_CTRL_VQ)
         | (1 << VIRTIO_NET_F_CTRL_RX)
         | (1 << VIRTIO_NET_F_CTRL_MAC_ADDR)
+        // Offloads: the guest's TX checksums and TSO frames cross the switch with their
+        // header to ports that carry it, and are resolved in software for the others.
+        | (1 << VIRTIO_NET_F_CSUM)
+        | (1 << VIRTIO_NET_F_HOST_TSO4)
+        | (1 << VIRTIO_NET_F_HOST_TSO6)
+        | (1 << VIRTIO_NET_F_HOST_ECN)
+        | (1 << VIRTIO_NET_F_GUEST_CSUM)
+        | (1 << VIRTIO_NET_F_GUEST_TSO4)
+        | (1 << VIRTIO_NET_F_GUEST_TSO6)
+        | (1 << VIRTIO_NET_F_GUEST_ECN)
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
     if pairs > 1 {
         f |= 1 << VIRTIO_NET_F_MQ;
@@ -341,6 +355,7 @@ impl NetDevice {
             }
         }
         let PortBinding { csb, irqs } = bind_port(&*self.port, self.pairs)?;
+        let carry_hdr = self.carry_header(st.acked_features);
         let ctrl_vring = &st.vrings[2 * usize::from(self.pairs)];
         let ctrl_live = Self::live(ctrl_vring);
         let mut workers = Vec::with_capacity(live.len());
@@ -376,6 +391,7 @@ impl NetDevice {
                 txq: txq.clone(),
                 ctrl,
                 features: st.acked_features,
+                carry_hdr,
                 stats: Arc::clone(&self.stats),
             });
             let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?);
@@ -408,6 +424,31 @@ impl NetDevice {
         Ok(workers)
     }
 
+    /// Whether the port carries the guest's virtio-net headers: when the guest takes every
+    /// offload the switch may hand it (checksums, TSO, ECN) in big merged buffers, and the
+    /// port accepts a header. Sets the port's header length accordingly; without it, the
+    /// workers resolve the guest's TX offloads in software and hand it plain frames.
+    fn carry_header(&self, acked: u64) -> bool {
+        let want = (1u64 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_NET_F_MRG_RXBUF)
+            | (1 << VIRTIO_NET_F_GUEST_CSUM)
+            | (1 << VIRTIO_NET_F_GUEST_TSO4)
+            | (1 << VIRTIO_NET_F_GUEST_TSO6)
+            | (1 << VIRTIO_NET_F_GUEST_ECN);
+        let len = if acked & want == want {
+            VNET_HDR_LEN
+        } else {
+            0
+        };
+        match self.port.set_vnet_hdr_len(len) {
+            Ok(()) => len != 0,
+            Err(why) => {
+                log::info!("{}: offloads resolved in software: {why}", self.name);
+                false
+            }
+        }
+    }
+
     fn stop(&self, st: &mut State, why: &str) {
         let Some(workers) = st.workers.take() else {
             return;
@@ -422,6 +463,7 @@ impl NetDevice {
             }
         }
         self.port.bind(None);
+        let _ = self.port.set_vnet_hdr_len(0);
         self.stats.running.store(false, Ordering::Relaxed);
         log::info!("{}: virtio-net device stopped: {why}", self.name);
     }

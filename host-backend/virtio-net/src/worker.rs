@@ -4,21 +4,30 @@
 //! switch).
 //!
 //! * **TX** (guest → switch): up to [`TX_BATCH`] chains are popped (never more than the port
-//!   TX ring has free slots), each is copied once from guest memory into a slot's buffer with
-//!   the virtio-net header stripped, all chains are completed with one used-index store and
-//!   at most one notification, then `head` is published and txsync run once.
+//!   TX ring has free slots for), each is copied once from guest memory into the port's
+//!   buffers — one slot, or an `NS_MOREFRAG` chain of up to 64 for a longer frame — all
+//!   chains are completed with one used-index store and at most one notification, then
+//!   `head` is published and txsync run once.
 //! * **RX** (switch → guest): the frames the switch put in the RX ring (whole `NS_MOREFRAG`
-//!   chains) are copied once into guest buffers behind a zeroed virtio-net header, merging
+//!   chains) are copied once into guest buffers behind the virtio-net header, merging
 //!   buffers with `VIRTIO_NET_F_MRG_RXBUF`; a frame that finds no (or not enough) guest
 //!   buffers stays in the ring, its chains given back to the avail ring, until the driver
 //!   posts more (backpressure: the switch drops when the ring is full, as for any port).
+//! * **Offloads**: when the guest takes every receive offload, the port *carries* the
+//!   virtio-net header (its header length is 12): the guest's header goes into the slots in
+//!   front of the frame and the header a frame brings from the switch goes to the guest, so
+//!   checksum and TSO requests cross the switch untouched between such ports (the switch
+//!   resolves them for the others). Otherwise frames cross without a header: TX offload
+//!   requests are resolved here in software (checksum filled, TSO frames cut into segments,
+//!   through a scratch buffer allocated once) and the guest gets a zero header.
 //! * **Sleeping**: after a pass with no work the thread polls for up to the mode's linger,
 //!   then re-enables the TX virtqueue's notifications (and the RX virtqueue's when frames
 //!   wait for buffers) and the RX ring's interrupt, checks again, and sleeps in epoll on the
 //!   kick eventfds and the port's interrupt eventfd. Busy-poll mode never sleeps.
 //!
 //! A malformed chain (writable descriptor on TX, read-only on RX, address outside guest
-//! memory, a frame larger than a port buffer) is completed with length 0 and counted; a
+//! memory, a frame longer than 64 port buffers, an offload request that cannot be resolved)
+//! is completed with length 0 and counted; a
 //! broken queue (an avail index more than a queue size ahead, rings outside guest memory)
 //! stops this worker until the frontend resets the device. Neither panics nor touches
 //! anything outside the guest's memory and the port's region.
@@ -43,6 +52,9 @@ use virtio_queue::QueueT;
 use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+
+use ptnet_datapath::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
+use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
 
 use crate::ctrl::Ctrl;
 use crate::device::NetStats;
@@ -100,9 +112,13 @@ pub enum BadChain {
     /// A descriptor outside guest memory.
     #[error("descriptor outside guest memory")]
     Address(#[from] BadAddress),
-    /// A TX frame larger than a port buffer.
-    #[error("frame of at least {0} bytes is larger than a port buffer")]
+    /// A TX frame longer than a fragment chain of the port can hold, or a slot whose
+    /// buffer index is bad.
+    #[error("frame of at least {0} bytes does not fit a port's fragment chain")]
     TooLong(usize),
+    /// A TX frame whose offload request cannot be resolved in software.
+    #[error("offload request refused: {0}")]
+    Offload(#[from] Unresolvable),
     /// A chain shorter than the virtio-net header, or an RX chain whose first buffer cannot
     /// hold the header.
     #[error("chain of {0} bytes cannot hold the virtio-net header")]
@@ -172,6 +188,43 @@ impl UserRing {
         if let Some(a) = csb.atok(self.entry) {
             a.appl_write(self.head, self.head);
         }
+    }
+
+    /// The size of the ring's buffers, as much as a slot length can say.
+    fn buf_size(&self) -> usize {
+        (self.view.region().buf_size() as usize).min(usize::from(u16::MAX))
+    }
+
+    /// Writes `frames` into the slots from `head` on (each a chain of as many slots as it
+    /// needs) and moves `head` past them; the caller checked the room. Returns the bytes and
+    /// slots used.
+    fn put_frames(&mut self, frames: &Segments) -> (usize, u32) {
+        let ns = self.view.num_slots();
+        let size = self.buf_size();
+        let (mut bytes, mut used) = (0usize, 0u32);
+        for f in frames.iter() {
+            let k = slots_for(f.len(), size);
+            for (c, chunk) in f
+                .chunks(size)
+                .chain(f.is_empty().then_some(&[][..]))
+                .enumerate()
+            {
+                if let Some((dst, _, _)) = self.buffer(self.head) {
+                    // PANIC-free: a chunk is at most one buffer long.
+                    if let Ok(d) = dst.subslice(0, chunk.len()) {
+                        d.copy_from(chunk);
+                    }
+                }
+                let mut s = self.view.read_slot(self.head);
+                s.len = chunk.len() as u16;
+                s.flags = if (c as u32) + 1 < k { NS_MOREFRAG } else { 0 };
+                self.view.write_slot(self.head, s);
+                self.head = nm_next(self.head, ns);
+            }
+            bytes += f.len();
+            used += k;
+        }
+        (bytes, used)
     }
 
     /// Slot `i`'s buffer and its length (`len` bounded by the buffer size), or `None` for a
@@ -244,6 +297,14 @@ pub struct Pair {
     /// Bytes of the virtio-net header (12 with VERSION_1 or MRG_RXBUF, else 10).
     hdr_len: usize,
     mrg: bool,
+    /// The port carries the virtio-net header: it goes into the slots in front of the frame
+    /// (TX) and comes from them (RX), so offloads cross the switch.
+    carry: bool,
+    /// The guest may ask for TX offloads (it acked `VIRTIO_NET_F_CSUM`): without `carry`
+    /// they are resolved here in software.
+    tx_offloads: bool,
+    /// Scratch space of that software path, allocated the first time it is needed.
+    scratch: Option<Box<TxScratch>>,
     used: UsedBatch,
     stats: Arc<NetStats>,
     /// Frames wait in the RX ring for guest buffers.
@@ -285,15 +346,23 @@ pub struct PairConfig {
     pub ctrl: Option<Ctrl>,
     /// Negotiated features.
     pub features: u64,
+    /// The port carries virtio-net headers (its header length was set to 12).
+    pub carry_hdr: bool,
     /// Counters.
     pub stats: Arc<NetStats>,
+}
+
+/// A TX frame linearized, and the frames its software offloads make of it.
+struct TxScratch {
+    lin: Vec<u8>,
+    segs: Segments,
 }
 
 impl Pair {
     /// A pair over port rings `index`.
     pub fn new(c: PairConfig) -> Self {
         use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-        use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+        use virtio_bindings::virtio_net::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_MRG_RXBUF};
         let ifc = c.port.interface();
         let ntx = ifc.tx.len() as u32;
         let i = u32::from(c.index);
@@ -302,6 +371,7 @@ impl Pair {
         let rx = UserRing::new(ifc.rx[i as usize].clone(), i, ntx + i, &c.csb);
         let mrg = c.features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         let v1 = c.features & (1 << VIRTIO_F_VERSION_1) != 0;
+        let hdr_len = if mrg || v1 { 12 } else { 10 };
         Pair {
             name: c.port.name().to_owned(),
             index: c.index,
@@ -313,8 +383,11 @@ impl Pair {
             ctrl: c.ctrl,
             tx,
             rx,
-            hdr_len: if mrg || v1 { 12 } else { 10 },
+            hdr_len,
             mrg,
+            carry: c.carry_hdr && hdr_len == VNET_HDR_LEN as usize,
+            tx_offloads: c.features & (1 << VIRTIO_NET_F_CSUM) != 0,
+            scratch: None,
             used: UsedBatch::with_capacity(TX_BATCH.max(RX_BATCH) as usize * 2),
             stats: c.stats,
             rx_blocked: false,
@@ -374,27 +447,66 @@ impl Pair {
             queue: "TX",
             source: Some(r),
         })?;
-        let budget = u32::from(pending).min(space).min(TX_BATCH);
+        let budget = u32::from(pending).min(TX_BATCH);
+        let mut space = space;
         let mut c = PassCount::default();
         let mut bad: Option<BadChain> = None;
-        for _ in 0..budget {
+        let buf_size = self.tx.buf_size();
+        let full = ns - 1;
+        let mut moved = 0u32;
+        while moved < budget && space > 0 {
             let head = rings.head(next).ok_or(Broken::Avail {
                 queue: "TX",
                 source: None,
             })?;
-            next = next.wrapping_add(1);
-            let i = self.tx.head;
-            let res = match self.tx.buffer(i) {
-                Some((dst, _, _)) => gather(&mem, &rings, head, self.hdr_len, &dst),
-                None => Err(BadChain::TooLong(0)),
+            let skip = if self.carry { 0 } else { self.hdr_len };
+            let hdr = if self.tx_offloads && !self.carry {
+                read_header(&mem, &rings, head, self.hdr_len)
+            } else {
+                None
             };
+            let res = match hdr.filter(|h| !h.is_plain()) {
+                // An offload to do here: resolve, then write the frames it becomes.
+                Some(h) => {
+                    let sc = self.scratch.get_or_insert_with(TxScratch::new);
+                    match resolve_chain(&mem, &rings, head, self.hdr_len, &h, sc) {
+                        Ok(()) => {
+                            let need: u32 =
+                                sc.segs.iter().map(|f| slots_for(f.len(), buf_size)).sum();
+                            if need > space && space < full {
+                                // Wait for room; the chain stays in the avail ring.
+                                self.tx_blocked = true;
+                                break;
+                            }
+                            if need > space {
+                                Err(BadChain::TooLong(need as usize * buf_size))
+                            } else {
+                                Ok(self.tx.put_frames(&sc.segs))
+                            }
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => {
+                    if space < NETMAP_MAX_FRAGS {
+                        // Maybe too long for the room left: measure first.
+                        // (A chain that cannot be measured is refused by gather_slots.)
+                        if let Ok(len) = chain_len(&rings, head) {
+                            let need = slots_for(len.saturating_sub(skip), buf_size);
+                            if need > space && space < full {
+                                self.tx_blocked = true;
+                                break;
+                            }
+                        }
+                    }
+                    gather_slots(&mem, &rings, head, skip, &mut self.tx, space)
+                }
+            };
+            next = next.wrapping_add(1);
+            moved += 1;
             match res {
-                Ok(len) => {
-                    let mut s = self.tx.view.read_slot(i);
-                    s.len = len as u16;
-                    s.flags = 0;
-                    self.tx.view.write_slot(i, s);
-                    self.tx.head = nm_next(i, ns);
+                Ok((len, k)) => {
+                    space -= k;
                     c.packets += 1;
                     c.bytes += len as u64;
                 }
@@ -429,7 +541,7 @@ impl Pair {
         if let Some(e) = bad {
             self.bad("TX", &e);
         }
-        Ok(budget)
+        Ok(moved)
     }
 
     /// Port RX ring → guest RX virtqueue.
@@ -486,6 +598,7 @@ impl Pair {
                 &self.rx,
                 self.hdr_len,
                 self.mrg,
+                self.carry,
                 &mem,
                 &rings,
                 &mut cursor,
@@ -546,6 +659,7 @@ impl Pair {
         rx: &UserRing,
         hdr_len: usize,
         mrg: bool,
+        carry: bool,
         mem: &Mem,
         rings: &Rings<'_>,
         cursor: &mut Cursor,
@@ -553,6 +667,28 @@ impl Pair {
         nslots: u32,
     ) -> Result<Result<Option<usize>, BadChain>, Broken> {
         let ns = rx.view.num_slots();
+        // The header for the guest: the one the frame carries across the switch (the guest
+        // validates it, as it does any device's), or all zero.
+        let mut hdr = [0u8; 12];
+        let mut src_skip = 0usize;
+        if carry {
+            let got = rx.buffer(first).and_then(|(b, len, _)| {
+                (usize::from(len) >= hdr_len)
+                    .then(|| b.subslice(0, hdr_len).ok())
+                    .flatten()
+            });
+            match got {
+                Some(b) => {
+                    b.copy_to(&mut hdr[..hdr_len]);
+                    src_skip = hdr_len;
+                }
+                None => {
+                    // No header in front: a frame the guest must not see. Drop it without
+                    // taking a chain.
+                    return Ok(Err(BadChain::Short(0)));
+                }
+            }
+        }
         let mark = used.len();
         let rewind = cursor.next;
         let mut chain = match cursor.take(rings)? {
@@ -584,7 +720,7 @@ impl Pair {
             };
             slot = nm_next(slot, ns);
             let len = usize::from(len);
-            let mut src_off = 0usize;
+            let mut src_off = std::mem::take(&mut src_skip).min(len);
             while src_off < len || skip > 0 {
                 if d == chain.n {
                     // This chain is full.
@@ -653,8 +789,7 @@ impl Pair {
         }
         used.push(chain.head, chain_written as u32);
         if failed.is_none() {
-            // The header: all zero (no offloads), num_buffers = chains used.
-            let mut hdr = [0u8; 12];
+            // num_buffers = chains used (the field exists in 12-byte headers only).
             hdr[10..12].copy_from_slice(&taken.to_le_bytes());
             if guest_slice(mem, hdr_addr, hdr_len)
                 .map(|s| s.copy_from(&hdr[..hdr_len]))
@@ -899,6 +1034,154 @@ impl Cursor {
         self.next = self.next.wrapping_add(1);
         Ok(Some((head, RxChain::collect(rings, head))))
     }
+}
+
+/// Slots a frame of `len` bytes takes in buffers of `size` bytes (an empty frame one).
+fn slots_for(len: usize, size: usize) -> u32 {
+    len.div_ceil(size.max(1)).max(1) as u32
+}
+
+impl TxScratch {
+    fn new() -> Box<Self> {
+        Box::new(TxScratch {
+            lin: vec![0; MAX_GSO_FRAME + VNET_HDR_LEN as usize],
+            segs: Segments::with_capacity(2 * MAX_GSO_FRAME, 1024),
+        })
+    }
+}
+
+/// The virtio-net header at the start of TX chain `head` (`hdr_len` bytes, a 10-byte one
+/// read as the 12-byte layout with `num_buffers` 0); `None` if it cannot be read (the chain
+/// is refused later by the copy).
+fn read_header(mem: &Mem, rings: &Rings<'_>, head: u16, hdr_len: usize) -> Option<VnetHdr> {
+    let mut b = [0u8; 12];
+    let mut got = 0usize;
+    for d in rings.chain(head) {
+        let d = d.ok()?;
+        if got == hdr_len || d.write {
+            break;
+        }
+        let k = (d.len as usize).min(hdr_len - got);
+        if k > 0 {
+            guest_slice(mem, GuestAddress(d.addr), k)
+                .ok()?
+                .copy_to(&mut b[got..got + k]);
+        }
+        got += k;
+    }
+    (got == hdr_len)
+        .then(|| VnetHdr::from_le_bytes(&b))
+        .flatten()
+}
+
+/// Total length of TX chain `head`, header included.
+fn chain_len(rings: &Rings<'_>, head: u16) -> Result<usize, BadChain> {
+    let mut n = 0usize;
+    for d in rings.chain(head) {
+        n += d?.len as usize;
+    }
+    Ok(n)
+}
+
+/// Copies TX chain `head` (minus its `hdr_len`-byte header) into the scratch space and
+/// resolves the offloads `hdr` asks for into `sc.segs`.
+fn resolve_chain(
+    mem: &Mem,
+    rings: &Rings<'_>,
+    head: u16,
+    hdr_len: usize,
+    hdr: &VnetHdr,
+    sc: &mut TxScratch,
+) -> Result<(), BadChain> {
+    let lin = VolatileSlice::from(&mut sc.lin[..]);
+    let len = gather(mem, rings, head, hdr_len, &lin)?;
+    sc.segs.clear();
+    vnet::resolve(hdr, &sc.lin[..len], &mut sc.segs)?;
+    Ok(())
+}
+
+/// Copies TX chain `head` into the port's TX slots from `tx.head` on, skipping its first
+/// `skip` bytes (the virtio-net header, unless the port carries it), as a chain of at most
+/// `min(max, NETMAP_MAX_FRAGS)` slots; on success moves `tx.head` past it and returns the
+/// bytes and slots used. On error nothing is published (the slots stay past `head`).
+fn gather_slots(
+    mem: &Mem,
+    rings: &Rings<'_>,
+    head: u16,
+    mut skip: usize,
+    tx: &mut UserRing,
+    max: u32,
+) -> Result<(usize, u32), BadChain> {
+    let ns = tx.view.num_slots();
+    let max = max.min(NETMAP_MAX_FRAGS);
+    let size = tx.buf_size();
+    let mut slot = tx.head;
+    let mut used = 1u32;
+    let mut off = 0usize; // bytes in the current slot
+    let mut total = 0usize;
+    let mut seen = 0usize;
+    let Some((mut dst, _, _)) = tx.buffer(slot) else {
+        return Err(BadChain::TooLong(0));
+    };
+    for d in rings.chain(head) {
+        let d = d?;
+        if d.write {
+            return Err(BadChain::Direction);
+        }
+        let mut addr = GuestAddress(d.addr);
+        let mut len = d.len as usize;
+        seen += len;
+        if skip > 0 {
+            let k = skip.min(len);
+            skip -= k;
+            addr = addr.checked_add(k as u64).ok_or(BadAddress {
+                addr: addr.0,
+                len: k,
+            })?;
+            len -= k;
+        }
+        while len > 0 {
+            if off == size {
+                // This slot is full: it continues in the next one.
+                if used == max {
+                    return Err(BadChain::TooLong(total + len));
+                }
+                let mut s = tx.view.read_slot(slot);
+                s.len = off as u16;
+                s.flags = NS_MOREFRAG;
+                tx.view.write_slot(slot, s);
+                slot = nm_next(slot, ns);
+                used += 1;
+                off = 0;
+                dst = match tx.buffer(slot) {
+                    Some((b, _, _)) => b,
+                    None => return Err(BadChain::TooLong(total)),
+                };
+            }
+            let k = len.min(size - off);
+            let src = guest_slice(mem, addr, k)?;
+            // PANIC-free: off + k <= size, the buffer's length.
+            if let Ok(b) = dst.subslice(off, k) {
+                src.copy_to_volatile_slice(b);
+            }
+            addr = addr.checked_add(k as u64).ok_or(BadAddress {
+                addr: addr.0,
+                len: k,
+            })?;
+            len -= k;
+            off += k;
+            total += k;
+        }
+    }
+    if skip > 0 {
+        return Err(BadChain::Short(seen));
+    }
+    let mut s = tx.view.read_slot(slot);
+    s.len = off as u16;
+    s.flags = 0;
+    tx.view.write_slot(slot, s);
+    tx.head = nm_next(slot, ns);
+    Ok((total, used))
 }
 
 /// Copies the TX chain at `head` into `dst`, skipping the first `skip` bytes (the

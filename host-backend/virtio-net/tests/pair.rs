@@ -59,6 +59,12 @@ fn vring(mem: &GuestMem, base: u64) -> PtnetVring {
 }
 
 fn rig(name: &str, acked: u64) -> Rig {
+    rig_with(name, acked, (0, 0))
+}
+
+/// A rig whose VM port and host port have the given virtio-net header lengths; the pair
+/// carries headers when the VM port has one.
+fn rig_with(name: &str, acked: u64, (vm_hdr, host_hdr): (u32, u32)) -> Rig {
     let sw = Switch::new(name);
     let vport: Arc<dyn SyncPort> = Arc::new(ValePortSync {
         switch: Arc::clone(&sw),
@@ -68,6 +74,8 @@ fn rig(name: &str, acked: u64) -> Rig {
         switch: Arc::clone(&sw),
         port: sw.add_port("host", &VPortSpec::default()).unwrap(),
     });
+    vport.set_vnet_hdr_len(vm_hdr).unwrap();
+    hport.set_vnet_hdr_len(host_hdr).unwrap();
     let (client, files) = HostClient::attach(hport, Mode::default()).unwrap();
     let host = Port::from_parts(client.info().clone(), files).unwrap();
     let mem = GuestMemoryAtomic::new(
@@ -84,6 +92,7 @@ fn rig(name: &str, acked: u64) -> Rig {
         txq: vring(&mem, TXQ),
         ctrl: None,
         features: acked,
+        carry_hdr: vm_hdr != 0,
         stats: Arc::clone(&stats),
     });
     Rig {
@@ -358,8 +367,8 @@ fn hostile_tx_chains_are_completed_empty_and_the_rest_still_flows() {
             vec![desc(u64::MAX - 4, 100, false)],
             // A device-writable descriptor in a TX chain.
             vec![desc(BUFS, 100, true)],
-            // Larger than a port buffer (2048).
-            vec![desc(BUFS, HDR as u32 + 4000, false)],
+            // Longer than a port's fragment chain (64 buffers of 2048 bytes).
+            vec![desc(BUFS, (HDR + 64 * 2048 + 1) as u32, false)],
             // Shorter than the header.
             vec![desc(BUFS, 4, false)],
             // And a good one.
@@ -466,4 +475,131 @@ fn a_head_index_outside_the_table_breaks_only_this_queue() {
     post(&r, RXQ, &[vec![desc(BUFS, 2048, true)]]);
     host_send(&mut r, &[frame(2, 70)]);
     rx_until(&mut r, 1);
+}
+
+/// Joins the host client's fragment chains into frames.
+fn host_receive_frames(r: &mut Rig, want: usize) -> Vec<Vec<u8>> {
+    use ptnet_spec::netmap::NS_MOREFRAG;
+    let (mut got, mut cur) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < want && Instant::now() < deadline {
+        r.host.rxsync(0);
+        r.host.rx_batch(0, 256, |b, s| {
+            cur.extend_from_slice(b);
+            if s.flags & NS_MOREFRAG == 0 {
+                got.push(std::mem::take(&mut cur));
+            }
+        });
+        r.host.rxsync(0);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    got
+}
+
+/// Posts one TX chain: the header, then the frame in pieces of at most 4 KiB.
+fn post_tx(r: &Rig, hdr: &[u8; HDR], f: &[u8]) {
+    let m = r.mem.memory();
+    m.write_slice(hdr, GuestAddress(BUFS)).unwrap();
+    m.write_slice(f, GuestAddress(BUFS + 0x1000)).unwrap();
+    let mut chain = vec![desc(BUFS, HDR as u32, false)];
+    for (i, c) in f.chunks(4096).enumerate() {
+        chain.push(desc(BUFS + 0x1000 + 4096 * i as u64, c.len() as u32, false));
+    }
+    drop(m);
+    post(r, TXQ, &[chain]);
+}
+
+#[test]
+fn a_frame_longer_than_a_port_buffer_crosses_as_a_fragment_chain() {
+    let mut r = rig("vnet-t10", features(1));
+    let f = frame(5, 9000);
+    post_tx(&r, &[0; HDR], &f);
+    assert_eq!(r.pair.tx_pass().unwrap(), 1);
+    assert_eq!(host_receive_frames(&mut r, 1), vec![f]);
+}
+
+#[test]
+fn tso_frames_are_segmented_in_software_when_the_port_carries_no_header() {
+    use ptnet_datapath::vnet::testing::{check_tcp4, tcp4_partial};
+    let mut r = rig("vnet-t11", features(1));
+    let (h, f) = tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 9], 20_000, 1448);
+    post_tx(&r, &h.to_le_bytes(), &f);
+    assert_eq!(r.pair.tx_pass().unwrap(), 1);
+    let segs = host_receive_frames(&mut r, 14);
+    assert_eq!(segs.len(), 14, "20000 bytes in 1448-byte segments");
+    let mut payload = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        let (seq, p) = check_tcp4(s).unwrap_or_else(|e| panic!("segment {i}: {e}"));
+        assert_eq!(seq, 1000 + 1448 * i as u32);
+        payload.extend_from_slice(p);
+    }
+    assert_eq!(payload, f[54..]);
+    assert_eq!(r.stats.snapshot().tx_bad, 0);
+}
+
+#[test]
+fn tso_frames_cross_with_their_header_and_the_switch_resolves_them_for_a_plain_port() {
+    use ptnet_datapath::vnet::testing::{check_tcp4, tcp4_partial};
+    // The VM port carries headers, the host client's port does not: the switch segments.
+    let mut r = rig_with("vnet-t12", features(1), (12, 0));
+    let (h, f) = tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 9], 5000, 1000);
+    post_tx(&r, &h.to_le_bytes(), &f);
+    assert_eq!(r.pair.tx_pass().unwrap(), 1);
+    let segs = host_receive_frames(&mut r, 5);
+    assert_eq!(segs.len(), 5);
+    for s in &segs {
+        check_tcp4(s).unwrap();
+    }
+    // Plain frames from the host reach the guest behind a zero header (the switch adds it,
+    // the pair passes it on with num_buffers).
+    post(&r, RXQ, &[vec![desc(BUFS + 0x20_000, 2048, true)]]);
+    let back = frame(1, 100);
+    host_send(&mut r, std::slice::from_ref(&back));
+    rx_until(&mut r, 1);
+    let u = used(&r, RXQ);
+    let mut buf = vec![0u8; u[0].1 as usize];
+    r.mem
+        .memory()
+        .read_slice(&mut buf, GuestAddress(BUFS + 0x20_000))
+        .unwrap();
+    let mut hdr = [0u8; HDR];
+    hdr[10] = 1;
+    assert_eq!(buf[..HDR], hdr);
+    assert_eq!(buf[HDR..], back[..]);
+}
+
+#[test]
+fn a_header_from_a_peer_that_carries_one_reaches_the_guest_as_it_came() {
+    // Both ports carry headers: what the host client puts in front reaches the guest.
+    let mut r = rig_with("vnet-t13", features(1), (12, 12));
+    post(
+        &r,
+        RXQ,
+        &(0..4)
+            .map(|i| vec![desc(BUFS + i * 0x1000, 1024, true)])
+            .collect::<Vec<_>>(),
+    );
+    let (h, f) =
+        ptnet_datapath::vnet::testing::tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 8], 2000, 1448);
+    let mut sent = h.to_le_bytes().to_vec();
+    sent.extend_from_slice(&f);
+    // 2066 bytes: two host slots.
+    let parts: Vec<&[u8]> = sent.chunks(2048).collect();
+    assert!(r.host.tx_frags(0, &parts));
+    r.host.txsync(0);
+    rx_until(&mut r, 1);
+    let u = used(&r, RXQ);
+    assert_eq!(u.len(), 3, "12 + 2054 bytes in 1024-byte buffers");
+    let m = r.mem.memory();
+    let mut all = Vec::new();
+    for (head, len) in &u {
+        let mut b = vec![0u8; *len as usize];
+        m.read_slice(&mut b, GuestAddress(desc_addr(&r, RXQ, *head)))
+            .unwrap();
+        all.extend(b);
+    }
+    let mut want_hdr = h;
+    want_hdr.num_buffers = 3;
+    assert_eq!(all[..HDR], want_hdr.to_le_bytes());
+    assert_eq!(all[HDR..], f[..]);
 }
