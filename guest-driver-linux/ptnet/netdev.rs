@@ -13,10 +13,25 @@
 //! * The callbacks of [`Ops`] receive that device; they reach the driver through
 //!   `Priv::data`, a pointer the owner keeps alive for as long as the device exists.
 //! * An [`Skb`] is an owned `struct sk_buff`: it is freed on drop unless handed to the
-//!   stack ([`Skb::receive`]).
+//!   stack ([`NetDev::receive`]). An [`RxSkb`] is one being filled, with at most one page
+//!   of its own not yet attached as a fragment (freed on drop).
+//!
+//! Offloads: the virtio-net header of a frame (`ptnet_spec::vnet::VnetHdr`) is made from a
+//! socket buffer and applied to one by the kernel's own `virtio_net_hdr_from_skb` and
+//! `virtio_net_hdr_to_skb`, which virtio_net and tun use too: whatever a hostile host puts
+//! in a header is validated exactly as for those drivers.
 
 use core::ptr::NonNull;
 use kernel::{bindings, error::to_result, prelude::*};
+use ptnet_spec::vnet::{VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID};
+
+/// Bytes of a large received frame copied into the socket buffer's head (the protocol
+/// headers); the rest goes into page fragments.
+const RX_HEAD: u32 = 256;
+/// Frames up to this size are received into the head alone.
+const RX_LINEAR_MAX: u32 = 2048;
+/// Bytes of a page.
+const PAGE_SIZE: u32 = bindings::PAGE_SIZE as u32;
 
 /// What the driver implements for its network device. Callbacks run in the contexts the
 /// netdev core documents (open/stop: process context under RTNL; xmit: BH; poll: NAPI).
@@ -112,6 +127,35 @@ impl NetDev {
         NapiRef(self.napi_ptr())
     }
 
+    /// Announces the checksum and TSO offloads of the virtio-net header (before
+    /// [`NetDev::register`]): scatter-gather, checksum offload on TX and RX, TSO for IPv4
+    /// and IPv6 (with ECN), and GSO frames of at most `tso_max_size` bytes.
+    pub(crate) fn enable_offloads(&self, tso_max_size: u32) {
+        let f = |bit: u32| -> bindings::netdev_features_t { 1 << bit };
+        let features = f(bindings::NETIF_F_SG_BIT)
+            | f(bindings::NETIF_F_HW_CSUM_BIT)
+            | f(bindings::NETIF_F_RXCSUM_BIT)
+            | f(bindings::NETIF_F_TSO_BIT)
+            | f(bindings::NETIF_F_TSO6_BIT)
+            | f(bindings::NETIF_F_TSO_ECN_BIT);
+        // SAFETY: the device is live and not registered yet, so nothing else reads its
+        // feature words; `netif_set_tso_max_size` is meant for drivers before registration.
+        unsafe {
+            let d = self.as_ptr();
+            (*d).hw_features |= features;
+            (*d).features |= features;
+            bindings::netif_set_tso_max_size(d, tso_max_size);
+        }
+    }
+
+    /// Whether the stack wants received checksums trusted (`NETIF_F_RXCSUM`, which the user
+    /// may turn off).
+    fn rx_csum_enabled(&self) -> bool {
+        // SAFETY: the device is live; a racy read of a feature word is what drivers do.
+        let f = unsafe { core::ptr::read_volatile(&raw const (*self.as_ptr()).features) };
+        f & (1 << bindings::NETIF_F_RXCSUM_BIT) != 0
+    }
+
     /// Registers the device with the stack (`ethN`).
     pub(crate) fn register(&mut self) -> Result {
         // SAFETY: the device is fully set up (`new`).
@@ -192,16 +236,55 @@ impl NetDev {
         unsafe { bindings::netif_queue_stopped(self.as_ptr()) }
     }
 
-    /// A fresh socket buffer for a received frame of up to `len` bytes.
-    pub(crate) fn alloc_rx_skb(&self, len: u32) -> Option<Skb> {
+    /// A socket buffer to receive a frame of `len` bytes into (NAPI poll only): small
+    /// frames go into its head, large ones (GSO frames) into its head and page fragments.
+    pub(crate) fn alloc_rx(&self, len: u32) -> Option<RxSkb> {
+        let head = if len <= RX_LINEAR_MAX { len } else { RX_HEAD };
         // SAFETY: called from our NAPI poll on a live device.
-        let p = unsafe { bindings::napi_alloc_skb(self.napi_ptr(), len) };
-        NonNull::new(p).map(Skb)
+        let p = unsafe { bindings::napi_alloc_skb(self.napi_ptr(), head) };
+        NonNull::new(p).map(|p| RxSkb {
+            skb: Skb(p),
+            head_room: head,
+            page: None,
+            frags: 0,
+        })
     }
 
-    /// Hands a received frame to the stack (GRO), setting its protocol.
-    pub(crate) fn receive(&self, skb: Skb) {
+    /// Hands a received frame to the stack (GRO), setting its protocol. With `hdr` (the
+    /// frame's virtio-net header) the offloads are applied first, as virtio_net does:
+    /// `DATA_VALID` makes the checksum trusted (if RXCSUM is on), `NEEDS_CSUM` makes it
+    /// partial (`csum_start`/`csum_offset`), a GSO type makes a GSO frame (`gso_size`,
+    /// `SKB_GSO_DODGY`: the stack checks its headers). A header the kernel refuses drops the
+    /// frame: `Err(())`.
+    pub(crate) fn receive(&self, skb: Skb, hdr: Option<&VnetHdr>) -> core::result::Result<(), ()> {
         let p = skb.0.as_ptr();
+        if let Some(h) = hdr {
+            let k = bindings::virtio_net_hdr {
+                flags: h.flags,
+                gso_type: h.gso_type,
+                hdr_len: h.hdr_len.to_le(),
+                gso_size: h.gso_size.to_le(),
+                csum_start: h.csum_start.to_le(),
+                csum_offset: h.csum_offset.to_le(),
+            };
+            if u32::from(h.flags) & VIRTIO_NET_HDR_F_DATA_VALID != 0 && self.rx_csum_enabled() {
+                // SAFETY: `p` is our owned skb; `ip_summed` is a bitfield of its header
+                // group, written through bindgen's accessor.
+                unsafe {
+                    (*p).__bindgen_anon_4
+                        .__bindgen_anon_1
+                        .as_mut()
+                        .set_ip_summed(bindings::CHECKSUM_UNNECESSARY as u8)
+                };
+            }
+            // SAFETY: `p` is our owned skb whose data starts at the Ethernet header, with
+            // `dev` set (napi_alloc_skb); `k` is a valid header. The helper validates every
+            // field against the frame.
+            if unsafe { bindings::virtio_net_hdr_to_skb(p, &k, true) } != 0 {
+                drop(skb);
+                return Err(());
+            }
+        }
         core::mem::forget(skb);
         // SAFETY: `p` is an owned skb whose data is an Ethernet frame; ownership passes to
         // the stack.
@@ -210,6 +293,103 @@ impl NetDev {
             (*p).__bindgen_anon_4.__bindgen_anon_1.as_mut().protocol = proto;
             bindings::napi_gro_receive(self.napi_ptr(), p);
         }
+        Ok(())
+    }
+}
+
+/// A page of an [`RxSkb`] being filled, not attached to the socket buffer yet.
+struct RxPage {
+    page: NonNull<bindings::page>,
+    used: u32,
+}
+
+impl Drop for RxPage {
+    fn drop(&mut self) {
+        // SAFETY: the page was allocated by `alloc_pages(_, 0)` in `RxSkb::push` and its
+        // only reference is ours (it was not attached).
+        unsafe { bindings::__free_pages(self.page.as_ptr(), 0) };
+    }
+}
+
+/// A received frame being copied into a socket buffer: the head first, then whole pages
+/// attached as fragments (at most `MAX_SKB_FRAGS`).
+pub(crate) struct RxSkb {
+    skb: Skb,
+    head_room: u32,
+    page: Option<RxPage>,
+    frags: u32,
+}
+
+impl RxSkb {
+    /// Appends `data`; fails (the frame is to be dropped) when no page can be had or the
+    /// frame would need more fragments than a socket buffer holds.
+    pub(crate) fn push(&mut self, mut data: &[u8]) -> Result {
+        let n = data.len().min(self.head_room as usize);
+        if n > 0 {
+            self.skb.put(&data[..n]);
+            self.head_room -= n as u32;
+            data = &data[n..];
+        }
+        while !data.is_empty() {
+            if self.page.is_none() {
+                if self.frags >= bindings::MAX_SKB_FRAGS {
+                    return Err(EMSGSIZE);
+                }
+                // SAFETY: a plain order-0 allocation, allowed in NAPI (atomic) context.
+                let p = unsafe {
+                    bindings::alloc_pages(bindings::GFP_ATOMIC | bindings::__GFP_NOWARN, 0)
+                };
+                self.page = Some(RxPage {
+                    page: NonNull::new(p).ok_or(ENOMEM)?,
+                    used: 0,
+                });
+            }
+            let Some(pg) = self.page.as_mut() else {
+                return Err(ENOMEM);
+            };
+            let n = data.len().min((PAGE_SIZE - pg.used) as usize);
+            // SAFETY: the page is ours and mapped by `kmap_local_page` for PAGE_SIZE bytes;
+            // `used + n <= PAGE_SIZE`; the mapping is dropped right after the copy.
+            unsafe {
+                let va = bindings::kmap_local_page(pg.page.as_ptr()).cast::<u8>();
+                core::ptr::copy_nonoverlapping(data.as_ptr(), va.add(pg.used as usize), n);
+                bindings::kunmap_local(va.cast());
+            }
+            pg.used += n as u32;
+            data = &data[n..];
+            if pg.used == PAGE_SIZE {
+                self.attach();
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the page being filled as the next fragment.
+    fn attach(&mut self) {
+        let Some(pg) = self.page.take() else {
+            return;
+        };
+        let pg = core::mem::ManuallyDrop::new(pg);
+        // SAFETY: the skb is ours; `frags < MAX_SKB_FRAGS` (checked when the page was
+        // allocated); `used <= PAGE_SIZE` bytes of the page are filled; the page's
+        // reference passes to the skb (hence no drop of `pg`).
+        unsafe {
+            bindings::skb_add_rx_frag(
+                self.skb.0.as_ptr(),
+                self.frags as c_int,
+                pg.page.as_ptr(),
+                0,
+                pg.used as c_int,
+                PAGE_SIZE,
+            )
+        };
+        self.frags += 1;
+    }
+
+    /// The filled socket buffer.
+    pub(crate) fn finish(mut self) -> Skb {
+        self.attach();
+        self.skb
     }
 }
 
@@ -253,6 +433,26 @@ impl Skb {
     pub(crate) fn len(&self) -> u32 {
         // SAFETY: owned, live skb.
         unsafe { (*self.0.as_ptr()).len }
+    }
+
+    /// The virtio-net header that describes this frame's offloads (the kernel's
+    /// `virtio_net_hdr_from_skb`): `NEEDS_CSUM` with `csum_start`/`csum_offset` for a
+    /// partial checksum, the GSO type and size for a TSO frame. `None` for a GSO kind the
+    /// header cannot carry (the driver announces none).
+    pub(crate) fn vnet_hdr(&self) -> Option<VnetHdr> {
+        let mut h = bindings::virtio_net_hdr::default();
+        // SAFETY: owned, live skb; `h` is a valid out-parameter.
+        let r =
+            unsafe { bindings::virtio_net_hdr_from_skb(self.0.as_ptr(), &mut h, true, false, 0) };
+        (r == 0).then(|| VnetHdr {
+            flags: h.flags,
+            gso_type: h.gso_type,
+            hdr_len: u16::from_le(h.hdr_len),
+            gso_size: u16::from_le(h.gso_size),
+            csum_start: u16::from_le(h.csum_start),
+            csum_offset: u16::from_le(h.csum_offset),
+            num_buffers: 0,
+        })
     }
 
     /// Copies `len` bytes of the frame from `offset` to `to`.

@@ -275,6 +275,11 @@ impl NmFile {
             tx = (0, 0);
         }
         if c.vnet_hdr_len != 0 && req.nr_flags & NR_ACCEPT_VNET_HDR == 0 {
+            // netmap's rule: frames start with the header, the application must say it
+            // knows.
+            kernel::pr_info_once!(
+                "/dev/netmap: the port carries a virtio-net header: register with NR_ACCEPT_VNET_HDR, or load ptnet with vnet_hdr=0\n"
+            );
             return Err(EINVAL);
         }
         if req.nr_mem_id != 0 && req.nr_mem_id != c.mem_id {

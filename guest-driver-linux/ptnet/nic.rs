@@ -13,6 +13,13 @@
 //! Kernel mode is on while the interface is up and no netmap application is registered
 //! ([`PtnetDev::update_mode`]); frames the stack sends meanwhile are dropped and counted,
 //! as netmap drops host-stack traffic when no host ring is bound.
+//!
+//! With `PTNET_F_VNET_HDR` every frame in the rings starts with the 12-byte virtio-net
+//! header: `xmit` writes it (made by the kernel from the socket buffer: partial checksum,
+//! TSO) in front of the frame in the first slot of the chain, and the poll parses it and
+//! lets the kernel apply it (see [`crate::netdev`]), so TCP between guests moves 64 KiB
+//! frames with no checksum computed by anyone (ptnet's equivalent of netmap's
+//! `ptnet_vnet_hdr`).
 
 use crate::{
     netdev::{NetDev, Ops, Skb, Stats},
@@ -23,10 +30,16 @@ use kernel::prelude::*;
 use ptnet_spec::{
     netmap::{NetmapSlot, NETMAP_MAX_FRAGS, NS_MOREFRAG},
     ring::{distance, nm_next},
+    vnet::{
+        VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+        VNET_HDR_LEN,
+    },
 };
 
-/// Largest frame the kernel stack may hand us (a 64 KiB GSO frame is not offered: no TSO).
+/// Largest frame without the virtio-net header (no GSO frames then).
 const MAX_FRAME: u32 = 65535;
+/// Largest GSO frame the stack builds without BIG TCP (`GSO_LEGACY_MAX_SIZE`).
+const MAX_GSO_FRAME: u32 = 65536;
 
 /// Kernel-mode counters (`ip -s link`).
 #[derive(Default)]
@@ -37,6 +50,18 @@ pub(crate) struct NicStats {
     tx_bytes: core::sync::atomic::AtomicU64,
     rx_dropped: core::sync::atomic::AtomicU64,
     tx_dropped: core::sync::atomic::AtomicU64,
+    /// Offloads (with the virtio-net header): TSO frames sent.
+    pub(crate) tx_tso: core::sync::atomic::AtomicU64,
+    /// Frames sent with their checksum left to the receiver (`NEEDS_CSUM`).
+    pub(crate) tx_csum: core::sync::atomic::AtomicU64,
+    /// GSO frames received.
+    pub(crate) rx_gso: core::sync::atomic::AtomicU64,
+    /// Frames received with a partial checksum (`NEEDS_CSUM`).
+    pub(crate) rx_csum_partial: core::sync::atomic::AtomicU64,
+    /// Frames received with a known good checksum (`DATA_VALID`).
+    pub(crate) rx_csum_valid: core::sync::atomic::AtomicU64,
+    /// Frames dropped for a header the kernel refused (or a first slot too short for one).
+    pub(crate) rx_bad_hdr: core::sync::atomic::AtomicU64,
 }
 
 fn bump(c: &core::sync::atomic::AtomicU64, n: u64) {
@@ -94,17 +119,29 @@ impl PtnetDev {
         }
     }
 
-    /// Copies `skb` into TX ring `r` (busy held). `Ok(false)`: no room now.
+    /// Copies `skb` into TX ring `r` (busy held), behind its virtio-net header if the
+    /// device carries one. `Ok(false)`: no room now.
     fn xmit_locked(&self, r: &Ring, skb: &Skb) -> Result<bool> {
         self.refresh(r);
         // SAFETY: the caller holds `busy`.
         let kr = unsafe { &mut *r.kring.get() };
         let len = skb.len();
         let bs = self.cfg.buf_size;
-        if len == 0 || len > MAX_FRAME {
+        let max = if self.vnet_hdr() {
+            MAX_GSO_FRAME
+        } else {
+            MAX_FRAME
+        };
+        if len == 0 || len > max {
             return Err(EINVAL);
         }
-        let need = len.div_ceil(bs);
+        let hdr = if self.vnet_hdr() {
+            Some(skb.vnet_hdr().ok_or(EINVAL)?)
+        } else {
+            None
+        };
+        let hlen = self.hdr_len();
+        let need = (len + hlen).div_ceil(bs);
         if need > NETMAP_MAX_FRAGS || distance(kr.rcur, kr.rtail, kr.num_slots) < need {
             if need > NETMAP_MAX_FRAGS {
                 return Err(EMSGSIZE);
@@ -113,23 +150,43 @@ impl PtnetDev {
         }
         let mut off = 0u32;
         let mut i = kr.rcur;
+        let mut first = true;
         while off < len {
-            let chunk = (len - off).min(bs);
             let slot = r.slot(i);
             // SAFETY: `slot` points into the ring's slot array (bounds checked at probe);
             // the slot is ours (between cur and tail). Read once: the index is untrusted.
             let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
             let buf = self.buffer(r, buf_idx).ok_or(EINVAL)?;
-            // SAFETY: `buf` is `buf_size` bytes inside region 0 (checked by `buffer`).
-            unsafe { skb.copy_to(off, buf, chunk)? };
+            // The header opens the chain's first buffer (buffers hold at least 64 bytes).
+            let at = match hdr.filter(|_| first) {
+                Some(h) => {
+                    let b = h.to_le_bytes();
+                    // SAFETY: `buf` is `buf_size >= 64` bytes inside region 0 (`buffer`).
+                    unsafe { core::ptr::copy_nonoverlapping(b.as_ptr(), buf, b.len()) };
+                    hlen
+                }
+                None => 0,
+            };
+            first = false;
+            let chunk = (len - off).min(bs - at);
+            // SAFETY: `buf` is `buf_size` bytes inside region 0 and `at + chunk <= bs`.
+            unsafe { skb.copy_to(off, buf.add(at as usize), chunk)? };
             let flags = if off + chunk < len { NS_MOREFRAG } else { 0 };
             // SAFETY: as above; plain stores into our slot.
             unsafe {
-                core::ptr::write_volatile(&raw mut (*slot).len, chunk as u16);
+                core::ptr::write_volatile(&raw mut (*slot).len, (at + chunk) as u16);
                 core::ptr::write_volatile(&raw mut (*slot).flags, flags);
             }
             off += chunk;
             i = nm_next(i, kr.num_slots);
+        }
+        if let Some(h) = hdr {
+            if h.gso_type != VIRTIO_NET_HDR_GSO_NONE as u8 {
+                bump(&self.nic_stats.tx_tso, 1);
+            }
+            if u32::from(h.flags) & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+                bump(&self.nic_stats.tx_csum, 1);
+            }
         }
         kr.rcur = i;
         kr.rhead = i;
@@ -173,35 +230,8 @@ impl PtnetDev {
                 break; // the rest of the frame has not arrived yet
             }
             let end = nm_next(i, n);
-            if bad || total < 14 {
-                bump(&self.nic_stats.rx_dropped, 1);
-            } else if let Some(mut skb) = nd.alloc_rx_skb(total) {
-                let mut j = kr.rcur;
-                let mut ok = true;
-                while j != end {
-                    let (len, _) = r.slot_len_flags(j);
-                    let slot = r.slot(j);
-                    // SAFETY: `slot` is in the ring's slot array (checked at probe).
-                    let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
-                    match self.buffer(r, buf_idx) {
-                        Some(buf) => {
-                            // SAFETY: `buf` holds `buf_size >= len` bytes of region 0 (checked
-                            // by `buffer` and above); the host does not write a slot it
-                            // handed over.
-                            let data = unsafe { core::slice::from_raw_parts(buf, len as usize) };
-                            skb.put(data);
-                        }
-                        None => ok = false,
-                    }
-                    j = nm_next(j, n);
-                }
-                if ok {
-                    bump(&self.nic_stats.rx_packets, 1);
-                    bump(&self.nic_stats.rx_bytes, total as u64);
-                    nd.receive(skb);
-                } else {
-                    bump(&self.nic_stats.rx_dropped, 1);
-                }
+            if !bad {
+                self.rx_frame(r, nd, kr.rcur, end, total);
             } else {
                 bump(&self.nic_stats.rx_dropped, 1);
             }
@@ -211,6 +241,76 @@ impl PtnetDev {
         }
         self.publish(r);
         work
+    }
+
+    /// Receives the frame in slots `[start, end)` of RX ring `r` (`total` bytes, every slot
+    /// length already checked against the buffer size), behind its virtio-net header if the
+    /// device carries one. Drops (and counts) what cannot be received.
+    fn rx_frame(&self, r: &Ring, nd: &NetDev, start: u32, end: u32, total: u32) {
+        let n = r.num_slots;
+        let hlen = self.hdr_len();
+        let drop_it = |bad_hdr: bool| {
+            bump(&self.nic_stats.rx_dropped, 1);
+            if bad_hdr {
+                bump(&self.nic_stats.rx_bad_hdr, 1);
+            }
+        };
+        let (first_len, _) = r.slot_len_flags(start);
+        if u32::from(first_len) < hlen {
+            // The header must open the first slot.
+            return drop_it(true);
+        }
+        if total < hlen + 14 {
+            return drop_it(false);
+        }
+        let Some(mut skb) = nd.alloc_rx(total - hlen) else {
+            return drop_it(false);
+        };
+        let mut hdr_bytes = [0u8; VNET_HDR_LEN as usize];
+        let mut j = start;
+        while j != end {
+            let (len, _) = r.slot_len_flags(j);
+            let slot = r.slot(j);
+            // SAFETY: `slot` is in the ring's slot array (checked at probe).
+            let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
+            let Some(buf) = self.buffer(r, buf_idx) else {
+                return drop_it(false);
+            };
+            // SAFETY: `buf` holds `buf_size >= len` bytes of region 0 (checked by `buffer`
+            // and by the caller); the host does not write a slot it handed over, and a
+            // host that does only garbles this copy.
+            let data = unsafe { core::slice::from_raw_parts(buf, len as usize) };
+            let data = if j == start && hlen != 0 {
+                // PANIC: `len >= hlen` (checked above) and the header is `hlen` bytes.
+                hdr_bytes.copy_from_slice(&data[..hlen as usize]);
+                &data[hlen as usize..]
+            } else {
+                data
+            };
+            if skb.push(data).is_err() {
+                return drop_it(false);
+            }
+            j = nm_next(j, n);
+        }
+        let skb = skb.finish();
+        let hdr = (hlen != 0)
+            .then(|| VnetHdr::from_le_bytes(&hdr_bytes))
+            .flatten();
+        if nd.receive(skb, hdr.as_ref()).is_err() {
+            return drop_it(true);
+        }
+        bump(&self.nic_stats.rx_packets, 1);
+        bump(&self.nic_stats.rx_bytes, u64::from(total - hlen));
+        if let Some(h) = hdr {
+            if h.gso_type != VIRTIO_NET_HDR_GSO_NONE as u8 {
+                bump(&self.nic_stats.rx_gso, 1);
+            }
+            if u32::from(h.flags) & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+                bump(&self.nic_stats.rx_csum_partial, 1);
+            } else if u32::from(h.flags) & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
+                bump(&self.nic_stats.rx_csum_valid, 1);
+            }
+        }
     }
 
     /// Frees TX space known to the device and wakes the queue if it was stopped for lack of
@@ -237,12 +337,49 @@ impl PtnetDev {
 
     /// Room the TX ring must have for the queue to run: the largest frame's slots.
     fn tx_wake_threshold(&self) -> u32 {
-        ((self.mtu_max() + 14).div_ceil(self.cfg.buf_size)).max(1)
+        ((self.max_tx_frame() + self.hdr_len()).div_ceil(self.cfg.buf_size)).max(1)
     }
 
-    /// The largest MTU: one buffer less the Ethernet header.
+    /// The largest MTU: one buffer less the Ethernet header (and the virtio-net header).
     pub(crate) fn mtu_max(&self) -> u32 {
-        self.cfg.buf_size.saturating_sub(14).min(MAX_FRAME - 14)
+        self.cfg
+            .buf_size
+            .saturating_sub(14 + self.hdr_len())
+            .min(MAX_FRAME - 14)
+    }
+
+    /// Whether frames carry the virtio-net header (`PTNET_F_VNET_HDR` negotiated).
+    pub(crate) fn vnet_hdr(&self) -> bool {
+        self.cfg.vnet_hdr_len != 0
+    }
+
+    /// Bytes of virtio-net header in front of every frame (0 or 12).
+    fn hdr_len(&self) -> u32 {
+        if self.vnet_hdr() {
+            VNET_HDR_LEN
+        } else {
+            0
+        }
+    }
+
+    /// The largest GSO frame the interface accepts: what fits, behind the header, in the
+    /// longest chain a TX ring can hold (`NETMAP_MAX_FRAGS` slots, and one slot of the ring
+    /// always stays empty), at most 64 KiB.
+    pub(crate) fn tso_max_size(&self) -> u32 {
+        let chain = NETMAP_MAX_FRAGS.min(self.cfg.num_tx_slots.saturating_sub(1));
+        (chain * self.cfg.buf_size)
+            .saturating_sub(VNET_HDR_LEN)
+            .min(MAX_GSO_FRAME)
+    }
+
+    /// The largest frame the stack sends us (a VLAN tag on an MTU-sized frame included).
+    fn max_tx_frame(&self) -> u32 {
+        let plain = self.mtu_max() + 18;
+        if self.vnet_hdr() {
+            self.tso_max_size().max(plain)
+        } else {
+            plain
+        }
     }
 }
 

@@ -31,8 +31,8 @@ use ptnet_spec::{
     csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE, NAF_FORCE_RECLAIM},
     device::{
         PtnetConfig, PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_CSB_KTOA_OFFSET, PTNET_CONFIG_SIZE,
-        PTNET_F_STATUS, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY, VIRTIO_F_VERSION_1,
-        VIRTIO_ID_PTNET,
+        PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY,
+        PTNET_VNET_HDR_LEN, VIRTIO_F_VERSION_1, VIRTIO_ID_PTNET,
     },
     netmap::{
         NetmapIf, NetmapRing, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS,
@@ -55,6 +55,10 @@ module! {
         start_timeout_ms: u32 {
             default: 10000,
             description: "How long probe waits for the device to map its memory (ms)",
+        },
+        vnet_hdr: u32 {
+            default: 1,
+            description: "Ask for the virtio-net header (checksum and TSO offloads for the kernel stack; netmap applications must then pass NR_ACCEPT_VNET_HDR). 0 for packet generators and middleboxes",
         },
     },
 }
@@ -389,6 +393,8 @@ mod ptnet_names {
 
 /// Offset of `status` in the configuration space.
 const STATUS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, status) as u32;
+/// Offset of `vnet_hdr_len` in the configuration space.
+const VNET_HDR_LEN_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, vnet_hdr_len) as u32;
 
 /// Region 0 mapped write-back for the driver; unmapped on drop.
 struct ShmMapping {
@@ -567,14 +573,21 @@ fn locate_rings(
 
 impl virtio::Driver for PtnetDriver {
     const DEVICE_ID: u32 = VIRTIO_ID_PTNET as u32;
-    const FEATURES: &'static [u32] = &[PTNET_F_STATUS, VIRTIO_F_VERSION_1];
+
+    fn features() -> &'static [u32] {
+        if module_parameters::vnet_hdr.value() != 0 {
+            &[PTNET_F_STATUS, PTNET_F_VNET_HDR, VIRTIO_F_VERSION_1]
+        } else {
+            &[PTNET_F_STATUS, VIRTIO_F_VERSION_1]
+        }
+    }
 
     fn probe(dev: &virtio::Device) -> Result<Pin<KBox<Self>>> {
-        if !dev.has_feature(VIRTIO_F_VERSION_1) {
+        if !dev.has_feature::<Self>(VIRTIO_F_VERSION_1) {
             dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
             return Err(ENODEV);
         }
-        let cfg = read_config(dev);
+        let mut cfg = read_config(dev);
         if let Err(e) = cfg.validate_geometry() {
             dev_err!(dev.as_dev(), "bad geometry: {:?}\n", e);
             return Err(EINVAL);
@@ -659,6 +672,21 @@ impl virtio::Driver for PtnetDriver {
             fsleep(Delta::from_millis(10));
             waited += 10;
         }
+        // The device learns the negotiated features when it starts (QEMU forwards them at
+        // DRIVER_OK): only now does `vnet_hdr_len` say what the rings carry.
+        let vnet = dev.has_feature::<Self>(PTNET_F_VNET_HDR);
+        let hdr_len = dev.read_config_u16(VNET_HDR_LEN_OFFSET);
+        let want = if vnet { PTNET_VNET_HDR_LEN } else { 0 };
+        if hdr_len != want {
+            dev_err!(
+                dev.as_dev(),
+                "vnet_hdr_len {} but PTNET_F_VNET_HDR {}\n",
+                hdr_len,
+                if vnet { "negotiated" } else { "not negotiated" }
+            );
+            return Err(undo(EINVAL));
+        }
+        cfg.vnet_hdr_len = hdr_len;
         let (nif, offs) = locate_rings(dev, &cfg, shm.ptr).map_err(undo)?;
         let mut rings = KVec::with_capacity(nrings, GFP_KERNEL).map_err(|e| undo(e.into()))?;
         for (k, off) in offs.iter().enumerate() {
@@ -789,15 +817,30 @@ impl virtio::Driver for PtnetDriver {
         // and freed with the device data; the virtio device is its parent for as long.
         let nd =
             unsafe { netdev::NetDev::new(&*dev_arc, dev.raw_dev(), cfg.mac, dev_arc.mtu_max()) };
+        let nd = nd.inspect(|nd| {
+            if dev_arc.vnet_hdr() {
+                nd.enable_offloads(dev_arc.tso_max_size());
+            }
+        });
         let registered = nd.and_then(|mut nd| nd.register().map(|()| nd));
         match registered {
             Ok(nd) => {
-                dev_info!(
-                    dev.as_dev(),
-                    "ptnet{}: network interface {}\n",
-                    unit,
-                    nd.name()
-                );
+                if dev_arc.vnet_hdr() {
+                    dev_info!(
+                        dev.as_dev(),
+                        "ptnet{}: network interface {}, virtio-net header: checksum offload, TSO up to {} bytes\n",
+                        unit,
+                        nd.name(),
+                        dev_arc.tso_max_size()
+                    );
+                } else {
+                    dev_info!(
+                        dev.as_dev(),
+                        "ptnet{}: network interface {}, no virtio-net header (no offloads)\n",
+                        unit,
+                        nd.name()
+                    );
+                }
                 dev_arc.netdev.populate(nd);
             }
             Err(e) => {
@@ -857,6 +900,21 @@ impl virtio::Driver for PtnetDriver {
             kicks,
             irqs
         );
+        if d.vnet_hdr() {
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let s = &d.nic_stats;
+            dev_info!(
+                dev.as_dev(),
+                "ptnet{} offloads: tx {} TSO frames, {} partial checksums; rx {} GSO frames, {} partial and {} valid checksums, {} bad headers\n",
+                d.unit,
+                n(&s.tx_tso),
+                n(&s.tx_csum),
+                n(&s.rx_gso),
+                n(&s.rx_csum_partial),
+                n(&s.rx_csum_valid),
+                n(&s.rx_bad_hdr)
+            );
+        }
     }
 
     fn vq_interrupt(&self, index: u32) {

@@ -30,8 +30,9 @@ use kernel::{bindings, error::to_result, prelude::*, types::ForeignOwnable};
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// The virtio device id this driver binds.
     const DEVICE_ID: u32;
-    /// The feature bits the driver accepts (the core negotiates the intersection).
-    const FEATURES: &'static [u32];
+    /// The feature bits the driver accepts (the core negotiates the intersection), read
+    /// once when the driver registers (so a module parameter can decide them).
+    fn features() -> &'static [u32];
 
     /// Binds a device. On success the returned data lives until [`Driver::remove`].
     fn probe(dev: &Device) -> Result<Pin<KBox<Self>>>;
@@ -85,9 +86,14 @@ impl Device {
         unsafe { &raw mut (*self.as_ptr()).dev }
     }
 
-    /// Whether feature bit `bit` was negotiated.
-    pub(crate) fn has_feature(&self, bit: u32) -> bool {
-        // SAFETY: the device is live (type invariant).
+    /// Whether feature bit `bit` was negotiated by driver `T`. A bit `T` did not ask for is
+    /// never negotiated (and the core's `virtio_has_feature` would BUG on it).
+    pub(crate) fn has_feature<T: Driver>(&self, bit: u32) -> bool {
+        if !T::features().contains(&bit) {
+            return false;
+        }
+        // SAFETY: the device is live (type invariant) and `bit` is in the driver's feature
+        // table, as `virtio_has_feature` requires.
         unsafe { bindings::virtio_has_feature(self.as_ptr(), bit) }
     }
 
@@ -372,8 +378,9 @@ impl<T: Driver> Registration<T> {
         let p = unsafe { inner.as_mut().get_unchecked_mut() };
         p.drv.driver.name = name.as_char_ptr();
         p.drv.id_table = p.ids.as_ptr();
-        p.drv.feature_table = T::FEATURES.as_ptr();
-        p.drv.feature_table_size = T::FEATURES.len() as u32;
+        let features = T::features();
+        p.drv.feature_table = features.as_ptr();
+        p.drv.feature_table_size = features.len() as u32;
         p.drv.probe = Some(probe_callback::<T>);
         p.drv.remove = Some(remove_callback::<T>);
         p.drv.config_changed = Some(config_callback::<T>);
