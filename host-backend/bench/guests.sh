@@ -123,14 +123,16 @@ pair() {
         iface=packet:eth0
         up="ip link set eth0 up"
     fi
+    # vnet_hdr=0: pktgen sends plain frames (no virtio-net header, no offloads), the
+    # header-less fast path netmap recommends for packet generators.
     cat > "$dir/rx.sh" <<EOF
-insmod /modules/ptnet.ko
+insmod /modules/ptnet.ko vnet_hdr=0
 $up
 echo receiver-ready
 ptnet-pktgen rx -i $iface -d $((secs + 60)) --idle 2 -q --json
 EOF
     cat > "$dir/tx.sh" <<EOF
-insmod /modules/ptnet.ko
+insmod /modules/ptnet.ko vnet_hdr=0
 $up
 sleep 1
 ptnet-pktgen tx -i $iface -d $secs -l $size -q --json

@@ -7,6 +7,12 @@
 //! - `PTNET_BIN_DIR`: `ptnetd`, `ptnetctl`, `ptnet-pktgen` for the host side.
 //!
 //! Missing inputs fail the test with a message; they never skip it.
+//!
+//! Guests that run netmap applications load the driver with `vnet_hdr=0`: those
+//! applications (like netmap's pkt-gen) do not pass `NR_ACCEPT_VNET_HDR`, and a packet
+//! generator gains nothing from offloads (netmap's own advice for `ptnet_vnet_hdr`). Guests
+//! that use the kernel stack keep the default, the virtio-net header with checksum and TSO
+//! offloads.
 #![cfg(feature = "vm-tests")]
 
 use std::path::PathBuf;
@@ -122,6 +128,14 @@ fn driver_binds_the_ptnet_device_and_unloads() {
         "no probe line on the console:\n{}",
         outcome.console
     );
+    // A VALE port takes the header: offloads by default, 64 KiB TSO frames (2 KiB buffers).
+    assert!(
+        outcome
+            .console
+            .contains("virtio-net header: checksum offload, TSO up to 65536 bytes"),
+        "no offloads on a VALE port:\n{}",
+        outcome.console
+    );
 }
 
 /// A host client on `port` receiving `n` frames with `--expect-no-loss` (it announces its
@@ -177,7 +191,7 @@ fn guest_and_host_client_exchange_frames_over_vale0() {
     // Host sink first: it announces its MAC, so the guest's frames are not flooded.
     let sink = host_sink(&d, "vale0:h1", &n, "200");
     let script = format!(
-        "insmod /modules/ptnet.ko\n\
+        "insmod /modules/ptnet.ko vnet_hdr=0\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n {n} -R 20000 -q --json\n\
          echo guest-rx-ready\n\
          ptnet-pktgen rx -i netmap:ptnet0 --src-mac 02:70:74:00:00:12 -n {n} --expect-no-loss -q --json -d 200\n\
@@ -257,9 +271,10 @@ fn two_guests(test: &str, a: &str, b: &str, trusted: bool) {
     for (phase, rx, tx) in phases {
         let rx_name = format!("{phase}-rx");
         let tx_name = format!("{phase}-tx");
-        let rx_script =
-            format!("insmod /modules/ptnet.ko\necho receiver-ready\n{rx}\nrmmod ptnet\n");
-        let tx_script = format!("insmod /modules/ptnet.ko\n{tx}\nrmmod ptnet\n");
+        let rx_script = format!(
+            "insmod /modules/ptnet.ko vnet_hdr=0\necho receiver-ready\n{rx}\nrmmod ptnet\n"
+        );
+        let tx_script = format!("insmod /modules/ptnet.ko vnet_hdr=0\n{tx}\nrmmod ptnet\n");
         let mut rx_vm = start_guest(&inp, &dir, &rx_name, args_b.clone(), rx_script);
         rx_vm
             .wait_for_console("receiver-ready", Duration::from_secs(120))
@@ -295,10 +310,16 @@ fn two_guests_over_a_pipe_trusted() {
     two_guests("ptnet_pipe", "pipe0{1", "pipe0}1", true);
 }
 
-/// Shell lines that load the driver and bring its interface up with `addr`.
+/// Shell lines that load the driver (default parameters: offloads on) and bring its
+/// interface up with `addr`.
 fn nic_up(addr: &str) -> String {
+    nic_up_with(addr, "")
+}
+
+/// [`nic_up`] with module parameters `params`.
+fn nic_up_with(addr: &str, params: &str) -> String {
     format!(
-        "insmod /modules/ptnet.ko\n\
+        "insmod /modules/ptnet.ko {params}\n\
          dev=$(basename $(ls -d /sys/bus/virtio/drivers/ptnet/virtio*/net/* | head -n1))\n\
          echo \"interface $dev\"\n\
          ip link set \"$dev\" up\n\
@@ -318,10 +339,55 @@ fn sha_after(console: &str, marker: &str) -> String {
         .to_owned()
 }
 
+/// A ptnet guest of [`ping_and_tcp`] at `addr`, the driver loaded with `params`; it unloads
+/// the driver at the end, which prints its offload counters.
+fn ptnet_guest(args: Vec<String>, addr: &str, params: &str) -> Guest {
+    Guest {
+        args,
+        up: nic_up_with(addr, params),
+        down: "rmmod ptnet\n",
+    }
+}
+
+/// The offload counters a ptnet guest's driver printed when it was removed: TSO frames
+/// sent, partial checksums sent, GSO frames received, partial and valid checksums received,
+/// bad headers.
+fn offloads(console: &str) -> [u64; 6] {
+    let line = console
+        .lines()
+        .find_map(|l| l.split_once("ptnet0 offloads:").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no offload counters on the console:\n{console}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    n.try_into()
+        .unwrap_or_else(|n| panic!("unexpected offload counters {n:?} in {line:?}"))
+}
+
+/// Average bytes per frame a port sent into the switch: above 1514, frames larger than the
+/// MTU (TSO frames) crossed it.
+fn tx_bytes_per_frame(d: &Ptnetd, port: &str) -> u64 {
+    let s = d.port_stats(port).expect("port stats");
+    let (b, p) = (s["tx_bytes"].as_u64(), s["tx_packets"].as_u64());
+    let (Some(b), Some(p)) = (b, p) else {
+        panic!("no tx counters for {port}: {s}")
+    };
+    assert!(p > 0, "{port} sent nothing: {s}");
+    eprintln!(
+        "{port}: {p} frames, {b} bytes into the switch ({} bytes each)",
+        b / p
+    );
+    b / p
+}
+
 /// Issue 6, test 4 (ptnet part): the kernel stack over ptnet. Two guests on vale0 ping each
 /// other and move 4 MiB over TCP; the receiver's SHA-256 must equal the sender's. (The
 /// server waits for a second connection before it stops: its data may still be in flight
-/// when its `nc` exits.)
+/// when its `nc` exits.) The drivers negotiate the virtio-net header: the sender's TCP
+/// goes out as TSO frames with partial checksums, which cross vale0 whole (the port's
+/// frames average more than an MTU) and arrive as GSO frames.
 #[test]
 fn kernel_stack_ping_and_tcp_between_two_guests() {
     let dir = work_dir("ptnet_stack_daemon");
@@ -332,11 +398,82 @@ fn kernel_stack_ping_and_tcp_between_two_guests() {
     let b = d
         .serve_vm("vale0:sb", &dir.join("b.sock"), false)
         .expect("serve b");
-    ping_and_tcp(
+    let t = ping_and_tcp(
         "ptnet_stack",
-        (a, nic_up("10.0.0.1")),
-        (b, nic_up("10.0.0.2")),
+        ptnet_guest(a, "10.0.0.1", ""),
+        ptnet_guest(b, "10.0.0.2", ""),
     );
+    let (srv, cli) = (offloads(&t.server), offloads(&t.client));
+    eprintln!("offloads: server {srv:?}, client {cli:?}");
+    assert!(srv[0] > 0 && srv[1] > 0, "the sender used no TSO: {srv:?}");
+    assert!(cli[2] > 0, "the receiver got no GSO frame: {cli:?}");
+    assert_eq!((srv[5], cli[5]), (0, 0), "bad headers");
+    assert!(tx_bytes_per_frame(&d, "vale0:sa") > 1514);
+}
+
+/// The same without the header (`vnet_hdr=0` on both): every frame fits an MTU and every
+/// checksum is computed by the sender (the baseline of the offloads).
+#[test]
+fn kernel_stack_ping_and_tcp_between_two_guests_without_offloads() {
+    let dir = work_dir("ptnet_stack_plain_daemon");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let a = d
+        .serve_vm("vale0:sa", &dir.join("a.sock"), false)
+        .expect("serve a");
+    let b = d
+        .serve_vm("vale0:sb", &dir.join("b.sock"), false)
+        .expect("serve b");
+    let t = ping_and_tcp(
+        "ptnet_stack_plain",
+        ptnet_guest(a, "10.0.0.1", "vnet_hdr=0"),
+        ptnet_guest(b, "10.0.0.2", "vnet_hdr=0"),
+    );
+    assert!(
+        t.server.contains("no virtio-net header (no offloads)"),
+        "{}",
+        t.server
+    );
+    assert!(tx_bytes_per_frame(&d, "vale0:sa") <= 1514);
+}
+
+/// Offloads on one side only: the switch's mismatch path. A guest with the header and one
+/// without exchange TCP both ways round: TSO frames of the first are cut into segments
+/// with their checksums filled in software on their way to the second, and the second's
+/// frames get an empty header on their way to the first; the SHA-256s match.
+#[test]
+fn kernel_stack_across_the_header_mismatch_path() {
+    for (phase, server_params, client_params) in [
+        ("offload-to-plain", "", "vnet_hdr=0"),
+        ("plain-to-offload", "vnet_hdr=0", ""),
+    ] {
+        let dir = work_dir(&format!("ptnet_mismatch_{phase}_daemon"));
+        let d = Ptnetd::start(&dir).expect("start ptnetd");
+        let a = d
+            .serve_vm("vale0:ma", &dir.join("a.sock"), false)
+            .expect("serve a");
+        let b = d
+            .serve_vm("vale0:mb", &dir.join("b.sock"), false)
+            .expect("serve b");
+        let t = ping_and_tcp(
+            &format!("ptnet_mismatch_{phase}"),
+            ptnet_guest(a, "10.0.0.1", server_params),
+            ptnet_guest(b, "10.0.0.2", client_params),
+        );
+        if server_params.is_empty() {
+            let srv = offloads(&t.server);
+            eprintln!("{phase}: server offloads {srv:?}");
+            assert!(srv[0] > 0, "the sender used no TSO: {srv:?}");
+            assert!(tx_bytes_per_frame(&d, "vale0:ma") > 1514);
+        } else {
+            let cli = offloads(&t.client);
+            eprintln!("{phase}: client offloads {cli:?}");
+            assert_eq!(cli[5], 0, "bad headers: {cli:?}");
+            assert_eq!(
+                cli[2], 0,
+                "GSO frames from a port without the header: {cli:?}"
+            );
+        }
+    }
 }
 
 /// Issue 6, test 5: unloading the driver with traffic running both ways (a host client
@@ -353,7 +490,7 @@ fn module_reload_under_traffic() {
         .expect("serve vale0:g1 to a VM");
     // The guest first makes vale0 learn the MAC its receiver will use, so that the host's
     // stream is not flooded to h2 (guests do not announce themselves).
-    let script = "insmod /modules/ptnet.ko\n\
+    let script = "insmod /modules/ptnet.ko vnet_hdr=0\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n 1 --src-mac 02:70:74:00:00:22 --dst-mac 02:70:74:00:00:01 -q\n\
          echo announced\n\
          ptnet-pktgen tx -i netmap:ptnet0 -R 50000 -d 60 --src-mac 02:70:74:00:00:31 --dst-mac 02:70:74:00:00:01 -q &\n\
@@ -365,7 +502,7 @@ fn module_reload_under_traffic() {
          rmmod ptnet\n\
          echo unloaded-under-traffic\n\
          sleep 1\n\
-         insmod /modules/ptnet.ko\n\
+         insmod /modules/ptnet.ko vnet_hdr=0\n\
          ptnet-pktgen rx -i netmap:ptnet0 --src-mac 02:70:74:00:00:22 -n 2000 -d 60 -q --json\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n 1000 -R 20000 -q --json\n\
          rmmod ptnet\n"
@@ -448,7 +585,7 @@ fn two_rings_and_two_open_files_at_once() {
         .expect("serve vale0:m to a VM");
     let n = FRAMES.to_string();
     let script = format!(
-        "insmod /modules/ptnet.ko\n\
+        "insmod /modules/ptnet.ko vnet_hdr=0\n\
          dmesg | grep -q 'ptnet0: 2 TX + 2 RX rings'\n\
          grep -c 'ptnet-[tr]x[01]' /proc/interrupts\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n 1 --src-mac 02:70:74:00:00:22 --dst-mac 02:70:74:00:00:01 -q\n\
@@ -518,7 +655,7 @@ fn rings_hand_over_between_the_kernel_stack_and_netmap() {
         "{}echo server-ready\n\
          nc -l -p 5001 > /dev/null\n\
          cat /proc/net/dev\n",
-        nic_up("10.0.0.1")
+        nic_up_with("10.0.0.1", "vnet_hdr=0")
     );
     let client = format!(
         "{}ping -c 2 -W 10 10.0.0.1\n\
@@ -527,7 +664,7 @@ fn rings_hand_over_between_the_kernel_stack_and_netmap() {
          ping -c 2 -W 10 10.0.0.1\n\
          nc 10.0.0.1 5001 < /dev/null\n\
          cat /proc/net/dev\n",
-        nic_up("10.0.0.2")
+        nic_up_with("10.0.0.2", "vnet_hdr=0")
     );
     let mut a = start_guest(&inp, &dir, "server", args_a, server);
     a.wait_for_console("server-ready", Duration::from_secs(120))
@@ -566,35 +703,75 @@ fn virtio_net_up(addr: &str) -> String {
     )
 }
 
-/// Ping and a 4 MiB TCP transfer from a server guest (`server_up` brings its interface up
-/// at 10.0.0.1) to a client guest (`client_up`, 10.0.0.2) across vale0; the SHA-256s must
-/// match.
-fn ping_and_tcp(test: &str, server: (Vec<String>, String), client: (Vec<String>, String)) {
+/// One guest of [`ping_and_tcp`]: its device arguments, the shell lines that bring its
+/// interface up at its address, and those it runs at the end.
+struct Guest {
+    args: Vec<String>,
+    up: String,
+    down: &'static str,
+}
+
+/// A stock virtio_net guest of [`ping_and_tcp`] at `addr`.
+fn virtio_net_guest(args: Vec<String>, addr: &str) -> Guest {
+    Guest {
+        args,
+        up: virtio_net_up(addr),
+        down: "",
+    }
+}
+
+/// What [`ping_and_tcp`] saw: both consoles, and the transfer's time on the client.
+struct Transfer {
+    server: String,
+    client: String,
+}
+
+/// Bytes [`ping_and_tcp`] moves: 4 MiB, or `PTNET_TCP_MIB` MiB (for a longer, better timed
+/// transfer when comparing rates by hand).
+fn tcp_bytes() -> u64 {
+    std::env::var("PTNET_TCP_MIB")
+        .ok()
+        .and_then(|m| m.parse::<u64>().ok())
+        .filter(|m| (1..=128).contains(m))
+        .unwrap_or(4)
+        << 20
+}
+
+/// Ping and a 4 MiB ([`tcp_bytes`]) TCP transfer from a server guest (its interface up at 10.0.0.1) to a
+/// client guest (10.0.0.2) across vale0; the SHA-256s must match. Prints the transfer's
+/// rate as the client timed it (TCG guests: a comparison between runs, not a benchmark).
+fn ping_and_tcp(test: &str, server: Guest, client: Guest) -> Transfer {
     let inp = inputs();
     let dir = work_dir(test);
+    let bytes = tcp_bytes();
     let server_script = format!(
-        "{}dd if=/dev/urandom of=/tmp/f bs=64k count=64 2>/dev/null\n\
+        "{}dd if=/dev/urandom of=/tmp/f bs=64k count={} 2>/dev/null\n\
          echo sent-sha\n\
          sha256sum /tmp/f\n\
          echo server-ready\n\
          nc -l -p 5000 -e cat /tmp/f\n\
          nc -l -p 5001 > /dev/null\n\
-         cat /proc/net/dev\n",
-        server.1
+         cat /proc/net/dev\n{}",
+        server.up,
+        bytes >> 16,
+        server.down
     );
     let client_script = format!(
         "{}ping -c 3 -W 10 10.0.0.1\n\
+         t0=$(cut -d' ' -f1 /proc/uptime)\n\
          nc 10.0.0.1 5000 > /tmp/f\n\
+         t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         echo \"transfer-time $t0 $t1\"\n\
          echo got-sha\n\
          sha256sum /tmp/f\n\
          nc 10.0.0.1 5001 < /dev/null\n\
-         cat /proc/net/dev\n",
-        client.1
+         cat /proc/net/dev\n{}",
+        client.up, client.down
     );
-    let mut a = start_guest(&inp, &dir, "server", server.0, server_script);
+    let mut a = start_guest(&inp, &dir, "server", server.args, server_script);
     a.wait_for_console("server-ready", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
-    let b = start_guest(&inp, &dir, "client", client.0, client_script);
+    let b = start_guest(&inp, &dir, "client", client.args, client_script);
     let b_out = finish(b, &dir, "client");
     let a_out = finish(a, &dir, "server");
     for (name, o) in [("client", &b_out), ("server", &a_out)] {
@@ -615,6 +792,24 @@ fn ping_and_tcp(test: &str, server: (Vec<String>, String), client: (Vec<String>,
         sent, got,
         "the TCP transfer corrupted or truncated the file"
     );
+    let secs = b_out
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("transfer-time "))
+        .and_then(|t| {
+            let (t0, t1) = t.trim().split_once(' ')?;
+            Some(t1.parse::<f64>().ok()? - t0.parse::<f64>().ok()?)
+        })
+        .unwrap_or_else(|| panic!("no transfer time on the client's console"));
+    eprintln!(
+        "{test}: {} MiB over TCP in {secs:.2} s: {:.1} MB/s",
+        bytes >> 20,
+        bytes as f64 / secs.max(0.01) / 1e6
+    );
+    Transfer {
+        server: a_out.console,
+        client: b_out.console,
+    }
 }
 
 /// Issue 6, test 4 (mixed part): a ptnet guest and a guest with the stock virtio-net driver
@@ -629,11 +824,17 @@ fn kernel_stack_between_a_ptnet_guest_and_a_virtio_net_guest() {
     let vnet = d
         .serve_virtio_net("vale0:v", &dir.join("v.sock"))
         .expect("serve virtio-net");
-    ping_and_tcp(
+    let t = ping_and_tcp(
         "mixed",
-        (ptnet, nic_up("10.0.0.1")),
-        (vnet, virtio_net_up("10.0.0.2")),
+        ptnet_guest(ptnet, "10.0.0.1", ""),
+        virtio_net_guest(vnet, "10.0.0.2"),
     );
+    // Both ports carry the header: the ptnet guest's TSO frames reach the virtio_net guest
+    // whole.
+    let srv = offloads(&t.server);
+    eprintln!("ptnet guest offloads: {srv:?}");
+    assert!(srv[0] > 0, "the ptnet guest sent no TSO frame: {srv:?}");
+    assert_eq!(srv[5], 0, "bad headers: {srv:?}");
 }
 
 /// Issue 4: two unmodified guests (stock `virtio_net` over `-netdev vhost-user` +
@@ -650,8 +851,8 @@ fn two_virtio_net_guests_over_vale0() {
         .expect("serve virtio-net b");
     ping_and_tcp(
         "vnet",
-        (a, virtio_net_up("10.0.0.1")),
-        (b, virtio_net_up("10.0.0.2")),
+        virtio_net_guest(a, "10.0.0.1"),
+        virtio_net_guest(b, "10.0.0.2"),
     );
 }
 
@@ -736,13 +937,13 @@ fn hostile_guest_application_does_not_hurt_the_driver_or_the_daemon() {
     let n = FRAMES.to_string();
     let sink = host_sink(&d, "vale0:h1", &n, "300");
     let script = format!(
-        "insmod /modules/ptnet.ko\n\
+        "insmod /modules/ptnet.ko vnet_hdr=0\n\
          nm-hostile ptnet0 -n 20000 -s 7\n\
          nm-hostile ptnet0 -n 20000 -s 8\n\
          if dmesg | grep -E 'BUG|Oops|WARNING|general protection'; then exit 1; fi\n\
          echo hostile-done\n\
          rmmod ptnet\n\
-         insmod /modules/ptnet.ko\n\
+         insmod /modules/ptnet.ko vnet_hdr=0\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n {n} -R 20000 -q --json\n\
          rmmod ptnet\n"
     );
