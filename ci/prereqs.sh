@@ -13,6 +13,9 @@
 #                    later take over for ptnet devices; the harness takes any QEMU binary)
 #   fuzz             cargo-fuzz, built into $PTNET_CACHE/tools (used with stable + RUSTC_BOOTSTRAP)
 #   dpdk             bookworm's DPDK 22.11 with dpdk-testpmd (benchmark peers, virtio-user client)
+#   ovs-dpdk         bookworm's Open vSwitch 3.1 built with DPDK (openvswitch-switch-dpdk; the
+#                    virtio-net benchmark's third switch). The benchmark runs a private instance;
+#                    a system service this install starts is stopped again.
 #
 # Each group is a function named group_<name> (dashes become underscores): add a group by
 # adding a function. Every group is idempotent and returns quickly when already satisfied.
@@ -117,6 +120,46 @@ group_dpdk() {
     # bookworm's DPDK 22.11: dpdk-testpmd is in dpdk-dev (trixie's would upgrade libc).
     apt_install dpdk dpdk-dev
     command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd missing after installing dpdk-dev"
+}
+
+# ovs_services_running: whether the system's Open vSwitch service is up (systemd or sysvinit).
+ovs_services_running() {
+    if [ -d /run/systemd/system ]; then
+        systemctl is-active --quiet openvswitch-switch.service 2>/dev/null \
+            || systemctl is-active --quiet ovs-vswitchd.service 2>/dev/null \
+            || systemctl is-active --quiet ovsdb-server.service 2>/dev/null
+    else
+        [ -x /etc/init.d/openvswitch-switch ] \
+            && /etc/init.d/openvswitch-switch status >/dev/null 2>&1
+    fi
+}
+
+group_ovs_dpdk() {
+    # openvswitch-switch-dpdk 3.1.0 (bookworm, built against DPDK 22.11) pulls
+    # openvswitch-switch, whose postinst starts ovsdb-server and ovs-vswitchd where services
+    # may start (systemd). The benchmark never uses that system instance (it runs its own
+    # with a private rundir and database), so a service this install started is stopped and
+    # left as the admin had it otherwise.
+    local was_running=no
+    ovs_services_running && was_running=yes
+    apt_install openvswitch-switch-dpdk
+    if [ "$was_running" = no ] && ovs_services_running; then
+        log "stopping the Open vSwitch system service the install started"
+        if [ -d /run/systemd/system ]; then
+            systemctl stop openvswitch-switch.service ovs-vswitchd.service ovsdb-server.service \
+                || die "systemctl stop openvswitch-switch failed"
+        else
+            /etc/init.d/openvswitch-switch stop >/dev/null || die "stopping openvswitch-switch failed"
+        fi
+    fi
+    # The package leaves the ovs-vswitchd alternative on the plain build (priority 100
+    # against 50); the benchmark runs the DPDK build by its own path and never changes it.
+    [ -x /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk ] \
+        || die "ovs-vswitchd-dpdk missing after installing openvswitch-switch-dpdk"
+    local t
+    for t in ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl; do
+        command -v "$t" >/dev/null || die "$t missing after installing openvswitch-switch-dpdk"
+    done
 }
 
 main() {

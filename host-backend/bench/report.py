@@ -17,6 +17,7 @@ LABELS = {  # scenario -> row label
     "ptnetd-eventfd": "virtio_user → ptnetd VALE (virtio-net ports, eventfd) → virtio_user",
     "ptnetd-busypoll": "virtio_user → ptnetd VALE (virtio-net ports, busy poll) → virtio_user",
     "dpdk-vhost": "peer: virtio_user → DPDK net_vhost io forward → virtio_user",
+    "ovs-dpdk": "peer: virtio_user → OVS-DPDK (netdev bridge, port-to-port flows) → virtio_user",
 }
 
 
