@@ -310,14 +310,9 @@ fn two_guests_over_a_pipe_trusted() {
     two_guests("ptnet_pipe", "pipe0{1", "pipe0}1", true);
 }
 
-/// Shell lines that load the driver (default parameters: offloads on) and bring its
-/// interface up with `addr`.
-fn nic_up(addr: &str) -> String {
-    nic_up_with(addr, "")
-}
-
-/// [`nic_up`] with module parameters `params`.
-fn nic_up_with(addr: &str, params: &str) -> String {
+/// Shell lines that load the driver with module parameters `params` (none: offloads on)
+/// and bring its interface up with `addr`.
+fn nic_up(addr: &str, params: &str) -> String {
     format!(
         "insmod /modules/ptnet.ko {params}\n\
          dev=$(basename $(ls -d /sys/bus/virtio/drivers/ptnet/virtio*/net/* | head -n1))\n\
@@ -344,7 +339,7 @@ fn sha_after(console: &str, marker: &str) -> String {
 fn ptnet_guest(args: Vec<String>, addr: &str, params: &str) -> Guest {
     Guest {
         args,
-        up: nic_up_with(addr, params),
+        up: nic_up(addr, params),
         down: "rmmod ptnet\n",
     }
 }
@@ -655,7 +650,7 @@ fn rings_hand_over_between_the_kernel_stack_and_netmap() {
         "{}echo server-ready\n\
          nc -l -p 5001 > /dev/null\n\
          cat /proc/net/dev\n",
-        nic_up_with("10.0.0.1", "vnet_hdr=0")
+        nic_up("10.0.0.1", "vnet_hdr=0")
     );
     let client = format!(
         "{}ping -c 2 -W 10 10.0.0.1\n\
@@ -664,7 +659,7 @@ fn rings_hand_over_between_the_kernel_stack_and_netmap() {
          ping -c 2 -W 10 10.0.0.1\n\
          nc 10.0.0.1 5001 < /dev/null\n\
          cat /proc/net/dev\n",
-        nic_up_with("10.0.0.2", "vnet_hdr=0")
+        nic_up("10.0.0.2", "vnet_hdr=0")
     );
     let mut a = start_guest(&inp, &dir, "server", args_a, server);
     a.wait_for_console("server-ready", Duration::from_secs(120))
@@ -1051,7 +1046,7 @@ fn a_host_interface_given_directly_to_a_vm() {
         "{}ping -c 3 -W 10 10.77.0.2\n\
          ptnet-pktgen tx -i netmap:ptnet0 -n {n} -R 10000 -q --json\n\
          rmmod ptnet\n",
-        nic_up_with("10.77.0.1", "vnet_hdr=0")
+        nic_up("10.77.0.1", "vnet_hdr=0")
     );
     let vm = start_guest(&inp, &dir, "g1", args, script);
     let outcome = finish(vm, &dir, "g1");
