@@ -6,6 +6,7 @@
  * port's region) while the host keeps serving the port.
  *
  *   nm-hostile PORT [-n ROUNDS] [-s SEED]
+ *   nm-hostile PORT -v [-n FRAMES] [-s SEED]
  *
  * For ROUNDS rounds (default 20000) it picks one of: random head/cur/tail on a random ring;
  * random buf_idx/len/flags (NS_MOREFRAG included) on random slots; random bytes over a
@@ -16,6 +17,13 @@
  * an error, never succeed. Prints "nm-hostile: N rounds, E sync errors, R requests
  * refused, A accepted" and exits 0 if no malformed request was accepted (a crash never
  * returns).
+ *
+ * With -v (a port that carries the virtio-net header, registered with NR_ACCEPT_VNET_HDR)
+ * it is a hostile peer instead: it broadcasts FRAMES TCP/IPv4 frames (to 10.0.0.1, of
+ * random lengths and TCP fields) behind garbage virtio-net headers (random flags, GSO
+ * types valid and not, GSO sizes, checksum offsets inside, at and beyond the frame), which
+ * the switch carries unchanged to receivers with the header: their drivers must refuse or
+ * survive every one. Prints "nm-hostile: N frames behind garbage headers".
  */
 
 #include <sys/ioctl.h>
@@ -136,6 +144,122 @@ bad_requests(int fd, const char *port)
 #undef TRY
 }
 
+#define VNET_HDR_LEN 12
+
+/* A garbage virtio-net header: every field random, most of them near plausible values. */
+static void
+garbage_hdr(uint8_t *h, unsigned int frame_len)
+{
+	static const uint8_t gso[] = { 0, 1, 3, 4, 5, 0x81, 0x84, 0x80, 2, 0xff };
+	uint16_t v[5];
+	unsigned int i;
+
+	h[0] = (uint8_t)(rnd() % 4 ? rnd() % 4 : rnd());
+	h[1] = rnd() % 4 ? gso[rnd() % sizeof(gso)] : (uint8_t)rnd();
+	v[0] = (uint16_t)rnd();                                      /* hdr_len */
+	v[1] = (uint16_t)(rnd() % 4 ? rnd() % 2000 : rnd());        /* gso_size */
+	v[2] = (uint16_t)(rnd() % 4 ? rnd() % (frame_len + 8) : rnd()); /* csum_start */
+	v[3] = (uint16_t)(rnd() % 4 ? rnd() % 24 : rnd());          /* csum_offset */
+	v[4] = (uint16_t)rnd();                                      /* num_buffers */
+	for (i = 0; i < 5; i++) {
+		h[2 + 2 * i] = (uint8_t)v[i];
+		h[3 + 2 * i] = (uint8_t)(v[i] >> 8);
+	}
+	if (rnd() % 8 == 0) { /* now and then a consistent TCPv4 TSO header */
+		h[0] = 1;
+		h[1] = 1;
+		h[6] = 34, h[7] = 0;  /* csum_start: Ethernet 14 + IPv4 20 */
+		h[8] = 16, h[9] = 0;  /* csum_offset: TCP checksum */
+	}
+}
+
+/* A broadcast TCP/IPv4 frame of `len` bytes to 10.0.0.1 with random TCP fields. */
+static void
+tcp_frame(uint8_t *f, unsigned int len)
+{
+	static const uint8_t eth[14] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0x02, 0x70, 0x74, 0x00, 0x00, 0x66, 0x08, 0x00 };
+	unsigned int i, ip_len = len > 14 ? len - 14 : 0;
+
+	for (i = 0; i < len; i++)
+		f[i] = (uint8_t)rnd();
+	memcpy(f, eth, len < 14 ? len : 14);
+	if (len < 34)
+		return;
+	f[14] = 0x45, f[15] = 0;
+	f[16] = (uint8_t)(ip_len >> 8), f[17] = (uint8_t)ip_len;
+	f[20] = 0x40, f[21] = 0;      /* DF */
+	f[22] = 64, f[23] = 6;        /* TTL, TCP */
+	f[24] = f[25] = 0;            /* checksum: left wrong, as garbage may be */
+	f[26] = 10, f[27] = 0, f[28] = 0, f[29] = 66;
+	f[30] = 10, f[31] = 0, f[32] = 0, f[33] = 1;
+	if (len >= 54)
+		f[46] = 0x50;             /* TCP data offset 5 */
+}
+
+/* -v: FRAMES frames behind garbage virtio-net headers on TX ring 0. */
+static int
+vnet_garbage(const char *port, unsigned long frames)
+{
+	struct ptnet_nmreq_header h;
+	struct ptnet_nmreq_register reg;
+	struct ptnet_nm_ring *ring;
+	struct ptnet_nm_if *nifp;
+	unsigned long sent = 0, waits = 0;
+	void *mem;
+	int fd;
+
+	fd = open("/dev/netmap", O_RDWR);
+	if (fd < 0)
+		die("open /dev/netmap");
+	memset(&reg, 0, sizeof(reg));
+	reg.nr_mode = PTNET_NR_REG_ALL_NIC;
+	reg.nr_flags = PTNET_NR_ACCEPT_VNET_HDR | PTNET_NR_TX_RINGS_ONLY;
+	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
+	if (ioctl(fd, PTNET_NIOCCTRL, &h) != 0)
+		die("NIOCCTRL register with NR_ACCEPT_VNET_HDR");
+	mem = mmap(NULL, reg.nr_memsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED)
+		die("mmap");
+	nifp = NETMAP_IF(mem, reg.nr_offset);
+	ring = (struct ptnet_nm_ring *)(void *)((char *)nifp + nifp->ring_ofs[0]);
+	while (sent < frames) {
+		struct ptnet_nm_slot *slot;
+		unsigned int len, max;
+		uint8_t *buf;
+
+		if (ring->head == ring->tail) {
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+			if (poll(&pfd, 1, 1000) <= 0 && ++waits > 10) {
+				fprintf(stderr, "nm-hostile: TX ring stuck\n");
+				return (1);
+			}
+			continue;
+		}
+		slot = &ring->slot[ring->head];
+		buf = (uint8_t *)ring + ring->buf_ofs + (size_t)slot->buf_idx * ring->nr_buf_size;
+		max = ring->nr_buf_size - VNET_HDR_LEN;
+		if (max > 1514)
+			max = 1514;
+		len = rnd() % 8 ? 54 + (unsigned int)(rnd() % (max - 53)) :
+		    (unsigned int)(rnd() % 60);
+		tcp_frame(buf + VNET_HDR_LEN, len);
+		garbage_hdr(buf, len);
+		slot->len = (uint16_t)(VNET_HDR_LEN + len);
+		slot->flags = 0;
+		ring->head = ring->cur = ring->head + 1 == ring->num_slots ? 0 : ring->head + 1;
+		sent++;
+		if (sent % 64 == 0)
+			ioctl(fd, PTNET_NIOCTXSYNC, NULL);
+	}
+	ioctl(fd, PTNET_NIOCTXSYNC, NULL);
+	printf("nm-hostile: %lu frames behind garbage headers\n", sent);
+	munmap(mem, reg.nr_memsize);
+	close(fd);
+	return (0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -146,7 +270,7 @@ main(int argc, char **argv)
 	const char *port;
 	uint32_t nrings, k;
 	void *mem;
-	int fd, c;
+	int fd, c, vnet = 0;
 
 	if (argc < 2)
 		goto usage;
@@ -154,8 +278,11 @@ main(int argc, char **argv)
 	if (strncmp(port, "netmap:", 7) == 0)
 		port += 7;
 	optind = 2;
-	while ((c = getopt(argc, argv, "n:s:")) != -1) {
+	while ((c = getopt(argc, argv, "n:s:v")) != -1) {
 		switch (c) {
+		case 'v':
+			vnet = 1;
+			break;
 		case 'n':
 			rounds = strtoul(optarg, NULL, 0);
 			break;
@@ -167,6 +294,8 @@ main(int argc, char **argv)
 		}
 	}
 
+	if (vnet)
+		return (vnet_garbage(port, rounds));
 	fd = open("/dev/netmap", O_RDWR);
 	if (fd < 0)
 		die("open /dev/netmap");
@@ -264,6 +393,6 @@ main(int argc, char **argv)
 	close(fd);
 	return (accepted == 0 ? 0 : 1);
 usage:
-	fprintf(stderr, "usage: nm-hostile PORT [-n ROUNDS] [-s SEED]\n");
+	fprintf(stderr, "usage: nm-hostile PORT [-v] [-n ROUNDS] [-s SEED]\n");
 	return (2);
 }

@@ -956,6 +956,69 @@ fn hostile_guest_application_does_not_hurt_the_driver_or_the_daemon() {
     );
 }
 
+/// A hostile peer of the offloads: a guest application (`nm-hostile -v`, registered with
+/// `NR_ACCEPT_VNET_HDR`) broadcasts 20 000 TCP/IPv4 frames behind garbage virtio-net
+/// headers, which vale0 carries unchanged to a guest whose kernel stack uses the header (to
+/// its driver they are what a hostile host could write). The receiving kernel must not oops
+/// or warn, its driver must count the headers the kernel refused, and afterwards the two
+/// guests ping each other through the same ports.
+#[test]
+fn garbage_virtio_net_headers_from_a_peer_are_refused_or_survived() {
+    let inp = inputs();
+    let dir = work_dir("ptnet_hostile_hdr");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let args_a = d
+        .serve_vm("vale0:va", &dir.join("a.sock"), false)
+        .expect("serve a");
+    let args_b = d
+        .serve_vm("vale0:vb", &dir.join("b.sock"), false)
+        .expect("serve b");
+    let victim = format!(
+        "{}echo victim-ready\n\
+         nc -l -p 5001 > /dev/null\n\
+         cat /proc/net/dev\n\
+         if dmesg | grep -E 'BUG|Oops|WARNING|general protection'; then exit 1; fi\n\
+         rmmod ptnet\n",
+        nic_up("10.0.0.1", "")
+    );
+    let attacker = "insmod /modules/ptnet.ko\n\
+         nm-hostile ptnet0 -v -n 20000 -s 11\n\
+         dev=$(basename $(ls -d /sys/bus/virtio/drivers/ptnet/virtio*/net/* | head -n1))\n\
+         ip link set \"$dev\" up\n\
+         ip addr add 10.0.0.2/24 dev \"$dev\"\n\
+         ping -c 3 -W 10 10.0.0.1\n\
+         nc 10.0.0.1 5001 < /dev/null\n"
+        .to_owned();
+    let mut a = start_guest(&inp, &dir, "victim", args_a, victim);
+    a.wait_for_console("victim-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = start_guest(&inp, &dir, "attacker", args_b, attacker);
+    let b_out = finish(b, &dir, "attacker");
+    let a_out = finish(a, &dir, "victim");
+    for (name, o) in [("attacker", &b_out), ("victim", &a_out)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
+        }
+    }
+    assert!(
+        b_out
+            .console
+            .contains("nm-hostile: 20000 frames behind garbage headers"),
+        "{}",
+        b_out.console
+    );
+    assert!(
+        b_out
+            .console
+            .contains("3 packets transmitted, 3 packets received"),
+        "no ping after the garbage:\n{}",
+        b_out.console
+    );
+    let v = offloads(&a_out.console);
+    eprintln!("victim's offload counters: {v:?}");
+    assert!(v[5] > 0, "the kernel refused no header: {v:?}");
+}
+
 /// A veth pair whose far end is in a network namespace of this test; removed on drop.
 struct NsVeth {
     ns: String,
