@@ -269,21 +269,26 @@ impl PtnetDev {
         let mut hdr_bytes = [0u8; VNET_HDR_LEN as usize];
         let mut j = start;
         while j != end {
-            let (len, _) = r.slot_len_flags(j);
+            // Read again, so bounded again: a hostile host may have changed the slot since
+            // the caller looked at it.
+            let len = u32::from(r.slot_len_flags(j).0).min(self.cfg.buf_size);
             let slot = r.slot(j);
             // SAFETY: `slot` is in the ring's slot array (checked at probe).
             let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
             let Some(buf) = self.buffer(r, buf_idx) else {
                 return drop_it(false);
             };
-            // SAFETY: `buf` holds `buf_size >= len` bytes of region 0 (checked by `buffer`
-            // and by the caller); the host does not write a slot it handed over, and a
-            // host that does only garbles this copy.
+            // SAFETY: `buf` holds `buf_size >= len` bytes of region 0 (checked by `buffer`,
+            // `len` bounded above); a host writing the buffer meanwhile only garbles this
+            // copy.
             let data = unsafe { core::slice::from_raw_parts(buf, len as usize) };
             let data = if j == start && hlen != 0 {
-                // PANIC: `len >= hlen` (checked above) and the header is `hlen` bytes.
-                hdr_bytes.copy_from_slice(&data[..hlen as usize]);
-                &data[hlen as usize..]
+                let (Some(h), Some(rest)) = (data.get(..hlen as usize), data.get(hlen as usize..))
+                else {
+                    return drop_it(true);
+                };
+                hdr_bytes.copy_from_slice(h);
+                rest
             } else {
                 data
             };
