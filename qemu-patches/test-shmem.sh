@@ -13,6 +13,9 @@
 #   4. bogus SHMEM_MAP/UNMAP requests are refused and QEMU keeps running, the mapping intact;
 #   5. a config change notification while no driver runs does not crash QEMU;
 #   6. SHMEM_UNMAP removes the mapping; a system reset and a backend disconnect drop mappings;
+#      with no backend the config space reads as zeroes; a restarted backend is taken back
+#      (`reconnect-ms`, patch 9) and can map again; one that wants another region size is
+#      refused, QEMU keeps running and takes the next good one;
 #   7. hostile GET_SHMEM_CONFIG answers make realize fail cleanly (exit 1, no abort), and one
 #      region fits behind a PCIe root port.
 #
@@ -110,7 +113,7 @@ start_probe() {
 # shellcheck disable=SC2054 # the commas belong to QEMU options
 qemu_args=(-M q35 -accel tcg -cpu qemu64 -m 256M -nographic -nodefaults -nic none -serial none
            -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem
-           -chardev "socket,id=vu0,path=$dir/vu.sock")
+           -chardev "socket,id=vu0,path=$dir/vu.sock,reconnect-ms=200")
 device=vhost-user-test-device-pci,id=ptnet0,chardev=vu0,virtio-id=63,num_vqs=2,config_size=64
 
 # start_qemu QEMU-ARGS...: runs QEMU with the common arguments and a monitor socket.
@@ -221,6 +224,37 @@ probe_pid=""
 sleep 1
 if qemu_alive; then pass "QEMU survives the backend's disconnect"; else fail "QEMU died with its backend"; fi
 check_not "the disconnect dropped the mapping" "$(hmp "info mtree")" "virtio-shmem-0-map"
+config_now() { hmp "xp /2gx $(addr "$bar2_base" 0x2000)"; }
+check "with no backend the config space reads as zeroes" "$(config_now)" \
+    ": 0x0000000000000000 0x0000000000000000"
+# wait_config REGEX: polls the config space (QEMU reconnects every 200 ms) for up to 5 s.
+wait_config() {
+    local c=""
+    for _ in $(seq 50); do
+        c=$(config_now)
+        grep -Eq -- "$1" <<<"$c" && break
+        sleep 0.1
+    done
+    printf '%s' "$c"
+}
+start_probe
+check "a restarted backend is taken back: config from it again" \
+    "$(wait_config 0x0000563412005452)" "0x0000563412005452 0x0000000100000001"
+check "the restarted backend can map" "$(ctl "map 0 0 0 0x400000 1")" "^ok "
+check "xp reads its memory" "$(hmp "xp /1gx $(addr "$base" 0x3ffff8)")" ": 0x50544e450007ffff"
+stop_pid "$probe_pid"
+probe_pid=""
+start_probe PROBE_SHMEM_SIZES=0x1000000
+sleep 2
+if qemu_alive; then pass "QEMU survives a restarted backend that wants a 16 MiB region"; else fail "QEMU died"; fi
+check "it is refused" "$(grep -c 'was created with' "$dir/qemu.log")" "^[1-9]"
+check "the config space still reads as zeroes" "$(config_now)" \
+    ": 0x0000000000000000 0x0000000000000000"
+stop_pid "$probe_pid"
+probe_pid=""
+start_probe
+check "a good backend after the refused one is taken" \
+    "$(wait_config 0x0000563412005452)" "0x0000563412005452 0x0000000100000001"
 hmp quit >/dev/null || true
 wait "$qemu_pid" 2>/dev/null || true
 qemu_pid=""
