@@ -128,7 +128,8 @@ impl Binding {
         for r in self.rings(dir) {
             match self.dev.sync(r, reclaim) {
                 Ok(rdy) => ready |= rdy,
-                Err(SyncError::Busy) => {}
+                // Lost: the rings are on hold until the backend is back (poll sleeps).
+                Err(SyncError::Busy | SyncError::Lost) => {}
                 Err(SyncError::Gone) => return Err(ENXIO),
                 Err(SyncError::Bad(e)) => {
                     if let Some(n) = self.dev.note_ring_reset() {

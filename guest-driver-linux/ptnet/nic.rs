@@ -23,7 +23,7 @@
 
 use crate::{
     netdev::{NetDev, Ops, Skb, Stats},
-    Dir, PtnetDev, Ring,
+    Dir, PtnetDev, Ring, SyncError,
 };
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -324,14 +324,14 @@ impl PtnetDev {
         let Some(r) = self.ring(Dir::Tx, 0) else {
             return false;
         };
-        if !nd.queue_stopped() || r.busy.swap(true, Ordering::Acquire) {
+        if !nd.queue_stopped() || self.try_hold(r).is_err() {
             return nd.queue_stopped();
         }
         self.refresh(r);
         // SAFETY: `busy` is held.
         let kr = unsafe { &*r.kring.get() };
         let room = distance(kr.rcur, kr.rtail, kr.num_slots);
-        r.busy.store(false, Ordering::Release);
+        r.release();
         if room >= self.tx_wake_threshold() {
             nd.wake_queue();
             false
@@ -392,7 +392,8 @@ impl Ops for PtnetDev {
     fn open(&self, nd: &NetDev) -> Result {
         let _g = self.mode_lock.lock();
         self.nic_up.store(true, Ordering::Release);
-        nd.set_carrier(true);
+        // Without a backend the link is down until recovery brings it up.
+        nd.set_carrier(!self.lost.load(Ordering::Acquire));
         self.update_mode(nd);
         Ok(())
     }
@@ -413,8 +414,14 @@ impl Ops for PtnetDev {
             bump(&self.nic_stats.tx_dropped, 1);
             return Ok(());
         }
-        if r.busy.swap(true, Ordering::Acquire) {
-            return Err(skb);
+        match self.try_hold(r) {
+            Ok(()) => {}
+            Err(SyncError::Busy) => return Err(skb),
+            Err(_) => {
+                // No backend: the frame has nowhere to go.
+                bump(&self.nic_stats.tx_dropped, 1);
+                return Ok(());
+            }
         }
         let len = skb.len();
         let res = self.xmit_locked(r, &skb);
@@ -423,7 +430,7 @@ impl Ops for PtnetDev {
             let kr = unsafe { &*r.kring.get() };
             distance(kr.rcur, kr.rtail, kr.num_slots)
         };
-        r.busy.store(false, Ordering::Release);
+        r.release();
         let ret = match res {
             Ok(true) => {
                 bump(&self.nic_stats.tx_packets, 1);
@@ -457,11 +464,11 @@ impl Ops for PtnetDev {
             let Some(r) = self.ring(Dir::Rx, i) else {
                 break;
             };
-            if r.busy.swap(true, Ordering::Acquire) {
+            if self.try_hold(r).is_err() {
                 continue;
             }
             work += self.rx_locked(r, nd, budget - work);
-            r.busy.store(false, Ordering::Release);
+            r.release();
             if work >= budget {
                 break;
             }

@@ -26,6 +26,7 @@ use kernel::{
     prelude::*,
     sync::{poll::PollCondVar, Arc, Mutex, SetOnce},
     time::{delay::fsleep, Delta},
+    workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 use ptnet_spec::{
     csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE, NAF_FORCE_RECLAIM},
@@ -44,6 +45,7 @@ mod netdev;
 mod netmap;
 mod nic;
 mod virtio;
+mod work;
 
 module! {
     type: PtnetModule,
@@ -109,6 +111,13 @@ pub(crate) struct Ring {
     irqs: AtomicU64,
 }
 
+impl Ring {
+    /// Ends what [`PtnetDev::try_hold`] started.
+    pub(crate) fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
 /// Where a ring is and what its header's fixed fields were at probe.
 struct RingLayout {
     /// Offset of the `netmap_ring` in region 0.
@@ -160,6 +169,29 @@ pub(crate) struct PtnetDev {
     /// Woken by RX-ring interrupts (and on removal).
     #[pin]
     pub(crate) rx_wait: PollCondVar,
+    /// The virtio device, for [`PtnetDev::recover`] (configuration space).
+    vdev: virtio::BoundDevice,
+    /// The device has no backend that knows this driver (it went away, or a new one has
+    /// not started yet: SPEC §3.5): no ring, slot or CSB entry is touched until
+    /// [`PtnetDev::recover`] has synchronised them with the new backend.
+    lost: AtomicBool,
+    /// Backends lost and found again.
+    recoveries: AtomicU64,
+    /// Runs [`PtnetDev::recover`] in process context after a configuration interrupt.
+    #[pin]
+    recover_work: Work<PtnetDev>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for PtnetDev { self.recover_work }
+}
+
+impl WorkItem for PtnetDev {
+    type Pointer = Arc<PtnetDev>;
+
+    fn run(this: Arc<PtnetDev>) {
+        this.recover();
+    }
 }
 
 // SAFETY: the raw pointers are into region 0 (device memory mapped for the driver's
@@ -178,6 +210,27 @@ pub(crate) enum SyncError {
     /// The application's head/cur failed the prologue; the ring was reset to the driver's
     /// state.
     Bad(RingError),
+    /// The device lost its backend; nothing happens until a new one took over.
+    Lost,
+}
+
+/// A ring's kernel indices as the device published them at start (CSB order `k`).
+fn kring_from_csb(atok: &CsbAtok, ktoa: &CsbKtoa, tx: bool, n: u32) -> KringIndices {
+    let a = atok.kern_read();
+    let s = ktoa.appl_read();
+    let mut kring = if tx {
+        KringIndices::new_tx(n)
+    } else {
+        KringIndices::new_rx(n)
+    };
+    if s.hwcur < n && s.hwtail < n && a.head < n && a.cur < n {
+        kring.hwcur = s.hwcur;
+        kring.hwtail = s.hwtail;
+        kring.rtail = s.hwtail;
+        kring.rhead = a.head;
+        kring.rcur = a.cur;
+    }
+    kring
 }
 
 impl PtnetDev {
@@ -207,12 +260,26 @@ impl PtnetDev {
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::Gone);
         }
-        if r.busy.swap(true, Ordering::Acquire) {
+        self.try_hold(r)?;
+        let res = self.sync_locked(r, reclaim && r.dir == Dir::Tx);
+        r.release();
+        res
+    }
+
+    /// netmap's `nm_kr_tryget`: takes ring `r` for one sync (or NAPI poll, or transmit),
+    /// unless another holds it or the device lost its backend. The order (take, then look
+    /// at `lost`, both sequentially consistent) is what lets [`PtnetDev::recover`] wait
+    /// for the syncs that started before it set `lost` and know no later one touches the
+    /// ring.
+    pub(crate) fn try_hold(&self, r: &Ring) -> Result<(), SyncError> {
+        if r.busy.swap(true, Ordering::SeqCst) {
             return Err(SyncError::Busy);
         }
-        let res = self.sync_locked(r, reclaim && r.dir == Dir::Tx);
-        r.busy.store(false, Ordering::Release);
-        res
+        if self.lost.load(Ordering::SeqCst) {
+            r.release();
+            return Err(SyncError::Lost);
+        }
+        Ok(())
     }
 
     fn sync_locked(&self, r: &Ring, reclaim: bool) -> Result<bool, SyncError> {
@@ -263,8 +330,11 @@ impl PtnetDev {
     /// whether the device moved meanwhile (the caller should sync again instead of sleeping).
     pub(crate) fn arm(&self, r: &Ring) -> bool {
         let (atok, ktoa) = self.csb_entries(r.k);
-        if r.busy.swap(true, Ordering::Acquire) {
-            return true;
+        match self.try_hold(r) {
+            Ok(()) => {}
+            Err(SyncError::Busy) => return true,
+            // Sleep: recovery wakes everyone when the rings are back.
+            Err(_) => return false,
         }
         // SAFETY: `busy` is held.
         let kr = unsafe { &*r.kring.get() };
@@ -273,7 +343,7 @@ impl PtnetDev {
         if moved {
             atok.appl_disable_notifications();
         }
-        r.busy.store(false, Ordering::Release);
+        r.release();
         moved
     }
 
@@ -316,7 +386,7 @@ impl PtnetDev {
 
     /// Resets the application's view of ring `r` to the driver's (at registration).
     pub(crate) fn reinit_user_ring(&self, r: &Ring) {
-        if r.busy.swap(true, Ordering::Acquire) {
+        if self.try_hold(r).is_err() {
             return;
         }
         // SAFETY: `busy` is held.
@@ -326,16 +396,188 @@ impl PtnetDev {
         hdr.head.store(kr.rhead, Ordering::Relaxed);
         hdr.cur.store(kr.rcur, Ordering::Relaxed);
         hdr.tail.store(kr.rtail, Ordering::Release);
-        r.busy.store(false, Ordering::Release);
+        r.release();
     }
 
-    /// Waits until no sync runs on any ring (after `dead` is set, none starts).
+    /// Waits until no sync runs on any ring (after `dead` or `lost` is set, none starts).
     fn quiesce(&self) {
         for r in self.rings.iter() {
-            while r.busy.load(Ordering::Acquire) {
+            while r.busy.load(Ordering::SeqCst) {
                 fsleep(Delta::from_millis(1));
             }
         }
+    }
+
+    /// Takes ring `r` however long another sync holds it (recovery: `lost` is set, so no
+    /// new sync starts and the wait is short).
+    fn hold_for_recovery(&self, r: &Ring) {
+        while r.busy.swap(true, Ordering::SeqCst) {
+            fsleep(Delta::from_millis(1));
+        }
+    }
+
+    /// After a configuration interrupt (process context): if the device lost its backend
+    /// (QEMU reports a disconnect, a reconnected backend, or a resumed VM whose backend
+    /// stopped the device while it was paused), stop
+    /// touching the rings, give the new backend the CSB addresses again (it starts the port
+    /// on them and maps its memory, SPEC §3.5), and once it says `MEM_READY` check that it
+    /// is the same port and take the rings up where the new backend has them.
+    ///
+    /// What is preserved is the device: the interface, its addresses, open netmap files
+    /// and their mappings. What is not: frames that were in the rings, and the ring indices
+    /// (the new backend's rings start afresh; applications see them reset, as after
+    /// netmap's `netmap_ring_reinit`).
+    fn recover(&self) {
+        if self.dead.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: this runs as `recover_work`, which remove cancels (waiting for a running
+        // instance) before it returns; the device is bound until then.
+        let vdev = unsafe { self.vdev.get() };
+        let _g = self.mode_lock.lock();
+        let status = vdev.read_config_u16(STATUS_OFFSET);
+        let was_lost = self.lost.load(Ordering::SeqCst);
+        if status & PTNET_S_MEM_READY != 0 && !was_lost {
+            return;
+        }
+        if !was_lost {
+            self.lost.store(true, Ordering::SeqCst);
+            dev_warn!(
+                vdev.as_dev(),
+                "ptnet{}: the device stopped under the driver (status {:#x}: backend gone or restarted, or the VM paused); rings on hold\n",
+                self.unit,
+                status
+            );
+            if let Some(nd) = self.netdev.as_ref() {
+                nd.set_carrier(false);
+            }
+        }
+        // Syncs that started before `lost` was set finish; no other starts.
+        self.quiesce();
+        if status & PTNET_S_MEM_READY == 0 && !self.restart_backend(&vdev) {
+            return;
+        }
+        if let Err(why) = self.same_port(&vdev) {
+            dev_err!(
+                vdev.as_dev(),
+                "ptnet{}: the new backend serves a different port ({}); reload the driver\n",
+                self.unit,
+                why
+            );
+            return;
+        }
+        for r in self.rings.iter() {
+            self.hold_for_recovery(r);
+            let (atok, ktoa) = self.csb_entries(r.k);
+            let kring = kring_from_csb(atok, ktoa, r.dir == Dir::Tx, r.num_slots);
+            atok.appl_disable_notifications();
+            // SAFETY: `busy` is held.
+            unsafe { *r.kring.get() = kring };
+            // SAFETY: as in `sync_locked`.
+            let hdr = unsafe { r.hdr.as_ref() };
+            hdr.head.store(kring.rhead, Ordering::Relaxed);
+            hdr.cur.store(kring.rcur, Ordering::Relaxed);
+            hdr.tail.store(kring.rtail, Ordering::Release);
+        }
+        self.restore_layout();
+        self.lost.store(false, Ordering::SeqCst);
+        for r in self.rings.iter() {
+            r.release();
+        }
+        let n = self.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
+        dev_info!(
+            vdev.as_dev(),
+            "ptnet{}: backend back, rings resynchronised (recovery {})\n",
+            self.unit,
+            n
+        );
+        if let Some(nd) = self.netdev.as_ref() {
+            if self.nic_up.load(Ordering::Acquire) {
+                nd.set_carrier(true);
+            }
+            if self.kernel_mode.load(Ordering::Acquire) {
+                // SAFETY: the net_device lives as long as the device data.
+                unsafe { nd.napi().schedule() };
+            }
+        }
+        self.tx_wait.notify_all();
+        self.rx_wait.notify_all();
+    }
+
+    /// Hands the backend the CSB addresses (it starts the port on them and maps its memory,
+    /// as at probe) and waits for `MEM_READY`. Writes them again every 100 ms: a write that
+    /// reached no backend (QEMU drops it between two connections) is not lost for long.
+    /// Gives up when no backend is connected (the configuration reads as zeroes; QEMU
+    /// interrupts again when one connects) or after `start_timeout_ms`.
+    fn restart_backend(&self, vdev: &virtio::Device) -> bool {
+        let timeout = module_parameters::start_timeout_ms.value();
+        let mut waited = 0u32;
+        loop {
+            if vdev.read_config_u16(NUM_TX_RINGS_OFFSET) == 0 {
+                dev_info!(
+                    vdev.as_dev(),
+                    "ptnet{}: no backend connected; waiting for one\n",
+                    self.unit
+                );
+                return false;
+            }
+            vdev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, self.csb.dma_addr());
+            vdev.write_config_u64(
+                PTNET_CONFIG_CSB_KTOA_OFFSET as u32,
+                self.csb.dma_addr() + self.cfg.csb_array_size(),
+            );
+            for _ in 0..10 {
+                if vdev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY != 0 {
+                    return true;
+                }
+                fsleep(Delta::from_millis(10));
+                waited += 10;
+            }
+            if waited >= timeout || self.dead.load(Ordering::Acquire) {
+                dev_info!(
+                    vdev.as_dev(),
+                    "ptnet{}: the backend did not start the device within {} ms; waiting for the next configuration change\n",
+                    self.unit,
+                    waited
+                );
+                return false;
+            }
+        }
+    }
+
+    /// Whether the started device is the port this driver set up at probe: same geometry,
+    /// same `netmap_if` and ring places (a restarted daemon with the same configuration
+    /// builds the same layout).
+    fn same_port(&self, vdev: &virtio::Device) -> core::result::Result<(), &'static str> {
+        let c = read_config(vdev);
+        let o = &self.cfg;
+        if c.mac != o.mac
+            || c.num_tx_rings != o.num_tx_rings
+            || c.num_rx_rings != o.num_rx_rings
+            || c.num_tx_slots != o.num_tx_slots
+            || c.num_rx_slots != o.num_rx_slots
+            || c.nifp_offset != o.nifp_offset
+            || c.mem_size != o.mem_size
+            || c.buf_size != o.buf_size
+        {
+            return Err("geometry changed");
+        }
+        if c.vnet_hdr_len != o.vnet_hdr_len {
+            return Err("virtio-net header length changed");
+        }
+        let (nif, offs) = locate_rings(vdev, &c, self.shm.ptr).map_err(|_| "bad layout")?;
+        if nif.ni_name != self.nif.ni_name {
+            return Err("another netmap_if");
+        }
+        let moved = self
+            .rings
+            .iter()
+            .zip(offs.iter())
+            .any(|(r, off)| r.layout.ofs != *off);
+        if moved {
+            return Err("rings moved");
+        }
+        Ok(())
     }
 
     /// Region 0 buffer `idx` of ring `r`, if it lies inside the region.
@@ -393,6 +635,9 @@ mod ptnet_names {
 
 /// Offset of `status` in the configuration space.
 const STATUS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, status) as u32;
+/// Offset of `num_tx_rings` in the configuration space (never 0 while a backend is
+/// connected).
+const NUM_TX_RINGS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, num_tx_rings) as u32;
 /// Offset of `vnet_hdr_len` in the configuration space.
 const VNET_HDR_LEN_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, vnet_hdr_len) as u32;
 
@@ -692,25 +937,12 @@ impl virtio::Driver for PtnetDriver {
         for (k, off) in offs.iter().enumerate() {
             let tx = k < cfg.num_tx_rings as usize;
             let (atok, ktoa) = csb_entries(&csb, &cfg, k as u32);
-            let a = atok.kern_read();
-            let s = ktoa.appl_read();
             let n = if tx {
                 cfg.num_tx_slots
             } else {
                 cfg.num_rx_slots
             };
-            let mut kring = if tx {
-                KringIndices::new_tx(n)
-            } else {
-                KringIndices::new_rx(n)
-            };
-            if s.hwcur < n && s.hwtail < n && a.head < n && a.cur < n {
-                kring.hwcur = s.hwcur;
-                kring.hwtail = s.hwtail;
-                kring.rtail = s.hwtail;
-                kring.rhead = a.head;
-                kring.rcur = a.cur;
-            }
+            let kring = kring_from_csb(atok, ktoa, tx, n);
             // Interrupts stay off until someone sleeps on the ring.
             atok.appl_disable_notifications();
             // SAFETY: `off` and the ring's slots lie inside the mapping (locate_rings).
@@ -797,6 +1029,10 @@ impl virtio::Driver for PtnetDriver {
                 ring_resets: AtomicU64::new(0),
                 tx_wait <- new_poll_condvar!("ptnet_tx"),
                 rx_wait <- new_poll_condvar!("ptnet_rx"),
+                vdev: virtio::BoundDevice::new(dev),
+                lost: AtomicBool::new(false),
+                recoveries: AtomicU64::new(0),
+                recover_work <- new_work!("ptnet_recover"),
             }),
             GFP_KERNEL,
         )
@@ -878,6 +1114,9 @@ impl virtio::Driver for PtnetDriver {
 
     fn remove(dev: &virtio::Device, data: Pin<KBox<Self>>) {
         let d = &data.dev;
+        // The core delivers no configuration change from now on: after this, no recovery
+        // runs or will.
+        work::cancel_sync(d);
         if let Some(nd) = d.netdev.as_ref() {
             nd.unregister();
         }
@@ -895,10 +1134,11 @@ impl virtio::Driver for PtnetDriver {
         }
         dev_info!(
             dev.as_dev(),
-            "ptnet{} removed ({} kicks sent, {} interrupts taken)\n",
+            "ptnet{} removed ({} kicks sent, {} interrupts taken, {} backend recoveries)\n",
             d.unit,
             kicks,
-            irqs
+            irqs,
+            d.recoveries.load(Ordering::Relaxed)
         );
         if d.vnet_hdr() {
             let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -934,6 +1174,12 @@ impl virtio::Driver for PtnetDriver {
             }
         }
         d.wait_for(r.dir).notify_all();
+    }
+
+    fn config_changed(&self) {
+        // Atomic context: the work reads the configuration and may wait for the device. An
+        // already queued run reads it anyway.
+        let _ = work::system_dfl().enqueue(self.dev.clone());
     }
 }
 

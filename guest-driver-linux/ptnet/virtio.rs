@@ -58,6 +58,40 @@ unsafe impl Send for Device {}
 // SAFETY: see `Send`; the methods take `&self` and only call thread-safe C functions.
 unsafe impl Sync for Device {}
 
+/// A bound device kept by the driver beyond a callback, for work it defers to process
+/// context (handling a configuration change can sleep; the callback cannot).
+///
+/// # Invariants
+///
+/// Only [`BoundDevice::get`] reaches the device, and its caller promises what the type
+/// cannot know: that remove has not returned yet (a driver cancels its deferred work at the
+/// start of remove, after which the core delivers no configuration change).
+pub(crate) struct BoundDevice {
+    raw: NonNull<bindings::virtio_device>,
+}
+
+// SAFETY: as for `Device`.
+unsafe impl Send for BoundDevice {}
+// SAFETY: as for `Device`.
+unsafe impl Sync for BoundDevice {}
+
+impl BoundDevice {
+    /// Keeps `dev` (called in probe).
+    pub(crate) fn new(dev: &Device) -> Self {
+        BoundDevice { raw: dev.raw }
+    }
+
+    /// The device.
+    ///
+    /// # Safety
+    ///
+    /// The device must still be bound to this driver: called from work that remove cancels
+    /// (and waits for) before it returns.
+    pub(crate) unsafe fn get(&self) -> Device {
+        Device { raw: self.raw }
+    }
+}
+
 /// A shared-memory region of a device (`struct virtio_shm_region`): guest-physical.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ShmRegion {
