@@ -367,7 +367,15 @@ impl Device {
             Err(why) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 if st.last_refusal.as_deref() != Some(why.as_str()) {
-                    log::warn!("{}: ptnet device not started: {why}", self.name);
+                    // A driver that restarts a running device (a resumed VM, a restarted
+                    // daemon: SPEC §3.5 step 5) writes the CSB addresses one at a time
+                    // after the queues are live: an address still 0 is not worth a warning.
+                    let g = st.config.get();
+                    if g.csb_atok_gpa == 0 || g.csb_ktoa_gpa == 0 {
+                        log::debug!("{}: ptnet device not started yet: {why}", self.name);
+                    } else {
+                        log::warn!("{}: ptnet device not started: {why}", self.name);
+                    }
                     st.last_refusal = Some(why);
                 }
             }

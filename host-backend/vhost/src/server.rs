@@ -109,12 +109,15 @@ pub fn default_mac(port: &str) -> [u8; 6] {
 
 /// The QEMU arguments that attach a VM to a served port (besides shared guest RAM:
 /// `-object memory-backend-memfd,id=mem,size=...,share=on -machine memory-backend=mem`).
+/// `reconnect-ms` makes QEMU (patched: qemu-patches 0009) wait for the daemon at start and
+/// connect again when a restarted daemon serves the socket; the driver then hands the new
+/// daemon its CSB and takes the rings up again (SPEC §3.5).
 pub fn qemu_args(socket: &Path, id: &str, port: &dyn SyncPort) -> Vec<String> {
     let ifc = port.interface();
     let nvqs = ifc.tx.len() + ifc.rx.len();
     vec![
         "-chardev".into(),
-        format!("socket,id={id},path={}", socket.display()),
+        format!("socket,id={id},path={},reconnect-ms=1000", socket.display()),
         "-device".into(),
         format!(
             "vhost-user-test-device-pci,id={id},chardev={id},virtio-id={VIRTIO_ID_PTNET},\

@@ -1187,3 +1187,120 @@ fn virtio_net_guests_keep_talking_across_a_daemon_restart() {
         d.log()
     );
 }
+
+/// Sends one HMP command to a guest's monitor socket (`-monitor unix:...`).
+fn hmp(sock: &std::path::Path, cmd: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|e| panic!("monitor {}: {e}", sock.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut banner = [0u8; 512];
+    let _ = s.read(&mut banner);
+    s.write_all(format!("{cmd}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("monitor {}: {e}", sock.display()));
+    // The prompt after the command: it ran.
+    let _ = s.read(&mut banner);
+}
+
+/// Issue 5 (lifecycle): two ptnet guests whose ports `ptnetd` serves from its configuration
+/// talk through the kernel stack; the daemon is killed (SIGKILL) under the client's pings
+/// and started again, and later the client VM is paused for two seconds (its daemon stops
+/// the device meanwhile). QEMU (`reconnect-ms`, qemu-patches 0009) connects to the new
+/// daemon, starts the device again and raises a configuration interrupt (also at the
+/// resume); each driver gives the daemon its CSB, waits for the port's memory, checks it
+/// is the same port and takes the rings up where the daemon has them. The pings get through
+/// again and a TCP transfer afterwards arrives intact, without a guest reboot or a driver
+/// reload.
+#[test]
+fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
+    let inp = inputs();
+    let dir = work_dir("ptnet_restart");
+    let toml = format!(
+        "[daemon]\nsocket = \"{sock}\"\n\n[[switch]]\nname = \"vale0\"\n\n\
+         [[vm]]\nport = \"vale0:k1\"\nsocket = \"{d}/k1.sock\"\n\n\
+         [[vm]]\nport = \"vale0:k2\"\nsocket = \"{d}/k2.sock\"\n",
+        sock = Ptnetd::socket_in(&dir).display(),
+        d = dir.display()
+    );
+    let mut d = Ptnetd::start_with_config(&dir, &toml).expect("start ptnetd from a config");
+    let args1 = d.qemu_args("vale0:k1").expect("qemu args k1");
+    let args2 = d.qemu_args("vale0:k2").expect("qemu args k2");
+    assert!(
+        args1.iter().any(|a| a.contains("reconnect-ms=")),
+        "ptnetctl qemu-args prints no reconnect-ms: {args1:?}"
+    );
+    let server = format!(
+        "{}dd if=/dev/urandom of=/tmp/f bs=64k count=16 2>/dev/null\n\
+         echo sent-sha\n\
+         sha256sum /tmp/f\n\
+         echo server-ready\n\
+         nc -l -p 5000 -e cat /tmp/f\n\
+         nc -l -p 5001 > /dev/null\n\
+         rmmod ptnet\n",
+        nic_up("10.0.0.2", "")
+    );
+    let client = format!(
+        "{}ping -c 3 -W 10 10.0.0.2\n\
+         echo before-restart\n\
+         ping -c 80 -i 0.25 -W 1 10.0.0.2 > /tmp/p || true\n\
+         tail -n 3 /tmp/p\n\
+         echo \"answered-at-the-end $(grep -c 'seq=7[0-9] ' /tmp/p)\"\n\
+         nc 10.0.0.2 5000 > /tmp/f\n\
+         echo got-sha\n\
+         sha256sum /tmp/f\n\
+         nc 10.0.0.2 5001 < /dev/null\n\
+         rmmod ptnet\n",
+        nic_up("10.0.0.1", "")
+    );
+    let mut a = start_guest(&inp, &dir, "server", args2, server);
+    a.wait_for_console("server-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    let monitor = dir.join("client.monitor");
+    let mut args1 = args1;
+    args1.extend([
+        "-monitor".to_owned(),
+        format!("unix:{},server=on,wait=off", monitor.display()),
+    ]);
+    let mut b = start_guest(&inp, &dir, "client", args1, client);
+    b.wait_for_console("before-restart", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    std::thread::sleep(Duration::from_secs(3));
+    d.restart().expect("restart ptnetd");
+    std::thread::sleep(Duration::from_secs(5));
+    hmp(&monitor, "stop");
+    std::thread::sleep(Duration::from_secs(2));
+    hmp(&monitor, "cont");
+    let b_out = finish(b, &dir, "client");
+    let a_out = finish(a, &dir, "server");
+    // The server recovers once (the restart), the client twice (the restart, the resume).
+    for (name, o, n) in [("client", &b_out, 2), ("server", &a_out, 1)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
+        }
+        assert!(
+            o.console.contains(&format!(
+                "backend back, rings resynchronised (recovery {n})"
+            )) && o.console.contains(&format!("{n} backend recoveries")),
+            "guest {name}'s driver did not recover {n} time(s):\n{}\n--- ptnetd log ---\n{}",
+            o.console,
+            d.log()
+        );
+    }
+    let answered: u32 = b_out
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("answered-at-the-end "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary:\n{}", b_out.console));
+    assert!(
+        answered >= 5,
+        "only {answered} of the last 10 pings were answered after the restart and the pause:\n{}\n--- ptnetd log ---\n{}",
+        b_out.console,
+        d.log()
+    );
+    assert_eq!(
+        sha_after(&a_out.console, "sent-sha"),
+        sha_after(&b_out.console, "got-sha"),
+        "the TCP transfer after the restart corrupted or truncated the file"
+    );
+}
