@@ -1151,12 +1151,7 @@ fn virtio_net_guests_keep_talking_across_a_daemon_restart() {
         virtio_net_up("10.0.0.2")
     );
     let client = format!(
-        "{}ping -c 3 -W 10 10.0.0.2\n\
-         echo before-restart\n\
-         ping -c 80 -i 0.25 -W 1 10.0.0.2 > /tmp/p || true\n\
-         tail -n 3 /tmp/p\n\
-         echo \"answered-at-the-end $(grep -c 'seq=7[0-9] ' /tmp/p)\"\n\
-         nc 10.0.0.2 5001 < /dev/null\n",
+        "{}{PINGS_ACROSS}nc 10.0.0.2 5001 < /dev/null\n",
         virtio_net_up("10.0.0.1")
     );
     let mut a = start_guest(&inp, &dir, "server", args2, server);
@@ -1174,16 +1169,28 @@ fn virtio_net_guests_keep_talking_across_a_daemon_restart() {
             panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
         }
     }
-    let answered: u32 = b_out
-        .console
+    assert_pings_came_back(&b_out.console, &d, "the restart");
+}
+
+/// The client side of the restart tests: 3 pings to 10.0.0.2, `before-restart`, then 80
+/// pings 0.25 s apart (20 s, through whatever the test does meanwhile) and how many of the
+/// last 10 were answered.
+const PINGS_ACROSS: &str = "ping -c 3 -W 10 10.0.0.2\n\
+     echo before-restart\n\
+     ping -c 80 -i 0.25 -W 1 10.0.0.2 > /tmp/p || true\n\
+     tail -n 3 /tmp/p\n\
+     echo \"answered-at-the-end $(grep -c 'seq=7[0-9] ' /tmp/p)\"\n";
+
+/// At least half of the last 10 pings of [`PINGS_ACROSS`] were answered after `what`.
+fn assert_pings_came_back(console: &str, d: &Ptnetd, what: &str) {
+    let answered: u32 = console
         .lines()
         .find_map(|l| l.strip_prefix("answered-at-the-end "))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ping summary:\n{}", b_out.console));
+        .unwrap_or_else(|| panic!("no ping summary:\n{console}"));
     assert!(
         answered >= 5,
-        "only {answered} of the last 10 pings were answered after the restart:\n{}\n--- ptnetd log ---\n{}",
-        b_out.console,
+        "only {answered} of the last 10 pings were answered after {what}:\n{console}\n--- ptnetd log ---\n{}",
         d.log()
     );
 }
@@ -1240,12 +1247,7 @@ fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
         nic_up("10.0.0.2", "")
     );
     let client = format!(
-        "{}ping -c 3 -W 10 10.0.0.2\n\
-         echo before-restart\n\
-         ping -c 80 -i 0.25 -W 1 10.0.0.2 > /tmp/p || true\n\
-         tail -n 3 /tmp/p\n\
-         echo \"answered-at-the-end $(grep -c 'seq=7[0-9] ' /tmp/p)\"\n\
-         nc 10.0.0.2 5000 > /tmp/f\n\
+        "{}{PINGS_ACROSS}nc 10.0.0.2 5000 > /tmp/f\n\
          echo got-sha\n\
          sha256sum /tmp/f\n\
          nc 10.0.0.2 5001 < /dev/null\n\
@@ -1286,18 +1288,7 @@ fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
             d.log()
         );
     }
-    let answered: u32 = b_out
-        .console
-        .lines()
-        .find_map(|l| l.strip_prefix("answered-at-the-end "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ping summary:\n{}", b_out.console));
-    assert!(
-        answered >= 5,
-        "only {answered} of the last 10 pings were answered after the restart and the pause:\n{}\n--- ptnetd log ---\n{}",
-        b_out.console,
-        d.log()
-    );
+    assert_pings_came_back(&b_out.console, &d, "the restart and the pause");
     assert_eq!(
         sha_after(&a_out.console, "sent-sha"),
         sha_after(&b_out.console, "got-sha"),
