@@ -305,6 +305,10 @@ pub struct VmEntry {
     /// virtio-net only: chains refused (malformed, outside guest memory, oversized).
     #[serde(default)]
     pub bad_chains: u64,
+    /// Bytes of virtio-net header in front of the port's frames now (12 while a driver that
+    /// negotiated the offloads runs, else 0).
+    #[serde(default)]
+    pub vnet_hdr_len: u32,
 }
 
 /// The host-interface side of a NIC port (the interface's point of view: `rx` came in from the

@@ -393,12 +393,20 @@ fn print_vms(ports: &[&PortEntry]) {
     }
     println!();
     println!(
-        "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
-        "vm port", "kind", "vhost-user socket", "device", "memory", "starts", "refused", "irqs"
+        "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10} {:>7}",
+        "vm port",
+        "kind",
+        "vhost-user socket",
+        "device",
+        "memory",
+        "starts",
+        "refused",
+        "irqs",
+        "vnethdr"
     );
     for (name, v) in vms {
         println!(
-            "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10}",
+            "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10} {:>7}",
             name,
             v.device.to_string(),
             v.socket,
@@ -406,7 +414,8 @@ fn print_vms(ports: &[&PortEntry]) {
             if v.mem_ready { "mapped" } else { "-" },
             v.starts,
             v.refused,
-            v.irqs
+            v.irqs,
+            v.vnet_hdr_len
         );
     }
 }

@@ -1356,6 +1356,7 @@ fn listing(st: &State) -> Reply {
 fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
     let vm = st.vms.get(port)?;
     let socket = vm.socket.display().to_string();
+    let vnet_hdr_len = vm.port.vnet_hdr_len();
     Some(match &vm.handle {
         VmHandle::Ptnet(h) => {
             let s = h.stats();
@@ -1369,6 +1370,7 @@ fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
                 mem_ready: s.mem_ready,
                 irqs: s.irqs_raised,
                 bad_chains: 0,
+                vnet_hdr_len,
             }
         }
         VmHandle::VirtioNet(h) => {
@@ -1383,6 +1385,7 @@ fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
                 mem_ready: false,
                 irqs: s.tx_notifies + s.rx_notifies,
                 bad_chains: s.tx_bad + s.rx_bad,
+                vnet_hdr_len,
             }
         }
     })

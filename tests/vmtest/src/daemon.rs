@@ -241,6 +241,23 @@ impl Ptnetd {
             })
     }
 
+    /// The VM side of `port` in `ptnetctl --json list` (device state and counters).
+    pub fn vm_entry(&self, port: &str) -> Result<serde_json::Value, DaemonError> {
+        let json = self.ctl(&["--json", "list"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(json.trim()).map_err(|e| DaemonError::Ctl {
+                args: "--json list".into(),
+                output: format!("unparsable output {json:?}: {e}"),
+            })?;
+        find_port(&v, port)
+            .map(|p| p["vm"].clone())
+            .filter(|vm| !vm.is_null())
+            .ok_or_else(|| DaemonError::Ctl {
+                args: "--json list".into(),
+                output: format!("no VM on port {port} in {json}"),
+            })
+    }
+
     /// Starts `ptnet-pktgen ARGS` against this daemon (a host client).
     pub fn pktgen(&self, args: &[&str]) -> Result<Child, DaemonError> {
         Command::new(host_bin("ptnet-pktgen")?)

@@ -1272,6 +1272,20 @@ fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
     hmp(&monitor, "stop");
     std::thread::sleep(Duration::from_secs(2));
     hmp(&monitor, "cont");
+    // The daemon sees the resumed VM's device running and mapped again, with the header.
+    let mut vm = serde_json::Value::Null;
+    for _ in 0..100 {
+        vm = d.vm_entry("vale0:k1").expect("ptnetctl --json list");
+        if vm["running"] == true && vm["mem_ready"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        vm["running"] == true && vm["mem_ready"] == true && vm["vnet_hdr_len"] == 12,
+        "vale0:k1 after the resume: {vm}\n--- ptnetd log ---\n{}",
+        d.log()
+    );
     let b_out = finish(b, &dir, "client");
     let a_out = finish(a, &dir, "server");
     // The server recovers once (the restart), the client twice (the restart, the resume).
