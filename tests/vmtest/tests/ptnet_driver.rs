@@ -1309,3 +1309,76 @@ fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
         "the TCP transfer after the restart corrupted or truncated the file"
     );
 }
+
+/// Issue 5 (lifecycle), netmap side: a netmap application keeps its registration and its
+/// mapping of the port across a `ptnetd` restart. The receiver guest runs one `ptnet-pktgen
+/// rx` for 2×2000 frames; the sender sends 2000, the daemon is killed and restarted (the
+/// receiver's `poll()` sleeps while its driver has no backend), and 15 s later the sender
+/// sends 2000 more from a new run. The receiver, on the same open file and mapping, must
+/// count all 4000.
+#[test]
+fn a_netmap_application_keeps_its_rings_across_a_daemon_restart() {
+    let inp = inputs();
+    let dir = work_dir("ptnet_restart_netmap");
+    let toml = format!(
+        "[daemon]\nsocket = \"{sock}\"\n\n[[switch]]\nname = \"vale0\"\n\n\
+         [[vm]]\nport = \"vale0:n1\"\nsocket = \"{d}/n1.sock\"\n\n\
+         [[vm]]\nport = \"vale0:n2\"\nsocket = \"{d}/n2.sock\"\n",
+        sock = Ptnetd::socket_in(&dir).display(),
+        d = dir.display()
+    );
+    let mut d = Ptnetd::start_with_config(&dir, &toml).expect("start ptnetd from a config");
+    let args_tx = d.qemu_args("vale0:n1").expect("qemu args n1");
+    let args_rx = d.qemu_args("vale0:n2").expect("qemu args n2");
+    let half = 2000;
+    let rx_script = format!(
+        "insmod /modules/ptnet.ko vnet_hdr=0\n\
+         echo receiver-ready\n\
+         ptnet-pktgen rx -i netmap:ptnet0 -n {} -d 150 --json > /tmp/r\n\
+         cat /tmp/r\n\
+         echo \"rx-packets $(grep -o '\"packets\":[0-9]*' /tmp/r | cut -d: -f2)\"\n\
+         rmmod ptnet\n",
+        2 * half
+    );
+    let tx_script = format!(
+        "insmod /modules/ptnet.ko vnet_hdr=0\n\
+         ptnet-pktgen tx -i netmap:ptnet0 -n {half} -R 5000 --json\n\
+         echo first-half-sent\n\
+         sleep 15\n\
+         ptnet-pktgen tx -i netmap:ptnet0 -n {half} -R 5000 --json\n\
+         rmmod ptnet\n"
+    );
+    let mut rx = start_guest(&inp, &dir, "rx", args_rx, rx_script);
+    rx.wait_for_console("receiver-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    let mut tx = start_guest(&inp, &dir, "tx", args_tx, tx_script);
+    tx.wait_for_console("first-half-sent", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    std::thread::sleep(Duration::from_secs(2));
+    d.restart().expect("restart ptnetd");
+    let tx_out = finish(tx, &dir, "tx");
+    let rx_out = finish(rx, &dir, "rx");
+    for (name, o) in [("tx", &tx_out), ("rx", &rx_out)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
+        }
+        assert!(
+            o.console.contains("1 backend recoveries"),
+            "guest {name}'s driver did not recover once:\n{}",
+            o.console
+        );
+    }
+    let got: u64 = rx_out
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("rx-packets "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no receiver count:\n{}", rx_out.console));
+    assert_eq!(
+        got,
+        2 * half,
+        "the receiver's netmap rings did not come back intact:\n{}\n--- ptnetd log ---\n{}",
+        rx_out.console,
+        d.log()
+    );
+}
