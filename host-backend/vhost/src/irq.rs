@@ -82,9 +82,16 @@ impl Interrupt for VirtqueueInterrupt {
                 }
                 Err(why) => {
                     let n = self.stats.no_buffer.fetch_add(1, Ordering::Relaxed);
-                    // Rate-limited: the guest decides how often this happens.
+                    // Rate-limited: the guest decides how often this happens. Running out of
+                    // posted buffers is ordinary (interrupts raised faster than the guest
+                    // handles them, or while it shuts down) and only counted; a broken queue
+                    // is worth a warning.
                     if n < 10 || n % 10_000 == 0 {
-                        log::warn!("interrupt without an event buffer ({why:?}, #{})", n + 1);
+                        if why == NoBuffer::Empty {
+                            log::debug!("interrupt with no event buffer posted (#{})", n + 1);
+                        } else {
+                            log::warn!("interrupt without an event buffer ({why:?}, #{})", n + 1);
+                        }
                     }
                 }
             }
