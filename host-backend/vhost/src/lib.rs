@@ -5,6 +5,8 @@
 //! client's (SPEC.md §3).
 //!
 //! * [`server`]: serving a port on a vhost-user socket ([`serve`]), the QEMU arguments;
+//! * [`socket`]: what any vhost-user server needs (taking the socket path, waiting for the
+//!   next frontend, stopping), shared with `ptnet-virtio-net`;
 //! * [`device`]: one connection's device: vhost-user callbacks, start and stop, region 0
 //!   mapping;
 //! * [`config`]: the configuration space (`GET_CONFIG`/`SET_CONFIG`);
@@ -17,6 +19,7 @@ pub mod device;
 pub mod guest;
 pub mod irq;
 pub mod server;
+pub mod socket;
 pub mod vring;
 
 pub use device::StatsSnapshot;

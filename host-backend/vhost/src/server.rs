@@ -4,11 +4,9 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -16,13 +14,12 @@ use ptnet_client::proto::Profile;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::device::{PTNET_CONFIG_SIZE, VIRTIO_ID_PTNET};
-use vhost::vhost_user::{Error as VhostUserError, Listener};
-use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
 
 use crate::config::DeviceConfig;
 use crate::device::{Device, DeviceOptions, DeviceStats, StatsSnapshot, thread_name};
+use crate::socket::{self, ClaimError, Stop};
 use crate::vring;
 
 /// Errors of [`serve`].
@@ -42,12 +39,9 @@ pub enum ServeError {
          trusted profile"
     )]
     NotPrivate(String),
-    /// The socket path is taken by something that is not a socket.
-    #[error("{0} exists and is not a socket")]
-    PathTaken(PathBuf),
-    /// Another server listens on the socket path.
-    #[error("{0} is served already")]
-    InUse(PathBuf),
+    /// The socket path cannot be served (taken, in use, or bind failed).
+    #[error(transparent)]
+    Socket(#[from] ClaimError),
     /// Creating the socket or the serving thread failed.
     #[error("cannot serve on {path}")]
     Io {
@@ -127,9 +121,7 @@ pub fn qemu_args(socket: &Path, id: &str, port: &dyn SyncPort) -> Vec<String> {
 }
 
 struct Shared {
-    stopping: AtomicBool,
-    stop_evt: EventFd,
-    conn: Mutex<Option<ShutdownHandle>>,
+    stop: Stop,
     device: Mutex<Option<Arc<Device>>>,
 }
 
@@ -175,14 +167,7 @@ impl ServeHandle {
 
     fn stop_now(&mut self) {
         let Some(t) = self.thread.take() else { return };
-        self.shared.stopping.store(true, Ordering::Release);
-        let _ = self.shared.stop_evt.write(1);
-        // Wakes an accept() blocked on this listener (Linux returns EINVAL to it).
-        // SAFETY: shutdown only changes the state of a socket we own.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(h) = &*self.shared.conn.lock().unwrap_or_else(|e| e.into_inner()) {
-            h.shutdown();
-        }
+        self.shared.stop.request(&self.listener);
         if t.join().is_err() {
             log::error!(
                 "{}: the vhost-user serving thread panicked",
@@ -230,25 +215,9 @@ pub fn serve(
         path: socket.to_owned(),
         source,
     };
-    match fs::symlink_metadata(socket) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(socket).is_ok() {
-                return Err(ServeError::InUse(socket.to_owned()));
-            }
-            // A stale socket of an earlier run.
-            fs::remove_file(socket).map_err(io_err)?;
-        }
-        Ok(_) => return Err(ServeError::PathTaken(socket.to_owned())),
-        Err(_) => {}
-    }
-    let listener = UnixListener::bind(socket).map_err(io_err)?;
-    if let Some(mode) = cfg.socket_mode {
-        fs::set_permissions(socket, fs::Permissions::from_mode(mode)).map_err(io_err)?;
-    }
+    let listener = socket::claim(socket, cfg.socket_mode)?;
     let shared = Arc::new(Shared {
-        stopping: AtomicBool::new(false),
-        stop_evt: EventFd::new(EFD_NONBLOCK).map_err(io_err)?,
-        conn: Mutex::new(None),
+        stop: Stop::new().map_err(io_err)?,
         device: Mutex::new(None),
     });
     let stats = Arc::new(DeviceStats::default());
@@ -298,28 +267,9 @@ fn accept_loop(
     shared: &Shared,
     stats: &Arc<DeviceStats>,
 ) -> io::Result<()> {
-    let epoll = Epoll::new()?;
-    epoll.ctl(
-        ControlOperation::Add,
-        listener.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, 0),
-    )?;
-    epoll.ctl(
-        ControlOperation::Add,
-        shared.stop_evt.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, 1),
-    )?;
-    let mut events = [EpollEvent::default(); 2];
+    let mut waiter = shared.stop.waiter(listener)?;
     let name = port.name().to_owned();
-    loop {
-        match epoll.wait(-1, &mut events) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        if shared.stopping.load(Ordering::Acquire) {
-            return Ok(());
-        }
+    while waiter.wait()? {
         let dev = Device::new(Arc::clone(port), opts.clone(), Arc::clone(stats))?;
         let (daemon, vrings) = vring::collect(|| {
             VhostUserDaemon::new(
@@ -333,7 +283,7 @@ fn accept_loop(
         let mut l = Listener::from(listener.try_clone()?);
         if let Err(e) = daemon.start(&mut l) {
             dev.shutdown();
-            if shared.stopping.load(Ordering::Acquire) {
+            if shared.stop.stopping() {
                 return Ok(());
             }
             log::warn!("{name}: vhost-user accept failed: {e}");
@@ -342,12 +292,9 @@ fn accept_loop(
         stats.connections.fetch_add(1, Ordering::Relaxed);
         log::info!("{name}: vhost-user frontend connected");
         *shared.device.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&dev));
-        *shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
-        if shared.stopping.load(Ordering::Acquire) {
-            daemon.request_shutdown();
-        }
-        let res = daemon.wait();
-        shared.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let res = shared
+            .stop
+            .serve(daemon.shutdown_handle(), || daemon.wait());
         shared
             .device
             .lock()
@@ -355,18 +302,19 @@ fn accept_loop(
             .take();
         dev.shutdown();
         match res {
-            Ok(())
-            | Err(DaemonError::HandleRequest(
-                VhostUserError::Disconnected | VhostUserError::PartialMessage,
-            )) => log::info!("{name}: vhost-user frontend disconnected; port reclaimed"),
-            Err(e) => log::warn!("{name}: vhost-user connection ended: {e}; port reclaimed"),
+            Err(e) if !socket::ended_normally(&e) => {
+                log::warn!("{name}: vhost-user connection ended: {e}; port reclaimed")
+            }
+            _ => log::info!("{name}: vhost-user frontend disconnected; port reclaimed"),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_socket_in_use_or_a_file_is_not_taken_over_but_a_stale_socket_is() {
@@ -390,7 +338,7 @@ mod tests {
         assert_eq!(mode, 0o660);
         assert!(matches!(
             serve(&path, Arc::clone(&port), cfg.clone()),
-            Err(ServeError::InUse(_))
+            Err(ServeError::Socket(ClaimError::InUse(_)))
         ));
         h.stop();
         assert!(!path.exists(), "the socket is removed at stop");
@@ -398,7 +346,7 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         assert!(matches!(
             serve(&file, port, cfg),
-            Err(ServeError::PathTaken(_))
+            Err(ServeError::Socket(ClaimError::PathTaken(_)))
         ));
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -5,12 +5,10 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -18,10 +16,9 @@ use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_vhost::default_mac;
 use ptnet_vhost::device::thread_name;
-use vhost::vhost_user::{Error as VhostUserError, Listener};
-use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use ptnet_vhost::socket::{self, ClaimError, Stop};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
 
 use crate::device::{self, DeviceOptions, NetDevice, NetStats, NetStatsSnapshot};
 use crate::proxy::Relay;
@@ -32,12 +29,9 @@ static RELAY_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Errors of [`serve`].
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The socket path is taken by something that is not a socket.
-    #[error("{0} exists and is not a socket")]
-    PathTaken(PathBuf),
-    /// Another server listens on the socket path.
-    #[error("{0} is served already")]
-    InUse(PathBuf),
+    /// The socket path cannot be served (taken, in use, or bind failed).
+    #[error(transparent)]
+    Socket(#[from] ClaimError),
     /// A bad option.
     #[error("{0}")]
     Invalid(String),
@@ -107,9 +101,7 @@ pub fn qemu_args(socket: &Path, id: &str, mac: [u8; 6], pairs: u16) -> Vec<Strin
 }
 
 struct Shared {
-    stopping: AtomicBool,
-    stop_evt: EventFd,
-    conn: Mutex<Option<ShutdownHandle>>,
+    stop: Stop,
     mac: Mutex<[u8; 6]>,
 }
 
@@ -160,14 +152,7 @@ impl ServeHandle {
 
     fn stop_now(&mut self) {
         let Some(t) = self.thread.take() else { return };
-        self.shared.stopping.store(true, Ordering::Release);
-        let _ = self.shared.stop_evt.write(1);
-        // Wakes an accept() blocked on this listener (Linux returns EINVAL to it).
-        // SAFETY: shutdown only changes the state of a socket we own.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(h) = &*self.shared.conn.lock().unwrap_or_else(|e| e.into_inner()) {
-            h.shutdown();
-        }
+        self.shared.stop.request(&self.listener);
         if t.join().is_err() {
             log::error!(
                 "{}: the virtio-net serving thread panicked",
@@ -210,26 +195,10 @@ pub fn serve(
         path: socket.to_owned(),
         source,
     };
-    match fs::symlink_metadata(socket) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(socket).is_ok() {
-                return Err(ServeError::InUse(socket.to_owned()));
-            }
-            // A stale socket of an earlier run.
-            fs::remove_file(socket).map_err(io_err)?;
-        }
-        Ok(_) => return Err(ServeError::PathTaken(socket.to_owned())),
-        Err(_) => {}
-    }
-    let listener = UnixListener::bind(socket).map_err(io_err)?;
-    if let Some(mode) = cfg.socket_mode {
-        fs::set_permissions(socket, fs::Permissions::from_mode(mode)).map_err(io_err)?;
-    }
+    let listener = socket::claim(socket, cfg.socket_mode)?;
     let mac = cfg.mac.unwrap_or_else(|| default_mac(&name));
     let shared = Arc::new(Shared {
-        stopping: AtomicBool::new(false),
-        stop_evt: EventFd::new(EFD_NONBLOCK).map_err(io_err)?,
-        conn: Mutex::new(None),
+        stop: Stop::new().map_err(io_err)?,
         mac: Mutex::new(mac),
     });
     let stats = Arc::new(NetStats::default());
@@ -270,29 +239,10 @@ fn accept_loop(
     shared: &Shared,
     stats: &Arc<NetStats>,
 ) -> io::Result<()> {
-    let epoll = Epoll::new()?;
-    epoll.ctl(
-        ControlOperation::Add,
-        listener.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, 0),
-    )?;
-    epoll.ctl(
-        ControlOperation::Add,
-        shared.stop_evt.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, 1),
-    )?;
-    let mut events = [EpollEvent::default(); 2];
+    let mut waiter = shared.stop.waiter(listener)?;
     let name = port.name().to_owned();
     let mut opts = opts.clone();
-    loop {
-        match epoll.wait(-1, &mut events) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        if shared.stopping.load(Ordering::Acquire) {
-            return Ok(());
-        }
+    while waiter.wait()? {
         let dev = NetDevice::new(Arc::clone(port), opts.clone(), Arc::clone(stats));
         let (daemon, vrings) = device::collect(|| {
             VhostUserDaemon::new(
@@ -309,7 +259,7 @@ fn accept_loop(
             Ok((s, _)) => s,
             Err(e) => {
                 dev.shutdown();
-                if shared.stopping.load(Ordering::Acquire) {
+                if shared.stop.stopping() {
                     return Ok(());
                 }
                 log::warn!("{name}: vhost-user accept failed: {e}");
@@ -328,7 +278,7 @@ fn accept_loop(
         if let Err(e) = daemon.start(&mut l) {
             dev.shutdown();
             relay.stop();
-            if shared.stopping.load(Ordering::Acquire) {
+            if shared.stop.stopping() {
                 return Ok(());
             }
             log::warn!("{name}: vhost-user handler did not start: {e}");
@@ -336,26 +286,23 @@ fn accept_loop(
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
         log::info!("{name}: virtio-net frontend connected");
-        *shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
-        if shared.stopping.load(Ordering::Acquire) {
-            daemon.request_shutdown();
-        }
-        let res = daemon.wait();
-        shared.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let res = shared
+            .stop
+            .serve(daemon.shutdown_handle(), || daemon.wait());
         relay.stop();
         dev.shutdown();
         // A MAC the driver set survives a reconnection (the config space is the device's).
         opts.mac = dev.mac();
         *shared.mac.lock().unwrap_or_else(|e| e.into_inner()) = opts.mac;
         match res {
-            Ok(())
-            | Err(DaemonError::HandleRequest(
-                VhostUserError::Disconnected | VhostUserError::PartialMessage,
-            )) => log::info!(
+            Err(e) if !socket::ended_normally(&e) => {
+                log::warn!("{name}: vhost-user connection ended: {e}; port unbound")
+            }
+            _ => log::info!(
                 "{name}: virtio-net frontend disconnected; port unbound; {:?}",
                 stats.snapshot()
             ),
-            Err(e) => log::warn!("{name}: vhost-user connection ended: {e}; port unbound"),
         }
     }
+    Ok(())
 }
