@@ -49,12 +49,12 @@ use ptnet_vhost::guest::GuestMem;
 use ptnet_vhost::vring::PtnetVring;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
-use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, VolatileSlice};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use ptnet_datapath::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
-use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
+use ptnet_spec::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
 
 use crate::ctrl::Ctrl;
 use crate::device::NetStats;
@@ -225,6 +225,25 @@ impl UserRing {
             used += k;
         }
         (bytes, used)
+    }
+
+    /// Clears, in the virtio-net header at the start of slot `i`'s buffer, the flags only a
+    /// device may set: virtio 1.x (5.1.6.2) forbids a driver to set `DATA_VALID` and
+    /// `RSC_INFO` on a frame it sends, and the device ignores them. Carried across the switch
+    /// they would reach receivers as the device's word that a checksum was verified.
+    fn clear_device_only_flags(&self, i: u32) {
+        let Some((b, len, _)) = self.buffer(i) else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        if let Ok(f) = b.read_obj::<u8>(0) {
+            let keep = f & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+            if keep != f {
+                let _ = b.write_obj(keep, 0);
+            }
+        }
     }
 
     /// Slot `i`'s buffer and its length (`len` bounded by the buffer size), or `None` for a
@@ -499,7 +518,12 @@ impl Pair {
                             }
                         }
                     }
-                    gather_slots(&mem, &rings, head, skip, &mut self.tx, space)
+                    let first = self.tx.head;
+                    let res = gather_slots(&mem, &rings, head, skip, &mut self.tx, space);
+                    if self.carry && res.is_ok() {
+                        self.tx.clear_device_only_flags(first);
+                    }
+                    res
                 }
             };
             next = next.wrapping_add(1);

@@ -603,3 +603,30 @@ fn a_header_from_a_peer_that_carries_one_reaches_the_guest_as_it_came() {
     assert_eq!(all[..HDR], want_hdr.to_le_bytes());
     assert_eq!(all[HDR..], f[..]);
 }
+
+#[test]
+fn flags_only_a_device_may_set_do_not_cross_the_switch() {
+    use ptnet_spec::vnet::{VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM};
+    // Both ports carry headers. A guest that sets DATA_VALID (and RSC_INFO, bit 2) on a frame
+    // it sends, against virtio 1.x 5.1.6.2: its peer sees neither; NEEDS_CSUM stays.
+    let mut r = rig_with("vnet-t14", features(1), (12, 12));
+    let f = frame(3, 200);
+    let mut hdr = [0u8; HDR];
+    hdr[0] = (VIRTIO_NET_HDR_F_DATA_VALID | 4) as u8;
+    post_tx(&r, &hdr, &f);
+    assert_eq!(r.pair.tx_pass().unwrap(), 1);
+    let got = host_receive_frames(&mut r, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0][0], 0, "device-only flags cleared");
+    assert_eq!(got[0][HDR..], f[..]);
+    // A partial checksum request keeps its flag.
+    let (h, f) =
+        ptnet_datapath::vnet::testing::tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 9], 500, 1448);
+    let mut b = h.to_le_bytes();
+    b[0] |= VIRTIO_NET_HDR_F_DATA_VALID as u8;
+    post_tx(&r, &b, &f);
+    assert_eq!(r.pair.tx_pass().unwrap(), 1);
+    let got = host_receive_frames(&mut r, 1);
+    assert_eq!(got[0][0], VIRTIO_NET_HDR_F_NEEDS_CSUM as u8);
+    assert_eq!(got[0][1..HDR], h.to_le_bytes()[1..]);
+}
