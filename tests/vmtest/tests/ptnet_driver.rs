@@ -1144,16 +1144,19 @@ fn a_host_interface_given_directly_to_a_vm() {
 fn virtio_net_guests_keep_talking_across_a_daemon_restart() {
     let inp = inputs();
     let dir = work_dir("vnet_restart");
-    let toml = format!(
-        "[daemon]\nsocket = \"{sock}\"\n\n[[switch]]\nname = \"vale0\"\n\n\
-         [[vm]]\nport = \"vale0:r1\"\nsocket = \"{d}/r1.sock\"\ndevice = \"virtio-net\"\nmac = \"02:00:00:00:07:01\"\n\n\
-         [[vm]]\nport = \"vale0:r2\"\nsocket = \"{d}/r2.sock\"\ndevice = \"virtio-net\"\nmac = \"02:00:00:00:07:02\"\n",
-        sock = Ptnetd::socket_in(&dir).display(),
-        d = dir.display()
+    let (mut d, args1, args2) = daemon_serving_two_vms(
+        &dir,
+        [
+            (
+                "r1",
+                "device = \"virtio-net\"\nmac = \"02:00:00:00:07:01\"\n",
+            ),
+            (
+                "r2",
+                "device = \"virtio-net\"\nmac = \"02:00:00:00:07:02\"\n",
+            ),
+        ],
     );
-    let mut d = Ptnetd::start_with_config(&dir, &toml).expect("start ptnetd from a config");
-    let args1 = d.qemu_args("vale0:r1").expect("qemu args r1");
-    let args2 = d.qemu_args("vale0:r2").expect("qemu args r2");
     let server = format!(
         "{}echo server-ready\nnc -l -p 5001 > /dev/null\n",
         virtio_net_up("10.0.0.2")
@@ -1203,6 +1206,32 @@ fn assert_pings_came_back(console: &str, d: &Ptnetd, what: &str) {
     );
 }
 
+/// A `ptnetd` started from a configuration that serves ports `vale0:<name>` to two VMs (a
+/// ptnet device unless `extra`, more `[[vm]]` keys, says otherwise) on sockets in `dir`: the
+/// daemon a restart test kills and starts again, and the QEMU arguments of the two VMs.
+fn daemon_serving_two_vms(
+    dir: &std::path::Path,
+    vms: [(&str, &str); 2],
+) -> (Ptnetd, Vec<String>, Vec<String>) {
+    let mut toml = format!(
+        "[daemon]\nsocket = \"{}\"\n\n[[switch]]\nname = \"vale0\"\n",
+        Ptnetd::socket_in(dir).display()
+    );
+    for (name, extra) in vms {
+        toml += &format!(
+            "\n[[vm]]\nport = \"vale0:{name}\"\nsocket = \"{}/{name}.sock\"\n{extra}",
+            dir.display()
+        );
+    }
+    let d = Ptnetd::start_with_config(dir, &toml).expect("start ptnetd from a config");
+    let args = |name: &str| {
+        d.qemu_args(&format!("vale0:{name}"))
+            .unwrap_or_else(|e| panic!("qemu args of vale0:{name}: {e}"))
+    };
+    let (a, b) = (args(vms[0].0), args(vms[1].0));
+    (d, a, b)
+}
+
 /// Sends one HMP command to a guest's monitor socket (`-monitor unix:...`).
 fn hmp(sock: &std::path::Path, cmd: &str) {
     use std::io::{Read, Write};
@@ -1230,16 +1259,7 @@ fn hmp(sock: &std::path::Path, cmd: &str) {
 fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
     let inp = inputs();
     let dir = work_dir("ptnet_restart");
-    let toml = format!(
-        "[daemon]\nsocket = \"{sock}\"\n\n[[switch]]\nname = \"vale0\"\n\n\
-         [[vm]]\nport = \"vale0:k1\"\nsocket = \"{d}/k1.sock\"\n\n\
-         [[vm]]\nport = \"vale0:k2\"\nsocket = \"{d}/k2.sock\"\n",
-        sock = Ptnetd::socket_in(&dir).display(),
-        d = dir.display()
-    );
-    let mut d = Ptnetd::start_with_config(&dir, &toml).expect("start ptnetd from a config");
-    let args1 = d.qemu_args("vale0:k1").expect("qemu args k1");
-    let args2 = d.qemu_args("vale0:k2").expect("qemu args k2");
+    let (mut d, args1, args2) = daemon_serving_two_vms(&dir, [("k1", ""), ("k2", "")]);
     assert!(
         args1.iter().any(|a| a.contains("reconnect-ms=")),
         "ptnetctl qemu-args prints no reconnect-ms: {args1:?}"
@@ -1328,16 +1348,7 @@ fn ptnet_guests_keep_talking_across_a_daemon_restart_and_a_pause() {
 fn a_netmap_application_keeps_its_rings_across_a_daemon_restart() {
     let inp = inputs();
     let dir = work_dir("ptnet_restart_netmap");
-    let toml = format!(
-        "[daemon]\nsocket = \"{sock}\"\n\n[[switch]]\nname = \"vale0\"\n\n\
-         [[vm]]\nport = \"vale0:n1\"\nsocket = \"{d}/n1.sock\"\n\n\
-         [[vm]]\nport = \"vale0:n2\"\nsocket = \"{d}/n2.sock\"\n",
-        sock = Ptnetd::socket_in(&dir).display(),
-        d = dir.display()
-    );
-    let mut d = Ptnetd::start_with_config(&dir, &toml).expect("start ptnetd from a config");
-    let args_tx = d.qemu_args("vale0:n1").expect("qemu args n1");
-    let args_rx = d.qemu_args("vale0:n2").expect("qemu args n2");
+    let (mut d, args_tx, args_rx) = daemon_serving_two_vms(&dir, [("n1", ""), ("n2", "")]);
     let half = 2000;
     let rx_script = format!(
         "insmod /modules/ptnet.ko vnet_hdr=0\n\
