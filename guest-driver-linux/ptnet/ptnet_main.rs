@@ -577,6 +577,24 @@ impl PtnetDev {
         if moved {
             return Err("rings moved");
         }
+        // The driver finds buffers from what it read at probe (`buf_base`); the new backend
+        // must put them where they were. (`restore_layout` then rewrites these fields anyway,
+        // for the applications.)
+        let bufs_moved = self.rings.iter().any(|r| {
+            // SAFETY: the header lies inside the mapping at the same offset as at probe
+            // (checked just above); plain integer fields, read once each.
+            let (buf_ofs, nr_buf_size) = unsafe {
+                let h = r.hdr.as_ptr();
+                (
+                    core::ptr::read_volatile(&raw const (*h).buf_ofs),
+                    core::ptr::read_volatile(&raw const (*h).nr_buf_size),
+                )
+            };
+            buf_ofs != r.layout.buf_ofs || nr_buf_size != r.layout.nr_buf_size
+        });
+        if bufs_moved {
+            return Err("buffers moved");
+        }
         Ok(())
     }
 
