@@ -6,6 +6,7 @@
 //! * [`netmap`]: the netmap ABI v14 (slots, rings, `netmap_if`, `nmreq_*`, ioctls);
 //! * [`name`]: the netmap port-name grammar (`valeX:Y`, pipes, suffixes);
 //! * [`ring`]: ring arithmetic and the txsync/rxsync prologue checks;
+//! * [`appl`]: the application side of a ring: its indices and the CSB steps of its syncs;
 //! * [`csb`]: the CSB entries and their ordering and notification protocol;
 //! * [`device`]: the ptnet virtio device (ids, features, configuration space);
 //! * [`vhost_user`]: the vhost-user protocol subset ptnet uses;
@@ -14,6 +15,7 @@
 
 #[macro_use]
 pub mod c;
+pub mod appl;
 pub mod csb;
 pub mod device;
 pub mod name;

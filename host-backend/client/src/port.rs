@@ -16,11 +16,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use ptnet_spec::csb::{CsbAtok, CsbKtoa, NAF_FORCE_RECLAIM};
+use ptnet_spec::appl::ApplRing;
+use ptnet_spec::csb::{CsbAtok, CsbKtoa};
 use ptnet_spec::netmap::{
     NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS, NS_MOREFRAG, NetmapIf, NetmapRing, NetmapSlot,
 };
-use ptnet_spec::ring::{distance, nm_next};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -111,11 +111,8 @@ struct Ring {
     buf_size: u32,
     /// Buffers addressable inside the region.
     num_bufs: u32,
-    head: u32,
-    cur: u32,
-    tail: u32,
-    /// `hwcur` as last read from the CSB.
-    hwcur: u32,
+    /// `head`, `cur`, `tail` and the `hwcur` last read.
+    idx: ApplRing,
     is_tx: bool,
     /// Free slots the application is waiting for (TX: the size of the frame that did not
     /// fit); `wait` returns when this many are free.
@@ -124,7 +121,7 @@ struct Ring {
 
 impl Ring {
     fn space(&self) -> u32 {
-        distance(self.head, self.tail, self.num_slots)
+        self.idx.space()
     }
 
     /// Whether what the application waits for is there.
@@ -149,9 +146,9 @@ impl Ring {
         // SAFETY: `hdr` points to this ring's header inside the region; the pointer fields
         // are atomics, so these stores are sound under the daemon's concurrent reads.
         let h = unsafe { &*self.hdr.cast::<RingPointers>() };
-        h.head.store(self.head, Ordering::Relaxed);
-        h.cur.store(self.cur, Ordering::Relaxed);
-        h.tail.store(self.tail, Ordering::Release);
+        h.head.store(self.idx.head(), Ordering::Relaxed);
+        h.cur.store(self.idx.cur(), Ordering::Relaxed);
+        h.tail.store(self.idx.tail(), Ordering::Release);
     }
 }
 
@@ -320,7 +317,11 @@ impl Port {
             let bufs = region
                 .at(pool, 0, 1)
                 .ok_or(ClientError::Bad("buffer pool"))?;
-            let mut r = Ring {
+            // Start from what the daemon published in the CSB (netmap's ptnet_sync_from_csb).
+            let (atok, ktoa) = csb_entries(&csb, &info, k);
+            let idx = ApplRing::from_csb(num_slots, atok, ktoa)
+                .ok_or(ClientError::Bad("CSB indices outside the ring"))?;
+            let r = Ring {
                 hdr: hdr.cast(),
                 // SAFETY: the slots follow the header, inside the checked range.
                 slots: unsafe { hdr.add(NETMAP_RING_SLOTS_OFS).cast() },
@@ -328,25 +329,10 @@ impl Port {
                 num_slots,
                 buf_size,
                 num_bufs,
-                head: 0,
-                cur: 0,
-                tail: 0,
-                hwcur: 0,
+                idx,
                 is_tx,
                 want: 1,
             };
-            // Start from what the daemon published in the CSB (netmap's ptnet_sync_from_csb).
-            let (atok, ktoa) = csb_entries(&csb, &info, k);
-            let a = atok.kern_read();
-            let s = ktoa.appl_read();
-            let valid = |x: u32| x < num_slots;
-            if !(valid(a.head) && valid(a.cur) && valid(s.hwtail) && valid(s.hwcur)) {
-                return Err(ClientError::Bad("CSB indices outside the ring"));
-            }
-            r.head = a.head;
-            r.cur = a.cur;
-            r.hwcur = s.hwcur;
-            r.tail = s.hwtail;
             r.write_header();
             rings.push(r);
         }
@@ -438,7 +424,7 @@ impl Port {
         let k = self.tx_index(r);
         let ring = &mut self.rings[k];
         let n = ring.space().min(max);
-        let mut i = ring.head;
+        let mut i = ring.idx.head();
         for k in 0..n {
             let sp = ring.slot(i);
             // SAFETY: the slot belongs to us (it is in [head, tail)) and lies in the ring.
@@ -456,10 +442,9 @@ impl Port {
             s.flags &= !NS_MOREFRAG;
             // SAFETY: as above.
             unsafe { sp.write_volatile(s) };
-            i = nm_next(i, ring.num_slots);
+            i = ring.idx.next(i);
         }
-        ring.head = i;
-        ring.cur = i;
+        ring.idx.advance(n);
         if n > 0 {
             ring.want = 1;
         }
@@ -480,7 +465,7 @@ impl Port {
             return false;
         }
         ring.want = 1;
-        let mut i = ring.head;
+        let mut i = ring.idx.head();
         for (j, f) in frags.iter().enumerate() {
             let sp = ring.slot(i);
             // SAFETY: the slot is ours ([head, tail)) and inside the ring.
@@ -498,10 +483,9 @@ impl Port {
             };
             // SAFETY: as above.
             unsafe { sp.write_volatile(s) };
-            i = nm_next(i, ring.num_slots);
+            i = ring.idx.next(i);
         }
-        ring.head = i;
-        ring.cur = i;
+        ring.idx.advance(frags.len() as u32);
         true
     }
 
@@ -515,9 +499,9 @@ impl Port {
         let s = ktoa.appl_read();
         format!(
             "ring {k}: head {} cur {} tail {} want {} | atok head {} cur {} need_irq {} | ktoa hwcur {} hwtail {} need_kick {}",
-            r.head,
-            r.cur,
-            r.tail,
+            r.idx.head(),
+            r.idx.cur(),
+            r.idx.tail(),
             r.want,
             a.head,
             a.cur,
@@ -555,7 +539,7 @@ impl Port {
         let k = self.rx_index(r);
         let ring = &mut self.rings[k];
         let n = ring.space().min(max);
-        let mut i = ring.head;
+        let mut i = ring.idx.head();
         for _ in 0..n {
             // SAFETY: the slot is ours ([head, tail)) and inside the ring.
             let s = unsafe { ring.slot(i).read_volatile() };
@@ -566,10 +550,9 @@ impl Port {
                 Some(b) => eat(unsafe { std::slice::from_raw_parts(b, len) }, &s),
                 None => eat(&[], &s),
             }
-            i = nm_next(i, ring.num_slots);
+            i = ring.idx.next(i);
         }
-        ring.head = i;
-        ring.cur = i;
+        ring.idx.advance(n);
         n
     }
 
@@ -596,21 +579,13 @@ impl Port {
         let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
         let ring = &mut self.rings[k];
         atok.appl_disable_notifications();
-        let before = ktoa.appl_read();
-        let would_block = ring.is_tx && ring.cur == ring.tail;
-        let news = ring.head != before.hwcur;
-        let wants = atok.appl_publish(ktoa, ring.head, ring.cur);
-        if (wants && (news || would_block)) || reclaim {
-            atok.appl_set_sync_flags(if reclaim { NAF_FORCE_RECLAIM } else { 0 });
+        if ring.idx.publish(atok, ktoa, ring.is_tx, reclaim) {
             let _ = self.kicks[k].write(1);
             self.kicks_sent += 1;
         }
-        let s = ktoa.appl_read();
-        // The daemon is trusted, but an index outside the ring must not reach our pointers.
-        if s.hwtail < ring.num_slots && s.hwcur < ring.num_slots {
-            ring.tail = s.hwtail;
-            ring.hwcur = s.hwcur;
-        }
+        // The daemon is trusted, but an index outside the ring must not reach our pointers:
+        // read_back ignores it.
+        ring.idx.read_back(ktoa);
         ring.write_header();
     }
 
@@ -632,7 +607,7 @@ impl Port {
                 for _ in 0..64 {
                     for k in range.clone() {
                         let s = csb_entries(&self.csb, &self.info, k).1.appl_read();
-                        if s.hwtail != self.rings[k].tail {
+                        if s.hwtail != self.rings[k].idx.tail() {
                             break 'poll;
                         }
                     }
@@ -654,14 +629,14 @@ impl Port {
                 let mut moved_away = false;
                 for _ in 0..8 {
                     let ring = &mut self.rings[k];
-                    ring.cur = ring.tail;
-                    let published = ring.cur;
+                    ring.idx.cur_at_tail();
+                    let published = ring.idx.cur();
                     self.sync(k, false);
                     if self.rings[k].ready() {
                         moved_away = true;
                         break;
                     }
-                    if self.rings[k].tail == published {
+                    if self.rings[k].idx.tail() == published {
                         break;
                     }
                 }
@@ -669,15 +644,14 @@ impl Port {
                     ready = true;
                     continue;
                 }
-                self.rings[k].cur
+                self.rings[k].idx.cur()
             } else {
-                self.rings[k].tail
+                self.rings[k].idx.tail()
             };
             let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
             let ring = &mut self.rings[k];
-            let s = atok.appl_enable_notifications(ktoa);
-            if s.hwtail < ring.num_slots && s.hwtail != mark {
-                ring.tail = s.hwtail;
+            if ring.idx.enable_notifications(atok, ktoa, mark) {
+                ring.idx.read_back(ktoa);
                 ring.write_header();
                 ready = true;
             }
@@ -701,8 +675,7 @@ impl Port {
             csb_entries(&self.csb, &self.info, k)
                 .0
                 .appl_disable_notifications();
-            let ring = &mut self.rings[k];
-            ring.cur = ring.head;
+            self.rings[k].idx.cur_at_head();
             self.sync(k, false);
             ready |= self.rings[k].ready();
         }

@@ -11,6 +11,7 @@
 //!   virtio-net header;
 //! * [`pipe`]: zero-copy netmap pipes;
 //! * [`kloop`]: the per-client sync loop;
+//! * [`app`]: the application side of a port's ring, for the ports the daemon drives itself;
 //! * [`host`]: attaching host clients (the daemon side of `attach`);
 //! * [`afpacket`]: AF_PACKET sockets with TPACKET_V3 rings;
 //! * [`xdp`]: AF_XDP sockets and the XDP redirect program that feeds them;
@@ -19,6 +20,7 @@
 //! * [`direct`]: a host interface given directly to one client (`netmap:eth0`), fanout rings.
 
 pub mod afpacket;
+pub mod app;
 pub mod csb;
 pub mod direct;
 pub mod host;

@@ -3,11 +3,13 @@
 //!
 //! A [`Region`] owns the memfd and the daemon's mapping (surrounded by guard pages). Objects are
 //! carved out of it only at set-up time ([`Region::create_interface`]); the data path then uses
-//! [`RingView`] for slots and [`Region::buf`] for buffers, both bounds-checked, never handing
-//! out Rust references into memory a client can write.
+//! [`RingView`] for slots and [`Region::buf`] for buffers ([`Buf`]), both bounds-checked,
+//! never handing out Rust references into memory a client can write.
 
 use std::ffi::CString;
+use std::fmt;
 use std::fs::File;
+use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -18,6 +20,7 @@ use ptnet_spec::netmap::{
     NetmapIf, NetmapRing, NetmapSlot, NmreqPoolsInfo,
 };
 use ptnet_spec::ring::{MAX_SLOTS, MIN_SLOTS};
+use vm_memory::VolatileSlice;
 
 use crate::sys::{self, GuardedMapping, HUGE_PAGE_SIZE, PAGE_SIZE, round_up};
 
@@ -269,17 +272,38 @@ impl Region {
         }
     }
 
-    /// Pointer to buffer `idx`, or `None` if `idx` is not a buffer of this region. Buffers 0
-    /// and 1 are valid targets: they are the reserved scratch buffers.
+    /// Buffer `idx`, or `None` if `idx` is not a buffer of this region. Buffers 0 and 1 are
+    /// valid targets: they are the reserved scratch buffers.
     #[inline]
-    pub fn buf(&self, idx: u32) -> Option<NonNull<u8>> {
+    pub fn buf(&self, idx: u32) -> Option<Buf<'_>> {
         if idx >= self.layout.num_bufs {
             return None;
         }
         let ofs = self.layout.buf_pool_ofs + idx as usize * self.layout.buf_size as usize;
-        // SAFETY: idx < num_bufs, so ofs + buf_size <= size: the pointer stays inside the
-        // mapping, which lives as long as `self`.
-        NonNull::new(unsafe { self.map.base().add(ofs) })
+        // SAFETY: idx < num_bufs, so ofs + buf_size <= size: the buffer lies inside the
+        // mapping, which lives as long as `self` (and so as long as the returned handle).
+        Some(unsafe { Buf::new(self.map.base().add(ofs), self.layout.buf_size as usize) })
+    }
+
+    /// Buffer `idx` and its index, or the reserved scratch buffer 0 when `idx` is not a
+    /// buffer of this region: where a frame goes when a kernel-owned slot names a bad buffer
+    /// (the owner's own corruption: its frame is lost, nothing outside the region is touched).
+    #[inline]
+    pub fn buf_or_scratch(&self, idx: u32) -> (u32, Buf<'_>) {
+        match self.buf(idx) {
+            Some(b) => (idx, b),
+            None => {
+                // SAFETY: buffer 0 lies inside the mapping: RegionLayout::new requires more
+                // than the two reserved buffers.
+                let b = unsafe {
+                    Buf::new(
+                        self.map.base().add(self.layout.buf_pool_ofs),
+                        self.layout.buf_size as usize,
+                    )
+                };
+                (0, b)
+            }
+        }
     }
 
     /// Copies `out.len()` bytes from offset `ofs` (for inspection: tests, dumps). Returns
@@ -521,10 +545,10 @@ impl Region {
     fn chain_extra(&self, extra: &[u32]) -> u32 {
         let mut head = 0u32;
         for &b in extra {
-            // PANIC: the indices come from this region's own pool.
-            let p = self.buf(b).expect("allocated buffer index is valid");
-            // SAFETY: p points to a whole buffer of this region; u32-aligned (64-byte buffers).
-            unsafe { p.cast::<u32>().as_ptr().write_volatile(head) };
+            // The indices come from this region's own pool, so `buf` finds them all.
+            if let Some(p) = self.buf(b) {
+                p.write(0, &head.to_ne_bytes());
+            }
             head = b;
         }
         head
@@ -715,6 +739,101 @@ impl RingView {
             .write_at(base + std::mem::offset_of!(NetmapRing, cur), cur);
         self.region
             .write_at(base + std::mem::offset_of!(NetmapRing, tail), tail);
+    }
+}
+
+/// One buffer of a region, bounded: what [`Region::buf`] hands out instead of a pointer.
+///
+/// Its bytes are shared memory that a client (or a guest) may write at any moment, so no
+/// Rust reference to them is ever made: bytes are copied in and out, and a concurrent writer
+/// can garble a copy but never extend it past the buffer.
+///
+/// Invariant: `ptr` addresses `len` bytes inside a region's mapping that outlives `'a`.
+#[derive(Clone, Copy)]
+pub struct Buf<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _region: PhantomData<&'a Region>,
+}
+
+impl fmt::Debug for Buf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Buf").field("len", &self.len).finish()
+    }
+}
+
+impl<'a> Buf<'a> {
+    /// # Safety
+    /// `ptr` must address `len` bytes of a mapping that stays mapped for `'a`.
+    #[inline]
+    unsafe fn new(ptr: *mut u8, len: usize) -> Self {
+        Buf {
+            // SAFETY: a pointer into a live mapping is never null (caller's contract).
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            len,
+            _region: PhantomData,
+        }
+    }
+
+    /// Size of the buffer.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer has no bytes (never, for a region's buffers).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `n` bytes of the buffer (all of it if `n` is larger).
+    #[inline]
+    pub fn prefix(self, n: usize) -> Buf<'a> {
+        Buf {
+            len: n.min(self.len),
+            ..self
+        }
+    }
+
+    /// Copies `src` into the buffer from byte `ofs` on, as much as fits; returns the bytes
+    /// copied.
+    #[inline]
+    pub fn write(&self, ofs: usize, src: &[u8]) -> usize {
+        let n = src.len().min(self.len.saturating_sub(ofs));
+        // SAFETY: ofs + n <= len keeps the destination inside the buffer (type invariant);
+        // `src` is ordinary memory, never a region's (no Rust reference to one exists).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(ofs), n) };
+        n
+    }
+
+    /// Copies bytes `ofs..` of the buffer into `out`, as many as fit; returns how many.
+    #[inline]
+    pub fn read(&self, ofs: usize, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.len.saturating_sub(ofs));
+        // SAFETY: as in `write`, the other way round.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(ofs), out.as_mut_ptr(), n) };
+        n
+    }
+
+    /// Copies the first `len` bytes of `src` into this buffer, VALE's way: in whole 64-byte
+    /// chunks as far as both buffers go (fewer branches than an exact-length copy; the bytes
+    /// past `len` are garbage the receiver does not look at). `src` may be this very buffer
+    /// (a shared region).
+    #[inline]
+    pub fn copy_from(&self, src: Buf<'_>, len: usize) {
+        let n = ((len + 63) & !63).min(self.len).min(src.len);
+        // SAFETY: n is within both buffers (type invariant of each); `ptr::copy` tolerates
+        // overlap. A client writing either buffer meanwhile can only garble the bytes.
+        unsafe { std::ptr::copy(src.ptr.as_ptr(), self.ptr.as_ptr(), n) };
+    }
+
+    /// The buffer as vm-memory's volatile slice, for copies to and from guest memory.
+    #[inline]
+    pub fn volatile_slice(&self) -> VolatileSlice<'a> {
+        // SAFETY: `len` bytes at `ptr` stay mapped for 'a (type invariant); VolatileSlice
+        // only ever accesses them with volatile or raw copies, never through references.
+        unsafe { VolatileSlice::new(self.ptr.as_ptr(), self.len) }
     }
 }
 

@@ -32,16 +32,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ptnet_spec::netmap::{NETMAP_BUF_RESERVED, NS_MOREFRAG, NetmapSlot};
-use ptnet_spec::ring::{distance, nm_next};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::afpacket::{Direction, PacketRing, RingConfig};
+use crate::app::AppRing;
 use crate::csb::{CsbMem, CsbRef};
 use crate::kloop::ClientBinding;
-use crate::mem::{Region, RingView};
 use crate::port::SyncPort;
 use crate::vale::{MAX_FRAGS, Switch, VPort, ValePortSync};
+use crate::vnet;
 
 /// Bytes a frame may add to the interface's MTU: the Ethernet header and one VLAN tag.
 pub const L2_OVERHEAD: u32 = 18;
@@ -50,61 +49,6 @@ pub const L2_OVERHEAD: u32 = 18;
 /// from the host's own stack, a veth peer or a tap with checksum offload on). The port
 /// finishes it, as the kernel's `skb_checksum_help` would, before the frame enters the switch.
 pub const RX_CSUM_PARTIAL: u32 = 1;
-
-/// Finishes the transport checksum of a frame whose checksum field holds the pseudo-header
-/// sum (CHECKSUM_PARTIAL): IPv4 or IPv6 (no extension headers), TCP or UDP, one VLAN tag at
-/// most. Returns false, leaving the frame alone, for anything else or any inconsistent length.
-pub fn finish_checksum(f: &mut [u8]) -> bool {
-    let be16 = |b: &[u8], i: usize| -> Option<usize> {
-        Some(usize::from(u16::from_be_bytes([
-            *b.get(i)?,
-            *b.get(i + 1)?,
-        ])))
-    };
-    let mut l3 = 14;
-    let mut ethertype = be16(f, 12);
-    if ethertype == Some(0x8100) {
-        l3 = 18;
-        ethertype = be16(f, 16);
-    }
-    let (proto, l4, end) = match ethertype {
-        Some(0x0800) => {
-            let Some(&vihl) = f.get(l3) else {
-                return false;
-            };
-            let frag = be16(f, l3 + 6).unwrap_or(0x3fff) & 0x3fff;
-            if vihl >> 4 != 4 || frag != 0 {
-                return false;
-            }
-            let ihl = usize::from(vihl & 0xf) * 4;
-            (
-                f.get(l3 + 9).copied(),
-                l3 + ihl,
-                be16(f, l3 + 2).map(|t| l3 + t),
-            )
-        }
-        Some(0x86dd) => (
-            f.get(l3 + 6).copied(),
-            l3 + 40,
-            be16(f, l3 + 4).map(|p| l3 + 40 + p),
-        ),
-        _ => return false,
-    };
-    let ofs = match proto {
-        Some(6) => 16,
-        Some(17) => 6,
-        _ => return false,
-    };
-    let Some(end) = end.filter(|&e| e <= f.len() && l4 + ofs + 2 <= e) else {
-        return false;
-    };
-    let mut c = !crate::vnet::fold(crate::vnet::sum(&f[l4..end], 0));
-    if proto == Some(17) && c == 0 {
-        c = 0xffff;
-    }
-    f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&c.to_be_bytes());
-    true
-}
 
 /// The backends a NIC port can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -696,24 +640,11 @@ impl NicStats {
 // ---------------------------------------------------------------------------------------------
 // The application side of the port's rings, driven by the worker.
 
-/// The worker's view of one of the port's rings (what a client's ring is to a client).
-struct AppRing {
-    view: RingView,
-    /// CSB entry.
-    k: u32,
-    head: u32,
-    tail: u32,
-    n: u32,
-}
-
 /// The NIC worker's side of its VALE port: both rings and the sync entry points.
 struct AppSide {
-    csb: CsbRef,
     sync: ValePortSync,
     tx: AppRing,
     rx: AppRing,
-    region: Arc<Region>,
-    buf_size: usize,
 }
 
 /// Frames and bytes of one batch.
@@ -728,112 +659,35 @@ impl AppSide {
     fn new(sync: ValePortSync, csb: CsbRef) -> Self {
         let ifc = sync.port.interface();
         let ntx = ifc.tx.len() as u32;
-        let ring = |view: &RingView, k: u32| {
-            let n = view.num_slots();
-            let a = csb.atok(k).map(|a| a.kern_read());
-            let s = csb.ktoa(k).map(|s| s.appl_read());
-            AppRing {
-                view: view.clone(),
-                k,
-                head: a.map_or(0, |a| a.head) % n,
-                tail: s.map_or(0, |s| s.hwtail) % n,
-                n,
-            }
-        };
-        let tx = ring(&ifc.tx[0], 0);
-        let rx = ring(&ifc.rx[0], ntx);
-        let region = Arc::clone(ifc.region());
-        let buf_size = region.buf_size() as usize;
         // The worker never sleeps on its TX ring (txsync frees it at once) and asks for RX
-        // interrupts only before sleeping.
-        for k in [tx.k, rx.k] {
-            if let Some(a) = csb.atok(k) {
-                a.appl_disable_notifications();
-            }
-        }
-        AppSide {
-            csb,
-            sync,
-            tx,
-            rx,
-            region,
-            buf_size,
-        }
+        // interrupts only before sleeping (AppRing starts with them off).
+        let tx = AppRing::new(ifc.tx[0].clone(), csb.clone(), 0, 0);
+        let rx = AppRing::new(ifc.rx[0].clone(), csb, 0, ntx);
+        AppSide { sync, tx, rx }
     }
 
     /// Copies one frame from the wire into the TX ring (finishing its checksum if `csum`);
-    /// false if the ring is full.
+    /// false if the ring is full. The caller dropped frames larger than a buffer.
     #[inline]
     fn push(&mut self, frame: &[u8], csum: bool) -> bool {
-        let r = &mut self.tx;
-        if distance(r.head, r.tail, r.n) == 0 {
+        if self.tx.avail() == 0 {
             return false;
         }
-        let mut s = r.view.read_slot(r.head);
-        if s.buf_idx < NETMAP_BUF_RESERVED {
-            s.buf_idx = NETMAP_BUF_RESERVED;
-        }
-        let len = frame.len().min(self.buf_size);
-        if let Some(dst) = self.region.buf(s.buf_idx) {
-            // SAFETY: `dst` is a whole buffer of this port's region (Region::buf checked the
-            // index) and len <= buf_size; the slot is in [head, tail), the application's part
-            // of the ring, so the switch does not read it until we publish; `frame` is the
-            // socket's memory, not the region's.
-            unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst.as_ptr(), len) };
-            if csum {
-                // SAFETY: as above: `len` bytes of our own buffer, which nothing else reads or
-                // writes before we publish the slot (the port's region is the daemon's alone:
-                // a NIC port has no outside client).
-                finish_checksum(unsafe { std::slice::from_raw_parts_mut(dst.as_ptr(), len) });
+        let first = self.tx.head();
+        self.tx.put_frame(frame);
+        if csum {
+            if let (Some((at, c)), Some((b, _))) =
+                (vnet::partial_checksum(frame), self.tx.buffer(first))
+            {
+                b.write(at, &c.to_be_bytes());
             }
         }
-        r.view.write_slot(
-            r.head,
-            NetmapSlot {
-                len: len as u16,
-                flags: 0,
-                ..s
-            },
-        );
-        r.head = nm_next(r.head, r.n);
         true
     }
 
     /// Publishes the TX ring and runs txsync: the switch forwards every queued frame.
     fn flush_tx(&mut self) {
-        let (Some(atok), Some(ktoa)) = (self.csb.atok(self.tx.k), self.csb.ktoa(self.tx.k)) else {
-            return;
-        };
-        let head = self.tx.head;
-        for _ in 0..4 {
-            atok.appl_write(head, head);
-            let o = self.sync.txsync(0);
-            let s = ktoa.appl_read();
-            if s.hwtail < self.tx.n {
-                self.tx.tail = s.hwtail;
-            }
-            if !o.more {
-                break;
-            }
-        }
-    }
-
-    /// Frames the switch has delivered, waiting in the RX ring.
-    fn rx_refresh(&mut self) -> bool {
-        if let Some(s) = self.csb.ktoa(self.rx.k) {
-            let t = s.appl_read().hwtail;
-            if t < self.rx.n {
-                self.rx.tail = t;
-            }
-        }
-        self.rx.head != self.rx.tail
-    }
-
-    /// Hands the RX ring's slots back to the switch.
-    fn release_rx(&self) {
-        if let Some(a) = self.csb.atok(self.rx.k) {
-            a.appl_write(self.rx.head, self.rx.head);
-        }
+        self.tx.txsync(&self.sync);
     }
 
     /// Sends what the switch delivered through `b`, whole frames, until TX is full. Returns
@@ -842,21 +696,10 @@ impl AppSide {
         let mut out = Batch::default();
         let mut full = false;
         let r = &mut self.rx;
-        while r.head != r.tail {
-            // One frame: its fragments, up to MAX_FRAGS, all inside [head, tail) (the switch
-            // publishes whole frames).
-            let mut j = r.head;
-            let mut frags = 0usize;
-            let mut total = 0usize;
-            loop {
-                let s = r.view.read_slot(j);
-                total += usize::from(s.len).min(self.buf_size);
-                frags += 1;
-                j = nm_next(j, r.n);
-                if s.flags & NS_MOREFRAG == 0 || frags == MAX_FRAGS || j == r.tail {
-                    break;
-                }
-            }
+        while r.avail() > 0 {
+            // One frame: its fragments, up to MAX_FRAGS, all held (the switch publishes whole
+            // frames).
+            let (frags, total) = r.frame_at(r.head(), MAX_FRAGS as u32);
             let Some(dst) = b.tx_slot() else {
                 full = true;
                 break;
@@ -865,31 +708,21 @@ impl AppSide {
                 out.drops += 1;
             } else {
                 let mut ofs = 0;
-                let mut k = r.head;
+                let mut k = r.head();
                 for _ in 0..frags {
-                    let s = r.view.read_slot(k);
-                    let len = usize::from(s.len).min(self.buf_size);
-                    if let Some(src) = self.region.buf(s.buf_idx) {
-                        // SAFETY: `src` is a whole buffer of this port's region and len <=
-                        // buf_size; the slot is in [head, tail), delivered to us and not
-                        // written by the switch until released; ofs + len <= total <=
-                        // dst.len(), and `dst` is the socket's memory.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                src.as_ptr(),
-                                dst.as_mut_ptr().add(ofs),
-                                len,
-                            )
-                        };
+                    if let Some((src, s)) = r.buffer(k) {
+                        let len = usize::from(s.len);
+                        // ofs + len <= total <= dst.len(): each slot's length was bounded the
+                        // same way when the frame was measured.
+                        ofs += src.read(0, &mut dst[ofs..ofs + len]);
                     }
-                    ofs += len;
-                    k = nm_next(k, r.n);
+                    k = r.next(k);
                 }
                 b.tx_commit(total);
                 out.packets += 1;
                 out.bytes += total as u64;
             }
-            r.head = j;
+            r.advance(frags);
         }
         (out, full)
     }
@@ -898,36 +731,13 @@ impl AppSide {
     fn drop_rx(&mut self) -> u64 {
         let r = &mut self.rx;
         let mut frames = 0;
-        while r.head != r.tail {
-            let s = r.view.read_slot(r.head);
-            if s.flags & NS_MOREFRAG == 0 {
-                frames += 1;
-            }
-            r.head = nm_next(r.head, r.n);
+        while r.avail() > 0 {
+            let (slots, _) = r.frame_at(r.head(), MAX_FRAGS as u32);
+            r.advance(slots);
+            frames += 1;
         }
-        self.release_rx();
+        r.publish();
         frames
-    }
-
-    /// Before sleeping: asks for an interrupt on RX, with the double check. True if frames
-    /// arrived meanwhile (do not sleep).
-    fn arm_rx(&mut self) -> bool {
-        let (Some(atok), Some(ktoa)) = (self.csb.atok(self.rx.k), self.csb.ktoa(self.rx.k)) else {
-            return false;
-        };
-        let s = atok.appl_enable_notifications(ktoa);
-        if s.hwtail < self.rx.n && s.hwtail != self.rx.head {
-            atok.appl_disable_notifications();
-            self.rx.tail = s.hwtail;
-            return true;
-        }
-        false
-    }
-
-    fn disarm_rx(&self) {
-        if let Some(a) = self.csb.atok(self.rx.k) {
-            a.appl_disable_notifications();
-        }
     }
 }
 
@@ -1045,7 +855,7 @@ impl Worker {
             let mut work = false;
             let mut error = false;
             let mut from_wire = 0;
-            let buf_size = self.app.buf_size;
+            let buf_size = self.app.tx.buf_size();
             if let Some(b) = self.backend.as_deref_mut() {
                 // Wire → switch.
                 let app = &mut self.app;
@@ -1088,11 +898,12 @@ impl Worker {
                     }
                 }
                 // Switch → wire.
-                if self.app.rx_refresh() {
+                if self.app.rx.refresh() || self.app.rx.avail() > 0 {
                     let (out, full) = self.app.send_to_wire(b);
                     tx_full = full;
                     let sent = b.tx_flush();
-                    self.app.release_rx();
+                    // VALE reclaims RX slots lazily: publishing them is enough.
+                    self.app.rx.publish();
                     work |= out.packets + out.drops > 0;
                     match sent {
                         Ok(()) => {
@@ -1113,7 +924,7 @@ impl Worker {
                     add(&self.stats.rx_drops, b.kernel_drops());
                     next_stats = Instant::now() + Duration::from_millis(500);
                 }
-            } else if self.app.rx_refresh() {
+            } else if self.app.rx.refresh() || self.app.rx.avail() > 0 {
                 add(&self.stats.tx_drops, self.app.drop_rx());
             }
             if let Some(b) = self.backend.as_deref_mut() {
@@ -1139,7 +950,8 @@ impl Worker {
                 continue;
             }
             // Sleep until the wire, the switch, TX room, a stop or the next link check.
-            if !tx_full && self.app.arm_rx() {
+            if !tx_full && self.app.rx.enable_notifications() {
+                self.app.rx.disable_notifications();
                 continue;
             }
             let mut n = 0;
@@ -1174,7 +986,7 @@ impl Worker {
                     next_check = Instant::now();
                 }
             }
-            self.app.disarm_rx();
+            self.app.rx.disable_notifications();
         }
         log::info!("{}: NIC worker stopped", self.opener.ifname());
     }
@@ -1514,70 +1326,5 @@ pub mod fake {
             (w.link != Link::Up || w.ifindex != self.ifindex)
                 .then(|| io::Error::from_raw_os_error(libc::ENETDOWN))
         }
-    }
-}
-
-#[cfg(test)]
-mod checksum_tests {
-    use super::finish_checksum;
-
-    /// The reference: the one's complement sum over the pseudo-header and the segment.
-    fn reference(src: [u8; 4], dst: [u8; 4], proto: u8, seg: &[u8]) -> u16 {
-        let mut sum = 0u32;
-        for w in src.chunks(2).chain(dst.chunks(2)) {
-            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-        }
-        sum += u32::from(proto) + seg.len() as u32;
-        for c in seg.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
-    fn ipv4(proto: u8, seg_len: usize) -> (Vec<u8>, usize) {
-        let mut f = vec![0u8; 14 + 20 + seg_len];
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&((20 + seg_len) as u16).to_be_bytes());
-        f[23] = proto;
-        f[26..30].copy_from_slice(&[198, 18, 0, 1]);
-        f[30..34].copy_from_slice(&[198, 18, 0, 2]);
-        for (k, b) in f[34..].iter_mut().enumerate() {
-            *b = (k as u8).wrapping_mul(13).wrapping_add(7);
-        }
-        (f, 34)
-    }
-
-    #[test]
-    fn partial_tcp_and_udp_checksums_are_finished_like_the_kernel_does() {
-        for (proto, ofs, len) in [(6u8, 16usize, 61usize), (17, 6, 40), (6, 16, 1460)] {
-            let (mut f, l4) = ipv4(proto, len);
-            f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&[0, 0]);
-            let want = reference([198, 18, 0, 1], [198, 18, 0, 2], proto, &f[l4..]);
-            // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not inverted.
-            let pseudo = !reference([198, 18, 0, 1], [198, 18, 0, 2], proto, &vec![0; len]);
-            f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&pseudo.to_be_bytes());
-            assert!(finish_checksum(&mut f));
-            let got = u16::from_be_bytes([f[l4 + ofs], f[l4 + ofs + 1]]);
-            assert_eq!(got, want, "proto {proto} len {len}");
-        }
-    }
-
-    #[test]
-    fn frames_it_does_not_understand_are_left_alone() {
-        let (mut f, _) = ipv4(1, 30);
-        let before = f.clone();
-        assert!(!finish_checksum(&mut f), "ICMP");
-        assert_eq!(f, before);
-        let (mut f, _) = ipv4(6, 30);
-        f[16..18].copy_from_slice(&9000u16.to_be_bytes());
-        assert!(!finish_checksum(&mut f), "IP length beyond the frame");
-        assert!(!finish_checksum(&mut [0u8; 10]), "runt");
-        let (mut f, _) = ipv4(17, 30);
-        f[20] = 0x20;
-        assert!(!finish_checksum(&mut f), "fragment");
     }
 }

@@ -720,13 +720,11 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
         let k = if src_hdr == 0 {
             let e = frags[0];
             let k = hlen.min(usize::from(e.len));
-            if let Some(b) = region.buf(e.buf_idx) {
-                // SAFETY: `b` is a buffer of `region` (checked in preflush) and k <= len <=
-                // buf size; the client may be writing it concurrently, which can only garble
-                // the copy, and `hdr` is a local array of MAX_HEADER >= k bytes.
-                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), hdr.as_mut_ptr(), k) };
-            }
-            k
+            // The buffer was checked in preflush; a client writing it meanwhile can only
+            // garble the copy.
+            region
+                .buf(e.buf_idx)
+                .map_or(0, |b| b.read(0, &mut hdr[..k]))
         } else {
             // The Ethernet header follows the virtio-net one, maybe in the next fragment.
             copy_chain(region, frags, src_hdr as usize, &mut hdr[..hlen])
@@ -874,18 +872,9 @@ fn deliver_ring(
             let d = ring.read_slot(j);
             // An invalid index in a kernel-owned slot is the receiver's own corruption: its
             // frame lands in its reserved scratch buffer 0, never outside its region.
-            let (didx, dptr) = match dregion.buf(d.buf_idx) {
-                Some(ptr) => (d.buf_idx, ptr),
-                // PANIC: buffer 0 exists in every region (num_bufs > 2 is enforced).
-                None => (0, dregion.buf(0).expect("buffer 0 always exists")),
-            };
-            if let Some(sptr) = src_region.buf(e.buf_idx) {
-                copy_frame(
-                    sptr.as_ptr(),
-                    dptr.as_ptr(),
-                    usize::from(e.len),
-                    src_region.buf_size().min(dst_buf) as usize,
-                );
+            let (didx, dbuf) = dregion.buf_or_scratch(d.buf_idx);
+            if let Some(sbuf) = src_region.buf(e.buf_idx) {
+                dbuf.copy_from(sbuf, usize::from(e.len));
             }
             let mut flags = u16::from(p.frags) << NS_PORT_SHIFT;
             if f + 1 < usize::from(p.frags) {
@@ -979,14 +968,9 @@ fn copy_chain(region: &Region, frags: &[FtEntry], mut skip: usize, out: &mut [u8
             continue;
         }
         let k = (len - skip).min(out.len() - n);
+        // A client writing the buffer meanwhile can only garble the copy.
         if let Some(b) = region.buf(e.buf_idx) {
-            // SAFETY: `b` is a buffer of `region` whose length `len` the preflush checked
-            // against the buffer size, so `skip + k <= len` stays inside it; `out[n..n + k]`
-            // is in bounds by the `min` above. A client writing the buffer meanwhile can only
-            // garble the copy.
-            unsafe {
-                std::ptr::copy_nonoverlapping(b.as_ptr().add(skip), out[n..].as_mut_ptr(), k)
-            };
+            b.read(skip, &mut out[n..n + k]);
         }
         n += k;
         skip = 0;
@@ -1094,14 +1078,8 @@ fn deliver_segments(dst: &VPort, r: u16, segs: &Segments) {
         }
         for (c, chunk) in f.chunks(dst_buf).enumerate() {
             let d = ring.read_slot(j);
-            let (didx, dptr) = match dregion.buf(d.buf_idx) {
-                Some(ptr) => (d.buf_idx, ptr),
-                // PANIC: buffer 0 exists in every region (num_bufs > 2 is enforced).
-                None => (0, dregion.buf(0).expect("buffer 0 always exists")),
-            };
-            // SAFETY: `dptr` is a whole buffer of the receiver's region of `dst_buf` bytes and
-            // `chunk` is at most that long; the source is our own scratch memory.
-            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), dptr.as_ptr(), chunk.len()) };
+            let (didx, dbuf) = dregion.buf_or_scratch(d.buf_idx);
+            dbuf.write(0, chunk);
             let mut flags = (k as u16) << NS_PORT_SHIFT;
             if c + 1 < k {
                 flags |= NS_MOREFRAG;
@@ -1125,18 +1103,6 @@ fn deliver_segments(dst: &VPort, r: u16, segs: &Segments) {
     PortStats::add(&dst.stats.rx_bytes, rx_bytes);
     PortStats::add(&dst.stats.rx_drops, drops);
     complete(dst, r, &ring, lease, left as u32, j);
-}
-
-/// Copies one fragment between buffers, in whole 64-byte chunks when the buffers allow (both
-/// are at least `limit` bytes, a multiple of 64): fewer branches than an exact-length copy.
-#[inline]
-fn copy_frame(src: *const u8, dst: *mut u8, len: usize, limit: usize) {
-    let n = ((len + 63) & !63).min(limit);
-    // SAFETY: both pointers address whole buffers of at least `limit` bytes inside their
-    // regions (the callers resolved them through `Region::buf`); `ptr::copy` tolerates the
-    // two being the same buffer of a shared region. A client writing either buffer meanwhile
-    // can only garble the frame's bytes.
-    unsafe { std::ptr::copy(src, dst, n) };
 }
 
 #[cfg(test)]

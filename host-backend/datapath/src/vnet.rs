@@ -156,6 +156,51 @@ pub fn resolve(hdr: &VnetHdr, frame: &[u8], out: &mut Segments) -> Result<usize,
     }
 }
 
+/// Where the transport checksum of a frame received with `CHECKSUM_PARTIAL` goes, and its
+/// value: the frame's TCP or UDP checksum field holds the pseudo-header sum, and the sum over
+/// the segment from there is the checksum, as the kernel's `skb_checksum_help` computes it
+/// (a NIC port finishes it before the frame enters the switch). IPv4 or IPv6 (no extension
+/// headers), one VLAN tag at most; `None` for anything else or any inconsistent length.
+pub fn partial_checksum(f: &[u8]) -> Option<(usize, u16)> {
+    let be16 = |i: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *f.get(i)?,
+            *f.get(i + 1)?,
+        ])))
+    };
+    let (l3, ethertype) = l3(f)?;
+    let (proto, l4, end) = match ethertype {
+        0x0800 => {
+            let vihl = *f.get(l3)?;
+            let frag = be16(l3 + 6)? & 0x3fff;
+            if vihl >> 4 != 4 || frag != 0 {
+                return None;
+            }
+            (
+                *f.get(l3 + 9)?,
+                l3 + usize::from(vihl & 0xf) * 4,
+                l3 + be16(l3 + 2)?,
+            )
+        }
+        0x86dd => (*f.get(l3 + 6)?, l3 + 40, l3 + 40 + be16(l3 + 4)?),
+        _ => return None,
+    };
+    let ofs = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    if end > f.len() || l4 + ofs + 2 > end {
+        return None;
+    }
+    let c = match !fold(sum(&f[l4..end], 0)) {
+        // UDP sends a zero checksum as 0xffff (0 means "none").
+        0 if proto == 17 => 0xffff,
+        c => c,
+    };
+    Some((l4 + ofs, c))
+}
+
 /// Where the L3 header starts (after Ethernet and at most one VLAN tag) and its ethertype.
 fn l3(frame: &[u8]) -> Option<(usize, u16)> {
     let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
@@ -550,5 +595,81 @@ mod tests {
             s += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
         }
         assert_eq!(fold(sum(&b, 5)), fold(s + 5));
+    }
+}
+
+#[cfg(test)]
+mod partial_checksum_tests {
+    use super::partial_checksum;
+
+    /// What a NIC port does with the result.
+    fn finish_checksum(f: &mut [u8]) -> bool {
+        match partial_checksum(f) {
+            Some((at, c)) => {
+                f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The reference: the one's complement sum over the pseudo-header and the segment.
+    fn reference(src: [u8; 4], dst: [u8; 4], proto: u8, seg: &[u8]) -> u16 {
+        let mut sum = 0u32;
+        for w in src.chunks(2).chain(dst.chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        sum += u32::from(proto) + seg.len() as u32;
+        for c in seg.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn ipv4(proto: u8, seg_len: usize) -> (Vec<u8>, usize) {
+        let mut f = vec![0u8; 14 + 20 + seg_len];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + seg_len) as u16).to_be_bytes());
+        f[23] = proto;
+        f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+        for (k, b) in f[34..].iter_mut().enumerate() {
+            *b = (k as u8).wrapping_mul(13).wrapping_add(7);
+        }
+        (f, 34)
+    }
+
+    #[test]
+    fn partial_tcp_and_udp_checksums_are_finished_like_the_kernel_does() {
+        for (proto, ofs, len) in [(6u8, 16usize, 61usize), (17, 6, 40), (6, 16, 1460)] {
+            let (mut f, l4) = ipv4(proto, len);
+            f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&[0, 0]);
+            let want = reference([198, 18, 0, 1], [198, 18, 0, 2], proto, &f[l4..]);
+            // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not inverted.
+            let pseudo = !reference([198, 18, 0, 1], [198, 18, 0, 2], proto, &vec![0; len]);
+            f[l4 + ofs..l4 + ofs + 2].copy_from_slice(&pseudo.to_be_bytes());
+            assert!(finish_checksum(&mut f));
+            let got = u16::from_be_bytes([f[l4 + ofs], f[l4 + ofs + 1]]);
+            assert_eq!(got, want, "proto {proto} len {len}");
+        }
+    }
+
+    #[test]
+    fn frames_it_does_not_understand_are_left_alone() {
+        let (mut f, _) = ipv4(1, 30);
+        let before = f.clone();
+        assert!(!finish_checksum(&mut f), "ICMP");
+        assert_eq!(f, before);
+        let (mut f, _) = ipv4(6, 30);
+        f[16..18].copy_from_slice(&9000u16.to_be_bytes());
+        assert!(!finish_checksum(&mut f), "IP length beyond the frame");
+        assert!(!finish_checksum(&mut [0u8; 10]), "runt");
+        let (mut f, _) = ipv4(17, 30);
+        f[20] = 0x20;
+        assert!(!finish_checksum(&mut f), "fragment");
     }
 }

@@ -421,9 +421,7 @@ mod tests {
             let (from, to) = (self.f.region.buf(s.buf_idx), self.f.region.buf(d.buf_idx));
             let len = s.len.min(self.f.region.buf_size() as u16);
             if let (Some(from), Some(to)) = (from, to) {
-                // SAFETY: two whole buffers of the region (`Region::buf`), distinct (one per
-                // slot); len is at most a buffer.
-                unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), len.into()) };
+                to.copy_from(from, len.into());
             }
             view.write_slot(
                 k.hwtail,

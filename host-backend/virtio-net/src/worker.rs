@@ -39,17 +39,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ptnet_datapath::app::{AppRing, slots_for};
 use ptnet_datapath::csb::CsbRef;
 use ptnet_datapath::kloop::Mode;
-use ptnet_datapath::mem::RingView;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
-use ptnet_spec::ring::{distance, nm_add, nm_next};
+use ptnet_spec::ring::nm_next;
 use ptnet_vhost::guest::GuestMem;
 use ptnet_vhost::vring::PtnetVring;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
-use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, VolatileSlice};
+use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -131,137 +131,32 @@ pub enum BadChain {
     Descriptor(#[from] BadDesc),
 }
 
-/// The application side of one port ring, in process: `head` and `tail` as a netmap
-/// application keeps them, published through the port's CSB.
-#[derive(Debug)]
-struct UserRing {
-    view: RingView,
-    /// Ring number in the port (TX or RX).
-    ring: u32,
-    /// Entry in the CSB.
-    entry: u32,
-    head: u32,
-    tail: u32,
+/// Clears, in the virtio-net header at the start of TX slot `i`'s buffer, the flags only a
+/// device may set: virtio 1.x (5.1.6.2) forbids a driver to set `DATA_VALID` and `RSC_INFO`
+/// on a frame it sends, and the device ignores them. Carried across the switch they would
+/// reach receivers as the device's word that a checksum was verified.
+fn clear_device_only_flags(tx: &AppRing, i: u32) {
+    let Some((b, s)) = tx.buffer(i) else {
+        return;
+    };
+    if s.len == 0 {
+        return;
+    }
+    let mut f = [0u8];
+    b.read(0, &mut f);
+    let keep = f[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+    if keep != f[0] {
+        b.write(0, &[keep]);
+    }
 }
 
-impl UserRing {
-    fn new(view: RingView, ring: u32, entry: u32, csb: &CsbRef) -> Self {
-        let mut r = UserRing {
-            view,
-            ring,
-            entry,
-            head: 0,
-            tail: 0,
-        };
-        let n = r.view.num_slots();
-        if let (Some(a), Some(k)) = (csb.atok(entry), csb.ktoa(entry)) {
-            let a = a.kern_read();
-            let s = k.appl_read();
-            if a.head < n && s.hwtail < n {
-                r.head = a.head;
-                r.tail = s.hwtail;
-            }
-        }
-        r
-    }
-
-    /// Reads `hwtail` (the datapath is trusted, but an index outside the ring must still not
-    /// reach a slot access).
-    #[inline]
-    fn refresh(&mut self, csb: &CsbRef) {
-        if let Some(k) = csb.ktoa(self.entry) {
-            let t = k.appl_read().hwtail;
-            if t < self.view.num_slots() {
-                self.tail = t;
-            }
-        }
-    }
-
-    /// Slots between `head` and `tail` (TX: free, RX: received).
-    #[inline]
-    fn avail(&self) -> u32 {
-        distance(self.head, self.tail, self.view.num_slots())
-    }
-
-    #[inline]
-    fn publish(&self, csb: &CsbRef) {
-        if let Some(a) = csb.atok(self.entry) {
-            a.appl_write(self.head, self.head);
-        }
-    }
-
-    /// The size of the ring's buffers, as much as a slot length can say.
-    fn buf_size(&self) -> usize {
-        (self.view.region().buf_size() as usize).min(usize::from(u16::MAX))
-    }
-
-    /// Writes `frames` into the slots from `head` on (each a chain of as many slots as it
-    /// needs) and moves `head` past them; the caller checked the room. Returns the bytes and
-    /// slots used.
-    fn put_frames(&mut self, frames: &Segments) -> (usize, u32) {
-        let ns = self.view.num_slots();
-        let size = self.buf_size();
-        let (mut bytes, mut used) = (0usize, 0u32);
-        for f in frames.iter() {
-            let k = slots_for(f.len(), size);
-            for (c, chunk) in f
-                .chunks(size)
-                .chain(f.is_empty().then_some(&[][..]))
-                .enumerate()
-            {
-                if let Some((dst, _, _)) = self.buffer(self.head) {
-                    // PANIC-free: a chunk is at most one buffer long.
-                    if let Ok(d) = dst.subslice(0, chunk.len()) {
-                        d.copy_from(chunk);
-                    }
-                }
-                let mut s = self.view.read_slot(self.head);
-                s.len = chunk.len() as u16;
-                s.flags = if (c as u32) + 1 < k { NS_MOREFRAG } else { 0 };
-                self.view.write_slot(self.head, s);
-                self.head = nm_next(self.head, ns);
-            }
-            bytes += f.len();
-            used += k;
-        }
-        (bytes, used)
-    }
-
-    /// Clears, in the virtio-net header at the start of slot `i`'s buffer, the flags only a
-    /// device may set: virtio 1.x (5.1.6.2) forbids a driver to set `DATA_VALID` and
-    /// `RSC_INFO` on a frame it sends, and the device ignores them. Carried across the switch
-    /// they would reach receivers as the device's word that a checksum was verified.
-    fn clear_device_only_flags(&self, i: u32) {
-        let Some((b, len, _)) = self.buffer(i) else {
-            return;
-        };
-        if len == 0 {
-            return;
-        }
-        if let Ok(f) = b.read_obj::<u8>(0) {
-            let keep = f & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
-            if keep != f {
-                let _ = b.write_obj(keep, 0);
-            }
-        }
-    }
-
-    /// Slot `i`'s buffer and its length (`len` bounded by the buffer size), or `None` for a
-    /// buffer index outside the region.
-    #[inline]
-    fn buffer(&self, i: u32) -> Option<(VolatileSlice<'_>, u16, u16)> {
-        let s = self.view.read_slot(i);
-        let region = self.view.region();
-        // A slot length is a u16: never offer more of a (larger) buffer than it can say.
-        let size = (region.buf_size() as usize).min(usize::from(u16::MAX));
-        let p = region.buf(s.buf_idx)?;
-        // SAFETY: `buf` checked the index, so `size` bytes at `p` lie inside the region's
-        // mapping, which `self.view` keeps alive for the slice's lifetime. The slot is in
-        // [head, tail), so the buffer belongs to the application side (this thread) until the
-        // next sync hands it back; the datapath does not touch it meanwhile.
-        let vs = unsafe { VolatileSlice::new(p.as_ptr(), size) };
-        Some((vs, s.len.min(size as u16), s.flags))
-    }
+/// Writes `frames` into the TX slots from `head` on (each a chain of as many slots as it
+/// needs) and moves `head` past them; the caller checked the room. Returns the bytes and
+/// slots used.
+fn put_frames(tx: &mut AppRing, frames: &Segments) -> (usize, u32) {
+    frames.iter().fold((0, 0), |(bytes, slots), f| {
+        (bytes + f.len(), slots + tx.put_frame(f))
+    })
 }
 
 /// The writable buffers of one RX chain.
@@ -306,13 +201,12 @@ pub struct Pair {
     name: String,
     index: u16,
     port: Arc<dyn SyncPort>,
-    csb: CsbRef,
     mem: GuestMem,
     rxq: PtnetVring,
     txq: PtnetVring,
     ctrl: Option<Ctrl>,
-    tx: UserRing,
-    rx: UserRing,
+    tx: AppRing,
+    rx: AppRing,
     /// Bytes of the virtio-net header (12 with VERSION_1 or MRG_RXBUF, else 10).
     hdr_len: usize,
     mrg: bool,
@@ -386,8 +280,8 @@ impl Pair {
         let ntx = ifc.tx.len() as u32;
         let i = u32::from(c.index);
         // PANIC-free: the device only builds pairs for rings the port has.
-        let tx = UserRing::new(ifc.tx[i as usize].clone(), i, i, &c.csb);
-        let rx = UserRing::new(ifc.rx[i as usize].clone(), i, ntx + i, &c.csb);
+        let tx = AppRing::new(ifc.tx[i as usize].clone(), c.csb.clone(), i, i);
+        let rx = AppRing::new(ifc.rx[i as usize].clone(), c.csb, i, ntx + i);
         let mrg = c.features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         let v1 = c.features & (1 << VIRTIO_F_VERSION_1) != 0;
         let hdr_len = if mrg || v1 { 12 } else { 10 };
@@ -395,7 +289,6 @@ impl Pair {
             name: c.port.name().to_owned(),
             index: c.index,
             port: c.port,
-            csb: c.csb,
             mem: c.mem,
             rxq: c.rxq,
             txq: c.txq,
@@ -439,12 +332,11 @@ impl Pair {
 
     /// Guest TX virtqueue → port TX ring.
     pub fn tx_pass(&mut self) -> Result<u32, Broken> {
-        let ns = self.tx.view.num_slots();
-        self.tx.refresh(&self.csb);
+        let ns = self.tx.view().num_slots();
+        self.tx.refresh();
         if self.tx.avail() == 0 {
             // A ring whose slots are held by a peer (a pipe): ask for them back.
-            self.port.txsync(self.tx.ring);
-            self.tx.refresh(&self.csb);
+            self.tx.txsync(&*self.port);
         }
         let space = self.tx.avail();
         self.tx_blocked = space == 0;
@@ -500,7 +392,7 @@ impl Pair {
                             if need > space {
                                 Err(BadChain::TooLong(need as usize * buf_size))
                             } else {
-                                Ok(self.tx.put_frames(&sc.segs))
+                                Ok(put_frames(&mut self.tx, &sc.segs))
                             }
                         }
                         Err(e) => Err(e),
@@ -518,10 +410,10 @@ impl Pair {
                             }
                         }
                     }
-                    let first = self.tx.head;
+                    let first = self.tx.head();
                     let res = gather_slots(&mem, &rings, head, skip, &mut self.tx, space);
                     if self.carry && res.is_ok() {
-                        self.tx.clear_device_only_flags(first);
+                        clear_device_only_flags(&self.tx, first);
                     }
                     res
                 }
@@ -555,9 +447,7 @@ impl Pair {
         }
         drop(vr);
         if c.packets > 0 {
-            self.tx.publish(&self.csb);
-            self.port.txsync(self.tx.ring);
-            self.tx.refresh(&self.csb);
+            self.tx.txsync(&*self.port);
         }
         NetStats::add(&self.stats.tx_packets, c.packets);
         NetStats::add(&self.stats.tx_bytes, c.bytes);
@@ -570,8 +460,8 @@ impl Pair {
 
     /// Port RX ring → guest RX virtqueue.
     pub fn rx_pass(&mut self) -> Result<u32, Broken> {
-        let ns = self.rx.view.num_slots();
-        self.rx.refresh(&self.csb);
+        let ns = self.rx.view().num_slots();
+        self.rx.refresh();
         let pending = self.rx.avail();
         if pending == 0 {
             self.rx_blocked = false;
@@ -603,12 +493,12 @@ impl Pair {
         let mut blocked = false;
         while consumed < pending && frames < RX_BATCH {
             // One frame: slots up to the first without NS_MOREFRAG.
-            let first = nm_add(self.rx.head, consumed, ns);
+            let first = self.rx.after_head(consumed);
             let mut nslots = 0u32;
             let mut i = first;
             loop {
                 nslots += 1;
-                let s = self.rx.view.read_slot(i);
+                let s = self.rx.slot(i);
                 if s.flags & NS_MOREFRAG == 0
                     || consumed + nslots == pending
                     || nslots == NETMAP_MAX_FRAGS
@@ -659,9 +549,8 @@ impl Pair {
         }
         drop(vr);
         if consumed > 0 {
-            self.rx.head = nm_add(self.rx.head, consumed, ns);
-            self.rx.publish(&self.csb);
-            self.port.rxsync(self.rx.ring);
+            self.rx.advance(consumed);
+            self.rx.rxsync(&*self.port);
         }
         NetStats::add(&self.stats.rx_packets, c.packets);
         NetStats::add(&self.stats.rx_bytes, c.bytes);
@@ -680,7 +569,7 @@ impl Pair {
     #[allow(clippy::too_many_arguments)]
     fn scatter(
         used: &mut UsedBatch,
-        rx: &UserRing,
+        rx: &AppRing,
         hdr_len: usize,
         mrg: bool,
         carry: bool,
@@ -690,20 +579,18 @@ impl Pair {
         first: u32,
         nslots: u32,
     ) -> Result<Result<Option<usize>, BadChain>, Broken> {
-        let ns = rx.view.num_slots();
+        let ns = rx.view().num_slots();
         // The header for the guest: the one the frame carries across the switch (the guest
         // validates it, as it does any device's), or all zero.
         let mut hdr = [0u8; 12];
         let mut src_skip = 0usize;
         if carry {
-            let got = rx.buffer(first).and_then(|(b, len, _)| {
-                (usize::from(len) >= hdr_len)
-                    .then(|| b.subslice(0, hdr_len).ok())
-                    .flatten()
-            });
+            let got = rx
+                .buffer(first)
+                .filter(|(_, s)| usize::from(s.len) >= hdr_len);
             match got {
-                Some(b) => {
-                    b.copy_to(&mut hdr[..hdr_len]);
+                Some((b, _)) => {
+                    b.read(0, &mut hdr[..hdr_len]);
                     src_skip = hdr_len;
                 }
                 None => {
@@ -738,12 +625,13 @@ impl Pair {
         let mut failed: Option<BadChain> = None;
         let mut slot = first;
         'slots: for _ in 0..nslots {
-            let Some((src, len, _)) = rx.buffer(slot) else {
+            let Some((src, s)) = rx.buffer(slot) else {
                 failed = Some(BadChain::TooLong(0));
                 break;
             };
+            let src = src.volatile_slice();
             slot = nm_next(slot, ns);
-            let len = usize::from(len);
+            let len = usize::from(s.len);
             let mut src_off = std::mem::take(&mut src_skip).min(len);
             while src_off < len || skip > 0 {
                 if d == chain.n {
@@ -859,16 +747,10 @@ impl Pair {
         // New frames are worth a wake-up only if the guest has room for them: while it has
         // none, its RX kick (armed above) is what brings work.
         if !self.rx_blocked {
-            if let (Some(a), Some(k)) = (self.csb.atok(self.rx.entry), self.csb.ktoa(self.rx.entry))
-            {
-                work |= a.appl_enable_notifications(k).hwtail != self.rx.tail;
-            }
+            work |= self.rx.enable_notifications();
         }
         if self.tx_blocked {
-            if let (Some(a), Some(k)) = (self.csb.atok(self.tx.entry), self.csb.ktoa(self.tx.entry))
-            {
-                work |= a.appl_enable_notifications(k).hwtail != self.tx.tail;
-            }
+            work |= self.tx.enable_notifications();
         }
         Ok(work)
     }
@@ -889,11 +771,8 @@ impl Pair {
         if let Some(c) = &self.ctrl {
             c.disarm(&*mem);
         }
-        for e in [self.rx.entry, self.tx.entry] {
-            if let Some(a) = self.csb.atok(e) {
-                a.appl_disable_notifications();
-            }
-        }
+        self.rx.disable_notifications();
+        self.tx.disable_notifications();
     }
 
     /// Runs the pair until `stopping` is set (and `stop` written). `kicks` are the eventfds
@@ -1060,11 +939,6 @@ impl Cursor {
     }
 }
 
-/// Slots a frame of `len` bytes takes in buffers of `size` bytes (an empty frame one).
-fn slots_for(len: usize, size: usize) -> u32 {
-    len.div_ceil(size.max(1)).max(1) as u32
-}
-
 impl TxScratch {
     fn new() -> Box<Self> {
         Box::new(TxScratch {
@@ -1133,18 +1007,17 @@ fn gather_slots(
     rings: &Rings<'_>,
     head: u16,
     mut skip: usize,
-    tx: &mut UserRing,
+    tx: &mut AppRing,
     max: u32,
 ) -> Result<(usize, u32), BadChain> {
-    let ns = tx.view.num_slots();
     let max = max.min(NETMAP_MAX_FRAGS);
     let size = tx.buf_size();
-    let mut slot = tx.head;
+    let mut slot = tx.head();
     let mut used = 1u32;
     let mut off = 0usize; // bytes in the current slot
     let mut total = 0usize;
     let mut seen = 0usize;
-    let Some((mut dst, _, _)) = tx.buffer(slot) else {
+    let Some(mut dst) = tx.buffer(slot).map(|(b, _)| b.volatile_slice()) else {
         return Err(BadChain::TooLong(0));
     };
     for d in rings.chain(head) {
@@ -1170,15 +1043,15 @@ fn gather_slots(
                 if used == max {
                     return Err(BadChain::TooLong(total + len));
                 }
-                let mut s = tx.view.read_slot(slot);
+                let mut s = tx.slot(slot);
                 s.len = off as u16;
                 s.flags = NS_MOREFRAG;
-                tx.view.write_slot(slot, s);
-                slot = nm_next(slot, ns);
+                tx.set_slot(slot, s);
+                slot = tx.next(slot);
                 used += 1;
                 off = 0;
                 dst = match tx.buffer(slot) {
-                    Some((b, _, _)) => b,
+                    Some((b, _)) => b.volatile_slice(),
                     None => return Err(BadChain::TooLong(total)),
                 };
             }
@@ -1200,11 +1073,11 @@ fn gather_slots(
     if skip > 0 {
         return Err(BadChain::Short(seen));
     }
-    let mut s = tx.view.read_slot(slot);
+    let mut s = tx.slot(slot);
     s.len = off as u16;
     s.flags = 0;
-    tx.view.write_slot(slot, s);
-    tx.head = nm_next(slot, ns);
+    tx.set_slot(slot, s);
+    tx.advance(used);
     Ok((total, used))
 }
 
