@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use ptnet_client::proto::{Envelope, Request};
+use ptnet_proto::{Envelope, Request};
 use ptnetd::config::Config;
 use ptnetd::daemon::Daemon;
 

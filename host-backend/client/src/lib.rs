@@ -2,10 +2,10 @@
 //! without a VM: it receives the port's region, a CSB and eventfds from `ptnetd` and drives
 //! the rings through the CSB, exactly as the guest drivers do.
 //!
-//! * [`proto`]: the control protocol (framing, messages, descriptor passing);
+//! * [`proto`]: the control protocol (the `ptnet-proto` crate, re-exported);
 //! * [`port`]: an attached port: rings, txsync/rxsync, waiting for interrupts.
 
 pub mod port;
-pub mod proto;
+pub use ptnet_proto as proto;
 
 pub use port::{ClientError, Port, Want};

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Arc;
 
-use ptnet_client::proto::AttachInfo;
+use ptnet_proto::AttachInfo;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::csb::CsbMem;

@@ -113,7 +113,7 @@ pub struct PortStats {
 }
 
 /// A point-in-time copy of [`PortStats`]: the control protocol's counters, field for field.
-pub type StatsSnapshot = ptnet_client::proto::Counters;
+pub type StatsSnapshot = ptnet_proto::Counters;
 
 impl PortStats {
     /// Adds to a counter (relaxed: counters order nothing).

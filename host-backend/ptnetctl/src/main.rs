@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ptnet_client::proto::{
-    self, NicEntry, PortEntry, PortRequest, Profile, Reply, Request, VmDevice, VmRequest,
+use ptnet_proto::{
+    self as proto, NicEntry, PortEntry, PortRequest, Profile, Reply, Request, VmDevice, VmRequest,
 };
 
 /// Control ptnetd.

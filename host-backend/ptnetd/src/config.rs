@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ptnet_client::proto::{DEFAULT_SOCKET, Profile, VmDevice};
+use ptnet_proto::{DEFAULT_SOCKET, Profile, VmDevice};
 use ptnet_spec::name::{Base, PortName};
 use serde::Deserialize;
 

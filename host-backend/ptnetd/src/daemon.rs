@@ -16,10 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use ptnet_client::proto::{
-    self, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile, Reply,
-    Request, SwitchEntry, VmDevice, VmEntry, VmRequest,
-};
 use ptnet_datapath::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
@@ -29,6 +25,10 @@ use ptnet_datapath::pipe::{End, Pipe, PipePortSync};
 use ptnet_datapath::port::{PortStats, SyncPort};
 use ptnet_datapath::tap::TapOpener;
 use ptnet_datapath::vale::{Switch, VPort, VPortSpec, ValePortSync};
+use ptnet_proto::{
+    self as proto, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile,
+    Reply, Request, SwitchEntry, VmDevice, VmEntry, VmRequest,
+};
 use ptnet_spec::name::{Base, PipeRole, PortKey, PortName, RingSelection};
 
 use crate::config::{Config, PortSection};

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use ptnet_client::proto::Profile;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
+use ptnet_proto::Profile;
 use ptnet_spec::device::{PTNET_CONFIG_SIZE, VIRTIO_ID_PTNET};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;

@@ -1,4 +1,6 @@
-//! The control protocol between `ptnetd` and its clients (`ptnetctl`, host applications).
+//! ptnet-proto: the control protocol between `ptnetd` and its clients (`ptnetctl`, host
+//! applications, the daemon's own tests). One module: the messages, their framing and the
+//! descriptor passing.
 //!
 //! A Unix stream socket carries frames of a 4-byte little-endian length followed by that many
 //! bytes of JSON. A client sends one [`Request`] and reads one [`Reply`]; an `attach` reply
