@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use ptnet_datapath::csb::CsbMem;
-use ptnet_datapath::kloop::ClientBinding;
-use ptnet_datapath::pipe::{Pipe, PipePortSync};
+use ptnet_datapath::kring::ClientBinding;
+use ptnet_datapath::switch::pipe::{Pipe, PipePortSync};
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::netmap::NetmapSlot;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};

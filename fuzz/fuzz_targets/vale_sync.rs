@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use ptnet_datapath::csb::CsbMem;
-use ptnet_datapath::kloop::ClientBinding;
+use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_spec::netmap::NetmapSlot;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 

@@ -1,11 +1,11 @@
-//! The switch's software offloads (`ptnet_datapath::vnet`) on whatever a guest puts in a
+//! The switch's software offloads (`ptnet_datapath::switch::vnet`) on whatever a guest puts in a
 //! virtio-net header and the frame behind it: never a panic, never a write past the output
 //! buffer's reserved capacity, and a frame that resolves yields only frames whose checksum
 //! (for a checksum-only request) verifies.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptnet_datapath::vnet::{self, Segments, testing::tcp4_partial};
+use ptnet_datapath::switch::vnet::{self, Segments, testing::tcp4_partial};
 use ptnet_spec::vnet::VnetHdr;
 
 fuzz_target!(|data: &[u8]| {

@@ -16,9 +16,9 @@ use clap::{Parser, ValueEnum};
 use ptnet_client::{Port, Want};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
-use ptnet_datapath::pipe::{Pipe, PipePortSync};
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::pipe::{Pipe, PipePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -258,7 +258,7 @@ fn receiver(mut ports: Vec<Port>, busy: bool, sh: &Shared) {
 /// The kernel peer: one thread transmits on `tx_if` through a TPACKET_V3 TX ring, one
 /// receives on `rx_if` through a TPACKET_V3 RX ring.
 fn af_packet(a: &Args) -> Result {
-    use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+    use ptnet_datapath::nic::afpacket::{Direction, PacketRing, RingConfig};
     let mut tx =
         PacketRing::open(&a.tx_if, Direction::Tx, RingConfig::default()).unwrap_or_else(|e| {
             panic!(
@@ -396,7 +396,7 @@ fn generator(
     batch: u32,
     sh: Arc<Shared>,
 ) -> thread::JoinHandle<()> {
-    use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+    use ptnet_datapath::nic::afpacket::{Direction, PacketRing, RingConfig};
     thread::Builder::new()
         .name("bench-gen".into())
         .spawn(move || {
@@ -485,7 +485,7 @@ fn nic_path(a: &Args) -> Result {
             .spawn(move || receiver(vec![p], false, &sh_r))
             .expect("spawn")
     } else {
-        use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+        use ptnet_datapath::nic::afpacket::{Direction, PacketRing, RingConfig};
         let (ns, ifname, sh_r) = (a.rx_netns.clone(), a.rx_if.clone(), Arc::clone(&sh));
         thread::Builder::new()
             .name("bench-rx".into())

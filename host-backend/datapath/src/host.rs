@@ -14,7 +14,8 @@ use ptnet_proto::AttachInfo;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::csb::CsbMem;
-use crate::kloop::{self, ClientBinding, KloopHandle, Mode};
+use crate::kloop::{self, KloopHandle, Mode};
+use crate::kring::ClientBinding;
 use crate::port::SyncPort;
 
 /// A host client attached to a port.

@@ -18,58 +18,11 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use ptnet_spec::csb::CsbAtok;
 
 use crate::csb::CsbRef;
-use crate::kring::{ClientRing, Interrupt};
 use crate::port::{PortStats, SyncOutcome, SyncPort};
 
 /// Syncs of one ring per wake-up before the loop moves on to the others (fairness against a
 /// client that keeps publishing, or keeps publishing garbage).
 const RING_BUDGET: u32 = 64;
-
-/// What binds a client to a port's rings: its CSB and one interrupt per ring.
-#[derive(Debug, Clone)]
-pub struct ClientBinding {
-    csb: CsbRef,
-    irqs: Vec<Arc<dyn Interrupt>>,
-}
-
-impl ClientBinding {
-    /// A binding whose interrupts are plain eventfds (host clients); `irqs` must have one
-    /// eventfd per CSB entry.
-    pub fn new(csb: CsbRef, irqs: Vec<Arc<EventFd>>) -> Option<Self> {
-        Self::with_interrupts(
-            csb,
-            irqs.into_iter().map(|e| e as Arc<dyn Interrupt>).collect(),
-        )
-    }
-
-    /// A binding with any kind of interrupt (a VM's are virtqueues); `irqs` must have one
-    /// interrupt per CSB entry.
-    pub fn with_interrupts(csb: CsbRef, irqs: Vec<Arc<dyn Interrupt>>) -> Option<Self> {
-        (!irqs.is_empty() && irqs.len() == csb.len() as usize)
-            .then_some(ClientBinding { csb, irqs })
-    }
-
-    /// The link of ring `i` (CSB order).
-    pub fn ring(&self, i: u32) -> ClientRing {
-        let irq = self
-            .irqs
-            .get(i as usize)
-            .cloned()
-            // PANIC-free: a ring past the end gets the last eventfd; `Kring::bind` then
-            // refuses it because the CSB has no such entry.
-            .unwrap_or_else(|| Arc::clone(self.irqs.last().expect("at least one ring")));
-        ClientRing {
-            csb: self.csb.clone(),
-            index: i,
-            irq,
-        }
-    }
-
-    /// The CSB.
-    pub fn csb(&self) -> &CsbRef {
-        &self.csb
-    }
-}
 
 /// How long an eventfd-mode loop keeps polling a ring for more work before it re-enables
 /// kicks and sleeps, by default. A sender refilling its ring is usually back within a few

@@ -46,6 +46,52 @@ pub struct ClientRing {
     pub irq: Arc<dyn Interrupt>,
 }
 
+/// What binds a client to a port's rings: its CSB and one interrupt per ring.
+#[derive(Debug, Clone)]
+pub struct ClientBinding {
+    csb: CsbRef,
+    irqs: Vec<Arc<dyn Interrupt>>,
+}
+
+impl ClientBinding {
+    /// A binding whose interrupts are plain eventfds (host clients); `irqs` must have one
+    /// eventfd per CSB entry.
+    pub fn new(csb: CsbRef, irqs: Vec<Arc<EventFd>>) -> Option<Self> {
+        Self::with_interrupts(
+            csb,
+            irqs.into_iter().map(|e| e as Arc<dyn Interrupt>).collect(),
+        )
+    }
+
+    /// A binding with any kind of interrupt (a VM's are virtqueues); `irqs` must have one
+    /// interrupt per CSB entry.
+    pub fn with_interrupts(csb: CsbRef, irqs: Vec<Arc<dyn Interrupt>>) -> Option<Self> {
+        (!irqs.is_empty() && irqs.len() == csb.len() as usize)
+            .then_some(ClientBinding { csb, irqs })
+    }
+
+    /// The link of ring `i` (CSB order).
+    pub fn ring(&self, i: u32) -> ClientRing {
+        let irq = self
+            .irqs
+            .get(i as usize)
+            .cloned()
+            // PANIC-free: a ring past the end gets the last eventfd; `Kring::bind` then
+            // refuses it because the CSB has no such entry.
+            .unwrap_or_else(|| Arc::clone(self.irqs.last().expect("at least one ring")));
+        ClientRing {
+            csb: self.csb.clone(),
+            index: i,
+            irq,
+        }
+    }
+
+    /// The CSB.
+    pub fn csb(&self) -> &CsbRef {
+        &self.csb
+    }
+}
+
 /// Direction of a kring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {

@@ -54,7 +54,7 @@ pub trait SyncPort: Send + Sync {
     fn stats(&self) -> &PortStats;
     /// Binds a client to every ring (CSB order), or unbinds with `None`. Returns false if the
     /// binding does not cover every ring.
-    fn bind(&self, client: Option<&crate::kloop::ClientBinding>) -> bool;
+    fn bind(&self, client: Option<&crate::kring::ClientBinding>) -> bool;
     /// Whether the sync loop should linger for more work before sleeping. A VALE sender's
     /// loop does the switch's work, and catching the next batch saves a wake-up (VALE 2 ports,
     /// eventfd: 10.4 → 16.4 Mpps); a pipe's loop only moves descriptors, and on a machine with

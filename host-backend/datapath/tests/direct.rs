@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ptnet_client::{Port, Want};
-use ptnet_datapath::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::nic::fake::FakeNic;
 use ptnet_datapath::nic::{BackendChoice, NicOpener};
 use ptnet_datapath::port::SyncPort;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use ptnet_client::{Port, Want};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
-use ptnet_datapath::pipe::{Pipe, PipePortSync};
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::pipe::{Pipe, PipePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 
 fn attach(port: Arc<dyn SyncPort>, mode: Mode) -> (HostClient, Port) {
     let (hc, files) = HostClient::attach(port, mode).expect("attach");
@@ -350,7 +350,7 @@ fn a_pipe_sender_waiting_for_room_for_a_whole_frame_is_woken() {
 
 /// A TSO frame from `src` to `dst` with its virtio-net header in front.
 fn tso_frame(dst: [u8; 6], src: [u8; 6], payload: usize, mss: u16) -> Vec<u8> {
-    let (h, f) = ptnet_datapath::vnet::testing::tcp4_partial(dst, src, payload, mss);
+    let (h, f) = ptnet_datapath::switch::vnet::testing::tcp4_partial(dst, src, payload, mss);
     let mut out = h.to_le_bytes().to_vec();
     out.extend_from_slice(&f);
     out
@@ -377,7 +377,7 @@ fn receive_frames(p: &mut Port, want: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn virtio_net_headers_cross_between_ports_that_carry_them_and_are_resolved_for_others() {
-    use ptnet_datapath::vnet::testing::check_tcp4;
+    use ptnet_datapath::switch::vnet::testing::check_tcp4;
     let sw = Switch::new("vale5");
     let a = vale_port(&sw, "a", 128);
     let b = vale_port(&sw, "b", 128);

@@ -14,7 +14,7 @@ use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::mem::Region;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_spec::netmap::{NS_MOREFRAG, NetmapSlot};
 
 /// A small xorshift generator: deterministic, seedable, no dependency.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use ptnet_client::Port;
 use ptnet_datapath::csb::CsbMem;
 use ptnet_datapath::host::HostClient;
-use ptnet_datapath::kloop::{ClientBinding, Mode};
+use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::kring::Interrupt;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 
 #[derive(Debug, Default)]
 struct Counter(AtomicU32);

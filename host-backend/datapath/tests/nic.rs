@@ -11,7 +11,7 @@ use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::nic::fake::FakeNic;
 use ptnet_datapath::nic::{Link, NicPort};
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 
 fn mac(i: u8) -> [u8; 6] {
     [2, 0, 0, 0, 0, i]

@@ -262,13 +262,14 @@ impl Config {
                 }
             } else if n.pipe.is_none() {
                 // `IF` or `netmap:IF`: the interface given directly to one client.
-                if p.tx_rings != p.rx_rings || p.tx_rings > ptnet_datapath::direct::MAX_DIRECT_RINGS
+                if p.tx_rings != p.rx_rings
+                    || p.tx_rings > ptnet_datapath::nic::direct::MAX_DIRECT_RINGS
                 {
                     return Err(ConfigError::Invalid(format!(
                         "port {}: a NIC port given directly to a client has as many TX as RX \
                          rings, at most {}",
                         p.name,
-                        ptnet_datapath::direct::MAX_DIRECT_RINGS
+                        ptnet_datapath::nic::direct::MAX_DIRECT_RINGS
                     )));
                 }
                 if p.host_stack.is_some() || p.host_stack_tap.is_some() {

@@ -16,15 +16,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use ptnet_datapath::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, Region, RegionConfig};
+use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
+use ptnet_datapath::nic::tap::TapOpener;
 use ptnet_datapath::nic::{BackendChoice, HostInterface, NicPort, NicSnapshot};
-use ptnet_datapath::pipe::{End, Pipe, PipePortSync};
 use ptnet_datapath::port::{PortStats, SyncPort};
-use ptnet_datapath::tap::TapOpener;
-use ptnet_datapath::vale::{Switch, VPort, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::pipe::{End, Pipe, PipePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPort, VPortSpec, ValePortSync};
 use ptnet_proto::{
     self as proto, Counters, Envelope, NicEntry, PROTO_VERSION, PortEntry, PortRequest, Profile,
     Reply, Request, SwitchEntry, VmDevice, VmEntry, VmRequest,

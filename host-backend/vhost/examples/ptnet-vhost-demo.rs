@@ -17,7 +17,7 @@ use ptnet_client::Port;
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_vhost::{ServeConfig, qemu_args, serve};
 
 fn main() {

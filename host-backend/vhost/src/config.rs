@@ -111,7 +111,7 @@ impl DeviceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+    use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
     use std::sync::Arc;
 
     fn config() -> DeviceConfig {

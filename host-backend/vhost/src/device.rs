@@ -35,7 +35,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 
-use ptnet_datapath::kloop::{self, ClientBinding, KloopHandle, Mode};
+use ptnet_datapath::kloop::{self, KloopHandle, Mode};
+use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::kring::Interrupt;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::device::{

@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_socket_in_use_or_a_file_is_not_taken_over_but_a_stale_socket_is() {
-        use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+        use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
         let sw = Switch::new("vale-srv");
         let port: Arc<dyn SyncPort> = Arc::new(ValePortSync {
             switch: Arc::clone(&sw),

@@ -19,7 +19,7 @@ use ptnet_client::{Port, Want};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_spec::device::PTNET_S_MEM_READY;
 use ptnet_vhost::{ServeConfig, ServeHandle, serve};
 use sim::{HIGH_GPA, KTOA_OFFSET, LOW_SIZE, Rng, Vm, eventually, exchange, init_log};

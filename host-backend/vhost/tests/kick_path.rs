@@ -23,7 +23,7 @@ use ptnet_client::{Port, Want};
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_vhost::{ServeConfig, ServeHandle, serve};
 use sim::{GuestPort, Vm, exchange, init_log};
 

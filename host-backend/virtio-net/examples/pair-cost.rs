@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_vhost::guest::GuestMem;
 use ptnet_vhost::vring::PtnetVring;
 use ptnet_virtio_net::device::{NetStats, bind_port, features};

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 
 use ptnet_datapath::csb::{CsbMem, CsbRef};
-use ptnet_datapath::kloop::{ClientBinding, Mode};
+use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::vnet::VNET_HDR_LEN;
 use ptnet_vhost::device::thread_name;
@@ -582,7 +583,7 @@ pub use vring::collect;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+    use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 
     fn device(rings: u32) -> Arc<NetDevice> {
         let sw = Switch::new("vnet-dev");

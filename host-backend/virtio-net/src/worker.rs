@@ -53,7 +53,7 @@ use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use ptnet_datapath::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
+use ptnet_datapath::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 use ptnet_spec::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
 
 use crate::ctrl::Ctrl;

@@ -10,7 +10,7 @@ use ptnet_client::Port;
 use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_vhost::guest::GuestMem;
 use ptnet_vhost::vring::PtnetVring;
 use ptnet_virtio_net::device::{NetStats, bind_port, features};
@@ -520,7 +520,7 @@ fn a_frame_longer_than_a_port_buffer_crosses_as_a_fragment_chain() {
 
 #[test]
 fn tso_frames_are_segmented_in_software_when_the_port_carries_no_header() {
-    use ptnet_datapath::vnet::testing::{check_tcp4, tcp4_partial};
+    use ptnet_datapath::switch::vnet::testing::{check_tcp4, tcp4_partial};
     let mut r = rig("vnet-t11", features(1));
     let (h, f) = tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 9], 20_000, 1448);
     post_tx(&r, &h.to_le_bytes(), &f);
@@ -539,7 +539,7 @@ fn tso_frames_are_segmented_in_software_when_the_port_carries_no_header() {
 
 #[test]
 fn tso_frames_cross_with_their_header_and_the_switch_resolves_them_for_a_plain_port() {
-    use ptnet_datapath::vnet::testing::{check_tcp4, tcp4_partial};
+    use ptnet_datapath::switch::vnet::testing::{check_tcp4, tcp4_partial};
     // The VM port carries headers, the host client's port does not: the switch segments.
     let mut r = rig_with("vnet-t12", features(1), (12, 0));
     let (h, f) = tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 9], 5000, 1000);
@@ -579,8 +579,12 @@ fn a_header_from_a_peer_that_carries_one_reaches_the_guest_as_it_came() {
             .map(|i| vec![desc(BUFS + i * 0x1000, 1024, true)])
             .collect::<Vec<_>>(),
     );
-    let (h, f) =
-        ptnet_datapath::vnet::testing::tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 8], 2000, 1448);
+    let (h, f) = ptnet_datapath::switch::vnet::testing::tcp4_partial(
+        [0xff; 6],
+        [2, 0, 0, 0, 0, 8],
+        2000,
+        1448,
+    );
     let mut sent = h.to_le_bytes().to_vec();
     sent.extend_from_slice(&f);
     // 2066 bytes: two host slots.
@@ -620,8 +624,12 @@ fn flags_only_a_device_may_set_do_not_cross_the_switch() {
     assert_eq!(got[0][0], 0, "device-only flags cleared");
     assert_eq!(got[0][HDR..], f[..]);
     // A partial checksum request keeps its flag.
-    let (h, f) =
-        ptnet_datapath::vnet::testing::tcp4_partial([0xff; 6], [2, 0, 0, 0, 0, 9], 500, 1448);
+    let (h, f) = ptnet_datapath::switch::vnet::testing::tcp4_partial(
+        [0xff; 6],
+        [2, 0, 0, 0, 0, 9],
+        500,
+        1448,
+    );
     let mut b = h.to_le_bytes();
     b[0] |= VIRTIO_NET_HDR_F_DATA_VALID as u8;
     post_tx(&r, &b, &f);

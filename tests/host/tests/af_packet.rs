@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ptnet_datapath::afpacket::{Direction, PacketRing, RingConfig};
+use ptnet_datapath::nic::afpacket::{Direction, PacketRing, RingConfig};
 
 struct Veth(&'static str);
 

@@ -10,7 +10,7 @@ use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::mem::{Region, RegionConfig};
 use ptnet_datapath::port::SyncPort;
-use ptnet_datapath::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 
 const NR: &str = "/proc/sys/vm/nr_hugepages";
 

@@ -32,7 +32,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::nic::{BackendKind, NicBackend, NicError};
+use super::backend::{BackendKind, NicBackend, NicError};
 
 const AF_XDP: libc::c_int = 44;
 const SOL_XDP: libc::c_int = 283;
@@ -585,7 +585,7 @@ impl XdpBackend {
                 errs.join(", ")
             ))));
         };
-        let promisc = crate::afpacket::promisc_holder(ifname).ok();
+        let promisc = crate::nic::afpacket::promisc_holder(ifname).ok();
         log::info!(
             "{ifname}: AF_XDP copy mode on queue 0, XDP program in {} mode",
             if native { "native" } else { "generic" }

@@ -23,11 +23,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use crate::nic::{
-    AfPacketBackend, BackendChoice, BackendKind, HostInterface, Link, NicBackend, NicError,
-    NicOpener, NicPort, NicSnapshot,
+use super::afpacket::AfPacketBackend;
+use super::backend::{BackendChoice, BackendKind, Link, NicBackend, NicError, NicOpener};
+use super::opener::HostInterface;
+use super::port::NicPort;
+use super::stats::NicSnapshot;
+use crate::switch::vale::{
+    Dest, FrameHead, Lookup, MAX_HEADER, Switch, VPort, VPortSpec, ValePortSync,
 };
-use crate::vale::{Dest, FrameHead, Lookup, MAX_HEADER, Switch, VPort, VPortSpec, ValePortSync};
 
 /// Most rings of a direct NIC port (one worker thread each).
 pub const MAX_DIRECT_RINGS: u32 = 16;
@@ -232,7 +235,7 @@ impl DirectNic {
                 spec.rings
             )));
         }
-        let config = |e: crate::vale::ValeError| NicError::Config(format!("{ifname}: {e}"));
+        let config = |e: crate::switch::vale::ValeError| NicError::Config(format!("{ifname}: {e}"));
         let switch = Switch::with_lookup(
             ifname,
             Box::new(DirectLookup {

@@ -1,8 +1,8 @@
 //! AF_PACKET sockets with TPACKET_V3 memory-mapped rings: an RX ring of blocks the kernel
 //! fills and retires, and a TX ring of fixed frames flushed with one `sendto` per batch.
 //!
-//! It serves the AF_PACKET backend of NIC ports ([`crate::nic`]) and the benchmarks' kernel
-//! peer (veth + AF_PACKET). All `unsafe` for the socket and its rings lives in this module;
+//! It serves the AF_PACKET backend of NIC ports ([`AfPacketBackend`]) and the benchmarks'
+//! kernel peer (veth + AF_PACKET). All `unsafe` for the socket and its rings lives in this module;
 //! the frame data the kernel hands over is only read through bounds-checked slices of the
 //! mapping.
 
@@ -11,6 +11,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::backend::{BackendKind, NicBackend, NicError, RX_CSUM_PARTIAL};
 
 // <linux/if_packet.h> values.
 const SOL_PACKET: libc::c_int = 263;
@@ -526,5 +528,128 @@ impl Drop for PacketRing {
     fn drop(&mut self) {
         // SAFETY: unmaps the ring mapped in `open`; no slice into it outlives `&mut self`.
         unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
+    }
+}
+
+/// The AF_PACKET backend: a TPACKET_V3 RX ring (promiscuous, ignoring the host's own
+/// transmissions) and a TX ring with PACKET_QDISC_BYPASS.
+#[derive(Debug)]
+pub struct AfPacketBackend {
+    rx: PacketRing,
+    tx: PacketRing,
+}
+
+impl AfPacketBackend {
+    /// Opens both sockets on `ifname`, with TX frames of at least `max_frame` bytes.
+    pub fn open(ifname: &str, max_frame: u32) -> Result<Self, NicError> {
+        Self::open_fanout(ifname, max_frame, None)
+    }
+
+    /// [`AfPacketBackend::open`], with the RX socket in fanout group `fanout` (hash): the
+    /// sockets of one group share the interface's frames, each flow to one socket.
+    pub fn open_fanout(
+        ifname: &str,
+        max_frame: u32,
+        fanout: Option<u16>,
+    ) -> Result<Self, NicError> {
+        let io = |what| {
+            let ifname = ifname.to_owned();
+            move |source| NicError::Io {
+                what,
+                ifname,
+                source,
+            }
+        };
+        // RX: 64 blocks of 128 KiB, retired after 1 ms (the latency bound of a lone frame).
+        let block = (128u32 << 10).max((max_frame + 128).next_power_of_two());
+        let rx = PacketRing::open(
+            ifname,
+            Direction::Rx,
+            RingConfig {
+                block_size: block,
+                blocks: 64,
+                frame_size: 2048,
+                retire_ms: 1,
+                qdisc_bypass: false,
+                promisc: true,
+                ignore_outgoing: true,
+                fanout,
+            },
+        )
+        .map_err(io("opening the AF_PACKET RX ring"))?;
+        // TX: 1024 frames (the port's ring size) of a power of two holding the largest frame.
+        let frame = (max_frame + 48).next_power_of_two().max(2048);
+        let per_block = ((64u32 << 10) / frame).max(1);
+        let tx = PacketRing::open(
+            ifname,
+            Direction::Tx,
+            RingConfig {
+                block_size: per_block * frame,
+                blocks: 1024_u32.div_ceil(per_block),
+                frame_size: frame,
+                retire_ms: 0,
+                qdisc_bypass: true,
+                promisc: false,
+                ignore_outgoing: false,
+                fanout: None,
+            },
+        )
+        .map_err(io("opening the AF_PACKET TX ring"))?;
+        Ok(AfPacketBackend { rx, tx })
+    }
+}
+
+impl NicBackend for AfPacketBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::AfPacket
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.rx.ifindex()
+    }
+
+    fn poll_fds(&self, want_tx: bool, fds: &mut [libc::pollfd]) -> usize {
+        let mut n = 0;
+        for (fd, ev) in [
+            (self.rx.raw_fd(), libc::POLLIN),
+            (self.tx.raw_fd(), if want_tx { libc::POLLOUT } else { 0 }),
+        ] {
+            if let Some(p) = fds.get_mut(n) {
+                *p = libc::pollfd {
+                    fd,
+                    events: ev,
+                    revents: 0,
+                };
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn rx(&mut self, sink: &mut dyn FnMut(&[u8], u32, u32)) -> usize {
+        self.rx.rx_burst_meta(|b, m| {
+            let partial = m.status & TP_STATUS_CSUMNOTREADY != 0;
+            sink(b, m.len, if partial { RX_CSUM_PARTIAL } else { 0 })
+        })
+    }
+
+    fn tx_slot(&mut self) -> Option<&mut [u8]> {
+        self.tx.tx_slot()
+    }
+
+    fn tx_commit(&mut self, len: usize) {
+        self.tx.tx_commit(len);
+    }
+
+    fn tx_flush(&mut self) -> io::Result<()> {
+        self.tx.tx_flush()
+    }
+
+    fn take_error(&mut self) -> Option<io::Error> {
+        self.rx.take_error().or_else(|| self.tx.take_error())
+    }
+
+    fn kernel_drops(&mut self) -> u64 {
+        self.rx.stats().map_or(0, |s| u64::from(s.drops))
     }
 }

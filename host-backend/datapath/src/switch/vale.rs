@@ -22,7 +22,7 @@ use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
 use crate::kring::{Dir, Kring, Lease, Leases, raise};
 use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig, RingView};
 use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
-use crate::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
+use crate::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 
 /// Most ports on one switch (index 254 and 255 are netmap's broadcast and drop).
 pub const VALE_MAX_PORTS: usize = 254;
@@ -467,7 +467,7 @@ impl VPort {
 
     /// Binds (or, with `None`, unbinds) a client to every ring; rings are reset and every
     /// slot gets its original buffer back.
-    pub fn bind(&self, client: Option<&crate::kloop::ClientBinding>) -> bool {
+    pub fn bind(&self, client: Option<&crate::kring::ClientBinding>) -> bool {
         let ntx = self.tx.len() as u32;
         // No sync of this port runs while its slots are rewritten.
         let rx_guards: Vec<_> = self
@@ -597,7 +597,7 @@ impl SyncPort for ValePortSync {
         &self.port.stats
     }
 
-    fn bind(&self, client: Option<&crate::kloop::ClientBinding>) -> bool {
+    fn bind(&self, client: Option<&crate::kring::ClientBinding>) -> bool {
         self.port.bind(client)
     }
 

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::nic::{BackendKind, L2_OVERHEAD, Link, NicBackend, NicError, NicOpener};
+use super::backend::{BackendKind, L2_OVERHEAD, Link, NicBackend, NicError, NicOpener};
 
 /// Most frames one wake-up reads from the tap, and most frames queued for it before a flush.
 pub const TAP_BATCH: usize = 256;

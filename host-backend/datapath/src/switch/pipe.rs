@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use ptnet_spec::netmap::{NS_MOREFRAG, NetmapSlot};
 use ptnet_spec::ring::{nm_next, nm_prev};
 
-use crate::kloop::ClientBinding;
+use crate::kring::ClientBinding;
 use crate::kring::{Dir, Interrupt, Kring, raise};
 use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig};
 use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
