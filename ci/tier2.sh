@@ -32,7 +32,7 @@ cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests -p ptnet-pktgen
 # virtio-net ports driven by DPDK's virtio_user (tests/host/tests/virtio_net.rs).
 run_tests cargo test --quiet -p ptnet-host-tests --features host-tests
 # The ptnet device over vhost-user, driven by a frontend simulator (QEMU + guest driver).
-run_tests cargo test --quiet -p ptnet-vhost --features sim-tests
+run_tests cargo test --quiet -p ptnet-device --features sim-tests
 if [ -d host-backend/pktgen ]; then
     cargo build --quiet -p ptnet-pktgen
     run_tests cargo test --quiet -p ptnet-pktgen --features host-tests

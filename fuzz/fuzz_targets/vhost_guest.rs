@@ -1,4 +1,4 @@
-//! What a VM's driver controls of the ptnet device (ptnet-vhost): config-space writes, the CSB
+//! What a VM's driver controls of the ptnet device (ptnet-device): config-space writes, the CSB
 //! addresses (placed in guest memory or refused), and the event-buffer virtqueue's indices and
 //! contents. Never a panic, never an access outside guest memory, read-only config fields
 //! never change, and a buffer is completed only for a valid posted head.
@@ -9,9 +9,9 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
-use ptnet_vhost::config::DeviceConfig;
-use ptnet_vhost::guest::{GuestMem, guest_csb};
-use ptnet_vhost::irq::complete_one;
+use ptnet_device::config::DeviceConfig;
+use ptnet_vhost_user::guest::{GuestMem, guest_csb};
+use ptnet_device::irq::complete_one;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 

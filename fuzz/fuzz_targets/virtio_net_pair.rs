@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
-use ptnet_vhost::guest::GuestMem;
-use ptnet_vhost::vring::PtnetVring;
+use ptnet_vhost_user::guest::GuestMem;
+use ptnet_vhost_user::vring::HookedVring;
 use ptnet_virtio_net::device::{NetStats, bind_port, features};
 use ptnet_virtio_net::worker::{Pair, PairConfig};
 use vhost_user_backend::VringT;
@@ -37,8 +37,8 @@ fn ports() -> &'static (Arc<dyn SyncPort>, Arc<dyn SyncPort>) {
     })
 }
 
-fn vring(mem: &GuestMem, base: u64) -> PtnetVring {
-    let v = PtnetVring::new(mem.clone(), QSIZE).expect("vring");
+fn vring(mem: &GuestMem, base: u64) -> HookedVring {
+    let v = HookedVring::new(mem.clone(), QSIZE).expect("vring");
     v.set_queue_size(QSIZE);
     let avail = base + 16 * u64::from(QSIZE);
     let used = (avail + 4 + 2 * u64::from(QSIZE) + 2 + 3) & !3;

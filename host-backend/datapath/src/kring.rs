@@ -16,7 +16,7 @@ use crate::mem::RingView;
 ///
 /// A host client's interrupt is a plain eventfd. A VM's is a virtqueue: Linux's
 /// `vring_interrupt()` ignores an interrupt that completed no buffer, so raising it first
-/// completes one driver-posted event buffer, then signals the call eventfd (see ptnet-vhost).
+/// completes one driver-posted event buffer, then signals the call eventfd (see ptnet-device).
 ///
 /// `raise` is called after the kring lock is dropped, from whichever sync loop published the
 /// ring (a VALE sender's loop raises the receiver's RX interrupts), possibly from several

@@ -108,7 +108,7 @@ struct DirectState {
 
 /// The server of a port served to a VM, by device.
 enum VmHandle {
-    Ptnet(ptnet_vhost::ServeHandle),
+    Ptnet(ptnet_device::ServeHandle),
     VirtioNet(ptnet_virtio_net::ServeHandle),
 }
 
@@ -785,14 +785,14 @@ impl Daemon {
         let socket_mode = self.cfg.socket_mode().ok();
         let served = match req.device {
             VmDevice::Ptnet => {
-                let cfg = ptnet_vhost::ServeConfig {
+                let cfg = ptnet_device::ServeConfig {
                     mac,
                     profile: req.port.profile,
                     mode,
                     socket_mode,
                     ..Default::default()
                 };
-                ptnet_vhost::serve(&socket, Arc::clone(&port), cfg)
+                ptnet_device::serve(&socket, Arc::clone(&port), cfg)
                     .map(VmHandle::Ptnet)
                     .map_err(|e| error_chain(&e))
             }
@@ -856,7 +856,7 @@ impl Daemon {
             .collect();
         Ok(match &vm.handle {
             VmHandle::Ptnet(_) => {
-                ptnet_vhost::qemu_args(&vm.socket, &format!("ptnet-{id}"), &*vm.port)
+                ptnet_device::qemu_args(&vm.socket, &format!("ptnet-{id}"), &*vm.port)
             }
             VmHandle::VirtioNet(h) => {
                 ptnet_virtio_net::qemu_args(&vm.socket, &format!("vnet-{id}"), h.mac(), h.pairs())

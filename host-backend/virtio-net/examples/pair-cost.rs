@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
-use ptnet_vhost::guest::GuestMem;
-use ptnet_vhost::vring::PtnetVring;
+use ptnet_vhost_user::guest::GuestMem;
+use ptnet_vhost_user::vring::HookedVring;
 use ptnet_virtio_net::device::{NetStats, bind_port, features};
 use ptnet_virtio_net::worker::{Pair, PairConfig};
 use vhost_user_backend::VringT;
@@ -33,8 +33,8 @@ fn used(base: u64) -> u64 {
     (avail(base) + 4 + 2 * u64::from(Q) + 2 + 3) & !3
 }
 
-fn vring(mem: &GuestMem, base: u64) -> PtnetVring {
-    let v = PtnetVring::new(mem.clone(), Q).unwrap();
+fn vring(mem: &GuestMem, base: u64) -> HookedVring {
+    let v = HookedVring::new(mem.clone(), Q).unwrap();
     v.set_queue_size(Q);
     v.set_queue_info(base, avail(base), used(base)).unwrap();
     v.set_queue_ready(true);

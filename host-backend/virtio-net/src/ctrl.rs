@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use ptnet_vhost::guest::GuestMem;
-use ptnet_vhost::vring::PtnetVring;
+use ptnet_vhost_user::guest::GuestMem;
+use ptnet_vhost_user::vring::HookedVring;
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET,
@@ -70,7 +70,7 @@ pub fn answer(cmd: &[u8], pairs: u16, config: &Mutex<NetConfig>) -> u8 {
 
 /// The control queue of a device, served by queue pair 0's worker.
 pub struct Ctrl {
-    vring: PtnetVring,
+    vring: HookedVring,
     pairs: u16,
     config: Arc<Mutex<NetConfig>>,
     used: UsedBatch,
@@ -78,7 +78,7 @@ pub struct Ctrl {
 
 impl Ctrl {
     /// The control queue `vring` of a device with `pairs` queue pairs.
-    pub fn new(vring: PtnetVring, pairs: u16, config: Arc<Mutex<NetConfig>>) -> Self {
+    pub fn new(vring: HookedVring, pairs: u16, config: Arc<Mutex<NetConfig>>) -> Self {
         Ctrl {
             vring,
             pairs,

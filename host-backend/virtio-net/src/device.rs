@@ -20,7 +20,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use ptnet_datapath::csb::{CsbMem, CsbRef};
@@ -28,9 +28,9 @@ use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::vnet::VNET_HDR_LEN;
-use ptnet_vhost::device::thread_name;
-use ptnet_vhost::guest::{self, GuestMem};
-use ptnet_vhost::vring::{self, Change, PtnetVring, VringHook};
+use ptnet_vhost_user::guest::{self, GuestMem};
+use ptnet_vhost_user::vring::{Change, HookedVring, VringHook};
+use ptnet_vhost_user::{PortDevice, thread_name};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -216,6 +216,12 @@ pub fn bind_port(port: &dyn SyncPort, pairs: u16) -> Result<PortBinding, String>
     Ok(PortBinding { csb, irqs })
 }
 
+/// Queue pairs a device over `port` offers: one per TX/RX ring pair, up to [`MAX_PAIRS`].
+pub fn pairs_of(port: &dyn SyncPort) -> u16 {
+    let ifc = port.interface();
+    (ifc.tx.len().min(ifc.rx.len()) as u16).clamp(1, MAX_PAIRS)
+}
+
 struct Worker {
     stop: Arc<EventFd>,
     stopping: Arc<AtomicBool>,
@@ -224,7 +230,7 @@ struct Worker {
 
 struct State {
     acked_features: u64,
-    vrings: Vec<PtnetVring>,
+    vrings: Vec<HookedVring>,
     workers: Option<Vec<Worker>>,
     last_refusal: Option<String>,
     gone: bool,
@@ -245,8 +251,7 @@ pub struct NetDevice {
 impl NetDevice {
     /// A device for one connection to `port`.
     pub fn new(port: Arc<dyn SyncPort>, opts: DeviceOptions, stats: Arc<NetStats>) -> Arc<Self> {
-        let ifc = port.interface();
-        let pairs = (ifc.tx.len().min(ifc.rx.len()) as u16).clamp(1, MAX_PAIRS);
+        let pairs = pairs_of(&*port);
         Arc::new(NetDevice {
             name: port.name().to_owned(),
             port,
@@ -270,23 +275,9 @@ impl NetDevice {
         self.pairs
     }
 
-    /// The guest memory handle to give the vhost-user daemon.
-    pub fn guest_memory(&self) -> GuestMem {
-        self.mem.clone()
-    }
-
     /// The MAC address the config space holds now.
     pub fn mac(&self) -> [u8; 6] {
         self.config.lock().unwrap_or_else(|e| e.into_inner()).mac()
-    }
-
-    /// Takes the queues the handler created (in queue order) and hooks them up.
-    pub fn register(self: &Arc<Self>, vrings: Vec<PtnetVring>) {
-        let hook: Weak<dyn VringHook> = Arc::downgrade(self) as Weak<dyn VringHook>;
-        for (i, v) in vrings.iter().enumerate() {
-            v.set_hook(hook.clone(), i as u16);
-        }
-        self.lock().vrings = vrings;
     }
 
     /// The frontend went away: stops the workers and unbinds the port.
@@ -301,7 +292,7 @@ impl NetDevice {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn live(v: &PtnetVring) -> bool {
+    fn live(v: &HookedVring) -> bool {
         let s = v.get_ref();
         s.get_queue().ready() && s.is_enabled() && s.get_kick().is_some()
     }
@@ -363,7 +354,7 @@ impl NetDevice {
         for &p in live {
             let pi = usize::from(p);
             let (rxq, txq) = (&st.vrings[2 * pi], &st.vrings[2 * pi + 1]);
-            let dup = |v: &PtnetVring, what: &str| -> Result<EventFd, String> {
+            let dup = |v: &HookedVring, what: &str| -> Result<EventFd, String> {
                 let s = v.get_ref();
                 let k = s.get_kick().as_ref().ok_or(format!("{what}: no kick"))?;
                 guest::dup_eventfd(k).map_err(|e| format!("{what} kick eventfd: {e}"))
@@ -470,6 +461,52 @@ impl NetDevice {
     }
 }
 
+impl PortDevice for NetDevice {
+    type Options = DeviceOptions;
+    type Stats = NetStats;
+    type Snapshot = NetStatsSnapshot;
+    const KIND: &'static str = "virtio-net device";
+    const THREAD: &'static str = "vnet";
+    const RELAY: bool = true;
+
+    fn connect(
+        port: &Arc<dyn SyncPort>,
+        opts: &DeviceOptions,
+        stats: &Arc<NetStats>,
+    ) -> io::Result<Arc<Self>> {
+        Ok(NetDevice::new(
+            Arc::clone(port),
+            opts.clone(),
+            Arc::clone(stats),
+        ))
+    }
+
+    fn guest_memory(&self) -> GuestMem {
+        self.mem.clone()
+    }
+
+    fn set_vrings(&self, vrings: Vec<HookedVring>) {
+        self.lock().vrings = vrings;
+    }
+
+    fn shutdown(&self) {
+        NetDevice::shutdown(self);
+    }
+
+    /// A MAC the driver set survives a reconnection (the config space is the device's).
+    fn carry_over(&self, opts: &mut DeviceOptions) {
+        opts.mac = self.mac();
+    }
+
+    fn connections(stats: &NetStats) -> &AtomicU64 {
+        &stats.connections
+    }
+
+    fn snapshot(stats: &NetStats) -> NetStatsSnapshot {
+        stats.snapshot()
+    }
+}
+
 impl VringHook for NetDevice {
     fn changed(&self, index: u16, what: Change) {
         let mut st = self.lock();
@@ -482,7 +519,7 @@ impl VringHook for NetDevice {
 
 impl VhostUserBackend for NetDevice {
     type Bitmap = ();
-    type Vring = PtnetVring;
+    type Vring = HookedVring;
 
     fn num_queues(&self) -> usize {
         2 * usize::from(self.pairs) + 1
@@ -569,16 +606,13 @@ impl VhostUserBackend for NetDevice {
         &self,
         _device_event: u16,
         _evset: EventSet,
-        _vrings: &[PtnetVring],
+        _vrings: &[HookedVring],
         _thread_id: usize,
     ) -> io::Result<()> {
         // Never called: there are no vring worker threads (see `queues_per_thread`).
         Ok(())
     }
 }
-
-/// Collects the queues `VhostUserDaemon::new` creates (see [`ptnet_vhost::vring::collect`]).
-pub use vring::collect;
 
 #[cfg(test)]
 mod tests {

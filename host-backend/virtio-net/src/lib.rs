@@ -5,7 +5,8 @@
 //! in the same thread, so a frame costs one copy between guest memory and the port's buffers
 //! and no system call.
 //!
-//! * [`server`]: serving a port on a vhost-user socket ([`serve`]), one frontend at a time;
+//! * [`server`]: what serving a port as a virtio-net device offers ([`serve`]), the QEMU
+//!   arguments;
 //! * [`device`]: one connection's device: features, config space, vhost-user callbacks, start
 //!   and stop of the queue-pair workers;
 //! * [`config`]: the virtio-net configuration space (MAC, status, queue pairs);
@@ -15,16 +16,15 @@
 //! * [`worker`]: a queue pair's data path: TX virtqueue → port TX ring, port RX ring → RX
 //!   virtqueue (MRG_RXBUF), the control queue, lingering and sleeping;
 //! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ);
-//! * [`proxy`]: the relay that reorders QEMU's early `SET_VRING_ENABLE` after
-//!   `SET_FEATURES` for the `vhost` crate's request handler.
 //!
-//! The virtio-net header is stripped on TX and a zeroed one is prepended on RX: offloads
-//! (checksum, TSO) are not offered yet, so frames cross the switch as plain Ethernet frames.
+//! The vhost-user plumbing (socket, connections, hooked virtqueues, guest memory, and the
+//! relay that puts QEMU's early `SET_VRING_ENABLE` after `SET_FEATURES`) is
+//! `ptnet-vhost-user`'s. Offloads: see [`worker`] (the virtio-net header crosses the switch
+//! to ports that carry it, and is resolved in software toward the others).
 
 pub mod config;
 pub mod ctrl;
 pub mod device;
-pub mod proxy;
 pub mod server;
 pub mod virtq;
 pub mod worker;

@@ -45,8 +45,8 @@ use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use ptnet_spec::ring::nm_next;
-use ptnet_vhost::guest::GuestMem;
-use ptnet_vhost::vring::PtnetVring;
+use ptnet_vhost_user::guest::GuestMem;
+use ptnet_vhost_user::vring::HookedVring;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
@@ -202,8 +202,8 @@ pub struct Pair {
     index: u16,
     port: Arc<dyn SyncPort>,
     mem: GuestMem,
-    rxq: PtnetVring,
-    txq: PtnetVring,
+    rxq: HookedVring,
+    txq: HookedVring,
     ctrl: Option<Ctrl>,
     tx: AppRing,
     rx: AppRing,
@@ -252,9 +252,9 @@ pub struct PairConfig {
     /// Guest memory.
     pub mem: GuestMem,
     /// The receive virtqueue (2 × index).
-    pub rxq: PtnetVring,
+    pub rxq: HookedVring,
     /// The transmit virtqueue (2 × index + 1).
-    pub txq: PtnetVring,
+    pub txq: HookedVring,
     /// The control virtqueue, served by pair 0.
     pub ctrl: Option<Ctrl>,
     /// Negotiated features.

@@ -11,8 +11,8 @@ use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
-use ptnet_vhost::guest::GuestMem;
-use ptnet_vhost::vring::PtnetVring;
+use ptnet_vhost_user::guest::GuestMem;
+use ptnet_vhost_user::vring::HookedVring;
 use ptnet_virtio_net::device::{NetStats, bind_port, features};
 use ptnet_virtio_net::worker::{Pair, PairConfig};
 use vhost_user_backend::VringT;
@@ -48,8 +48,8 @@ fn used_addr(base: u64) -> u64 {
 }
 
 /// A queue at `base`: descriptor table, avail ring, used ring, laid out as a driver does.
-fn vring(mem: &GuestMem, base: u64) -> PtnetVring {
-    let v = PtnetVring::new(mem.clone(), QSIZE).unwrap();
+fn vring(mem: &GuestMem, base: u64) -> HookedVring {
+    let v = HookedVring::new(mem.clone(), QSIZE).unwrap();
     v.set_queue_size(QSIZE);
     v.set_queue_info(base, avail_addr(base), used_addr(base))
         .unwrap();

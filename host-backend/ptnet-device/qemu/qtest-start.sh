@@ -3,7 +3,7 @@
 # accelerator and qtest_driver.py performs the guest's accesses (PCI set-up, virtio init,
 # event buffers, CSB addresses, DRIVER_OK, a frame each way, a reset), three times: every
 # start after the first follows a device reset (the second reset with the VM paused), as a
-# driver reload or a reboot does. The backend is ptnet-vhost-demo: vale0:vm served as the
+# driver reload or a reboot does. The backend is ptnet-device-demo: vale0:vm served as the
 # ptnet device, with a host client on vale0.
 #
 # Usage: host-backend/vhost/qemu/qtest-start.sh   (root: builds QEMU with
@@ -25,9 +25,9 @@ export PTNET_QTEST_STARTS=$starts
 # would deadlock a cold build.
 qemu=${PTNET_QEMU:-$(qemu-patches/build-qemu.sh)}
 [ -x "$qemu" ] || die "no QEMU binary at $qemu"
-log "building ptnet-vhost-demo"
-cargo build --quiet -p ptnet-vhost --example ptnet-vhost-demo
-demo=${CARGO_TARGET_DIR:-$PTNET_ROOT/target}/debug/examples/ptnet-vhost-demo
+log "building ptnet-device-demo"
+cargo build --quiet -p ptnet-device --example ptnet-device-demo
+demo=${CARGO_TARGET_DIR:-$PTNET_ROOT/target}/debug/examples/ptnet-device-demo
 
 dir=$(mktemp -d /tmp/ptnet-qtest.XXXXXX)
 demo_pid="" qemu_pid="" driver_pid="" ok=0
@@ -107,5 +107,5 @@ else
     sed 's/^/demo: /' "$dir/demo.log" >&2
     die "the port was not reclaimed after QEMU exited"
 fi
-grep -aE 'ptnet_vhost|device Stats' "$dir/demo.log" | sed -E 's/^\[[^]]*\] ?/  /' | tail -12
+grep -aE 'ptnet_device|ptnet_vhost_user|device Stats' "$dir/demo.log" | sed -E 's/^\[[^]]*\] ?/  /' | tail -12
 ok=1

@@ -56,10 +56,12 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use ptnet_vhost_user::guest::{self, FileId, GuestMem};
+use ptnet_vhost_user::vring::{self, Change, HookedVring, VringHook};
+use ptnet_vhost_user::{PortDevice, thread_name};
+
 use crate::config::{DeviceConfig, STATUS_RUNNING};
-use crate::guest::{self, FileId, GuestMem};
 use crate::irq::{IrqStats, VirtqueueInterrupt};
-use crate::vring::{self, Change, PtnetVring, VringHook};
 
 /// Counters of one served port, across frontend connections.
 #[derive(Debug, Default)]
@@ -168,7 +170,7 @@ enum Job {
 struct State {
     config: DeviceConfig,
     acked_features: u64,
-    vrings: Vec<PtnetVring>,
+    vrings: Vec<HookedVring>,
     backend_req: Option<Backend>,
     running: Option<Running>,
     /// Bumped at every start and stop: a mapping acknowledged for an older generation is
@@ -283,20 +285,6 @@ impl Device {
             .name(thread_name("vmap", &dev.name))
             .spawn(move || mapper(&weak, &rx))?;
         Ok(dev)
-    }
-
-    /// The guest memory handle to give the vhost-user daemon.
-    pub fn guest_memory(&self) -> GuestMem {
-        self.mem.clone()
-    }
-
-    /// Takes the queues the handler created (in queue order) and hooks them up.
-    pub fn register(self: &Arc<Self>, vrings: Vec<PtnetVring>) {
-        let hook: Weak<dyn VringHook> = Arc::downgrade(self) as Weak<dyn VringHook>;
-        for (i, v) in vrings.iter().enumerate() {
-            v.set_hook(hook.clone(), i as u16);
-        }
-        self.lock().vrings = vrings;
     }
 
     /// The frontend went away: stops the port (without unmapping: the frontend dropped its
@@ -592,9 +580,40 @@ fn mapper(dev: &Weak<Device>, jobs: &Receiver<Job>) {
     }
 }
 
-/// A thread name: `prefix-port`, cut to Linux's 15 bytes.
-pub fn thread_name(prefix: &str, port: &str) -> String {
-    format!("{prefix}-{port}").chars().take(15).collect()
+impl PortDevice for Device {
+    type Options = DeviceOptions;
+    type Stats = DeviceStats;
+    type Snapshot = StatsSnapshot;
+    const KIND: &'static str = "ptnet device";
+    const THREAD: &'static str = "vhost";
+
+    fn connect(
+        port: &Arc<dyn SyncPort>,
+        opts: &DeviceOptions,
+        stats: &Arc<DeviceStats>,
+    ) -> io::Result<Arc<Self>> {
+        Device::new(Arc::clone(port), opts.clone(), Arc::clone(stats))
+    }
+
+    fn guest_memory(&self) -> GuestMem {
+        self.mem.clone()
+    }
+
+    fn set_vrings(&self, vrings: Vec<HookedVring>) {
+        self.lock().vrings = vrings;
+    }
+
+    fn shutdown(&self) {
+        Device::shutdown(self);
+    }
+
+    fn connections(stats: &DeviceStats) -> &AtomicU64 {
+        &stats.connections
+    }
+
+    fn snapshot(stats: &DeviceStats) -> StatsSnapshot {
+        stats.snapshot()
+    }
 }
 
 impl VringHook for Device {
@@ -619,7 +638,7 @@ impl VringHook for Device {
 
 impl VhostUserBackend for Device {
     type Bitmap = ();
-    type Vring = PtnetVring;
+    type Vring = HookedVring;
 
     fn num_queues(&self) -> usize {
         self.nrings as usize
@@ -746,7 +765,7 @@ impl VhostUserBackend for Device {
         &self,
         device_event: u16,
         _evset: EventSet,
-        _vrings: &[PtnetVring],
+        _vrings: &[HookedVring],
         _thread_id: usize,
     ) -> io::Result<()> {
         // Only with `kicks_via_worker` (measurement): the worker read the kick of queue

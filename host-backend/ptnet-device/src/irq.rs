@@ -15,7 +15,7 @@ use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
-use crate::guest::GuestMem;
+use ptnet_vhost_user::GuestMem;
 
 /// Interrupt counters of one device (all its rings), updated per interrupt.
 #[derive(Debug, Default)]

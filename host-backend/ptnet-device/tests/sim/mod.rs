@@ -729,7 +729,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A unique socket path for a test.
 pub fn socket_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ptnet-vhost-{}-{name}.sock", std::process::id()))
+    std::env::temp_dir().join(format!("ptnet-device-{}-{name}.sock", std::process::id()))
 }
 
 /// Starts logging once (RUST_LOG=debug shows the device's life cycle).

@@ -1,8 +1,8 @@
 //! What serving a port on a vhost-user socket needs whatever the device: taking the socket
 //! path (a live server or a file is not taken over, a stale socket of an earlier run is), a
 //! serving thread that waits for the next frontend or a stop request, the connection being
-//! served, and stopping all of it from another thread. The ptnet device ([`crate::server`])
-//! and `ptnet-virtio-net` both serve this way.
+//! served, and stopping all of it from another thread ([`crate::server`] serves every device
+//! kind this way).
 
 use std::fs;
 use std::io;

@@ -20,9 +20,9 @@ use ptnet_datapath::mem::{Region, RegionConfig};
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::pipe::{Pipe, PipePortSync};
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
+use ptnet_device::{ServeConfig, ServeError, serve};
 use ptnet_spec::device::PTNET_F_VNET_HDR;
 use ptnet_spec::netmap::NetmapIf;
-use ptnet_vhost::{ServeConfig, ServeError, serve};
 use sim::{Vm, eventually, exchange, init_log, socket_path};
 
 fn vale_port(sw: &Arc<Switch>, name: &str, region: Option<Arc<Region>>) -> Arc<dyn SyncPort> {
@@ -49,7 +49,7 @@ fn mac(i: u8) -> [u8; 6] {
 
 /// Every interrupt the device raised completed exactly one event buffer, and the guest saw
 /// every completed buffer.
-fn assert_interrupts_carried_event_buffers(h: &ptnet_vhost::ServeHandle, vm: &sim::GuestPort) {
+fn assert_interrupts_carried_event_buffers(h: &ptnet_device::ServeHandle, vm: &sim::GuestPort) {
     let ok = eventually(Duration::from_secs(5), || {
         let s = h.stats();
         s.event_buffers == s.irqs_raised
@@ -80,7 +80,7 @@ fn a_vm_and_a_host_client_exchange_frames_across_vale_both_ways() {
     let h = serve(&path, Arc::clone(&vm_port), ServeConfig::default()).unwrap();
 
     let mut vm = Vm::connect(&path);
-    assert_eq!(vm.cfg.mac, ptnet_vhost::default_mac("vale0:vm"));
+    assert_eq!(vm.cfg.mac, ptnet_device::default_mac("vale0:vm"));
     assert_ne!(
         vm.offered & (1 << PTNET_F_VNET_HDR),
         0,

@@ -41,26 +41,30 @@ pub trait VringHook: Send + Sync {
 
 /// A virtqueue: vhost-user-backend's `VringRwLock` with a change hook.
 #[derive(Clone)]
-pub struct PtnetVring {
+pub struct HookedVring {
     inner: VringRwLock<GuestMem>,
     hook: Arc<OnceLock<(Weak<dyn VringHook>, u16)>>,
 }
 
 thread_local! {
-    /// Queues created on this thread while [`collect`] runs.
-    static CREATED: RefCell<Option<Vec<PtnetVring>>> = const { RefCell::new(None) };
+    /// Queues created on this thread while [`collect`] runs. vhost-user-backend creates the
+    /// queues inside `VhostUserDaemon::new` through `VringT::new(mem, size)`, which takes
+    /// nothing the device could recognise, and offers no way to reach them afterwards (its
+    /// handler keeps them private; only vring worker threads, which these devices do not use,
+    /// see them): the thread creating the daemon is the one link there is.
+    static CREATED: RefCell<Option<Vec<HookedVring>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` and returns what it returned with the queues it created, in creation order (the
 /// handler creates queue 0 first).
-pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<PtnetVring>) {
+pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<HookedVring>) {
     CREATED.with(|c| *c.borrow_mut() = Some(Vec::new()));
     let r = f();
     let v = CREATED.with(|c| c.borrow_mut().take()).unwrap_or_default();
     (r, v)
 }
 
-impl PtnetVring {
+impl HookedVring {
     /// Registers the hook that hears about this queue, as queue `index`.
     pub fn set_hook(&self, hook: Weak<dyn VringHook>, index: u16) {
         let _ = self.hook.set((hook, index));
@@ -92,17 +96,17 @@ impl PtnetVring {
     }
 }
 
-impl<'a> VringStateGuard<'a, GuestMem> for PtnetVring {
+impl<'a> VringStateGuard<'a, GuestMem> for HookedVring {
     type G = <VringRwLock<GuestMem> as VringStateGuard<'a, GuestMem>>::G;
 }
 
-impl<'a> VringStateMutGuard<'a, GuestMem> for PtnetVring {
+impl<'a> VringStateMutGuard<'a, GuestMem> for HookedVring {
     type G = <VringRwLock<GuestMem> as VringStateMutGuard<'a, GuestMem>>::G;
 }
 
-impl VringT<GuestMem> for PtnetVring {
+impl VringT<GuestMem> for HookedVring {
     fn new(mem: GuestMem, max_queue_size: u16) -> Result<Self, VirtQueError> {
-        let v = PtnetVring {
+        let v = HookedVring {
             inner: VringRwLock::new(mem, max_queue_size)?,
             hook: Arc::new(OnceLock::new()),
         };

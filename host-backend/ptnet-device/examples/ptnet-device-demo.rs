@@ -2,7 +2,7 @@
 //! same switch, for trying the device with a real QEMU (`qemu/qtest-start.sh` drives it).
 //!
 //! ```sh
-//! cargo run -p ptnet-vhost --example ptnet-vhost-demo -- /tmp/ptnet-vm.sock [SECONDS]
+//! cargo run -p ptnet-device --example ptnet-device-demo -- /tmp/ptnet-vm.sock [SECONDS]
 //! ```
 //!
 //! It prints the QEMU arguments and the port's geometry, then every 100 ms the host client
@@ -18,13 +18,13 @@ use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
-use ptnet_vhost::{ServeConfig, qemu_args, serve};
+use ptnet_device::{ServeConfig, qemu_args, serve};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args().skip(1);
     let Some(socket) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: ptnet-vhost-demo SOCKET [SECONDS]");
+        eprintln!("usage: ptnet-device-demo SOCKET [SECONDS]");
         std::process::exit(2);
     };
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3600);

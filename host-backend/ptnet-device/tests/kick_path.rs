@@ -1,11 +1,11 @@
-//! Measurement: who reads a VM's kicks. ptnet-vhost lets the port's sync loop sleep on the
+//! Measurement: who reads a VM's kicks. ptnet-device lets the port's sync loop sleep on the
 //! kick eventfds itself; the alternative is vhost-user-backend's vring worker reading them
 //! and passing each on to the sync loop (one more thread hop per kick). This compares both
 //! with a host client (the same sync loop, no vhost-user at all), through the frontend
 //! simulator, with the sync loops' lingering off so that every wake-up is a kick.
 //!
 //! ```sh
-//! cargo test --release -p ptnet-vhost --features sim-tests --test kick_path -- --ignored --nocapture
+//! cargo test --release -p ptnet-device --features sim-tests --test kick_path -- --ignored --nocapture
 //! ```
 //!
 //! Outside the measurement, `both_kick_paths_carry_traffic` (run by tier 2) keeps the
@@ -24,7 +24,7 @@ use ptnet_datapath::host::HostClient;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
 use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
-use ptnet_vhost::{ServeConfig, ServeHandle, serve};
+use ptnet_device::{ServeConfig, ServeHandle, serve};
 use sim::{GuestPort, Vm, exchange, init_log};
 
 const NO_LINGER: Mode = Mode::Eventfd {
@@ -52,7 +52,7 @@ fn mac(i: u8) -> [u8; 6] {
     [2, 0, 0, 0, 0, i]
 }
 
-/// The client side of the measured port: a VM through ptnet-vhost, or a host client.
+/// The client side of the measured port: a VM through ptnet-device, or a host client.
 enum Side {
     Vm(Box<(ServeHandle, Vm, GuestPort)>),
     Host {
@@ -75,7 +75,7 @@ impl Side {
 enum Path {
     /// A host client (no vhost-user).
     Host,
-    /// A VM; the sync loop sleeps on the kick eventfds (ptnet-vhost's design).
+    /// A VM; the sync loop sleeps on the kick eventfds (ptnet-device's design).
     VmDirect,
     /// A VM; vhost-user-backend's worker reads the kicks and passes them on.
     VmViaWorker,

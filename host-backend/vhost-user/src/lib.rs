@@ -1,29 +1,26 @@
-//! ptnet-vhost: the ptnet device over vhost-user. A VM's ptnet device (virtio id 63, QEMU's
-//! generic vhost-user device) becomes one more client of a port of the datapath: its shared
-//! memory region 0 *is* the port's region, its virtqueues are the rings' doorbells and
-//! interrupts, and its CSB lives in guest RAM. The port runs the same sync loop as a host
-//! client's (SPEC.md §3).
+//! ptnet-vhost-user: the vhost-user plumbing every device kind of `ptnetd` shares. A device
+//! kind (the ptnet device in `ptnet-device`, virtio-net in `ptnet-virtio-net`) implements
+//! [`PortDevice`] and the vhost-user callbacks; everything around them
+//! is here.
 //!
-//! * [`server`]: serving a port on a vhost-user socket ([`serve`]), the QEMU arguments;
-//! * [`socket`]: what any vhost-user server needs (taking the socket path, waiting for the
-//!   next frontend, stopping), shared with `ptnet-virtio-net`;
-//! * [`device`]: one connection's device: vhost-user callbacks, start and stop, region 0
-//!   mapping;
-//! * [`config`]: the configuration space (`GET_CONFIG`/`SET_CONFIG`);
-//! * [`vring`]: virtqueues that report their state changes to the device;
-//! * [`irq`]: a ring's interrupt for a VM (complete an event buffer, signal the call fd);
-//! * [`guest`]: the checked unsafe wrappers: CSB in guest memory, frontend eventfds.
+//! * [`server`]: serving a port on a vhost-user socket, one frontend at a time, a fresh
+//!   device per connection ([`serve`]);
+//! * [`socket`]: taking the socket path, waiting for the next frontend, stopping;
+//! * [`vring`]: virtqueues that report their state changes to the device ([`HookedVring`]);
+//! * [`guest`]: the checked unsafe wrappers: a CSB in guest memory, the memory table, the
+//!   frontend's eventfds;
+//! * [`relay`]: the message relay that puts QEMU's early `SET_VRING_ENABLE` after
+//!   `SET_FEATURES`.
 
-pub mod config;
-pub mod device;
 pub mod guest;
-pub mod irq;
+pub mod relay;
 pub mod server;
 pub mod socket;
 pub mod vring;
 
-pub use device::StatsSnapshot;
-pub use server::{ServeConfig, ServeError, ServeHandle, default_mac, qemu_args, serve};
+pub use guest::GuestMem;
+pub use server::{PortDevice, ServeError, ServeHandle, default_mac, serve, thread_name};
+pub use vring::{Change, HookedVring, VringHook};
 
 #[cfg(test)]
 mod tests {

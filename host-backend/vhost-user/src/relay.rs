@@ -1,5 +1,6 @@
 //! A vhost-user message relay between the frontend and the `vhost` crate's request handler,
-//! for one QEMU behaviour the handler does not accept.
+//! for one QEMU behaviour the handler does not accept (devices that need it say so with
+//! [`PortDevice::RELAY`](crate::server::PortDevice::RELAY)).
 //!
 //! QEMU's `virtio-net` sends `SET_VRING_ENABLE` before `SET_FEATURES`: when the guest writes
 //! its features (`virtio_net_set_features` → `peer_attach`) and again when it starts the
@@ -23,21 +24,20 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use ptnet_vhost::device::thread_name;
+use vhost::vhost_user::message::{FrontendReq, VhostUserHeaderFlag};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-/// `VHOST_USER_SET_FEATURES`.
-const SET_FEATURES: u32 = 2;
-/// `VHOST_USER_RESET_OWNER`.
-const RESET_OWNER: u32 = 4;
-/// `VHOST_USER_SET_VRING_ENABLE`.
-const SET_VRING_ENABLE: u32 = 18;
-/// `VHOST_USER_RESET_DEVICE`.
-const RESET_DEVICE: u32 = 34;
-/// Header flags: protocol version 1, reply, reply wanted.
+use crate::server::thread_name;
+
+// The requests the relay looks at, with the `vhost` crate's numbering.
+const SET_FEATURES: u32 = FrontendReq::SET_FEATURES as u32;
+const RESET_OWNER: u32 = FrontendReq::RESET_OWNER as u32;
+const SET_VRING_ENABLE: u32 = FrontendReq::SET_VRING_ENABLE as u32;
+const RESET_DEVICE: u32 = FrontendReq::RESET_DEVICE as u32;
+/// Header flags: protocol version 1 (the value in the `VERSION` bits), reply, reply wanted.
 const VERSION: u32 = 0x1;
-const REPLY: u32 = 0x4;
-const NEED_REPLY: u32 = 0x8;
+const REPLY: u32 = VhostUserHeaderFlag::REPLY.bits();
+const NEED_REPLY: u32 = VhostUserHeaderFlag::NEED_REPLY.bits();
 /// Largest payload relayed (the handler's own limit is 4 KiB for most messages; a config
 /// or memory table fits easily).
 pub const MAX_PAYLOAD: usize = 64 * 1024;
