@@ -2,7 +2,15 @@
 //! run it in-process too.
 //!
 //! * [`config`]: the TOML configuration and its embedded default;
-//! * [`daemon`]: switches, ports, pipes, attachments and the control socket server.
+//! * [`daemon`]: the daemon, its state's lock, host clients' attachments;
+//! * `registry`: switches, ports, pipes and direct NIC ports, claimed, released, listed;
+//! * `nic`: host interfaces on switches or given directly to a client;
+//! * `vm`: ports served to VMs over vhost-user;
+//! * [`control`]: the control socket and its requests.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
+mod nic;
+mod registry;
+mod vm;

@@ -1,5 +1,5 @@
-//! `ptnetd`: owns VALE switches and netmap pipes and serves host clients (and, later, VMs)
-//! their ports over a control socket.
+//! `ptnetd`: owns VALE switches, netmap pipes and host NIC ports, and serves them to host
+//! clients over a control socket and to VMs over vhost-user.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match daemon::bind_socket(&socket, mode) {
+    let listener = match ptnetd::control::bind_socket(&socket, mode) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("ptnetd: cannot listen on {}: {e}", socket.display());

@@ -1,0 +1,210 @@
+//! The control socket: one thread per connection reads one request and answers it. An
+//! `attach` keeps the connection (and the thread, asleep in `read`) for as long as the client
+//! stays; when the connection closes, for whatever reason, the client's sync loop stops and
+//! its port is released (an on-demand port is removed, a configured one stays).
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use ptnet_proto::{self as proto, Envelope, PROTO_VERSION, Reply, Request};
+
+use crate::daemon::{DEFAULT_SLOTS, Daemon, DaemonError, error_chain};
+use crate::nic::{HostStack, NicRequest, detach_nic};
+use crate::registry::{destroy_port, destroy_switch, listing};
+
+impl Daemon {
+    /// Answers a management request.
+    pub fn handle(&self, req: Request) -> Reply {
+        let mut st = self.lock();
+        let r = match req {
+            Request::Attach(_) => Err(DaemonError::Invalid(
+                "attach is handled by the connection".into(),
+            )),
+            Request::List => return listing(&st),
+            Request::CreateSwitch { name } => self.create_switch(&mut st, &name, 8),
+            Request::DestroySwitch { name } => destroy_switch(&mut st, &name),
+            Request::CreatePort(req) => self.create_port(&mut st, &req, true).map(|_| ()),
+            Request::DestroyPort { port } => destroy_port(&mut st, &port),
+            Request::AttachNic {
+                switch,
+                ifname,
+                backend,
+                buf_size,
+                host_stack,
+                host_stack_tap,
+            } => {
+                let req = NicRequest {
+                    switch: &switch,
+                    ifname: &ifname,
+                    backend: backend.as_deref(),
+                    buf_size,
+                    slots: DEFAULT_SLOTS,
+                    host_stack: HostStack::new(host_stack_tap.as_deref(), host_stack),
+                };
+                return match self.attach_nic(&mut st, &req) {
+                    Ok(nic) => Reply::NicAttached {
+                        port: format!("{switch}:{ifname}"),
+                        host_stack: st
+                            .switches
+                            .get(&switch)
+                            .and_then(|s| s.ports.get(&ifname))
+                            .and_then(|p| p.host_stack.clone()),
+                        nic,
+                    },
+                    Err(e) => Reply::Error {
+                        message: e.to_string(),
+                    },
+                };
+            }
+            Request::DetachNic { switch, ifname } => detach_nic(&mut st, &switch, &ifname),
+            Request::CreateNicPort {
+                ifname,
+                backend,
+                buf_size,
+                rings,
+            } => self.create_direct(
+                &mut st,
+                &ifname,
+                backend.as_deref(),
+                buf_size,
+                rings.unwrap_or(1),
+                None,
+                true,
+            ),
+            Request::ServeVm(req) => self.serve_vm(&mut st, &req),
+            Request::StopVm { port } => self.stop_vm(&mut st, &port),
+            Request::QemuArgs { port } => {
+                return match self.qemu_args(&st, &port) {
+                    Ok(args) => Reply::QemuArgs { args },
+                    Err(e) => Reply::Error {
+                        message: e.to_string(),
+                    },
+                };
+            }
+        };
+        match r {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Serves the control socket forever (until the listener fails).
+    pub fn serve(self: &Arc<Self>, listener: UnixListener) -> io::Result<()> {
+        for conn in listener.incoming() {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let d = Arc::clone(self);
+            let spawned = thread::Builder::new()
+                .name("ctl-conn".into())
+                .spawn(move || d.connection(conn));
+            if let Err(e) = spawned {
+                log::error!("cannot start a connection thread: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn connection(&self, conn: UnixStream) {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let env: Envelope = match proto::recv(&conn) {
+            Ok((env, _)) => env,
+            Err(proto::ProtoError::Closed) => return,
+            Err(e) => {
+                let _ = proto::send(
+                    &conn,
+                    &Reply::Error {
+                        message: format!("bad request: {}", error_chain(&e)),
+                    },
+                    &[],
+                );
+                return;
+            }
+        };
+        if env.version != PROTO_VERSION {
+            let _ = proto::send(
+                &conn,
+                &Reply::Error {
+                    message: format!(
+                        "protocol version {} not supported (this daemon speaks {PROTO_VERSION})",
+                        env.version
+                    ),
+                },
+                &[],
+            );
+            return;
+        }
+        let Request::Attach(req) = env.request else {
+            let reply = self.handle(env.request);
+            if let Err(e) = proto::send(&conn, &reply, &[]) {
+                log::debug!("reply lost: {e}");
+            }
+            return;
+        };
+        let (att, files) = match self.attach(&req) {
+            Ok(x) => x,
+            Err(e) => {
+                log::info!("attach {}: {e}", req.port);
+                let _ = proto::send(
+                    &conn,
+                    &Reply::Error {
+                        message: e.to_string(),
+                    },
+                    &[],
+                );
+                return;
+            }
+        };
+        let fds: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+        let sent = proto::send(&conn, &Reply::Attached(att.client.info().clone()), &fds);
+        drop(files);
+        if let Err(e) = sent {
+            log::warn!("{}: attach reply failed: {}", req.port, error_chain(&e));
+        } else {
+            // Attached: sleep until the client goes away (EOF, error or anything it sends).
+            let _ = conn.set_read_timeout(None);
+            let mut b = [0u8; 64];
+            loop {
+                match (&conn).read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        self.detach(att);
+    }
+}
+
+/// Binds the control socket: creates its directory, replaces a stale socket (one nobody
+/// listens on), refuses to steal a live one, and sets its permissions.
+pub fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running daemon", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}

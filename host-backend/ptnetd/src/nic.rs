@@ -1,0 +1,415 @@
+//! Host interfaces: attached to a switch (a NIC port, and the host stack's tap beside it if
+//! asked), or given directly to one client (`netmap:eth0`).
+
+use std::sync::Arc;
+
+use ptnet_datapath::mem::DEFAULT_BUF_SIZE;
+use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
+use ptnet_datapath::nic::tap::TapOpener;
+use ptnet_datapath::nic::{BackendChoice, HostInterface, NicPort, NicSnapshot};
+use ptnet_datapath::switch::vale::VPortSpec;
+use ptnet_proto::{NicEntry, Profile};
+use ptnet_spec::name::{Base, PortName, RingSelection};
+
+use crate::config::PortSection;
+use crate::daemon::{DEFAULT_SLOTS, Daemon, DaemonError, Result, error_chain};
+use crate::registry::{DirectState, PortState, State, SwitchState};
+
+/// Whether the host's own stack joins the switch beside an interface, through a tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostStack<'a> {
+    /// No.
+    No,
+    /// Through a tap named `ptnet-IF`.
+    DefaultTap,
+    /// Through a tap of this name.
+    Tap(&'a str),
+}
+
+impl<'a> HostStack<'a> {
+    /// From a request or a `[[port]]` section: a tap name, or just "yes".
+    pub(crate) fn new(tap: Option<&'a str>, on: bool) -> Self {
+        match (tap, on) {
+            (Some(t), _) => HostStack::Tap(t),
+            (None, true) => HostStack::DefaultTap,
+            (None, false) => HostStack::No,
+        }
+    }
+
+    /// The tap's name for interface `ifname`, if there is one.
+    fn tap_name(self, ifname: &str) -> Option<String> {
+        match self {
+            HostStack::No => None,
+            HostStack::DefaultTap => Some(format!("ptnet-{ifname}").chars().take(15).collect()),
+            HostStack::Tap(t) => Some(t.to_owned()),
+        }
+    }
+}
+
+/// What attaching a host interface to a switch asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NicRequest<'a> {
+    /// The switch (created if needed).
+    pub(crate) switch: &'a str,
+    /// The interface; the port is `switch:ifname`.
+    pub(crate) ifname: &'a str,
+    /// Backend name (`auto` when absent).
+    pub(crate) backend: Option<&'a str>,
+    /// Buffer size of the port (the default when absent).
+    pub(crate) buf_size: Option<u32>,
+    /// Slots of each ring.
+    pub(crate) slots: u32,
+    /// The host stack's tap.
+    pub(crate) host_stack: HostStack<'a>,
+}
+
+impl Daemon {
+    /// Gives host interface `ifname` a stand-alone port for one client (netmap's
+    /// `netmap:eth0`), with `rings` ring pairs (AF_PACKET fanout when more than one).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_direct(
+        &self,
+        st: &mut State,
+        ifname: &str,
+        backend: Option<&str>,
+        buf_size: Option<u32>,
+        rings: u32,
+        slots: Option<u32>,
+        persistent: bool,
+    ) -> Result<()> {
+        if let Some(ds) = st.directs.get_mut(ifname) {
+            if persistent && !ds.persistent {
+                ds.persistent = true;
+                return Ok(());
+            }
+            return Err(DaemonError::Exists(format!("port {ifname}")));
+        }
+        // Clients name the port by the interface's name: it must parse back to exactly that
+        // (netmap's grammar reads `-`, `{`, `}`, `*`, `^`, `@`, `/` as suffixes, and a leading
+        // `vale` as a switch).
+        let reachable = matches!(
+            PortName::parse(ifname),
+            Ok(PortName {
+                base: Base::Nic { ifname: n },
+                pipe: None,
+                rings: RingSelection::AllNic,
+                flags: 0,
+                mem_id: None,
+            }) if n == ifname
+        );
+        if !reachable {
+            return Err(DaemonError::Invalid(format!(
+                "{ifname:?}: clients could not name this port (netmap's port-name grammar reads \
+                 '-', '{{', '}}', '*', '^', '@', '/' as suffixes and 'vale...' as a switch); \
+                 rename the interface or attach it to a switch"
+            )));
+        }
+        let choice: BackendChoice = backend
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
+        let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
+        if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
+            return Err(DaemonError::Invalid(format!(
+                "buf_size {buf_size}: a multiple of 64 in 64..=65536"
+            )));
+        }
+        let slots = slots.unwrap_or(DEFAULT_SLOTS);
+        if !(64..=16384).contains(&slots) {
+            return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
+        }
+        if st
+            .switches
+            .values()
+            .any(|ss| ss.ports.get(ifname).is_some_and(|p| p.nic.is_some()))
+        {
+            return Err(DaemonError::Busy(format!(
+                "{ifname} (the interface is attached to a switch)"
+            )));
+        }
+        let nic = DirectNic::start(
+            ifname,
+            &DirectSpec {
+                rings,
+                slots,
+                buf_size,
+                choice,
+            },
+        )
+        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+        st.directs.insert(
+            ifname.to_owned(),
+            DirectState {
+                nic,
+                persistent,
+                attached: false,
+                slots,
+            },
+        );
+        Ok(())
+    }
+
+    /// Attaches host interface `r.ifname` to `r.switch` (created if needed) as port
+    /// `switch:ifname`, with a worker that moves frames between them, and the host's own
+    /// stack beside it through a tap if `r.host_stack` says so.
+    pub(crate) fn attach_nic(&self, st: &mut State, r: &NicRequest<'_>) -> Result<NicEntry> {
+        let NicRequest {
+            switch,
+            ifname,
+            backend,
+            buf_size,
+            slots,
+            ..
+        } = *r;
+        let choice: BackendChoice = backend
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
+        let ok_name = !ifname.is_empty()
+            && ifname.len() < 16
+            && ifname
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
+        if !ok_name {
+            return Err(DaemonError::Invalid(format!(
+                "{ifname:?} is not an interface name (1 to 15 printable bytes, no '/', ':', '%')"
+            )));
+        }
+        let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
+        if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
+            return Err(DaemonError::Invalid(format!(
+                "buf_size {buf_size}: a multiple of 64 in 64..=65536"
+            )));
+        }
+        if !(64..=16384).contains(&slots) {
+            return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
+        }
+        let tap_name = r.host_stack.tap_name(ifname);
+        if let Some(t) = &tap_name {
+            let ok_tap = !t.is_empty()
+                && t.len() < 16
+                && t.bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
+            if !ok_tap || t == ifname {
+                return Err(DaemonError::Invalid(format!(
+                    "{t:?} cannot name the host-stack tap (1 to 15 printable bytes, no '/', \
+                     ':', '%', not the interface's own name)"
+                )));
+            }
+        }
+        if !st.switches.contains_key(switch) {
+            self.create_switch(st, switch, 8)?;
+        }
+        if st.directs.contains_key(ifname) {
+            return Err(DaemonError::Busy(format!(
+                "{ifname} (the interface is given directly to a client: destroy-port {ifname})"
+            )));
+        }
+        // PANIC: created just above if it was missing.
+        let ss = st.switches.get_mut(switch).expect("switch exists");
+        if let Some(t) = tap_name.as_deref().filter(|t| ss.ports.contains_key(*t)) {
+            return Err(DaemonError::Exists(format!("port {switch}:{t}")));
+        }
+        if let Some(ps) = ss.ports.get(ifname) {
+            return Err(DaemonError::Exists(if ps.nic.is_some() {
+                format!("{switch}:{ifname} (the interface is attached already)")
+            } else {
+                format!("port {switch}:{ifname} (a virtual port)")
+            }));
+        }
+        let iface = HostInterface {
+            ifname: ifname.to_owned(),
+            choice,
+            max_frame: buf_size,
+        };
+        // Clear errors before any memory is allocated: no such interface, frames too large.
+        iface
+            .check()
+            .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+        let spec = VPortSpec {
+            slots,
+            buf_size,
+            ..Default::default()
+        };
+        let vport = ss
+            .sw
+            .add_port(ifname, &spec)
+            .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+        let nic = match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), Box::new(iface)) {
+            Ok(n) => n,
+            Err(e) => {
+                ss.sw.remove_port(&vport);
+                return Err(DaemonError::Datapath(error_chain(&e)));
+            }
+        };
+        // The host stack's tap, a port of its own beside the interface's.
+        let tap = match tap_name
+            .as_deref()
+            .map(|t| attach_tap(ss, t, buf_size, slots))
+        {
+            Some(Err(e)) => {
+                drop(nic);
+                ss.sw.remove_port(&vport);
+                return Err(e);
+            }
+            Some(Ok(ps)) => Some(ps),
+            None => None,
+        };
+        let entry = nic_entry(&nic.snapshot());
+        log::info!(
+            "{switch}:{ifname}: host interface attached ({}{})",
+            entry.backend.as_deref().unwrap_or("-"),
+            tap_name
+                .as_deref()
+                .map(|t| format!(", host stack on tap {t}"))
+                .unwrap_or_default()
+        );
+        if let (Some(t), Some(ps)) = (&tap_name, tap) {
+            ss.ports.insert(t.clone(), ps);
+        }
+        ss.ports.insert(
+            ifname.to_owned(),
+            PortState {
+                vport,
+                persistent: true,
+                attached: false,
+                profile: Profile::Untrusted,
+                slots,
+                nic: Some(nic),
+                host_stack: tap_name,
+            },
+        );
+        Ok(entry)
+    }
+}
+
+/// The `[[port]]` sections that attach a host interface: `valeX:IF` with `nic = true`, a
+/// `backend`, or an `IF` that exists when the daemon starts (unless `nic = false`).
+pub(crate) fn nic_section(p: &PortSection) -> Option<(&str, &str)> {
+    let n = PortName::parse(&p.name).ok()?;
+    let (Base::Vale { switch, port }, None) = (n.base, n.pipe) else {
+        return None;
+    };
+    let exists = ptnet_datapath::nic::ifindex(port) != 0;
+    let nic = p.nic.unwrap_or(p.backend.is_some() || exists);
+    nic.then_some((switch, port))
+}
+
+pub(crate) fn nic_entry(s: &NicSnapshot) -> NicEntry {
+    NicEntry {
+        ifname: s.ifname.clone(),
+        backend: s.backend.map(|b| b.name().to_owned()),
+        note: s.note.clone(),
+        link: s.link.name().to_owned(),
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        rx_drops: s.rx_drops,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        tx_drops: s.tx_drops,
+        link_changes: s.link_changes,
+    }
+}
+
+pub(crate) fn detach_nic(st: &mut State, switch: &str, ifname: &str) -> Result<()> {
+    let ss = st
+        .switches
+        .get_mut(switch)
+        .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
+    if ss.ports.get(ifname).is_none_or(|p| p.nic.is_none()) {
+        return Err(DaemonError::Missing(format!(
+            "host interface {ifname} on {switch}"
+        )));
+    }
+    remove_switch_port(ss, ifname);
+    Ok(())
+}
+
+/// Removes port `name` of a switch: stops its NIC worker if it has one, and removes the
+/// host-stack tap that came with it (the tap device disappears with its worker).
+pub(crate) fn remove_switch_port(ss: &mut SwitchState, name: &str) {
+    let Some(mut ps) = ss.ports.remove(name) else {
+        return;
+    };
+    if let Some(n) = ps.nic.take() {
+        n.stop();
+    }
+    ss.sw.remove_port(&ps.vport);
+    if let Some(t) = ps.host_stack.take() {
+        remove_switch_port(ss, &t);
+    }
+}
+
+/// Creates the host stack's tap `tap` and its port on the switch of `ss`.
+pub(crate) fn attach_tap(
+    ss: &mut SwitchState,
+    tap: &str,
+    buf_size: u32,
+    slots: u32,
+) -> Result<PortState> {
+    let opener = TapOpener::create(tap, None, buf_size)
+        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+    let spec = VPortSpec {
+        slots,
+        buf_size,
+        ..Default::default()
+    };
+    let vport = ss
+        .sw
+        .add_port(tap, &spec)
+        .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+    match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), Box::new(opener)) {
+        Ok(nic) => Ok(PortState {
+            vport,
+            persistent: true,
+            attached: false,
+            profile: Profile::Untrusted,
+            slots,
+            nic: Some(nic),
+            host_stack: None,
+        }),
+        Err(e) => {
+            ss.sw.remove_port(&vport);
+            Err(DaemonError::Datapath(error_chain(&e)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortSection;
+    use ptnet_proto::Profile;
+
+    fn section(name: &str, nic: Option<bool>, backend: Option<&str>) -> PortSection {
+        PortSection {
+            name: name.into(),
+            tx_rings: 1,
+            rx_rings: 1,
+            slots: 1024,
+            extra_bufs: 0,
+            profile: Profile::Untrusted,
+            nic,
+            backend: backend.map(Into::into),
+            buf_size: None,
+            host_stack: None,
+            host_stack_tap: None,
+        }
+    }
+
+    #[test]
+    fn config_ports_naming_existing_interfaces_are_nic_ports_unless_told_otherwise() {
+        // Classification only: nothing is attached here.
+        assert_eq!(
+            nic_section(&section("vale0:lo", None, None)),
+            Some(("vale0", "lo"))
+        );
+        assert_eq!(nic_section(&section("vale0:lo", Some(false), None)), None);
+        assert_eq!(nic_section(&section("vale0:ptnoif9", None, None)), None);
+        assert_eq!(
+            nic_section(&section("vale0:ptnoif9", None, Some("af_packet"))),
+            Some(("vale0", "ptnoif9"))
+        );
+        assert_eq!(nic_section(&section("pipe0{1", Some(true), None)), None);
+    }
+}

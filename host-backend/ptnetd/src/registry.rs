@@ -1,0 +1,574 @@
+//! The registry: every switch, port, pipe and direct NIC port the daemon holds, who is
+//! attached to what, creating them on demand, claiming and releasing them, destroying them,
+//! and listing them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ptnet_datapath::mem::{Region, RegionConfig};
+use ptnet_datapath::nic::NicPort;
+use ptnet_datapath::nic::direct::DirectNic;
+use ptnet_datapath::port::{PortStats, SyncPort};
+use ptnet_datapath::switch::pipe::{End, Pipe, PipePortSync};
+use ptnet_datapath::switch::vale::{Switch, VPort, VPortSpec, ValePortSync};
+use ptnet_proto::{Counters, PortEntry, PortRequest, Profile, Reply, SwitchEntry};
+use ptnet_spec::name::{Base, PipeRole, PortName, RingSelection};
+
+use crate::daemon::{DEFAULT_SLOTS, Daemon, DaemonError, Result, error_chain};
+use crate::nic::{nic_entry, remove_switch_port};
+use crate::vm::{VmState, vm_entry};
+
+pub(crate) struct PortState {
+    pub(crate) vport: Arc<VPort>,
+    pub(crate) persistent: bool,
+    pub(crate) attached: bool,
+    pub(crate) profile: Profile,
+    pub(crate) slots: u32,
+    /// A host interface attached to the switch: its worker is the port's client.
+    pub(crate) nic: Option<NicPort>,
+    /// The port of the host stack's tap that came with this interface (`--host-stack`), on the
+    /// same switch: it goes when the interface is detached.
+    pub(crate) host_stack: Option<String>,
+}
+
+pub(crate) struct SwitchState {
+    pub(crate) sw: Arc<Switch>,
+    pub(crate) ports: BTreeMap<String, PortState>,
+    /// The region trusted ports share, made on first use.
+    pub(crate) shared: Option<Arc<Region>>,
+    pub(crate) trusted_ports: u32,
+}
+
+pub(crate) struct PipeState {
+    pub(crate) pipe: Pipe,
+    pub(crate) persistent: bool,
+    pub(crate) attached: [bool; 2],
+    pub(crate) rings: u32,
+    pub(crate) slots: u32,
+}
+
+/// A host interface given directly to one client (`eth0`, `netmap:eth0`).
+pub(crate) struct DirectState {
+    pub(crate) nic: DirectNic,
+    pub(crate) persistent: bool,
+    pub(crate) attached: bool,
+    pub(crate) slots: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) switches: BTreeMap<String, SwitchState>,
+    /// Keyed by "parent{id".
+    pub(crate) pipes: BTreeMap<String, PipeState>,
+    /// Ports served to VMs, by canonical port name.
+    pub(crate) vms: BTreeMap<String, VmState>,
+    /// Host interfaces given directly to a client, by interface name.
+    pub(crate) directs: BTreeMap<String, DirectState>,
+}
+
+/// What identifies an attachment, to release it.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    Vale { switch: String, port: String },
+    Pipe { key: String, end: End },
+    Direct { ifname: String },
+}
+
+pub(crate) fn end_index(e: End) -> usize {
+    match e {
+        End::Master => 0,
+        End::Slave => 1,
+    }
+}
+
+pub(crate) fn counters(s: &PortStats) -> Counters {
+    s.snapshot()
+}
+
+impl Daemon {
+    pub(crate) fn create_switch(
+        &self,
+        st: &mut State,
+        name: &str,
+        trusted_ports: u32,
+    ) -> Result<()> {
+        if st.switches.contains_key(name) {
+            return Err(DaemonError::Exists(format!("switch {name}")));
+        }
+        if st.switches.len() >= self.cfg.daemon.max_switches {
+            return Err(DaemonError::Invalid(format!(
+                "too many switches (max_switches = {})",
+                self.cfg.daemon.max_switches
+            )));
+        }
+        let ok = name.starts_with("vale")
+            && name.len() <= 15
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(DaemonError::Invalid(format!(
+                "switch name {name:?}: vale[0-9A-Za-z_]*, at most 15 bytes"
+            )));
+        }
+        st.switches.insert(
+            name.to_owned(),
+            SwitchState {
+                sw: Switch::new(name),
+                ports: BTreeMap::new(),
+                shared: None,
+                trusted_ports,
+            },
+        );
+        log::info!("switch {name} created");
+        Ok(())
+    }
+
+    /// Creates a port (VALE port or pipe) as `req` says; returns its canonical name.
+    pub(crate) fn create_port(
+        &self,
+        st: &mut State,
+        req: &PortRequest,
+        persistent: bool,
+    ) -> Result<String> {
+        let name = parse(&req.port)?;
+        let tx_rings = req.tx_rings.unwrap_or(1);
+        let rx_rings = req.rx_rings.unwrap_or(1);
+        let slots = req.slots.unwrap_or(DEFAULT_SLOTS);
+        if !(1..=64).contains(&tx_rings)
+            || !(1..=64).contains(&rx_rings)
+            || !(64..=16384).contains(&slots)
+        {
+            return Err(DaemonError::Invalid(
+                "rings must be in 1..=64 per direction and slots in 64..=16384".into(),
+            ));
+        }
+        match (name.base, name.pipe) {
+            (Base::Vale { switch, port }, None) => {
+                if !st.switches.contains_key(switch) {
+                    self.create_switch(st, switch, 8)?;
+                }
+                // PANIC: created just above if it was missing.
+                let ss = st.switches.get_mut(switch).expect("switch exists");
+                if ss.ports.contains_key(port) {
+                    return Err(DaemonError::Exists(format!("port {switch}:{port}")));
+                }
+                if ptnet_datapath::nic::ifindex(port) != 0 {
+                    return Err(DaemonError::Invalid(format!(
+                        "{switch}:{port} names the host interface {port}: attach it with \
+                         `ptnetctl attach-nic {switch} {port}` (a virtual port cannot take an \
+                         interface's name)"
+                    )));
+                }
+                let region = match req.profile {
+                    Profile::Untrusted => None,
+                    Profile::Trusted => Some(shared_region(ss, switch)?),
+                };
+                let spec = VPortSpec {
+                    tx_rings,
+                    rx_rings,
+                    slots,
+                    extra_bufs: req.extra_bufs,
+                    region,
+                    ..Default::default()
+                };
+                let vport = ss
+                    .sw
+                    .add_port(port, &spec)
+                    .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+                ss.ports.insert(
+                    port.to_owned(),
+                    PortState {
+                        vport,
+                        persistent,
+                        attached: false,
+                        profile: req.profile,
+                        slots,
+                        nic: None,
+                        host_stack: None,
+                    },
+                );
+                Ok(format!("{switch}:{port}"))
+            }
+            (_, Some(p)) => {
+                let parent = match name.base {
+                    Base::Vale { switch, port } => format!("{switch}:{port}"),
+                    Base::Nic { ifname } => ifname.to_owned(),
+                };
+                let key = format!("{parent}{{{}", p.id);
+                if let Some(ps) = st.pipes.get_mut(&key) {
+                    if persistent && !ps.persistent {
+                        ps.persistent = true;
+                        return Ok(key);
+                    }
+                    return Err(DaemonError::Exists(format!("pipe {key}")));
+                }
+                if tx_rings != rx_rings {
+                    return Err(DaemonError::Invalid(
+                        "pipes have as many TX as RX rings".into(),
+                    ));
+                }
+                let pipe = Pipe::new(&parent, p.id, tx_rings, slots, req.extra_bufs, None)
+                    .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+                st.pipes.insert(
+                    key.clone(),
+                    PipeState {
+                        pipe,
+                        persistent,
+                        attached: [false; 2],
+                        rings: tx_rings,
+                        slots,
+                    },
+                );
+                Ok(key)
+            }
+            (Base::Nic { ifname }, None) => {
+                let rings = req.tx_rings.or(req.rx_rings).unwrap_or(1);
+                if tx_rings != rx_rings {
+                    return Err(DaemonError::Invalid(
+                        "a direct NIC port has as many TX as RX rings".into(),
+                    ));
+                }
+                self.create_direct(st, ifname, None, None, rings, Some(slots), persistent)?;
+                Ok(ifname.to_owned())
+            }
+        }
+    }
+
+    /// Finds (or creates: on demand, or `persistent`) the port `req` names and claims it for
+    /// one client, a host process or a VM: nobody else can attach until it is released.
+    pub(crate) fn claim(
+        &self,
+        st: &mut State,
+        req: &PortRequest,
+        persistent: bool,
+    ) -> Result<(Key, Arc<dyn SyncPort>)> {
+        let name = parse(&req.port)?;
+        if name.rings != RingSelection::AllNic {
+            return Err(DaemonError::Unsupported(format!(
+                "{}: ring selection suffixes are not supported; ptnet ports bind all their rings",
+                req.port
+            )));
+        }
+        let claimed: (Key, Arc<dyn SyncPort>) = match (name.base, name.pipe) {
+            (Base::Vale { switch, port }, None) => {
+                let exists = st
+                    .switches
+                    .get(switch)
+                    .is_some_and(|s| s.ports.contains_key(port));
+                if !exists {
+                    self.create_port(st, req, persistent)?;
+                }
+                // PANIC: the port exists or was just created.
+                let ss = st.switches.get_mut(switch).expect("switch exists");
+                let ps = ss.ports.get_mut(port).expect("port exists");
+                if ps.nic.is_some() {
+                    return Err(DaemonError::Busy(format!(
+                        "{switch}:{port} (the host interface {port} is attached to it)"
+                    )));
+                }
+                if ps.attached {
+                    return Err(DaemonError::Busy(format!("{switch}:{port}")));
+                }
+                check_geometry(req, &ps.vport, ps.slots)?;
+                ps.attached = true;
+                (
+                    Key::Vale {
+                        switch: switch.to_owned(),
+                        port: port.to_owned(),
+                    },
+                    Arc::new(ValePortSync {
+                        switch: Arc::clone(&ss.sw),
+                        port: Arc::clone(&ps.vport),
+                    }),
+                )
+            }
+            (_, Some(p)) => {
+                let parent = match name.base {
+                    Base::Vale { switch, port } => format!("{switch}:{port}"),
+                    Base::Nic { ifname } => ifname.to_owned(),
+                };
+                let key = format!("{parent}{{{}", p.id);
+                if !st.pipes.contains_key(&key) {
+                    self.create_port(st, req, persistent)?;
+                }
+                // PANIC: exists or was just created.
+                let ps = st.pipes.get_mut(&key).expect("pipe exists");
+                let end = match p.role {
+                    PipeRole::Master => End::Master,
+                    PipeRole::Slave => End::Slave,
+                };
+                if ps.attached[end_index(end)] {
+                    return Err(DaemonError::Busy(req.port.clone()));
+                }
+                if req.slots.is_some_and(|s| s != ps.slots)
+                    || req.tx_rings.is_some_and(|r| r != ps.rings)
+                    || req.rx_rings.is_some_and(|r| r != ps.rings)
+                {
+                    return Err(DaemonError::Invalid(format!(
+                        "pipe {key} exists with {} ring pairs of {} slots",
+                        ps.rings, ps.slots
+                    )));
+                }
+                ps.attached[end_index(end)] = true;
+                let (me, peer) = match end {
+                    End::Master => (&ps.pipe.master, &ps.pipe.slave),
+                    End::Slave => (&ps.pipe.slave, &ps.pipe.master),
+                };
+                (
+                    Key::Pipe { key, end },
+                    Arc::new(PipePortSync {
+                        end: Arc::clone(me),
+                        peer: Arc::clone(peer),
+                    }),
+                )
+            }
+            (Base::Nic { ifname }, None) => {
+                if !st.directs.contains_key(ifname) {
+                    let rings = req.tx_rings.or(req.rx_rings).unwrap_or(1);
+                    self.create_direct(st, ifname, None, None, rings, req.slots, persistent)?;
+                }
+                // PANIC: exists or was just created.
+                let ds = st.directs.get_mut(ifname).expect("direct port exists");
+                let r = ds.nic.rings();
+                if req.tx_rings.is_some_and(|n| n != r)
+                    || req.rx_rings.is_some_and(|n| n != r)
+                    || req.slots.is_some_and(|n| n != ds.slots)
+                {
+                    return Err(DaemonError::Invalid(format!(
+                        "{ifname} exists with {r} ring pairs of {} slots",
+                        ds.slots
+                    )));
+                }
+                if ds.attached {
+                    return Err(DaemonError::Busy(ifname.to_owned()));
+                }
+                ds.attached = true;
+                (
+                    Key::Direct {
+                        ifname: ifname.to_owned(),
+                    },
+                    Arc::new(ds.nic.sync()),
+                )
+            }
+        };
+        Ok(claimed)
+    }
+
+    pub(crate) fn release(&self, st: &mut State, key: &Key) {
+        match key {
+            Key::Vale { switch, port } => {
+                let Some(ss) = st.switches.get_mut(switch) else {
+                    return;
+                };
+                let remove = match ss.ports.get_mut(port) {
+                    Some(ps) => {
+                        ps.attached = false;
+                        !ps.persistent
+                    }
+                    None => false,
+                };
+                if remove {
+                    if let Some(ps) = ss.ports.remove(port) {
+                        ss.sw.remove_port(&ps.vport);
+                    }
+                }
+            }
+            Key::Pipe { key, end } => {
+                let remove = match st.pipes.get_mut(key) {
+                    Some(ps) => {
+                        ps.attached[end_index(*end)] = false;
+                        !ps.persistent && ps.attached == [false; 2]
+                    }
+                    None => false,
+                };
+                if remove {
+                    st.pipes.remove(key);
+                    log::info!("pipe {key} removed");
+                }
+            }
+            Key::Direct { ifname } => {
+                let remove = match st.directs.get_mut(ifname) {
+                    Some(ds) => {
+                        ds.attached = false;
+                        !ds.persistent
+                    }
+                    None => false,
+                };
+                if remove {
+                    st.directs.remove(ifname);
+                    log::info!("{ifname}: direct NIC port removed");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn parse(name: &str) -> Result<PortName<'_>> {
+    PortName::parse(name).map_err(|e| DaemonError::Name {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn check_geometry(req: &PortRequest, vport: &VPort, slots: u32) -> Result<()> {
+    let ifc = vport.interface();
+    let differs = req.tx_rings.is_some_and(|r| r as usize != ifc.tx.len())
+        || req.rx_rings.is_some_and(|r| r as usize != ifc.rx.len())
+        || req.slots.is_some_and(|s| s != slots);
+    if differs {
+        return Err(DaemonError::Invalid(format!(
+            "port {} exists with {} TX / {} RX rings of {slots} slots",
+            vport.name(),
+            ifc.tx.len(),
+            ifc.rx.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn shared_region(ss: &mut SwitchState, switch: &str) -> Result<Arc<Region>> {
+    if let Some(r) = &ss.shared {
+        return Ok(Arc::clone(r));
+    }
+    let n = ss.trusted_ports.max(1);
+    // Room for n ports of one ring pair of the default size, plus extra buffers.
+    let mut cfg = RegionConfig::for_rings(n, 2 * n, DEFAULT_SLOTS, 64 * n);
+    cfg.max_slots = DEFAULT_SLOTS;
+    let r = Region::new(&format!("{switch}-trusted"), &cfg)
+        .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+    ss.shared = Some(Arc::clone(&r));
+    Ok(r)
+}
+
+pub(crate) fn destroy_switch(st: &mut State, name: &str) -> Result<()> {
+    let ss = st
+        .switches
+        .get(name)
+        .ok_or_else(|| DaemonError::Missing(format!("switch {name}")))?;
+    if let Some((p, _)) = ss.ports.iter().find(|(_, p)| p.attached) {
+        return Err(DaemonError::Busy(format!("{name}:{p}")));
+    }
+    if let Some(ss) = st.switches.remove(name) {
+        for (_, mut ps) in ss.ports {
+            if let Some(n) = ps.nic.take() {
+                n.stop();
+            }
+            ss.sw.remove_port(&ps.vport);
+        }
+    }
+    log::info!("switch {name} destroyed");
+    Ok(())
+}
+
+pub(crate) fn destroy_port(st: &mut State, port: &str) -> Result<()> {
+    let name = parse(port)?;
+    match (name.base, name.pipe) {
+        (Base::Vale { switch, port: p }, None) => {
+            let ss = st
+                .switches
+                .get_mut(switch)
+                .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
+            let ps = ss
+                .ports
+                .get(p)
+                .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
+            if ps.attached {
+                return Err(DaemonError::Busy(port.to_owned()));
+            }
+            remove_switch_port(ss, p);
+            Ok(())
+        }
+        (_, Some(p)) => {
+            let parent = match name.base {
+                Base::Vale { switch, port } => format!("{switch}:{port}"),
+                Base::Nic { ifname } => ifname.to_owned(),
+            };
+            let key = format!("{parent}{{{}", p.id);
+            let ps = st
+                .pipes
+                .get(&key)
+                .ok_or_else(|| DaemonError::Missing(format!("pipe {key}")))?;
+            if ps.attached != [false; 2] {
+                return Err(DaemonError::Busy(key));
+            }
+            st.pipes.remove(&key);
+            Ok(())
+        }
+        (Base::Nic { ifname }, None) => {
+            let ds = st
+                .directs
+                .get(ifname)
+                .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
+            if ds.attached {
+                return Err(DaemonError::Busy(port.to_owned()));
+            }
+            st.directs.remove(ifname);
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn listing(st: &State) -> Reply {
+    let switches = st
+        .switches
+        .iter()
+        .map(|(name, ss)| SwitchEntry {
+            name: name.clone(),
+            ports: ss
+                .ports
+                .values()
+                .map(|ps| {
+                    let ifc = ps.vport.interface();
+                    PortEntry {
+                        name: ps.vport.name().to_owned(),
+                        kind: if ps.nic.is_some() { "nic" } else { "vale" }.into(),
+                        attached: ps.attached,
+                        mem_id: ifc.region().id(),
+                        profile: ps.profile,
+                        tx_rings: ifc.tx.len() as u32,
+                        rx_rings: ifc.rx.len() as u32,
+                        slots: ps.slots,
+                        stats: counters(ps.vport.stats()),
+                        nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
+                        vm: vm_entry(st, ps.vport.name()),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let mut pipes = Vec::new();
+    for ps in st.pipes.values() {
+        for (i, end) in [&ps.pipe.master, &ps.pipe.slave].into_iter().enumerate() {
+            pipes.push(PortEntry {
+                name: end.name().to_owned(),
+                kind: "pipe".into(),
+                attached: ps.attached[i],
+                mem_id: end.interface().region().id(),
+                profile: Profile::Trusted,
+                tx_rings: ps.rings,
+                rx_rings: ps.rings,
+                slots: ps.slots,
+                stats: counters(end.stats()),
+                nic: None,
+                vm: vm_entry(st, end.name()),
+            });
+        }
+    }
+    for (ifname, ds) in &st.directs {
+        let vp = ds.nic.client_port();
+        let ifc = vp.interface();
+        pipes.push(PortEntry {
+            name: ifname.clone(),
+            kind: "nic".into(),
+            attached: ds.attached,
+            mem_id: ifc.region().id(),
+            profile: Profile::Untrusted,
+            tx_rings: ifc.tx.len() as u32,
+            rx_rings: ifc.rx.len() as u32,
+            slots: ds.slots,
+            stats: counters(vp.stats()),
+            nic: Some(nic_entry(&ds.nic.snapshot())),
+            vm: vm_entry(st, ifname),
+        });
+    }
+    Reply::Listing { switches, pipes }
+}
