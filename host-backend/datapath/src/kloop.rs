@@ -160,21 +160,28 @@ pub fn spawn(
     })
 }
 
-impl Kloop {
-    fn run(&self, stop: &EventFd) -> io::Result<()> {
-        let epoll = Epoll::new()?;
-        for (i, k) in self.kicks.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                k.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, i as u64),
-            )?;
-        }
+/// An epoll set over `kicks` (event data: the kick's index) and `stop` (event data:
+/// `u64::MAX`): what a sync loop, or any thread that serves rings, sleeps on.
+pub fn kick_epoll(kicks: &[EventFd], stop: &EventFd) -> io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    for (i, k) in kicks.iter().enumerate() {
         epoll.ctl(
             ControlOperation::Add,
-            stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, u64::MAX),
+            k.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, i as u64),
         )?;
+    }
+    epoll.ctl(
+        ControlOperation::Add,
+        stop.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, u64::MAX),
+    )?;
+    Ok(epoll)
+}
+
+impl Kloop {
+    fn run(&self, stop: &EventFd) -> io::Result<()> {
+        let epoll = kick_epoll(&self.kicks, stop)?;
         let rx_kicks = self.port.rx_needs_kicks();
         log::info!(
             "{}: sync loop started ({} TX, {} RX rings, {:?})",

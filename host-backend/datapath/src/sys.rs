@@ -60,6 +60,28 @@ pub fn socket_error(fd: &impl std::os::fd::AsRawFd) -> Option<io::Error> {
     (r == 0 && v != 0).then(|| io::Error::from_raw_os_error(v))
 }
 
+/// Asks the kernel to send what a socket's TX ring holds (`sendto` with no buffer, not
+/// waiting): how AF_PACKET and AF_XDP sockets are kicked.
+pub fn kick_tx(fd: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    // SAFETY: sendto with a null buffer of length 0 and no address reads no memory of ours; it
+    // only tells the kernel to process the socket's TX ring.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// A `MAP_SHARED` read-write mapping of a whole file, with one inaccessible guard page on each
 /// side, so that an access running off either end faults instead of touching other memory.
 ///

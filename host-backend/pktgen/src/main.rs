@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ptnet_client::Port;
-use ptnet_client::proto;
+use ptnet_client::proto::{self, error_chain};
 use ptnet_pktgen::config::{NETMAP_DEVICE, NETMAP_PREFIX, PACKET_PREFIX, PACKET_SOCKET};
 use ptnet_pktgen::netmap::NetmapPort;
 use ptnet_pktgen::packet::PacketPort;
@@ -174,23 +174,12 @@ impl TryFrom<Args> for Config {
     }
 }
 
-/// The error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cfg = match Config::try_from(Args::parse()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ptnet-pktgen: {}", chain(&e));
+            eprintln!("ptnet-pktgen: {}", error_chain(&e));
             return ExitCode::from(e.exit_code());
         }
     };
@@ -203,7 +192,7 @@ fn main() -> ExitCode {
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ptnet-pktgen: {}", chain(&e));
+            eprintln!("ptnet-pktgen: {}", error_chain(&e));
             return ExitCode::from(e.exit_code());
         }
     };
@@ -215,7 +204,7 @@ fn main() -> ExitCode {
     match run::verdict(&cfg, &report) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ptnet-pktgen: {}", chain(&e));
+            eprintln!("ptnet-pktgen: {}", error_chain(&e));
             ExitCode::from(e.exit_code())
         }
     }

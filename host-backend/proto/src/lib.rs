@@ -28,6 +28,19 @@ pub const MAX_FDS: usize = 253;
 /// Protocol version carried in every request.
 pub const PROTO_VERSION: u32 = 1;
 
+/// An error and its sources, on one line: how a reply's message carries an error, and how
+/// the daemon and the tools print one.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// The socket path clients use: `$PTNET_SOCKET` or [`DEFAULT_SOCKET`].
 pub fn socket_path() -> String {
     std::env::var(SOCKET_ENV).unwrap_or_else(|_| DEFAULT_SOCKET.to_owned())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ptnet_datapath::mem::DEFAULT_BUF_SIZE;
 use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::nic::tap::TapOpener;
-use ptnet_datapath::nic::{BackendChoice, HostInterface, NicPort, NicSnapshot};
+use ptnet_datapath::nic::{BackendChoice, HostInterface, NicOpener, NicPort, NicSnapshot};
 use ptnet_datapath::switch::vale::VPortSpec;
 use ptnet_proto::{NicEntry, Profile};
 use ptnet_spec::name::{Base, PortName, RingSelection};
@@ -104,20 +104,8 @@ impl Daemon {
                  rename the interface or attach it to a switch"
             )));
         }
-        let choice: BackendChoice = backend
-            .unwrap_or("auto")
-            .parse()
-            .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
-        let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
-        if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
-            return Err(DaemonError::Invalid(format!(
-                "buf_size {buf_size}: a multiple of 64 in 64..=65536"
-            )));
-        }
-        let slots = slots.unwrap_or(DEFAULT_SLOTS);
-        if !(64..=16384).contains(&slots) {
-            return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
-        }
+        let (choice, buf_size, slots) =
+            nic_options(backend, buf_size, slots.unwrap_or(DEFAULT_SLOTS))?;
         if st
             .switches
             .values()
@@ -161,36 +149,15 @@ impl Daemon {
             slots,
             ..
         } = *r;
-        let choice: BackendChoice = backend
-            .unwrap_or("auto")
-            .parse()
-            .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
-        let ok_name = !ifname.is_empty()
-            && ifname.len() < 16
-            && ifname
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
-        if !ok_name {
+        let (choice, buf_size, slots) = nic_options(backend, buf_size, slots)?;
+        if !valid_ifname(ifname) {
             return Err(DaemonError::Invalid(format!(
                 "{ifname:?} is not an interface name (1 to 15 printable bytes, no '/', ':', '%')"
             )));
         }
-        let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
-        if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
-            return Err(DaemonError::Invalid(format!(
-                "buf_size {buf_size}: a multiple of 64 in 64..=65536"
-            )));
-        }
-        if !(64..=16384).contains(&slots) {
-            return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
-        }
         let tap_name = r.host_stack.tap_name(ifname);
         if let Some(t) = &tap_name {
-            let ok_tap = !t.is_empty()
-                && t.len() < 16
-                && t.bytes()
-                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'));
-            if !ok_tap || t == ifname {
+            if !valid_ifname(t) || t == ifname {
                 return Err(DaemonError::Invalid(format!(
                     "{t:?} cannot name the host-stack tap (1 to 15 printable bytes, no '/', \
                      ':', '%', not the interface's own name)"
@@ -226,36 +193,23 @@ impl Daemon {
         iface
             .check()
             .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
-        let spec = VPortSpec {
-            slots,
-            buf_size,
-            ..Default::default()
-        };
-        let vport = ss
-            .sw
-            .add_port(ifname, &spec)
-            .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
-        let nic = match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), Box::new(iface)) {
-            Ok(n) => n,
-            Err(e) => {
-                ss.sw.remove_port(&vport);
-                return Err(DaemonError::Datapath(error_chain(&e)));
-            }
-        };
+        let (mut ps, entry) = nic_port(ss, ifname, Box::new(iface), buf_size, slots)?;
         // The host stack's tap, a port of its own beside the interface's.
-        let tap = match tap_name
-            .as_deref()
-            .map(|t| attach_tap(ss, t, buf_size, slots))
-        {
+        let tap = match tap_name.as_deref().map(|t| {
+            let opener = TapOpener::create(t, None, buf_size)
+                .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+            nic_port(ss, t, Box::new(opener), buf_size, slots).map(|(p, _)| p)
+        }) {
             Some(Err(e)) => {
-                drop(nic);
-                ss.sw.remove_port(&vport);
+                if let Some(n) = ps.nic.take() {
+                    n.stop();
+                }
+                ss.sw.remove_port(&ps.vport);
                 return Err(e);
             }
-            Some(Ok(ps)) => Some(ps),
+            Some(Ok(tps)) => Some(tps),
             None => None,
         };
-        let entry = nic_entry(&nic.snapshot());
         log::info!(
             "{switch}:{ifname}: host interface attached ({}{})",
             entry.backend.as_deref().unwrap_or("-"),
@@ -267,18 +221,8 @@ impl Daemon {
         if let (Some(t), Some(ps)) = (&tap_name, tap) {
             ss.ports.insert(t.clone(), ps);
         }
-        ss.ports.insert(
-            ifname.to_owned(),
-            PortState {
-                vport,
-                persistent: true,
-                attached: false,
-                profile: Profile::Untrusted,
-                slots,
-                nic: Some(nic),
-                host_stack: tap_name,
-            },
-        );
+        ps.host_stack = tap_name;
+        ss.ports.insert(ifname.to_owned(), ps);
         Ok(entry)
     }
 }
@@ -340,15 +284,46 @@ pub(crate) fn remove_switch_port(ss: &mut SwitchState, name: &str) {
     }
 }
 
-/// Creates the host stack's tap `tap` and its port on the switch of `ss`.
-pub(crate) fn attach_tap(
+/// Whether `name` can name a host interface: 1 to 15 printable bytes, none of '/', ':', '%'.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'))
+}
+
+/// A NIC port's backend choice, buffer size and ring size, checked (defaults when absent).
+fn nic_options(
+    backend: Option<&str>,
+    buf_size: Option<u32>,
+    slots: u32,
+) -> Result<(BackendChoice, u32, u32)> {
+    let choice: BackendChoice = backend
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
+    let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
+    if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
+        return Err(DaemonError::Invalid(format!(
+            "buf_size {buf_size}: a multiple of 64 in 64..=65536"
+        )));
+    }
+    if !(64..=16384).contains(&slots) {
+        return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
+    }
+    Ok((choice, buf_size, slots))
+}
+
+/// Adds port `name` to the switch of `ss` with a NIC worker that opens its interface through
+/// `opener` (a host interface, the host stack's tap); returns it and its NIC's state.
+fn nic_port(
     ss: &mut SwitchState,
-    tap: &str,
+    name: &str,
+    opener: Box<dyn NicOpener>,
     buf_size: u32,
     slots: u32,
-) -> Result<PortState> {
-    let opener = TapOpener::create(tap, None, buf_size)
-        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+) -> Result<(PortState, NicEntry)> {
     let spec = VPortSpec {
         slots,
         buf_size,
@@ -356,18 +331,22 @@ pub(crate) fn attach_tap(
     };
     let vport = ss
         .sw
-        .add_port(tap, &spec)
+        .add_port(name, &spec)
         .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
-    match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), Box::new(opener)) {
-        Ok(nic) => Ok(PortState {
-            vport,
-            persistent: true,
-            attached: false,
-            profile: Profile::Untrusted,
-            slots,
-            nic: Some(nic),
-            host_stack: None,
-        }),
+    match NicPort::start(Arc::clone(&ss.sw), Arc::clone(&vport), opener) {
+        Ok(nic) => {
+            let entry = nic_entry(&nic.snapshot());
+            let ps = PortState {
+                vport,
+                persistent: true,
+                attached: false,
+                profile: Profile::Untrusted,
+                slots,
+                nic: Some(nic),
+                host_stack: None,
+            };
+            Ok((ps, entry))
+        }
         Err(e) => {
             ss.sw.remove_port(&vport);
             Err(DaemonError::Datapath(error_chain(&e)))

@@ -33,7 +33,6 @@
 //! anything outside the guest's memory and the port's region.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -41,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use ptnet_datapath::app::{AppRing, slots_for};
 use ptnet_datapath::csb::CsbRef;
-use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::kloop::{Mode, kick_epoll};
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use ptnet_spec::ring::nm_next;
@@ -50,7 +49,7 @@ use ptnet_vhost_user::vring::HookedVring;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::EventFd;
 
 use ptnet_datapath::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
@@ -784,7 +783,7 @@ impl Pair {
         stopping: &AtomicBool,
         mode: Mode,
     ) -> Result<(), Broken> {
-        let epoll = match setup_epoll(kicks, stop) {
+        let epoll = match kick_epoll(kicks, stop) {
             Ok(e) => e,
             Err(e) => {
                 log::error!("{} pair {}: epoll: {e}", self.name, self.index);
@@ -892,23 +891,6 @@ impl RateLimit {
     pub(crate) fn count(&self) -> u64 {
         self.0
     }
-}
-
-fn setup_epoll(kicks: &[EventFd], stop: &EventFd) -> io::Result<Epoll> {
-    let epoll = Epoll::new()?;
-    for (i, k) in kicks.iter().enumerate() {
-        epoll.ctl(
-            ControlOperation::Add,
-            k.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, i as u64),
-        )?;
-    }
-    epoll.ctl(
-        ControlOperation::Add,
-        stop.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, u64::MAX),
-    )?;
-    Ok(epoll)
 }
 
 /// The avail entries a pass may take: `next` up to `end`.

@@ -478,24 +478,10 @@ impl PacketRing {
             return Ok(());
         }
         self.queued = 0;
-        // SAFETY: sendto with no buffer flushes the TX ring of our socket.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(e);
-            }
+        match crate::sys::kick_tx(&self.fd) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

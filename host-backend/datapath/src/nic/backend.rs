@@ -196,14 +196,4 @@ pub trait NicOpener: Send {
     fn open(&mut self) -> Result<(Box<dyn NicBackend>, Option<String>), NicError>;
 }
 
-/// An error and its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use ptnet_proto::error_chain;

@@ -637,19 +637,7 @@ impl XdpBackend {
             if self.tx.free() == self.tx.size {
                 return Ok(());
             }
-            // SAFETY: sendto with no buffer asks the kernel to process our TX ring.
-            let r = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = crate::sys::kick_tx(&self.fd) {
                 match e.raw_os_error() {
                     Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS) => continue,
                     _ => return Err(e),
