@@ -1,7 +1,9 @@
 //! The application side of a ptnet port, for host processes.
 //!
-//! [`Port::attach`] asks `ptnetd` for a port, maps its region and CSB, and from then on the
-//! client owns the user side of the rings exactly as a guest driver does: it moves `head`/`cur`
+//! [`Port::attach`] asks `ptnetd` for a port, maps its region and CSB (the datapath's own
+//! [`Region`] and [`CsbMem`], attached), and from then on the client owns the user side of
+//! the rings ([`AppRing`], as the daemon's NIC workers and virtio-net queues do) exactly as a
+//! guest driver does: it moves `head`/`cur`
 //! locally, publishes them through the CSB, kicks only when the daemon asked for kicks, reads
 //! `hwcur`/`hwtail` back, and sleeps on its interrupt eventfds only after enabling
 //! notifications with the double check. The netmap ring headers in the region are kept up to
@@ -9,18 +11,16 @@
 
 use std::fs::File;
 use std::io;
-use std::mem::size_of;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::mem::offset_of;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ptnet_spec::appl::ApplRing;
-use ptnet_spec::csb::{CsbAtok, CsbKtoa};
-use ptnet_spec::netmap::{
-    NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS, NS_MOREFRAG, NetmapIf, NetmapRing, NetmapSlot,
-};
+use ptnet_datapath::app::AppRing;
+use ptnet_datapath::csb::CsbMem;
+use ptnet_datapath::mem::Region;
+use ptnet_spec::netmap::{NETMAP_IF_RING_OFS, NS_MOREFRAG, NetmapIf, NetmapRing, NetmapSlot};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -43,76 +43,19 @@ pub enum ClientError {
     Io(#[from] io::Error),
 }
 
-/// A shared read-write mapping of a whole memfd.
-///
-/// Invariant: `base` points to `len` mapped bytes for the life of the value.
-#[derive(Debug)]
-struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
+/// An eventfd the daemon sent.
+fn eventfd(f: File) -> EventFd {
+    // SAFETY: the daemon sent eventfds in these positions (an eventfd of its creation per
+    // ring); EventFd only reads and writes 8-byte counters, harmless on any descriptor, and
+    // takes over the descriptor `into_raw_fd` gave up.
+    unsafe { EventFd::from_raw_fd(OwnedFd::from(f).into_raw_fd()) }
 }
 
-impl Mapping {
-    fn new(file: &File, len: usize) -> io::Result<Self> {
-        if len == 0 || file.metadata()?.len() < len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "memfd smaller than announced",
-            ));
-        }
-        // SAFETY: a fresh shared mapping of a file we hold, at an address of the kernel's
-        // choosing: it aliases no Rust object.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            // PANIC: mmap never returns null on success.
-            base: NonNull::new(p.cast()).expect("mmap returned null"),
-            len,
-        })
-    }
-
-    /// Pointer to `ofs` if `[ofs, ofs + size)` lies inside the mapping and `ofs` is aligned.
-    fn at(&self, ofs: u64, size: usize, align: usize) -> Option<*mut u8> {
-        let ofs = usize::try_from(ofs).ok()?;
-        (ofs.checked_add(size)? <= self.len && ofs % align == 0)
-            // SAFETY: in bounds, checked just above.
-            .then(|| unsafe { self.base.as_ptr().add(ofs) })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no pointer into it outlives the Port.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
-}
-
-/// The client's view of one ring (netmap's guest-side kring).
+/// The client's view of one ring (netmap's guest-side kring): the application side of the
+/// ring in the port's region, driven through the CSB.
 #[derive(Debug)]
 struct Ring {
-    /// The ring header in the region.
-    hdr: *mut NetmapRing,
-    /// First slot.
-    slots: *mut NetmapSlot,
-    /// Start of the buffer pool as seen from this ring.
-    bufs: *mut u8,
-    num_slots: u32,
-    buf_size: u32,
-    /// Buffers addressable inside the region.
-    num_bufs: u32,
-    /// `head`, `cur`, `tail` and the `hwcur` last read.
-    idx: ApplRing,
+    app: AppRing,
     is_tx: bool,
     /// Free slots the application is waiting for (TX: the size of the frame that did not
     /// fit); `wait` returns when this many are free.
@@ -121,50 +64,14 @@ struct Ring {
 
 impl Ring {
     fn space(&self) -> u32 {
-        self.idx.space()
+        self.app.avail()
     }
 
     /// Whether what the application waits for is there.
     fn ready(&self) -> bool {
         self.space() >= self.want.max(1)
     }
-
-    fn slot(&self, i: u32) -> *mut NetmapSlot {
-        // An out-of-range index (a caller bug) stays inside the ring.
-        let i = if i < self.num_slots { i } else { 0 };
-        // SAFETY: i < num_slots and the ring's slots were checked to lie in the region.
-        unsafe { self.slots.add(i as usize) }
-    }
-
-    fn buf(&self, idx: u32) -> Option<*mut u8> {
-        // SAFETY: idx < num_bufs keeps the buffer inside the region (checked at attach).
-        (idx < self.num_bufs)
-            .then(|| unsafe { self.bufs.add(idx as usize * self.buf_size as usize) })
-    }
-
-    fn write_header(&self) {
-        // SAFETY: `hdr` points to this ring's header inside the region; the pointer fields
-        // are atomics, so these stores are sound under the daemon's concurrent reads.
-        let h = unsafe { &*self.hdr.cast::<RingPointers>() };
-        h.head.store(self.idx.head(), Ordering::Relaxed);
-        h.cur.store(self.idx.cur(), Ordering::Relaxed);
-        h.tail.store(self.idx.tail(), Ordering::Release);
-    }
 }
-
-/// The `head`, `cur`, `tail` words of a `netmap_ring` header, at their ABI offsets.
-#[repr(C)]
-struct RingPointers {
-    _pad: [u32; 5],
-    head: AtomicU32,
-    cur: AtomicU32,
-    tail: AtomicU32,
-}
-
-const _: () = {
-    assert!(std::mem::offset_of!(RingPointers, head) == std::mem::offset_of!(NetmapRing, head));
-    assert!(std::mem::offset_of!(RingPointers, tail) == std::mem::offset_of!(NetmapRing, tail));
-};
 
 /// Which rings a [`Port::wait`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,8 +86,7 @@ pub enum Want {
 #[derive(Debug)]
 pub struct Port {
     info: AttachInfo,
-    region: Mapping,
-    csb: Mapping,
+    region: Arc<Region>,
     /// TX rings then RX rings (CSB order).
     rings: Vec<Ring>,
     kicks: Vec<EventFd>,
@@ -192,10 +98,6 @@ pub struct Port {
     linger: Duration,
     _conn: Option<UnixStream>,
 }
-
-// SAFETY: the raw pointers address the port's own mappings, owned by the value; nothing is
-// tied to the creating thread.
-unsafe impl Send for Port {}
 
 impl Port {
     /// Attaches to `port` through the daemon at `$PTNET_SOCKET` (or the default socket).
@@ -236,105 +138,93 @@ impl Port {
         let mut files = files.into_iter();
         let region_file = files.next().ok_or(ClientError::Bad("no region"))?;
         let csb_file = files.next().ok_or(ClientError::Bad("no CSB"))?;
-        let region = Mapping::new(
-            &region_file,
-            usize::try_from(info.region_size).map_err(|_| ClientError::Bad("region size"))?,
-        )?;
-        let csb = Mapping::new(
-            &csb_file,
-            usize::try_from(info.csb_size).map_err(|_| ClientError::Bad("CSB size"))?,
-        )?;
-        let csb_need = n * size_of::<CsbAtok>();
-        if csb.at(0, csb_need, 64).is_none() || csb.at(info.csb_ktoa_offset, csb_need, 64).is_none()
-        {
-            return Err(ClientError::Bad("CSB arrays outside the CSB memfd"));
-        }
-        let eventfd = |f: File| -> EventFd {
-            // SAFETY: the daemon sent eventfds in these positions; EventFd only reads and
-            // writes 8-byte counters, harmless on any descriptor.
-            unsafe {
-                <EventFd as std::os::fd::FromRawFd>::from_raw_fd(
-                    std::os::fd::IntoRawFd::into_raw_fd(OwnedFd::from(f)),
-                )
-            }
-        };
+        let size = |v: u64, what| usize::try_from(v).map_err(|_| ClientError::Bad(what));
+        let mut region = Region::attach(
+            region_file,
+            size(info.region_size, "region size")?,
+            info.mem_id,
+        )
+        .map_err(|e| ClientError::Io(io::Error::other(e)))?;
+        let csb = CsbMem::attach(
+            csb_file,
+            size(info.csb_size, "CSB size")?,
+            n as u32,
+            info.csb_ktoa_offset,
+        )?
+        .csb();
         let kicks: Vec<EventFd> = files.by_ref().take(n).map(eventfd).collect();
         let irqs: Vec<EventFd> = files.map(eventfd).collect();
 
-        let nifp = region
-            .at(info.nifp_offset, NETMAP_IF_RING_OFS + n * 8, 8)
+        let ni: NetmapIf = region
+            .read(info.nifp_offset)
             .ok_or(ClientError::Bad("netmap_if outside the region"))?;
-        // SAFETY: checked in bounds and aligned; plain data read once.
-        let ni: NetmapIf = unsafe { nifp.cast::<NetmapIf>().read_volatile() };
         if ni.ni_tx_rings != info.num_tx_rings || ni.ni_rx_rings != info.num_rx_rings {
             return Err(ClientError::Bad(
                 "netmap_if ring counts differ from the reply",
             ));
         }
-        let mut rings = Vec::with_capacity(n);
+        // Where each ring is, and where its buffers are: every ring must agree on the pool.
+        let mut places = Vec::with_capacity(n);
+        let mut pool = None;
         for k in 0..n {
-            let is_tx = k < info.num_tx_rings as usize;
-            // SAFETY: ring_ofs[k] lies inside the netmap_if object checked above.
-            let ofs: i64 = unsafe {
-                nifp.add(NETMAP_IF_RING_OFS + 8 * k)
-                    .cast::<i64>()
-                    .read_volatile()
-            };
-            let ring_ofs = (info.nifp_offset as i64)
-                .checked_add(ofs)
-                .and_then(|o| u64::try_from(o).ok())
-                .ok_or(ClientError::Bad("ring offset"))?;
-            let want = if is_tx {
+            let want = if k < info.num_tx_rings as usize {
                 info.num_tx_slots
             } else {
                 info.num_rx_slots
             };
-            let hdr = region
-                .at(
-                    ring_ofs,
-                    NETMAP_RING_SLOTS_OFS + want as usize * size_of::<NetmapSlot>(),
-                    64,
-                )
-                .ok_or(ClientError::Bad("ring outside the region"))?;
-            // SAFETY: header checked in bounds; fields read once.
-            let (num_slots, buf_size, buf_ofs) = unsafe {
-                (
-                    hdr.add(8).cast::<u32>().read_volatile(),
-                    hdr.add(12).cast::<u32>().read_volatile(),
-                    hdr.cast::<i64>().read_volatile(),
-                )
+            let ofs: i64 = region
+                .read(info.nifp_offset + (NETMAP_IF_RING_OFS + 8 * k) as u64)
+                .ok_or(ClientError::Bad("netmap_if outside the region"))?;
+            let ring_ofs = (info.nifp_offset as i64)
+                .checked_add(ofs)
+                .and_then(|o| u64::try_from(o).ok())
+                .ok_or(ClientError::Bad("ring offset"))?;
+            let field = |f: usize| ring_ofs.saturating_add(f as u64);
+            let num_slots: Option<u32> = region.read(field(offset_of!(NetmapRing, num_slots)));
+            let buf_size: Option<u32> = region.read(field(offset_of!(NetmapRing, nr_buf_size)));
+            let buf_ofs: Option<i64> = region.read(field(offset_of!(NetmapRing, buf_ofs)));
+            let (Some(num_slots), Some(buf_size), Some(buf_ofs)) = (num_slots, buf_size, buf_ofs)
+            else {
+                return Err(ClientError::Bad("ring outside the region"));
             };
             if num_slots != want || buf_size != info.buf_size || buf_size == 0 {
                 return Err(ClientError::Bad("ring geometry differs from the reply"));
             }
-            let pool = (ring_ofs as i64)
+            let p = (ring_ofs as i64)
                 .checked_add(buf_ofs)
                 .and_then(|p| u64::try_from(p).ok())
                 .filter(|p| *p <= info.region_size)
                 .ok_or(ClientError::Bad("buffer pool offset"))?;
-            let num_bufs =
-                ((info.region_size - pool) / u64::from(buf_size)).min(u64::from(u32::MAX)) as u32;
-            let bufs = region
-                .at(pool, 0, 1)
-                .ok_or(ClientError::Bad("buffer pool"))?;
-            // Start from what the daemon published in the CSB (netmap's ptnet_sync_from_csb).
-            let (atok, ktoa) = csb_entries(&csb, &info, k);
-            let idx = ApplRing::from_csb(num_slots, atok, ktoa)
-                .ok_or(ClientError::Bad("CSB indices outside the ring"))?;
-            let r = Ring {
-                hdr: hdr.cast(),
-                // SAFETY: the slots follow the header, inside the checked range.
-                slots: unsafe { hdr.add(NETMAP_RING_SLOTS_OFS).cast() },
-                bufs,
-                num_slots,
-                buf_size,
-                num_bufs,
-                idx,
-                is_tx,
-                want: 1,
+            if pool.is_some_and(|q| q != p) {
+                return Err(ClientError::Bad("rings disagree on the buffer pool"));
+            }
+            pool = Some(p);
+            places.push((ring_ofs, num_slots));
+        }
+        region
+            .set_buffers(pool.unwrap_or(0), info.buf_size)
+            .map_err(|_| ClientError::Bad("buffer pool"))?;
+        let region = Arc::new(region);
+        let mut rings = Vec::with_capacity(n);
+        for (k, (ofs, num_slots)) in places.into_iter().enumerate() {
+            let view = region
+                .ring(ofs, num_slots)
+                .ok_or(ClientError::Bad("ring outside the region"))?;
+            let (ring, entry) = if k < info.num_tx_rings as usize {
+                (k as u32, k as u32)
+            } else {
+                ((k - info.num_tx_rings as usize) as u32, k as u32)
             };
-            r.write_header();
-            rings.push(r);
+            // Start from what the daemon published in the CSB (netmap's ptnet_sync_from_csb);
+            // we are working: no interrupts until we wait.
+            let app = AppRing::try_new(view, csb.clone(), ring, entry)
+                .ok_or(ClientError::Bad("CSB indices outside the ring"))?;
+            app.write_header();
+            rings.push(Ring {
+                app,
+                is_tx: k < info.num_tx_rings as usize,
+                want: 1,
+            });
         }
         let epoll = Epoll::new()?;
         for (i, irq) in irqs.iter().enumerate() {
@@ -344,10 +234,9 @@ impl Port {
                 EpollEvent::new(EventSet::IN, i as u64),
             )?;
         }
-        let port = Port {
+        Ok(Port {
             info,
             region,
-            csb,
             rings,
             kicks,
             irqs,
@@ -355,12 +244,7 @@ impl Port {
             kicks_sent: 0,
             linger: Duration::ZERO,
             _conn: None,
-        };
-        // We are working: no interrupts until we wait.
-        for k in 0..n {
-            port.entries(k).0.appl_disable_notifications();
-        }
-        Ok(port)
+        })
     }
 
     /// What the daemon said about the port.
@@ -388,10 +272,6 @@ impl Port {
     /// Kicks sent so far.
     pub fn kicks_sent(&self) -> u64 {
         self.kicks_sent
-    }
-
-    fn entries(&self, k: usize) -> (&CsbAtok, &CsbKtoa) {
-        csb_entries(&self.csb, &self.info, k)
     }
 
     fn tx_index(&self, r: u32) -> usize {
@@ -423,28 +303,23 @@ impl Port {
     ) -> u32 {
         let k = self.tx_index(r);
         let ring = &mut self.rings[k];
-        let n = ring.space().min(max);
-        let mut i = ring.idx.head();
-        for k in 0..n {
-            let sp = ring.slot(i);
-            // SAFETY: the slot belongs to us (it is in [head, tail)) and lies in the ring.
-            let mut s = unsafe { sp.read_volatile() };
-            let len = match ring.buf(s.buf_idx) {
-                Some(b) => {
-                    // SAFETY: the buffer is ours while its slot is in [head, tail), lies in the
-                    // region (checked by `buf`), and no other reference to it exists now.
-                    let buf = unsafe { std::slice::from_raw_parts_mut(b, ring.buf_size as usize) };
-                    fill(k, buf).min(ring.buf_size.min(u32::from(u16::MAX)) as u16)
-                }
+        let app = &mut ring.app;
+        let n = app.avail().min(max);
+        let limit = app.buf_size().min(usize::from(u16::MAX)) as u16;
+        for j in 0..n {
+            let i = app.after_head(j);
+            let mut s = app.slot(i);
+            s.len = match app.buffer(i) {
+                // SAFETY: slot `i` is in [head, tail), so it and its buffer are ours: ptnetd
+                // neither reads nor writes them until we publish `head` past them, and this is
+                // the only slice of the buffer.
+                Some((b, _)) => fill(j, unsafe { b.as_mut_slice() }).min(limit),
                 None => 0,
             };
-            s.len = len;
             s.flags &= !NS_MOREFRAG;
-            // SAFETY: as above.
-            unsafe { sp.write_volatile(s) };
-            i = ring.idx.next(i);
+            app.set_slot(i, s);
         }
-        ring.idx.advance(n);
+        app.advance(n);
         if n > 0 {
             ring.want = 1;
         }
@@ -456,24 +331,21 @@ impl Port {
     pub fn tx_frags(&mut self, r: u32, frags: &[&[u8]]) -> bool {
         let k = self.tx_index(r);
         let ring = &mut self.rings[k];
-        if frags.is_empty() || frags.iter().any(|f| f.len() > ring.buf_size as usize) {
+        let app = &mut ring.app;
+        if frags.is_empty() || frags.iter().any(|f| f.len() > app.buf_size()) {
             return false;
         }
-        if frags.len() as u32 > ring.space() {
+        if frags.len() as u32 > app.avail() {
             // `wait(Want::Tx)` now waits for room for the whole frame.
-            ring.want = (frags.len() as u32).min(ring.num_slots - 1);
+            ring.want = (frags.len() as u32).min(app.view().num_slots() - 1);
             return false;
         }
         ring.want = 1;
-        let mut i = ring.idx.head();
         for (j, f) in frags.iter().enumerate() {
-            let sp = ring.slot(i);
-            // SAFETY: the slot is ours ([head, tail)) and inside the ring.
-            let mut s = unsafe { sp.read_volatile() };
-            if let Some(b) = ring.buf(s.buf_idx) {
-                // SAFETY: our buffer (slot in [head, tail)), inside the region, f.len() <=
-                // buf_size checked above; `f` is ordinary memory, not the buffer.
-                unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), b, f.len()) };
+            let i = app.after_head(j as u32);
+            let mut s = app.slot(i);
+            if let Some((b, _)) = app.buffer(i) {
+                b.write(0, f);
             }
             s.len = f.len() as u16;
             s.flags = if j + 1 < frags.len() {
@@ -481,11 +353,9 @@ impl Port {
             } else {
                 s.flags & !NS_MOREFRAG
             };
-            // SAFETY: as above.
-            unsafe { sp.write_volatile(s) };
-            i = ring.idx.next(i);
+            app.set_slot(i, s);
         }
-        ring.idx.advance(frags.len() as u32);
+        app.advance(frags.len() as u32);
         true
     }
 
@@ -494,22 +364,7 @@ impl Port {
     pub fn debug_ring(&self, k: usize) -> String {
         let k = k.min(self.rings.len() - 1);
         let r = &self.rings[k];
-        let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
-        let a = atok.kern_read();
-        let s = ktoa.appl_read();
-        format!(
-            "ring {k}: head {} cur {} tail {} want {} | atok head {} cur {} need_irq {} | ktoa hwcur {} hwtail {} need_kick {}",
-            r.idx.head(),
-            r.idx.cur(),
-            r.idx.tail(),
-            r.want,
-            a.head,
-            a.cur,
-            atok.appl_wants_interrupt(),
-            s.hwcur,
-            s.hwtail,
-            ktoa.kern_wants_kick()
-        )
+        format!("ring {k}: want {} | {}", r.want, r.app.debug_csb())
     }
 
     /// Protocol-breaking access for tests of the daemon's defences: writes slot `i` of ring
@@ -518,8 +373,8 @@ impl Port {
     #[doc(hidden)]
     pub fn unchecked_write_slot(&mut self, k: usize, i: u32, slot: NetmapSlot) {
         let k = k.min(self.rings.len() - 1);
-        // SAFETY: `slot()` keeps the index inside the ring, which lies in our mapping.
-        unsafe { self.rings[k].slot(i).write_volatile(slot) };
+        // The view keeps the index inside the ring.
+        self.rings[k].app.set_slot(i, slot);
     }
 
     /// Protocol-breaking access for tests: publishes arbitrary `head`/`cur` for ring `k` and
@@ -527,8 +382,7 @@ impl Port {
     #[doc(hidden)]
     pub fn unchecked_publish(&mut self, k: usize, head: u32, cur: u32) {
         let k = k.min(self.rings.len() - 1);
-        let (atok, _) = csb_entries(&self.csb, &self.info, k);
-        atok.appl_write(head, cur);
+        self.rings[k].app.unchecked_publish(head, cur);
         let _ = self.kicks[k].write(1);
     }
 
@@ -537,22 +391,18 @@ impl Port {
     /// consumed. Call [`Port::rxsync`] to give them back.
     pub fn rx_batch(&mut self, r: u32, max: u32, mut eat: impl FnMut(&[u8], &NetmapSlot)) -> u32 {
         let k = self.rx_index(r);
-        let ring = &mut self.rings[k];
-        let n = ring.space().min(max);
-        let mut i = ring.idx.head();
-        for _ in 0..n {
-            // SAFETY: the slot is ours ([head, tail)) and inside the ring.
-            let s = unsafe { ring.slot(i).read_volatile() };
-            let len = u32::from(s.len).min(ring.buf_size) as usize;
-            match ring.buf(s.buf_idx) {
-                // SAFETY: the buffer is ours until released, inside the region; the daemon
-                // does not write it while its slot is in [head, tail).
-                Some(b) => eat(unsafe { std::slice::from_raw_parts(b, len) }, &s),
-                None => eat(&[], &s),
+        let app = &mut self.rings[k].app;
+        let n = app.avail().min(max);
+        for j in 0..n {
+            let i = app.after_head(j);
+            match app.buffer(i) {
+                // SAFETY: slot `i` is in [head, tail), so its buffer is ours until we release
+                // it: ptnetd does not write it meanwhile.
+                Some((b, s)) => eat(unsafe { &b.as_slice()[..usize::from(s.len)] }, &s),
+                None => eat(&[], &app.slot(i)),
             }
-            i = ring.idx.next(i);
         }
-        ring.idx.advance(n);
+        app.advance(n);
         n
     }
 
@@ -576,17 +426,15 @@ impl Port {
     }
 
     fn sync(&mut self, k: usize, reclaim: bool) {
-        let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
         let ring = &mut self.rings[k];
-        atok.appl_disable_notifications();
-        if ring.idx.publish(atok, ktoa, ring.is_tx, reclaim) {
+        if ring.app.publish_for_kick(ring.is_tx, reclaim) {
             let _ = self.kicks[k].write(1);
             self.kicks_sent += 1;
         }
-        // The daemon is trusted, but an index outside the ring must not reach our pointers:
-        // read_back ignores it.
-        ring.idx.read_back(ktoa);
-        ring.write_header();
+        // The daemon is trusted, but an index outside the ring must not reach our slots:
+        // refresh ignores it.
+        ring.app.refresh();
+        ring.app.write_header();
     }
 
     /// Sleeps until one of the rings of kind `want` is ready (room to transmit, frames to
@@ -606,8 +454,8 @@ impl Port {
             'poll: while std::time::Instant::now() < until {
                 for _ in 0..64 {
                     for k in range.clone() {
-                        let s = csb_entries(&self.csb, &self.info, k).1.appl_read();
-                        if s.hwtail != self.rings[k].idx.tail() {
+                        let app = &self.rings[k].app;
+                        if app.hwtail_moved_from(app.tail()) {
                             break 'poll;
                         }
                     }
@@ -629,14 +477,14 @@ impl Port {
                 let mut moved_away = false;
                 for _ in 0..8 {
                     let ring = &mut self.rings[k];
-                    ring.idx.cur_at_tail();
-                    let published = ring.idx.cur();
+                    ring.app.cur_at_tail();
+                    let published = ring.app.cur();
                     self.sync(k, false);
                     if self.rings[k].ready() {
                         moved_away = true;
                         break;
                     }
-                    if self.rings[k].idx.tail() == published {
+                    if self.rings[k].app.tail() == published {
                         break;
                     }
                 }
@@ -644,15 +492,14 @@ impl Port {
                     ready = true;
                     continue;
                 }
-                self.rings[k].idx.cur()
+                self.rings[k].app.cur()
             } else {
-                self.rings[k].idx.tail()
+                self.rings[k].app.tail()
             };
-            let (atok, ktoa) = csb_entries(&self.csb, &self.info, k);
-            let ring = &mut self.rings[k];
-            if ring.idx.enable_notifications(atok, ktoa, mark) {
-                ring.idx.read_back(ktoa);
-                ring.write_header();
+            let app = &mut self.rings[k].app;
+            if app.enable_notifications_past(mark) {
+                app.refresh();
+                app.write_header();
                 ready = true;
             }
         }
@@ -672,10 +519,8 @@ impl Port {
             }
         }
         for k in range {
-            csb_entries(&self.csb, &self.info, k)
-                .0
-                .appl_disable_notifications();
-            self.rings[k].idx.cur_at_head();
+            self.rings[k].app.disable_notifications();
+            self.rings[k].app.cur_at_head();
             self.sync(k, false);
             ready |= self.rings[k].ready();
         }
@@ -684,24 +529,6 @@ impl Port {
 
     /// Size of the region (what a netmap application would mmap).
     pub fn region_size(&self) -> usize {
-        self.region.len
-    }
-}
-
-fn csb_entries<'a>(csb: &'a Mapping, info: &AttachInfo, k: usize) -> (&'a CsbAtok, &'a CsbKtoa) {
-    let n = (info.num_tx_rings + info.num_rx_rings) as usize;
-    let k = k.min(n - 1);
-    // SAFETY: both arrays were checked at attach to hold n 64-byte aligned entries inside the
-    // CSB mapping, which lives as long as the Port; the entries are all atomics.
-    unsafe {
-        (
-            &*csb.base.as_ptr().cast::<CsbAtok>().add(k),
-            &*csb
-                .base
-                .as_ptr()
-                .add(info.csb_ktoa_offset as usize)
-                .cast::<CsbKtoa>()
-                .add(k),
-        )
+        self.region.size()
     }
 }

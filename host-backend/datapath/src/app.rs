@@ -55,6 +55,21 @@ impl AppRing {
         }
     }
 
+    /// As [`AppRing::new`], but `None` unless the CSB entry exists and holds indices inside
+    /// the ring (an application in another process, which must not start from a guess).
+    pub fn try_new(view: RingView, csb: CsbRef, ring: u32, entry: u32) -> Option<Self> {
+        let (a, k) = (csb.atok(entry)?, csb.ktoa(entry)?);
+        let idx = ApplRing::from_csb(view.num_slots(), a, k)?;
+        a.appl_disable_notifications();
+        Some(AppRing {
+            view,
+            csb,
+            entry,
+            ring,
+            idx,
+        })
+    }
+
     /// The ring's slots.
     #[inline]
     pub fn view(&self) -> &RingView {
@@ -73,10 +88,29 @@ impl AppRing {
         self.idx.head()
     }
 
+    /// `cur`.
+    #[inline]
+    pub fn cur(&self) -> u32 {
+        self.idx.cur()
+    }
+
     /// `tail`.
     #[inline]
     pub fn tail(&self) -> u32 {
         self.idx.tail()
+    }
+
+    /// Sets `cur` at `tail`: "wake me when `tail` moves past here" (a TX application that
+    /// waits for room).
+    #[inline]
+    pub fn cur_at_tail(&mut self) {
+        self.idx.cur_at_tail();
+    }
+
+    /// Sets `cur` back at `head`.
+    #[inline]
+    pub fn cur_at_head(&mut self) {
+        self.idx.cur_at_head();
     }
 
     /// Slots held from `head` on (TX: free, RX: received).
@@ -125,6 +159,69 @@ impl AppRing {
         if let Some(a) = self.csb.atok(self.entry) {
             self.idx.write(a);
         }
+    }
+
+    /// The application half of a sync for an application in another process: notifications
+    /// off, `head`/`cur` published, and whether the port must be kicked (`tx`: a TX ring;
+    /// `reclaim`: `NAF_FORCE_RECLAIM`). Read back with [`AppRing::refresh`] after the kick.
+    #[inline]
+    pub fn publish_for_kick(&self, tx: bool, reclaim: bool) -> bool {
+        match (self.csb.atok(self.entry), self.csb.ktoa(self.entry)) {
+            (Some(a), Some(k)) => {
+                a.appl_disable_notifications();
+                self.idx.publish(a, k, tx, reclaim)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the port has published a `hwtail` other than `mark` (no read-back): polling
+    /// without touching the ring.
+    #[inline]
+    pub fn hwtail_moved_from(&self, mark: u32) -> bool {
+        self.csb
+            .ktoa(self.entry)
+            .is_some_and(|k| k.appl_read().hwtail != mark)
+    }
+
+    /// Writes `head`, `cur` and `tail` into the ring's header, for netmap-style code that
+    /// reads `ring->tail` (the port itself reads the CSB, never the header).
+    #[inline]
+    pub fn write_header(&self) {
+        self.view
+            .reset_pointers(self.idx.head(), self.idx.cur(), self.idx.tail());
+    }
+
+    /// Protocol-breaking access for tests of the daemon's defences: publishes `head` and
+    /// `cur` as given, whatever the ring's state.
+    #[doc(hidden)]
+    pub fn unchecked_publish(&self, head: u32, cur: u32) {
+        if let Some(a) = self.csb.atok(self.entry) {
+            a.appl_write(head, cur);
+        }
+    }
+
+    /// The application's and the CSB's view of the ring, for debugging stalls.
+    pub fn debug_csb(&self) -> String {
+        let (Some(atok), Some(ktoa)) = (self.csb.atok(self.entry), self.csb.ktoa(self.entry))
+        else {
+            return format!("entry {}: no such CSB entry", self.entry);
+        };
+        let a = atok.kern_read();
+        let s = ktoa.appl_read();
+        format!(
+            "head {} cur {} tail {} | atok head {} cur {} need_irq {} | ktoa hwcur {} hwtail {} \
+             need_kick {}",
+            self.idx.head(),
+            self.idx.cur(),
+            self.idx.tail(),
+            a.head,
+            a.cur,
+            atok.appl_wants_interrupt(),
+            s.hwcur,
+            s.hwtail,
+            ktoa.kern_wants_kick()
+        )
     }
 
     /// Publishes `head`, runs the port's txsync (again while a batch limit left work, a few
@@ -229,8 +326,15 @@ impl AppRing {
     /// moved away from the `tail` last read (the caller should work instead of sleeping).
     #[inline]
     pub fn enable_notifications(&self) -> bool {
+        self.enable_notifications_past(self.idx.tail())
+    }
+
+    /// As [`AppRing::enable_notifications`], with the point `hwtail` must move from to be
+    /// news (a TX application waiting for room: its `cur`).
+    #[inline]
+    pub fn enable_notifications_past(&self, mark: u32) -> bool {
         match (self.csb.atok(self.entry), self.csb.ktoa(self.entry)) {
-            (Some(a), Some(k)) => self.idx.enable_notifications(a, k, self.idx.tail()),
+            (Some(a), Some(k)) => self.idx.enable_notifications(a, k, mark),
             _ => false,
         }
     }

@@ -96,6 +96,7 @@ pub struct CsbMem {
     file: File,
     map: GuardedMapping,
     n: u32,
+    ktoa_offset: usize,
 }
 
 impl CsbMem {
@@ -104,7 +105,38 @@ impl CsbMem {
         let size = 2 * Self::array_size(n);
         let file = sys::memfd(c"ptnet-csb", size, false)?;
         let map = GuardedMapping::new(&file, size)?;
-        Ok(Arc::new(CsbMem { file, map, n }))
+        Ok(Arc::new(CsbMem {
+            file,
+            map,
+            n,
+            ktoa_offset: size / 2,
+        }))
+    }
+
+    /// Maps a CSB someone else created (a host client's view): the first `size` bytes of
+    /// `file`, `n` atok entries at offset 0 and `n` ktoa entries at `ktoa_offset`; both arrays
+    /// must lie, 64-byte aligned, inside the mapping.
+    pub fn attach(file: File, size: usize, n: u32, ktoa_offset: u64) -> std::io::Result<Arc<Self>> {
+        let bad = |what| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let need = (n as usize) * CSB_ENTRY_SIZE as usize;
+        let ktoa_offset = usize::try_from(ktoa_offset).map_err(|_| bad("ktoa offset"))?;
+        let fits = n > 0
+            && ktoa_offset % CSB_ENTRY_SIZE as usize == 0
+            && need <= size
+            && ktoa_offset.checked_add(need).is_some_and(|e| e <= size);
+        if !fits {
+            return Err(bad("CSB arrays outside the CSB memory"));
+        }
+        if file.metadata()?.len() < size as u64 {
+            return Err(bad("CSB memory smaller than announced"));
+        }
+        let map = GuardedMapping::new(&file, size)?;
+        Ok(Arc::new(CsbMem {
+            file,
+            map,
+            n,
+            ktoa_offset,
+        }))
     }
 
     /// Bytes of one array, rounded to a page.
@@ -114,7 +146,7 @@ impl CsbMem {
 
     /// Offset of the ktoa array.
     pub fn ktoa_offset(&self) -> usize {
-        Self::array_size(self.n)
+        self.ktoa_offset
     }
 
     /// Total size of the memfd.
@@ -130,8 +162,9 @@ impl CsbMem {
     /// A [`CsbRef`] over this memory.
     pub fn csb(self: &Arc<Self>) -> CsbRef {
         let base = self.map.base();
-        // SAFETY: both arrays lie inside the mapping (2 * array_size bytes), are page aligned
-        // and hold n entries; the Arc keeps the mapping alive; clients access them atomically.
+        // SAFETY: both arrays of n entries lie inside the mapping, 64-byte aligned (checked by
+        // `attach`, by construction in `new`); the Arc keeps the mapping alive; every access
+        // to the entries is atomic.
         unsafe {
             CsbRef::from_raw(
                 NonNull::new_unchecked(base.cast()),

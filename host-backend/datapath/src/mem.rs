@@ -163,6 +163,28 @@ impl RegionLayout {
     }
 }
 
+/// Plain data: any bytes make a valid value, so it may be read out of (or written into)
+/// memory that someone else controls.
+///
+/// # Safety
+/// Every bit pattern of `size_of::<Self>()` bytes must be a valid `Self`, and `Self` must have
+/// no padding that a read would expose.
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: integers: every bit pattern is a value.
+unsafe impl Plain for u16 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
+// SAFETY: as above.
+unsafe impl Plain for u64 {}
+// SAFETY: as above.
+unsafe impl Plain for i64 {}
+// SAFETY: a byte array and integers, laid out without padding (ptnet-spec asserts the ABI
+// offsets and size).
+unsafe impl Plain for NetmapIf {}
+// SAFETY: integers, 16 bytes without padding (ptnet-spec asserts it).
+unsafe impl Plain for NetmapSlot {}
+
 /// Free lists of a region; touched only when objects are created or destroyed.
 #[derive(Debug)]
 struct Pools {
@@ -226,6 +248,63 @@ impl Region {
             huge,
             pools: Mutex::new(pools),
         }))
+    }
+
+    /// Maps a region someone else laid out: the first `size` bytes of `file`, as an
+    /// application sees a port's memory (`id` is its `nr_mem_id`). It has no pools (nothing is
+    /// allocated from it) and no buffers until [`Region::set_buffers`] says where they are.
+    pub fn attach(file: File, size: usize, id: u16) -> Result<Self, MemError> {
+        if file.metadata().map_err(MemError::Sys)?.len() < size as u64 {
+            return Err(MemError::Config("memory file smaller than announced"));
+        }
+        // A region the daemon backed with huge pages must be mapped at a huge page boundary;
+        // its size says so (any other region is a whole number of plain pages).
+        let align = if size % HUGE_PAGE_SIZE == 0 {
+            HUGE_PAGE_SIZE
+        } else {
+            PAGE_SIZE
+        };
+        let map = GuardedMapping::with_align(&file, size, align).map_err(MemError::Sys)?;
+        let layout = RegionLayout {
+            if_pool_ofs: 0,
+            if_objtotal: 0,
+            ring_pool_ofs: 0,
+            ring_objsize: 0,
+            ring_objtotal: 0,
+            buf_pool_ofs: 0,
+            buf_size: 0,
+            num_bufs: 0,
+            size,
+        };
+        Ok(Region {
+            id,
+            file,
+            map,
+            layout,
+            huge: false,
+            pools: Mutex::new(Pools {
+                free_ifs: Vec::new(),
+                free_rings: Vec::new(),
+                free_bufs: Vec::new(),
+            }),
+        })
+    }
+
+    /// Sets where the buffers of an attached region are: `buf_size`-byte buffers from byte
+    /// `pool_ofs` on, as many as fit in the region.
+    pub fn set_buffers(&mut self, pool_ofs: u64, buf_size: u32) -> Result<(), MemError> {
+        let pool = usize::try_from(pool_ofs)
+            .ok()
+            .filter(|&p| p <= self.layout.size)
+            .ok_or(MemError::Config("buffer pool outside the region"))?;
+        if buf_size == 0 {
+            return Err(MemError::Config("buffer size 0"));
+        }
+        let n = (self.layout.size - pool) / buf_size as usize;
+        self.layout.buf_pool_ofs = pool;
+        self.layout.buf_size = buf_size;
+        self.layout.num_bufs = u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(())
     }
 
     /// The region's id (netmap's `nr_mem_id`).
@@ -292,17 +371,10 @@ impl Region {
     pub fn buf_or_scratch(&self, idx: u32) -> (u32, Buf<'_>) {
         match self.buf(idx) {
             Some(b) => (idx, b),
-            None => {
-                // SAFETY: buffer 0 lies inside the mapping: RegionLayout::new requires more
-                // than the two reserved buffers.
-                let b = unsafe {
-                    Buf::new(
-                        self.map.base().add(self.layout.buf_pool_ofs),
-                        self.layout.buf_size as usize,
-                    )
-                };
-                (0, b)
-            }
+            // Buffer 0 exists in every region the daemon lays out (RegionLayout::new wants
+            // more than the two reserved buffers); an attached region without buffers gets a
+            // buffer of no bytes.
+            None => (0, self.buf(0).unwrap_or(Buf::EMPTY)),
         }
     }
 
@@ -329,18 +401,44 @@ impl Region {
     }
 
     /// Writes `value` at byte offset `ofs` (set-up time only).
-    fn write_at<T: Copy>(&self, ofs: usize, value: T) {
+    fn write_at<T: Plain>(&self, ofs: usize, value: T) {
         assert!(ofs % std::mem::align_of::<T>() == 0 && ofs + size_of::<T>() <= self.layout.size);
         // SAFETY: checked in bounds and aligned just above; plain-old-data write into our
         // shared mapping (a client may race, which can only corrupt its own view).
         unsafe { self.map.base().add(ofs).cast::<T>().write_volatile(value) };
     }
 
-    fn read_at<T: Copy>(&self, ofs: usize) -> T {
+    fn read_at<T: Plain>(&self, ofs: usize) -> T {
         assert!(ofs % std::mem::align_of::<T>() == 0 && ofs + size_of::<T>() <= self.layout.size);
-        // SAFETY: checked in bounds and aligned just above; `T` is plain old data (integers),
-        // valid for any bytes a client may have written.
+        // SAFETY: checked in bounds and aligned just above; `T` is plain data, valid for any
+        // bytes a client may have written.
         unsafe { self.map.base().add(ofs).cast::<T>().read_volatile() }
+    }
+
+    /// Reads a `T` at byte offset `ofs` once, or `None` if it does not lie (aligned) inside
+    /// the region: how an application finds its way through a layout it does not trust.
+    pub fn read<T: Plain>(&self, ofs: u64) -> Option<T> {
+        let ofs = usize::try_from(ofs).ok()?;
+        let end = ofs.checked_add(size_of::<T>())?;
+        (end <= self.layout.size && ofs % std::mem::align_of::<T>() == 0).then(|| self.read_at(ofs))
+    }
+
+    /// The ring of `num_slots` slots whose header is at byte offset `ofs`, if it lies
+    /// (64-byte aligned) inside the region with all its slots. For applications of a mapped
+    /// region ([`Region::attach`]); the daemon's own rings come from
+    /// [`Region::create_interface`].
+    pub fn ring(self: &Arc<Self>, ofs: u64, num_slots: u32) -> Option<RingView> {
+        let ofs = usize::try_from(ofs).ok()?;
+        let end =
+            ofs.checked_add(NETMAP_RING_SLOTS_OFS + num_slots as usize * size_of::<NetmapSlot>())?;
+        let ok = (MIN_SLOTS..=MAX_SLOTS).contains(&num_slots)
+            && ofs % 64 == 0
+            && end <= self.layout.size;
+        ok.then(|| RingView {
+            region: Arc::clone(self),
+            ofs,
+            num_slots,
+        })
     }
 
     fn alloc_bufs(&self, pools: &mut Pools, n: u32) -> Result<Vec<u32>, MemError> {
@@ -763,6 +861,13 @@ impl fmt::Debug for Buf<'_> {
 }
 
 impl<'a> Buf<'a> {
+    /// A buffer of no bytes.
+    pub const EMPTY: Buf<'static> = Buf {
+        ptr: NonNull::dangling(),
+        len: 0,
+        _region: PhantomData,
+    };
+
     /// # Safety
     /// `ptr` must address `len` bytes of a mapping that stays mapped for `'a`.
     #[inline]
@@ -826,6 +931,33 @@ impl<'a> Buf<'a> {
         // SAFETY: n is within both buffers (type invariant of each); `ptr::copy` tolerates
         // overlap. A client writing either buffer meanwhile can only garble the bytes.
         unsafe { std::ptr::copy(src.ptr.as_ptr(), self.ptr.as_ptr(), n) };
+    }
+
+    /// The buffer as a slice, for an application reading a frame it holds.
+    ///
+    /// # Safety
+    /// Nobody may write the buffer while the slice lives: the caller holds its slot, and the
+    /// other side of the ring (the daemon, for a host client) follows the ring protocol.
+    #[inline]
+    pub unsafe fn as_slice(&self) -> &'a [u8] {
+        // SAFETY: `len` bytes at `ptr` are mapped for 'a (type invariant); nobody writes them
+        // meanwhile (caller's contract).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The buffer as a mutable slice, for an application writing a frame into a slot it
+    /// holds.
+    ///
+    /// # Safety
+    /// Nobody else may read or write the buffer while the slice lives, and the caller makes
+    /// no other slice of it: the caller holds its slot, and the other side of the ring (the
+    /// daemon, for a host client) follows the ring protocol.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice(&self) -> &'a mut [u8] {
+        // SAFETY: `len` bytes at `ptr` are mapped for 'a (type invariant); nobody else touches
+        // them meanwhile (caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// The buffer as vm-memory's volatile slice, for copies to and from guest memory.
