@@ -190,3 +190,10 @@ impl Backend for Port {
         Port::wait(self, want, timeout)
     }
 }
+
+/// poll() timeout in milliseconds, rounded up so that a short wait does not become a spin.
+pub(crate) fn poll_timeout(t: Option<Duration>) -> i32 {
+    t.map_or(-1, |t| {
+        t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    })
+}

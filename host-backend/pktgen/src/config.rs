@@ -12,16 +12,8 @@ pub const DEFAULT_SRC_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x01];
 pub const DEFAULT_DST_MAC: Mac = [0x02, 0x70, 0x74, 0x00, 0x00, 0x02];
 /// Most slots one frame may take (`-l` above the buffer size).
 pub const MAX_FRAGS: usize = 64;
-/// The prefix of port names served by the netmap backend (`-i netmap:ptnet0`), as in
-/// netmap's pkt-gen; the rest of the name is the `nr_name` registered.
-pub const NETMAP_PREFIX: &str = "netmap:";
-/// The device the netmap backend opens.
-pub const NETMAP_DEVICE: &str = "/dev/netmap";
-/// The prefix of port names served by the AF_PACKET backend (`-i packet:eth0`); the rest is
-/// a Linux interface name.
-pub const PACKET_PREFIX: &str = "packet:";
-/// What the AF_PACKET backend attaches "through", in its messages.
-pub const PACKET_SOCKET: &str = "AF_PACKET";
+pub use crate::netmap::{NETMAP_DEVICE, NETMAP_PREFIX};
+pub use crate::packet::{PACKET_PREFIX, PACKET_SOCKET};
 /// The broadcast address: the default destination of packet ports, which every interface
 /// accepts without promiscuous mode.
 pub const BROADCAST_MAC: Mac = [0xff; 6];

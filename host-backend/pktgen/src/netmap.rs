@@ -18,8 +18,7 @@ use ptnet_spec::netmap::{
     NR_REG_ALL_NIC, NetmapSlot, NmreqHeader, NmreqRegister,
 };
 
-use crate::backend::{AttachOptions, Backend, Geometry, Want};
-use crate::config::NETMAP_PREFIX;
+use crate::backend::{AttachOptions, Backend, Geometry, Want, poll_timeout};
 use crate::nifp::{LayoutError, Mapping, Nifp};
 
 /// Why a netmap port could not be opened.
@@ -192,6 +191,12 @@ impl Kernel for Device {
     }
 }
 
+/// The prefix of port names served by the netmap backend (`-i netmap:ptnet0`), as in
+/// netmap's pkt-gen; the rest of the name is the `nr_name` registered.
+pub const NETMAP_PREFIX: &str = "netmap:";
+/// The device the netmap backend opens.
+pub const NETMAP_DEVICE: &str = "/dev/netmap";
+
 /// `nr_name` of a `netmap:NAME` port name.
 pub fn nr_name(port: &str) -> Result<&str, NetmapError> {
     port.strip_prefix(NETMAP_PREFIX)
@@ -257,13 +262,6 @@ impl<K: Kernel> NetmapPort<K> {
         }
         self.nifp.after_sync(tx);
     }
-}
-
-/// poll() timeout in milliseconds, rounded up so that a short wait does not become a spin.
-pub(crate) fn poll_timeout(t: Option<Duration>) -> i32 {
-    t.map_or(-1, |t| {
-        t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-    })
 }
 
 impl<K: Kernel> Backend for NetmapPort<K> {

@@ -53,9 +53,7 @@ use std::time::Duration;
 use ptnet_spec::netmap::NetmapSlot;
 use ptnet_spec::ring::{distance, nm_add, nm_next, nm_prev};
 
-use crate::backend::{AttachOptions, Backend, Geometry, Want};
-use crate::config::PACKET_PREFIX;
-use crate::netmap::poll_timeout;
+use crate::backend::{AttachOptions, Backend, Geometry, Want, poll_timeout};
 use crate::payload::{ETHERTYPE, MAX_FRAME, Mac};
 
 /// Bytes of Ethernet header the kernel adds to the MTU for the largest frame.
@@ -137,6 +135,12 @@ pub enum PacketError {
         source: io::Error,
     },
 }
+
+/// The prefix of port names served by the AF_PACKET backend (`-i packet:eth0`); the rest is
+/// a Linux interface name.
+pub const PACKET_PREFIX: &str = "packet:";
+/// What the AF_PACKET backend attaches "through", in its messages.
+pub const PACKET_SOCKET: &str = "AF_PACKET";
 
 /// The interface name of a `packet:IFNAME` port name (Linux's `dev_valid_name` rules).
 pub fn ifname(port: &str) -> Result<&str, PacketError> {

@@ -12,11 +12,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use ptnet_proto::{self as proto, Envelope, PROTO_VERSION, Reply, Request};
+use ptnet_proto::{
+    self as proto, Envelope, PROTO_VERSION, PortEntry, Profile, Reply, Request, SwitchEntry,
+};
 
-use crate::daemon::{DEFAULT_SLOTS, Daemon, DaemonError, error_chain};
-use crate::nic::{HostStack, NicRequest, detach_nic};
-use crate::registry::{destroy_port, destroy_switch, listing};
+use crate::daemon::Daemon;
+use crate::error::{DaemonError, error_chain};
+use crate::nic::{HostStack, NicRequest, nic_entry};
+use crate::registry::{DEFAULT_SLOTS, State, counters};
+use crate::vm::vm_entry;
 
 impl Daemon {
     /// Answers a management request.
@@ -27,10 +31,10 @@ impl Daemon {
                 "attach is handled by the connection".into(),
             )),
             Request::List => return listing(&st),
-            Request::CreateSwitch { name } => self.create_switch(&mut st, &name, 8),
-            Request::DestroySwitch { name } => destroy_switch(&mut st, &name),
-            Request::CreatePort(req) => self.create_port(&mut st, &req, true).map(|_| ()),
-            Request::DestroyPort { port } => destroy_port(&mut st, &port),
+            Request::CreateSwitch { name } => st.create_switch(&name, 8),
+            Request::DestroySwitch { name } => st.destroy_switch(&name),
+            Request::CreatePort(req) => st.create_port(&req, true).map(|_| ()),
+            Request::DestroyPort { port } => st.destroy_port(&port),
             Request::AttachNic {
                 switch,
                 ifname,
@@ -47,7 +51,7 @@ impl Daemon {
                     slots: DEFAULT_SLOTS,
                     host_stack: HostStack::new(host_stack_tap.as_deref(), host_stack),
                 };
-                return match self.attach_nic(&mut st, &req) {
+                return match st.attach_nic(&req) {
                     Ok(nic) => Reply::NicAttached {
                         port: format!("{switch}:{ifname}"),
                         host_stack: st
@@ -62,14 +66,13 @@ impl Daemon {
                     },
                 };
             }
-            Request::DetachNic { switch, ifname } => detach_nic(&mut st, &switch, &ifname),
+            Request::DetachNic { switch, ifname } => st.detach_nic(&switch, &ifname),
             Request::CreateNicPort {
                 ifname,
                 backend,
                 buf_size,
                 rings,
-            } => self.create_direct(
-                &mut st,
+            } => st.create_direct(
                 &ifname,
                 backend.as_deref(),
                 buf_size,
@@ -77,10 +80,13 @@ impl Daemon {
                 None,
                 true,
             ),
-            Request::ServeVm(req) => self.serve_vm(&mut st, &req),
-            Request::StopVm { port } => self.stop_vm(&mut st, &port),
+            Request::ServeVm(req) => {
+                let mode = self.mode(req.port.busy_poll);
+                st.serve_vm(&req, mode, self.cfg.socket_mode().ok())
+            }
+            Request::StopVm { port } => st.stop_vm(&port),
             Request::QemuArgs { port } => {
-                return match self.qemu_args(&st, &port) {
+                return match st.qemu_args(&port) {
                     Ok(args) => Reply::QemuArgs { args },
                     Err(e) => Reply::Error {
                         message: e.to_string(),
@@ -187,6 +193,73 @@ impl Daemon {
         }
         self.detach(att);
     }
+}
+
+/// The `list` reply: every switch and its ports, pipes and direct NIC ports.
+pub(crate) fn listing(st: &State) -> Reply {
+    let switches = st
+        .switches
+        .iter()
+        .map(|(name, ss)| SwitchEntry {
+            name: name.clone(),
+            ports: ss
+                .ports
+                .values()
+                .map(|ps| {
+                    let ifc = ps.vport.interface();
+                    PortEntry {
+                        name: ps.vport.name().to_owned(),
+                        kind: if ps.nic.is_some() { "nic" } else { "vale" }.into(),
+                        attached: ps.attached,
+                        mem_id: ifc.region().id(),
+                        profile: ps.profile,
+                        tx_rings: ifc.tx.len() as u32,
+                        rx_rings: ifc.rx.len() as u32,
+                        slots: ps.slots,
+                        stats: counters(ps.vport.stats()),
+                        nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
+                        vm: vm_entry(st, ps.vport.name()),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let mut pipes = Vec::new();
+    for ps in st.pipes.values() {
+        for (i, end) in [&ps.pipe.master, &ps.pipe.slave].into_iter().enumerate() {
+            pipes.push(PortEntry {
+                name: end.name().to_owned(),
+                kind: "pipe".into(),
+                attached: ps.attached[i],
+                mem_id: end.interface().region().id(),
+                profile: Profile::Trusted,
+                tx_rings: ps.rings,
+                rx_rings: ps.rings,
+                slots: ps.slots,
+                stats: counters(end.stats()),
+                nic: None,
+                vm: vm_entry(st, end.name()),
+            });
+        }
+    }
+    for (ifname, ds) in &st.directs {
+        let vp = ds.nic.client_port();
+        let ifc = vp.interface();
+        pipes.push(PortEntry {
+            name: ifname.clone(),
+            kind: "nic".into(),
+            attached: ds.attached,
+            mem_id: ifc.region().id(),
+            profile: Profile::Untrusted,
+            tx_rings: ifc.tx.len() as u32,
+            rx_rings: ifc.rx.len() as u32,
+            slots: ds.slots,
+            stats: counters(vp.stats()),
+            nic: Some(nic_entry(&ds.nic.snapshot())),
+            vm: vm_entry(st, ifname),
+        });
+    }
+    Reply::Listing { switches, pipes }
 }
 
 /// Binds the control socket: creates its directory, replaces a stale socket (one nobody

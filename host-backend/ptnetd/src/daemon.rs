@@ -1,10 +1,7 @@
 //! The daemon: its configuration, its state behind one lock, and host clients' attachments.
-//! What it does is split by concern, each an `impl Daemon` of its own:
-//!
-//! * `registry`: switches, ports, pipes and direct NIC ports, claimed and released;
-//! * `nic`: host interfaces attached to switches or given directly to a client;
-//! * `vm`: ports served to VMs over vhost-user;
-//! * [`control`](crate::control): the control socket, its connections and requests.
+//! The state and what can be done to it are the layers below (`registry`: switches, ports,
+//! pipes and direct NIC ports; `nic`: interfaces on switches; `vm`: ports served to VMs); the
+//! control socket above it is [`control`](crate::control).
 
 use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,44 +13,10 @@ use ptnet_proto::{PortRequest, VmRequest};
 use ptnet_spec::name::{Base, PortName};
 
 use crate::config::{Config, PortSection};
+use crate::error::Result;
+pub use crate::error::{DaemonError, error_chain};
 use crate::nic::{HostStack, NicRequest, nic_section};
 use crate::registry::{Key, State};
-
-/// Default geometry of ports created on demand.
-pub(crate) const DEFAULT_SLOTS: u32 = 1024;
-
-/// Errors reported to clients (their text is the reply's message).
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    /// Bad port name.
-    #[error("bad port name {name:?}: {reason}")]
-    Name {
-        /// The name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// Something does not exist.
-    #[error("{0} does not exist")]
-    Missing(String),
-    /// Something exists already.
-    #[error("{0} already exists")]
-    Exists(String),
-    /// The port has a client already.
-    #[error("port {0} is busy (a client is attached)")]
-    Busy(String),
-    /// Not supported (yet).
-    #[error("{0}")]
-    Unsupported(String),
-    /// A limit was hit or a value is out of range.
-    #[error("{0}")]
-    Invalid(String),
-    /// The datapath refused.
-    #[error("{0}")]
-    Datapath(String),
-}
-
-pub(crate) type Result<T> = std::result::Result<T, DaemonError>;
 
 /// A client's hold on a port.
 #[derive(Debug)]
@@ -72,13 +35,16 @@ impl Daemon {
     /// Builds the daemon's state from its configuration: switches and persistent ports.
     pub fn new(cfg: Config) -> Result<Arc<Self>> {
         let d = Arc::new(Daemon {
+            state: Mutex::new(State {
+                max_switches: cfg.daemon.max_switches,
+                ..State::default()
+            }),
             cfg,
-            state: Mutex::new(State::default()),
         });
         {
             let mut st = d.lock();
             for s in &d.cfg.switches {
-                d.create_switch(&mut st, &s.name, s.trusted_ports)?;
+                st.create_switch(&s.name, s.trusted_ports)?;
             }
             for p in &d.cfg.ports {
                 let req = PortRequest {
@@ -97,8 +63,7 @@ impl Daemon {
                     ..
                 }) = PortName::parse(&p.name)
                 {
-                    d.create_direct(
-                        &mut st,
+                    st.create_direct(
                         ifname,
                         p.backend.as_deref(),
                         p.buf_size,
@@ -120,10 +85,10 @@ impl Daemon {
                             p.host_stack.unwrap_or(false),
                         ),
                     };
-                    d.attach_nic(&mut st, &req)?;
+                    st.attach_nic(&req)?;
                     continue;
                 }
-                d.create_port(&mut st, &req, true)?;
+                st.create_port(&req, true)?;
             }
             for v in &d.cfg.vms {
                 // The geometry of the port's own [[port]] section, if it has one.
@@ -142,7 +107,8 @@ impl Daemon {
                     mac: v.mac.clone(),
                     device: v.device,
                 };
-                d.serve_vm(&mut st, &req)?;
+                let mode = d.mode(req.port.busy_poll);
+                st.serve_vm(&req, mode, d.cfg.socket_mode().ok())?;
             }
         }
         Ok(d)
@@ -156,11 +122,11 @@ impl Daemon {
     pub fn attach(&self, req: &PortRequest) -> Result<(Attachment, Vec<File>)> {
         let mode = self.mode(req.busy_poll);
         let mut st = self.lock();
-        let (key, sync) = self.claim(&mut st, req, false)?;
+        let (key, sync) = st.claim(req, false)?;
         match HostClient::attach(sync, mode) {
             Ok((client, files)) => Ok((Attachment { key, client }, files)),
             Err(e) => {
-                self.release(&mut st, &key);
+                st.release(&key);
                 Err(DaemonError::Datapath(format!("cannot attach: {e}")))
             }
         }
@@ -182,8 +148,6 @@ impl Daemon {
         let Attachment { key, client } = att;
         client.detach();
         let mut st = self.lock();
-        self.release(&mut st, &key);
+        st.release(&key);
     }
 }
-
-pub use ptnet_proto::error_chain;

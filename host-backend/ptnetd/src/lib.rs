@@ -3,6 +3,7 @@
 //!
 //! * [`config`]: the TOML configuration and its embedded default;
 //! * [`daemon`]: the daemon, its state's lock, host clients' attachments;
+//! * `error`: what a client is told when a request fails;
 //! * `registry`: switches, ports, pipes and direct NIC ports, claimed, released, listed;
 //! * `nic`: host interfaces on switches or given directly to a client;
 //! * `vm`: ports served to VMs over vhost-user;
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod error;
 mod nic;
 mod registry;
 mod vm;

@@ -3,17 +3,15 @@
 
 use std::sync::Arc;
 
-use ptnet_datapath::mem::DEFAULT_BUF_SIZE;
-use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::nic::tap::TapOpener;
-use ptnet_datapath::nic::{BackendChoice, HostInterface, NicOpener, NicPort, NicSnapshot};
+use ptnet_datapath::nic::{HostInterface, NicOpener, NicPort, NicSnapshot};
 use ptnet_datapath::switch::vale::VPortSpec;
 use ptnet_proto::{NicEntry, Profile};
-use ptnet_spec::name::{Base, PortName, RingSelection};
+use ptnet_spec::name::{Base, PortName};
 
 use crate::config::PortSection;
-use crate::daemon::{DEFAULT_SLOTS, Daemon, DaemonError, Result, error_chain};
-use crate::registry::{DirectState, PortState, State, SwitchState};
+use crate::error::{DaemonError, Result, error_chain};
+use crate::registry::{PortState, State, SwitchState, nic_options, remove_switch_port};
 
 /// Whether the host's own stack joins the switch beside an interface, through a tap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,84 +61,11 @@ pub(crate) struct NicRequest<'a> {
     pub(crate) host_stack: HostStack<'a>,
 }
 
-impl Daemon {
-    /// Gives host interface `ifname` a stand-alone port for one client (netmap's
-    /// `netmap:eth0`), with `rings` ring pairs (AF_PACKET fanout when more than one).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create_direct(
-        &self,
-        st: &mut State,
-        ifname: &str,
-        backend: Option<&str>,
-        buf_size: Option<u32>,
-        rings: u32,
-        slots: Option<u32>,
-        persistent: bool,
-    ) -> Result<()> {
-        if let Some(ds) = st.directs.get_mut(ifname) {
-            if persistent && !ds.persistent {
-                ds.persistent = true;
-                return Ok(());
-            }
-            return Err(DaemonError::Exists(format!("port {ifname}")));
-        }
-        // Clients name the port by the interface's name: it must parse back to exactly that
-        // (netmap's grammar reads `-`, `{`, `}`, `*`, `^`, `@`, `/` as suffixes, and a leading
-        // `vale` as a switch).
-        let reachable = matches!(
-            PortName::parse(ifname),
-            Ok(PortName {
-                base: Base::Nic { ifname: n },
-                pipe: None,
-                rings: RingSelection::AllNic,
-                flags: 0,
-                mem_id: None,
-            }) if n == ifname
-        );
-        if !reachable {
-            return Err(DaemonError::Invalid(format!(
-                "{ifname:?}: clients could not name this port (netmap's port-name grammar reads \
-                 '-', '{{', '}}', '*', '^', '@', '/' as suffixes and 'vale...' as a switch); \
-                 rename the interface or attach it to a switch"
-            )));
-        }
-        let (choice, buf_size, slots) =
-            nic_options(backend, buf_size, slots.unwrap_or(DEFAULT_SLOTS))?;
-        if st
-            .switches
-            .values()
-            .any(|ss| ss.ports.get(ifname).is_some_and(|p| p.nic.is_some()))
-        {
-            return Err(DaemonError::Busy(format!(
-                "{ifname} (the interface is attached to a switch)"
-            )));
-        }
-        let nic = DirectNic::start(
-            ifname,
-            &DirectSpec {
-                rings,
-                slots,
-                buf_size,
-                choice,
-            },
-        )
-        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
-        st.directs.insert(
-            ifname.to_owned(),
-            DirectState {
-                nic,
-                persistent,
-                attached: false,
-                slots,
-            },
-        );
-        Ok(())
-    }
-
+impl State {
     /// Attaches host interface `r.ifname` to `r.switch` (created if needed) as port
     /// `switch:ifname`, with a worker that moves frames between them, and the host's own
     /// stack beside it through a tap if `r.host_stack` says so.
-    pub(crate) fn attach_nic(&self, st: &mut State, r: &NicRequest<'_>) -> Result<NicEntry> {
+    pub(crate) fn attach_nic(&mut self, r: &NicRequest<'_>) -> Result<NicEntry> {
         let NicRequest {
             switch,
             ifname,
@@ -164,16 +89,16 @@ impl Daemon {
                 )));
             }
         }
-        if !st.switches.contains_key(switch) {
-            self.create_switch(st, switch, 8)?;
+        if !self.switches.contains_key(switch) {
+            self.create_switch(switch, 8)?;
         }
-        if st.directs.contains_key(ifname) {
+        if self.directs.contains_key(ifname) {
             return Err(DaemonError::Busy(format!(
                 "{ifname} (the interface is given directly to a client: destroy-port {ifname})"
             )));
         }
         // PANIC: created just above if it was missing.
-        let ss = st.switches.get_mut(switch).expect("switch exists");
+        let ss = self.switches.get_mut(switch).expect("switch exists");
         if let Some(t) = tap_name.as_deref().filter(|t| ss.ports.contains_key(*t)) {
             return Err(DaemonError::Exists(format!("port {switch}:{t}")));
         }
@@ -255,32 +180,20 @@ pub(crate) fn nic_entry(s: &NicSnapshot) -> NicEntry {
     }
 }
 
-pub(crate) fn detach_nic(st: &mut State, switch: &str, ifname: &str) -> Result<()> {
-    let ss = st
-        .switches
-        .get_mut(switch)
-        .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
-    if ss.ports.get(ifname).is_none_or(|p| p.nic.is_none()) {
-        return Err(DaemonError::Missing(format!(
-            "host interface {ifname} on {switch}"
-        )));
-    }
-    remove_switch_port(ss, ifname);
-    Ok(())
-}
-
-/// Removes port `name` of a switch: stops its NIC worker if it has one, and removes the
-/// host-stack tap that came with it (the tap device disappears with its worker).
-pub(crate) fn remove_switch_port(ss: &mut SwitchState, name: &str) {
-    let Some(mut ps) = ss.ports.remove(name) else {
-        return;
-    };
-    if let Some(n) = ps.nic.take() {
-        n.stop();
-    }
-    ss.sw.remove_port(&ps.vport);
-    if let Some(t) = ps.host_stack.take() {
-        remove_switch_port(ss, &t);
+impl State {
+    /// Detaches host interface `ifname` from `switch` (its host-stack tap goes too).
+    pub(crate) fn detach_nic(&mut self, switch: &str, ifname: &str) -> Result<()> {
+        let ss = self
+            .switches
+            .get_mut(switch)
+            .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
+        if ss.ports.get(ifname).is_none_or(|p| p.nic.is_none()) {
+            return Err(DaemonError::Missing(format!(
+                "host interface {ifname} on {switch}"
+            )));
+        }
+        remove_switch_port(ss, ifname);
+        Ok(())
     }
 }
 
@@ -291,28 +204,6 @@ fn valid_ifname(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'%'))
-}
-
-/// A NIC port's backend choice, buffer size and ring size, checked (defaults when absent).
-fn nic_options(
-    backend: Option<&str>,
-    buf_size: Option<u32>,
-    slots: u32,
-) -> Result<(BackendChoice, u32, u32)> {
-    let choice: BackendChoice = backend
-        .unwrap_or("auto")
-        .parse()
-        .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
-    let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
-    if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
-        return Err(DaemonError::Invalid(format!(
-            "buf_size {buf_size}: a multiple of 64 in 64..=65536"
-        )));
-    }
-    if !(64..=16384).contains(&slots) {
-        return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
-    }
-    Ok((choice, buf_size, slots))
 }
 
 /// Adds port `name` to the switch of `ss` with a NIC worker that opens its interface through

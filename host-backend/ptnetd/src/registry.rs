@@ -1,22 +1,24 @@
-//! The registry: every switch, port, pipe and direct NIC port the daemon holds, who is
-//! attached to what, creating them on demand, claiming and releasing them, destroying them,
-//! and listing them.
+//! The registry: every switch, port, pipe, direct NIC port and VM port the daemon holds,
+//! who is attached to what; creating them (on demand too), claiming and releasing them,
+//! destroying them.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use ptnet_datapath::mem::{Region, RegionConfig};
-use ptnet_datapath::nic::NicPort;
-use ptnet_datapath::nic::direct::DirectNic;
+use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, Region, RegionConfig};
+use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
+use ptnet_datapath::nic::{BackendChoice, NicPort};
 use ptnet_datapath::port::{PortStats, SyncPort};
 use ptnet_datapath::switch::pipe::{End, Pipe, PipePortSync};
 use ptnet_datapath::switch::vale::{Switch, VPort, VPortSpec, ValePortSync};
-use ptnet_proto::{Counters, PortEntry, PortRequest, Profile, Reply, SwitchEntry};
+use ptnet_proto::{Counters, PortRequest, Profile};
 use ptnet_spec::name::{Base, PipeRole, PortName, RingSelection};
 
-use crate::daemon::{DEFAULT_SLOTS, Daemon, DaemonError, Result, error_chain};
-use crate::nic::{nic_entry, remove_switch_port};
-use crate::vm::{VmState, vm_entry};
+use crate::error::{DaemonError, Result, error_chain, parse};
+
+/// Default geometry of ports created on demand.
+pub(crate) const DEFAULT_SLOTS: u32 = 1024;
 
 pub(crate) struct PortState {
     pub(crate) vport: Arc<VPort>,
@@ -55,8 +57,11 @@ pub(crate) struct DirectState {
     pub(crate) slots: u32,
 }
 
+/// Everything the daemon holds, behind the daemon's one lock.
 #[derive(Default)]
 pub(crate) struct State {
+    /// Most switches (the configuration's `max_switches`).
+    pub(crate) max_switches: usize,
     pub(crate) switches: BTreeMap<String, SwitchState>,
     /// Keyed by "parent{id".
     pub(crate) pipes: BTreeMap<String, PipeState>,
@@ -81,24 +86,43 @@ pub(crate) fn end_index(e: End) -> usize {
     }
 }
 
+/// A port's counters as the control protocol carries them.
 pub(crate) fn counters(s: &PortStats) -> Counters {
     s.snapshot()
 }
 
-impl Daemon {
-    pub(crate) fn create_switch(
-        &self,
-        st: &mut State,
-        name: &str,
-        trusted_ports: u32,
-    ) -> Result<()> {
-        if st.switches.contains_key(name) {
+/// The server of a port served to a VM, by device.
+pub(crate) enum VmHandle {
+    Ptnet(ptnet_device::ServeHandle),
+    VirtioNet(ptnet_virtio_net::ServeHandle),
+}
+
+impl VmHandle {
+    pub(crate) fn stop(self) {
+        match self {
+            VmHandle::Ptnet(h) => h.stop(),
+            VmHandle::VirtioNet(h) => h.stop(),
+        }
+    }
+}
+
+/// A port served to a VM (claimed like an attachment while it is served).
+pub(crate) struct VmState {
+    pub(crate) handle: VmHandle,
+    pub(crate) socket: PathBuf,
+    pub(crate) key: Key,
+    pub(crate) port: Arc<dyn SyncPort>,
+}
+
+impl State {
+    pub(crate) fn create_switch(&mut self, name: &str, trusted_ports: u32) -> Result<()> {
+        if self.switches.contains_key(name) {
             return Err(DaemonError::Exists(format!("switch {name}")));
         }
-        if st.switches.len() >= self.cfg.daemon.max_switches {
+        if self.switches.len() >= self.max_switches {
             return Err(DaemonError::Invalid(format!(
                 "too many switches (max_switches = {})",
-                self.cfg.daemon.max_switches
+                self.max_switches
             )));
         }
         let ok = name.starts_with("vale")
@@ -109,7 +133,7 @@ impl Daemon {
                 "switch name {name:?}: vale[0-9A-Za-z_]*, at most 15 bytes"
             )));
         }
-        st.switches.insert(
+        self.switches.insert(
             name.to_owned(),
             SwitchState {
                 sw: Switch::new(name),
@@ -123,12 +147,7 @@ impl Daemon {
     }
 
     /// Creates a port (VALE port or pipe) as `req` says; returns its canonical name.
-    pub(crate) fn create_port(
-        &self,
-        st: &mut State,
-        req: &PortRequest,
-        persistent: bool,
-    ) -> Result<String> {
+    pub(crate) fn create_port(&mut self, req: &PortRequest, persistent: bool) -> Result<String> {
         let name = parse(&req.port)?;
         let tx_rings = req.tx_rings.unwrap_or(1);
         let rx_rings = req.rx_rings.unwrap_or(1);
@@ -143,11 +162,11 @@ impl Daemon {
         }
         match (name.base, name.pipe) {
             (Base::Vale { switch, port }, None) => {
-                if !st.switches.contains_key(switch) {
-                    self.create_switch(st, switch, 8)?;
+                if !self.switches.contains_key(switch) {
+                    self.create_switch(switch, 8)?;
                 }
                 // PANIC: created just above if it was missing.
-                let ss = st.switches.get_mut(switch).expect("switch exists");
+                let ss = self.switches.get_mut(switch).expect("switch exists");
                 if ss.ports.contains_key(port) {
                     return Err(DaemonError::Exists(format!("port {switch}:{port}")));
                 }
@@ -194,7 +213,7 @@ impl Daemon {
                     Base::Nic { ifname } => ifname.to_owned(),
                 };
                 let key = format!("{parent}{{{}", p.id);
-                if let Some(ps) = st.pipes.get_mut(&key) {
+                if let Some(ps) = self.pipes.get_mut(&key) {
                     if persistent && !ps.persistent {
                         ps.persistent = true;
                         return Ok(key);
@@ -208,7 +227,7 @@ impl Daemon {
                 }
                 let pipe = Pipe::new(&parent, p.id, tx_rings, slots, req.extra_bufs, None)
                     .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
-                st.pipes.insert(
+                self.pipes.insert(
                     key.clone(),
                     PipeState {
                         pipe,
@@ -227,7 +246,7 @@ impl Daemon {
                         "a direct NIC port has as many TX as RX rings".into(),
                     ));
                 }
-                self.create_direct(st, ifname, None, None, rings, Some(slots), persistent)?;
+                self.create_direct(ifname, None, None, rings, Some(slots), persistent)?;
                 Ok(ifname.to_owned())
             }
         }
@@ -236,8 +255,7 @@ impl Daemon {
     /// Finds (or creates: on demand, or `persistent`) the port `req` names and claims it for
     /// one client, a host process or a VM: nobody else can attach until it is released.
     pub(crate) fn claim(
-        &self,
-        st: &mut State,
+        &mut self,
         req: &PortRequest,
         persistent: bool,
     ) -> Result<(Key, Arc<dyn SyncPort>)> {
@@ -250,15 +268,15 @@ impl Daemon {
         }
         let claimed: (Key, Arc<dyn SyncPort>) = match (name.base, name.pipe) {
             (Base::Vale { switch, port }, None) => {
-                let exists = st
+                let exists = self
                     .switches
                     .get(switch)
                     .is_some_and(|s| s.ports.contains_key(port));
                 if !exists {
-                    self.create_port(st, req, persistent)?;
+                    self.create_port(req, persistent)?;
                 }
                 // PANIC: the port exists or was just created.
-                let ss = st.switches.get_mut(switch).expect("switch exists");
+                let ss = self.switches.get_mut(switch).expect("switch exists");
                 let ps = ss.ports.get_mut(port).expect("port exists");
                 if ps.nic.is_some() {
                     return Err(DaemonError::Busy(format!(
@@ -287,11 +305,11 @@ impl Daemon {
                     Base::Nic { ifname } => ifname.to_owned(),
                 };
                 let key = format!("{parent}{{{}", p.id);
-                if !st.pipes.contains_key(&key) {
-                    self.create_port(st, req, persistent)?;
+                if !self.pipes.contains_key(&key) {
+                    self.create_port(req, persistent)?;
                 }
                 // PANIC: exists or was just created.
-                let ps = st.pipes.get_mut(&key).expect("pipe exists");
+                let ps = self.pipes.get_mut(&key).expect("pipe exists");
                 let end = match p.role {
                     PipeRole::Master => End::Master,
                     PipeRole::Slave => End::Slave,
@@ -322,12 +340,12 @@ impl Daemon {
                 )
             }
             (Base::Nic { ifname }, None) => {
-                if !st.directs.contains_key(ifname) {
+                if !self.directs.contains_key(ifname) {
                     let rings = req.tx_rings.or(req.rx_rings).unwrap_or(1);
-                    self.create_direct(st, ifname, None, None, rings, req.slots, persistent)?;
+                    self.create_direct(ifname, None, None, rings, req.slots, persistent)?;
                 }
                 // PANIC: exists or was just created.
-                let ds = st.directs.get_mut(ifname).expect("direct port exists");
+                let ds = self.directs.get_mut(ifname).expect("direct port exists");
                 let r = ds.nic.rings();
                 if req.tx_rings.is_some_and(|n| n != r)
                     || req.rx_rings.is_some_and(|n| n != r)
@@ -353,10 +371,10 @@ impl Daemon {
         Ok(claimed)
     }
 
-    pub(crate) fn release(&self, st: &mut State, key: &Key) {
+    pub(crate) fn release(&mut self, key: &Key) {
         match key {
             Key::Vale { switch, port } => {
-                let Some(ss) = st.switches.get_mut(switch) else {
+                let Some(ss) = self.switches.get_mut(switch) else {
                     return;
                 };
                 let remove = match ss.ports.get_mut(port) {
@@ -373,7 +391,7 @@ impl Daemon {
                 }
             }
             Key::Pipe { key, end } => {
-                let remove = match st.pipes.get_mut(key) {
+                let remove = match self.pipes.get_mut(key) {
                     Some(ps) => {
                         ps.attached[end_index(*end)] = false;
                         !ps.persistent && ps.attached == [false; 2]
@@ -381,12 +399,12 @@ impl Daemon {
                     None => false,
                 };
                 if remove {
-                    st.pipes.remove(key);
+                    self.pipes.remove(key);
                     log::info!("pipe {key} removed");
                 }
             }
             Key::Direct { ifname } => {
-                let remove = match st.directs.get_mut(ifname) {
+                let remove = match self.directs.get_mut(ifname) {
                     Some(ds) => {
                         ds.attached = false;
                         !ds.persistent
@@ -394,19 +412,152 @@ impl Daemon {
                     None => false,
                 };
                 if remove {
-                    st.directs.remove(ifname);
+                    self.directs.remove(ifname);
                     log::info!("{ifname}: direct NIC port removed");
                 }
             }
         }
     }
-}
 
-pub(crate) fn parse(name: &str) -> Result<PortName<'_>> {
-    PortName::parse(name).map_err(|e| DaemonError::Name {
-        name: name.to_owned(),
-        reason: e.to_string(),
-    })
+    /// Gives host interface `ifname` a stand-alone port for one client (netmap's
+    /// `netmap:eth0`), with `rings` ring pairs (AF_PACKET fanout when more than one).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_direct(
+        &mut self,
+        ifname: &str,
+        backend: Option<&str>,
+        buf_size: Option<u32>,
+        rings: u32,
+        slots: Option<u32>,
+        persistent: bool,
+    ) -> Result<()> {
+        if let Some(ds) = self.directs.get_mut(ifname) {
+            if persistent && !ds.persistent {
+                ds.persistent = true;
+                return Ok(());
+            }
+            return Err(DaemonError::Exists(format!("port {ifname}")));
+        }
+        // Clients name the port by the interface's name: it must parse back to exactly that
+        // (netmap's grammar reads `-`, `{`, `}`, `*`, `^`, `@`, `/` as suffixes, and a leading
+        // `vale` as a switch).
+        let reachable = matches!(
+            PortName::parse(ifname),
+            Ok(PortName {
+                base: Base::Nic { ifname: n },
+                pipe: None,
+                rings: RingSelection::AllNic,
+                flags: 0,
+                mem_id: None,
+            }) if n == ifname
+        );
+        if !reachable {
+            return Err(DaemonError::Invalid(format!(
+                "{ifname:?}: clients could not name this port (netmap's port-name grammar reads \
+                 '-', '{{', '}}', '*', '^', '@', '/' as suffixes and 'vale...' as a switch); \
+                 rename the interface or attach it to a switch"
+            )));
+        }
+        let (choice, buf_size, slots) =
+            nic_options(backend, buf_size, slots.unwrap_or(DEFAULT_SLOTS))?;
+        if self
+            .switches
+            .values()
+            .any(|ss| ss.ports.get(ifname).is_some_and(|p| p.nic.is_some()))
+        {
+            return Err(DaemonError::Busy(format!(
+                "{ifname} (the interface is attached to a switch)"
+            )));
+        }
+        let nic = DirectNic::start(
+            ifname,
+            &DirectSpec {
+                rings,
+                slots,
+                buf_size,
+                choice,
+            },
+        )
+        .map_err(|e| DaemonError::Invalid(error_chain(&e)))?;
+        self.directs.insert(
+            ifname.to_owned(),
+            DirectState {
+                nic,
+                persistent,
+                attached: false,
+                slots,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn destroy_switch(&mut self, name: &str) -> Result<()> {
+        let ss = self
+            .switches
+            .get(name)
+            .ok_or_else(|| DaemonError::Missing(format!("switch {name}")))?;
+        if let Some((p, _)) = ss.ports.iter().find(|(_, p)| p.attached) {
+            return Err(DaemonError::Busy(format!("{name}:{p}")));
+        }
+        if let Some(ss) = self.switches.remove(name) {
+            for (_, mut ps) in ss.ports {
+                if let Some(n) = ps.nic.take() {
+                    n.stop();
+                }
+                ss.sw.remove_port(&ps.vport);
+            }
+        }
+        log::info!("switch {name} destroyed");
+        Ok(())
+    }
+
+    pub(crate) fn destroy_port(&mut self, port: &str) -> Result<()> {
+        let name = parse(port)?;
+        match (name.base, name.pipe) {
+            (Base::Vale { switch, port: p }, None) => {
+                let ss = self
+                    .switches
+                    .get_mut(switch)
+                    .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
+                let ps = ss
+                    .ports
+                    .get(p)
+                    .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
+                if ps.attached {
+                    return Err(DaemonError::Busy(port.to_owned()));
+                }
+                remove_switch_port(ss, p);
+                Ok(())
+            }
+            (_, Some(p)) => {
+                let parent = match name.base {
+                    Base::Vale { switch, port } => format!("{switch}:{port}"),
+                    Base::Nic { ifname } => ifname.to_owned(),
+                };
+                let key = format!("{parent}{{{}", p.id);
+                let ps = self
+                    .pipes
+                    .get(&key)
+                    .ok_or_else(|| DaemonError::Missing(format!("pipe {key}")))?;
+                if ps.attached != [false; 2] {
+                    return Err(DaemonError::Busy(key));
+                }
+                self.pipes.remove(&key);
+                Ok(())
+            }
+            (Base::Nic { ifname }, None) => {
+                let ds = self
+                    .directs
+                    .get(ifname)
+                    .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
+                if ds.attached {
+                    return Err(DaemonError::Busy(port.to_owned()));
+                }
+                self.directs.remove(ifname);
+                Ok(())
+            }
+        }
+    }
 }
 
 pub(crate) fn check_geometry(req: &PortRequest, vport: &VPort, slots: u32) -> Result<()> {
@@ -439,136 +590,39 @@ pub(crate) fn shared_region(ss: &mut SwitchState, switch: &str) -> Result<Arc<Re
     Ok(r)
 }
 
-pub(crate) fn destroy_switch(st: &mut State, name: &str) -> Result<()> {
-    let ss = st
-        .switches
-        .get(name)
-        .ok_or_else(|| DaemonError::Missing(format!("switch {name}")))?;
-    if let Some((p, _)) = ss.ports.iter().find(|(_, p)| p.attached) {
-        return Err(DaemonError::Busy(format!("{name}:{p}")));
+/// Removes port `name` of a switch: stops its NIC worker if it has one, and removes the
+/// host-stack tap that came with it (the tap device disappears with its worker).
+pub(crate) fn remove_switch_port(ss: &mut SwitchState, name: &str) {
+    let Some(mut ps) = ss.ports.remove(name) else {
+        return;
+    };
+    if let Some(n) = ps.nic.take() {
+        n.stop();
     }
-    if let Some(ss) = st.switches.remove(name) {
-        for (_, mut ps) in ss.ports {
-            if let Some(n) = ps.nic.take() {
-                n.stop();
-            }
-            ss.sw.remove_port(&ps.vport);
-        }
-    }
-    log::info!("switch {name} destroyed");
-    Ok(())
-}
-
-pub(crate) fn destroy_port(st: &mut State, port: &str) -> Result<()> {
-    let name = parse(port)?;
-    match (name.base, name.pipe) {
-        (Base::Vale { switch, port: p }, None) => {
-            let ss = st
-                .switches
-                .get_mut(switch)
-                .ok_or_else(|| DaemonError::Missing(format!("switch {switch}")))?;
-            let ps = ss
-                .ports
-                .get(p)
-                .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
-            if ps.attached {
-                return Err(DaemonError::Busy(port.to_owned()));
-            }
-            remove_switch_port(ss, p);
-            Ok(())
-        }
-        (_, Some(p)) => {
-            let parent = match name.base {
-                Base::Vale { switch, port } => format!("{switch}:{port}"),
-                Base::Nic { ifname } => ifname.to_owned(),
-            };
-            let key = format!("{parent}{{{}", p.id);
-            let ps = st
-                .pipes
-                .get(&key)
-                .ok_or_else(|| DaemonError::Missing(format!("pipe {key}")))?;
-            if ps.attached != [false; 2] {
-                return Err(DaemonError::Busy(key));
-            }
-            st.pipes.remove(&key);
-            Ok(())
-        }
-        (Base::Nic { ifname }, None) => {
-            let ds = st
-                .directs
-                .get(ifname)
-                .ok_or_else(|| DaemonError::Missing(format!("port {port}")))?;
-            if ds.attached {
-                return Err(DaemonError::Busy(port.to_owned()));
-            }
-            st.directs.remove(ifname);
-            Ok(())
-        }
+    ss.sw.remove_port(&ps.vport);
+    if let Some(t) = ps.host_stack.take() {
+        remove_switch_port(ss, &t);
     }
 }
 
-pub(crate) fn listing(st: &State) -> Reply {
-    let switches = st
-        .switches
-        .iter()
-        .map(|(name, ss)| SwitchEntry {
-            name: name.clone(),
-            ports: ss
-                .ports
-                .values()
-                .map(|ps| {
-                    let ifc = ps.vport.interface();
-                    PortEntry {
-                        name: ps.vport.name().to_owned(),
-                        kind: if ps.nic.is_some() { "nic" } else { "vale" }.into(),
-                        attached: ps.attached,
-                        mem_id: ifc.region().id(),
-                        profile: ps.profile,
-                        tx_rings: ifc.tx.len() as u32,
-                        rx_rings: ifc.rx.len() as u32,
-                        slots: ps.slots,
-                        stats: counters(ps.vport.stats()),
-                        nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
-                        vm: vm_entry(st, ps.vport.name()),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    let mut pipes = Vec::new();
-    for ps in st.pipes.values() {
-        for (i, end) in [&ps.pipe.master, &ps.pipe.slave].into_iter().enumerate() {
-            pipes.push(PortEntry {
-                name: end.name().to_owned(),
-                kind: "pipe".into(),
-                attached: ps.attached[i],
-                mem_id: end.interface().region().id(),
-                profile: Profile::Trusted,
-                tx_rings: ps.rings,
-                rx_rings: ps.rings,
-                slots: ps.slots,
-                stats: counters(end.stats()),
-                nic: None,
-                vm: vm_entry(st, end.name()),
-            });
-        }
+/// A NIC port's backend choice, buffer size and ring size, checked (defaults when absent).
+pub(crate) fn nic_options(
+    backend: Option<&str>,
+    buf_size: Option<u32>,
+    slots: u32,
+) -> Result<(BackendChoice, u32, u32)> {
+    let choice: BackendChoice = backend
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: ptnet_datapath::nic::NicError| DaemonError::Invalid(e.to_string()))?;
+    let buf_size = buf_size.unwrap_or(DEFAULT_BUF_SIZE);
+    if !(64..=65536).contains(&buf_size) || buf_size % 64 != 0 {
+        return Err(DaemonError::Invalid(format!(
+            "buf_size {buf_size}: a multiple of 64 in 64..=65536"
+        )));
     }
-    for (ifname, ds) in &st.directs {
-        let vp = ds.nic.client_port();
-        let ifc = vp.interface();
-        pipes.push(PortEntry {
-            name: ifname.clone(),
-            kind: "nic".into(),
-            attached: ds.attached,
-            mem_id: ifc.region().id(),
-            profile: Profile::Untrusted,
-            tx_rings: ifc.tx.len() as u32,
-            rx_rings: ifc.rx.len() as u32,
-            slots: ds.slots,
-            stats: counters(vp.stats()),
-            nic: Some(nic_entry(&ds.nic.snapshot())),
-            vm: vm_entry(st, ifname),
-        });
+    if !(64..=16384).contains(&slots) {
+        return Err(DaemonError::Invalid("slots must be in 64..=16384".into()));
     }
-    Reply::Listing { switches, pipes }
+    Ok((choice, buf_size, slots))
 }

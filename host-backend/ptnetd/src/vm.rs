@@ -4,41 +4,24 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ptnet_datapath::port::SyncPort;
+use ptnet_datapath::kloop::Mode;
 use ptnet_proto::{VmDevice, VmEntry, VmRequest};
 use ptnet_spec::name::PortKey;
 
-use crate::daemon::{Daemon, DaemonError, Result, error_chain};
-use crate::registry::{Key, State, parse};
+use crate::error::{DaemonError, Result, error_chain, parse};
+use crate::registry::{State, VmHandle, VmState};
 
-/// The server of a port served to a VM, by device.
-pub(crate) enum VmHandle {
-    Ptnet(ptnet_device::ServeHandle),
-    VirtioNet(ptnet_virtio_net::ServeHandle),
-}
-
-impl VmHandle {
-    pub(crate) fn stop(self) {
-        match self {
-            VmHandle::Ptnet(h) => h.stop(),
-            VmHandle::VirtioNet(h) => h.stop(),
-        }
-    }
-}
-
-/// A port served to a VM (claimed like an attachment while it is served).
-pub(crate) struct VmState {
-    pub(crate) handle: VmHandle,
-    pub(crate) socket: PathBuf,
-    pub(crate) key: Key,
-    pub(crate) port: Arc<dyn SyncPort>,
-}
-
-impl Daemon {
-    /// Serves a port to a VM over vhost-user (the port is created, persistent, if needed).
-    pub(crate) fn serve_vm(&self, st: &mut State, req: &VmRequest) -> Result<()> {
+impl State {
+    /// Serves a port to a VM over vhost-user (the port is created, persistent, if needed),
+    /// its device running in `mode`, its socket with permissions `socket_mode`.
+    pub(crate) fn serve_vm(
+        &mut self,
+        req: &VmRequest,
+        mode: Mode,
+        socket_mode: Option<u32>,
+    ) -> Result<()> {
         let canonical = PortKey(&parse(&req.port.port)?).to_string();
-        if let Some(v) = st.vms.get(&canonical) {
+        if let Some(v) = self.vms.get(&canonical) {
             return Err(DaemonError::Busy(format!(
                 "{canonical} (already served to a VM at {})",
                 v.socket.display()
@@ -48,10 +31,8 @@ impl Daemon {
             Some(m) => Some(parse_mac(m)?),
             None => None,
         };
-        let (key, port) = self.claim(st, &req.port, true)?;
+        let (key, port) = self.claim(&req.port, true)?;
         let socket = PathBuf::from(&req.socket);
-        let mode = self.mode(req.port.busy_poll);
-        let socket_mode = self.cfg.socket_mode().ok();
         let served = match req.device {
             VmDevice::Ptnet => {
                 let cfg = ptnet_device::ServeConfig {
@@ -84,7 +65,7 @@ impl Daemon {
                     req.device,
                     socket.display()
                 );
-                st.vms.insert(
+                self.vms.insert(
                     canonical,
                     VmState {
                         handle,
@@ -96,27 +77,29 @@ impl Daemon {
                 Ok(())
             }
             Err(e) => {
-                self.release(st, &key);
+                self.release(&key);
                 Err(DaemonError::Datapath(e))
             }
         }
     }
 
-    pub(crate) fn stop_vm(&self, st: &mut State, port: &str) -> Result<()> {
+    /// Stops serving a port to a VM and releases it.
+    pub(crate) fn stop_vm(&mut self, port: &str) -> Result<()> {
         let canonical = PortKey(&parse(port)?).to_string();
-        let vm = st
+        let vm = self
             .vms
             .remove(&canonical)
             .ok_or_else(|| DaemonError::Missing(format!("a VM served on {canonical}")))?;
         vm.handle.stop();
-        self.release(st, &vm.key);
+        self.release(&vm.key);
         log::info!("{canonical}: no longer served to a VM");
         Ok(())
     }
 
-    pub(crate) fn qemu_args(&self, st: &State, port: &str) -> Result<Vec<String>> {
+    /// The QEMU arguments of the VM a port is served to.
+    pub(crate) fn qemu_args(&self, port: &str) -> Result<Vec<String>> {
         let canonical = PortKey(&parse(port)?).to_string();
-        let vm = st.vms.get(&canonical).ok_or_else(|| {
+        let vm = self.vms.get(&canonical).ok_or_else(|| {
             DaemonError::Missing(format!("a VM served on {canonical} (serve-vm it first)"))
         })?;
         let id: String = canonical

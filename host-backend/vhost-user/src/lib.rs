@@ -19,7 +19,8 @@ pub mod socket;
 pub mod vring;
 
 pub use guest::GuestMem;
-pub use server::{PortDevice, ServeError, ServeHandle, default_mac, serve, thread_name};
+pub use server::{PortDevice, ServeError, ServeHandle, default_mac, serve};
+pub use socket::thread_name;
 pub use vring::{Change, HookedVring, VringHook};
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use vhost::vhost_user::message::{FrontendReq, VhostUserHeaderFlag};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::server::thread_name;
+use crate::socket::thread_name;
 
 // The requests the relay looks at, with the `vhost` crate's numbering.
 const SET_FEATURES: u32 = FrontendReq::SET_FEATURES as u32;

@@ -21,7 +21,7 @@ use vhost_user_backend::{VhostUserBackend, VhostUserDaemon};
 
 use crate::guest::GuestMem;
 use crate::relay::Relay;
-use crate::socket::{self, ClaimError, Stop};
+use crate::socket::{self, ClaimError, Stop, thread_name};
 use crate::vring::{self, HookedVring, VringHook};
 
 /// A device kind served on a vhost-user socket, one fresh device per frontend connection.
@@ -78,11 +78,6 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
-}
-
-/// A thread name: `prefix-port`, cut to Linux's 15 bytes.
-pub fn thread_name(prefix: &str, port: &str) -> String {
-    format!("{prefix}-{port}").chars().take(15).collect()
 }
 
 /// A locally administered unicast MAC derived from the port name (FNV-1a).

@@ -18,6 +18,11 @@ use vhost_user_backend::{Error as DaemonError, ShutdownHandle};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+/// A thread name: `prefix-port`, cut to Linux's 15 bytes.
+pub fn thread_name(prefix: &str, port: &str) -> String {
+    format!("{prefix}-{port}").chars().take(15).collect()
+}
+
 /// Why a socket path cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {

@@ -19,8 +19,7 @@ use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemory};
 
 use crate::config::NetConfig;
-use crate::virtq::UsedBatch;
-use crate::worker::Broken;
+use crate::virtq::{Broken, UsedBatch};
 
 /// Most bytes of a command read (class, command, data).
 const MAX_CMD: usize = 64;

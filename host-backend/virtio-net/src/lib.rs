@@ -11,11 +11,12 @@
 //!   and stop of the queue-pair workers;
 //! * [`config`]: the virtio-net configuration space (MAC, status, queue pairs);
 //! * [`virtq`]: the split rings read through guest-memory slices resolved once per batch,
-//!   a strict chain walker, and batched completion (one used-index store and at most one
-//!   notification per batch, EVENT_IDX);
+//!   a strict chain walker, batched completion (one used-index store and at most one
+//!   notification per batch, EVENT_IDX), and what breaks a queue;
 //! * [`worker`]: a queue pair's data path: TX virtqueue → port TX ring, port RX ring → RX
 //!   virtqueue (MRG_RXBUF), the control queue, lingering and sleeping;
 //! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ);
+//! * [`stats`]: the port's counters;
 //!
 //! The vhost-user plumbing (socket, connections, hooked virtqueues, guest memory, and the
 //! relay that puts QEMU's early `SET_VRING_ENABLE` after `SET_FEATURES`) is
@@ -26,8 +27,9 @@ pub mod config;
 pub mod ctrl;
 pub mod device;
 pub mod server;
+pub mod stats;
 pub mod virtq;
 pub mod worker;
 
-pub use device::{NetStats, NetStatsSnapshot};
 pub use server::{ServeConfig, ServeError, ServeHandle, qemu_args, serve};
+pub use stats::{NetStats, NetStatsSnapshot};

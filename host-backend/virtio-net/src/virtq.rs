@@ -373,6 +373,38 @@ pub fn guest_slice(
         .map_err(|_| BadAddress { addr: addr.0, len })
 }
 
+/// Why a queue cannot be served any more (the frontend must reset the device).
+#[derive(Debug, thiserror::Error)]
+pub enum Broken {
+    /// The avail ring is unusable (its index ran more than a queue size ahead).
+    #[error("{queue} virtqueue: {source}")]
+    Queue {
+        /// Which queue.
+        queue: &'static str,
+        /// The queue's error.
+        #[source]
+        source: virtio_queue::Error,
+    },
+    /// The driver's avail index ran away, or put an index outside the table in the ring.
+    #[error("{queue} virtqueue: avail ring")]
+    Avail {
+        /// Which queue.
+        queue: &'static str,
+        /// What was wrong.
+        #[source]
+        source: Option<Runaway>,
+    },
+    /// The used ring is outside guest memory.
+    #[error("{queue} virtqueue: used ring")]
+    Used {
+        /// Which queue.
+        queue: &'static str,
+        /// The failed access.
+        #[source]
+        source: BadAddress,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

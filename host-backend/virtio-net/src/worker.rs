@@ -56,8 +56,9 @@ use ptnet_datapath::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 use ptnet_spec::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
 
 use crate::ctrl::Ctrl;
-use crate::device::NetStats;
-use crate::virtq::{BadAddress, BadDesc, Mem, Rings, Runaway, UsedBatch, guest_slice};
+use crate::stats::NetStats;
+pub use crate::virtq::Broken;
+use crate::virtq::{BadAddress, BadDesc, Mem, Rings, UsedBatch, guest_slice};
 
 /// Most TX chains moved per pass.
 pub const TX_BATCH: u32 = 256;
@@ -69,38 +70,6 @@ pub const RX_BATCH: u32 = 256;
 const MAX_RX_DESCS: usize = 8;
 /// Passes between two clock reads while lingering.
 const LINGER_CHECK: u32 = 16;
-
-/// Why a queue cannot be served any more (the frontend must reset the device).
-#[derive(Debug, thiserror::Error)]
-pub enum Broken {
-    /// The avail ring is unusable (its index ran more than a queue size ahead).
-    #[error("{queue} virtqueue: {source}")]
-    Queue {
-        /// Which queue.
-        queue: &'static str,
-        /// The queue's error.
-        #[source]
-        source: virtio_queue::Error,
-    },
-    /// The driver's avail index ran away, or put an index outside the table in the ring.
-    #[error("{queue} virtqueue: avail ring")]
-    Avail {
-        /// Which queue.
-        queue: &'static str,
-        /// What was wrong.
-        #[source]
-        source: Option<Runaway>,
-    },
-    /// The used ring is outside guest memory.
-    #[error("{queue} virtqueue: used ring")]
-    Used {
-        /// Which queue.
-        queue: &'static str,
-        /// The failed access.
-        #[source]
-        source: BadAddress,
-    },
-}
 
 /// Why one chain was refused (it is completed with length 0).
 #[derive(Debug, thiserror::Error)]
