@@ -56,10 +56,11 @@ pub trait SyncPort: Send + Sync {
     /// binding does not cover every ring.
     fn bind(&self, client: Option<&crate::kring::ClientBinding>) -> bool;
     /// Whether the sync loop should linger for more work before sleeping. A VALE sender's
-    /// loop does the switch's work, and catching the next batch saves a wake-up (VALE 2 ports,
-    /// eventfd: 10.4 → 16.4 Mpps); a pipe's loop only moves descriptors, and on a machine with
-    /// fewer cores than threads its lingering takes the core from the clients (15.8 → 12.0
-    /// Mpps). `ptnet-bench {vale,pipe} --linger-us {0,20}` on the project machine.
+    /// loop does the switch's work, and catching the next batch saves a wake-up (what that
+    /// buys: [`DEFAULT_LINGER`](crate::kloop::DEFAULT_LINGER)); a pipe's loop only moves
+    /// descriptors, and on a machine with fewer cores than threads its lingering takes the core
+    /// from the clients (15.8 → 12.0 Mpps, `ptnet-bench pipe --linger-us {0,20}` on the
+    /// project machine).
     fn linger_helps(&self) -> bool {
         true
     }

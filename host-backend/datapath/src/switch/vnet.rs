@@ -225,6 +225,7 @@ fn segment_tcp(
         }
         // Extension headers are allowed between: the driver's csum_start says where TCP is.
         let s = usize::from(hdr.csum_start);
+        // PANIC: byte l3o + 6 is inside: frame.len() >= l3o + 40, checked just above.
         if u32::from(hdr.flags) & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 && s >= l3o + 40 {
             s
         } else if frame[l3o + 6] == 6 {
@@ -233,6 +234,8 @@ fn segment_tcp(
             return Err(bad);
         }
     } else {
+        // PANIC: byte l3o is read only once frame.len() >= l3o + 20, byte l3o + 9 only once
+        // frame.len() >= l3o + ihl >= l3o + 20 (the `||` stops at the first failed check).
         if et != 0x0800 || frame.len() < l3o + 20 || frame[l3o] >> 4 != 4 {
             return Err(bad);
         }
@@ -256,6 +259,10 @@ fn segment_tcp(
     if !out.room(frame.len() + (nseg - 1) * hdrs, nseg) {
         return Err(Unresolvable::Full);
     }
+    // PANIC: every index from here on lies inside the headers, which every segment `s`
+    // starts with too: l3o + 6 <= l4o (IPv4: ihl >= 20; IPv6: l4o >= l3o + 40, and bytes up to
+    // l3o + 40 for the pseudo-header), l4o + 20 <= hdrs (thl >= 20), hdrs <= frame.len(); an
+    // IPv6 segment's l3 length is at least hdrs - l3o >= 60.
     let seq0 = u32::from_be_bytes([
         frame[l4o + 4],
         frame[l4o + 5],
