@@ -26,7 +26,6 @@
 //! kernel and accessed atomically; every descriptor the kernel hands back is checked to lie in
 //! the UMEM before its bytes are touched.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -290,8 +289,8 @@ pub struct XdpBackend {
     fill: XRing,
     comp: XRing,
     fd: OwnedFd,
-    umem: NonNull<u8>,
-    umem_len: usize,
+    /// Declared after the rings and the socket: unmapped after they are gone.
+    umem: Umem,
     chunk: u32,
     /// Free TX chunks (addresses), a stack.
     tx_free: Vec<u64>,
@@ -335,59 +334,21 @@ fn rx_queues(ifname: &str) -> usize {
         .unwrap_or(1)
 }
 
-impl XdpBackend {
-    /// Opens the backend on `ifname` for frames of up to `max_frame` bytes.
-    pub fn open(ifname: &str, max_frame: u32) -> Result<Box<dyn NicBackend>, NicError> {
-        let unavailable = |reason: String| NicError::Unavailable {
-            kind: BackendKind::AfXdp,
-            ifname: ifname.to_owned(),
-            reason,
-        };
-        let chunk = if max_frame + XDP_PACKET_HEADROOM <= 2048 {
-            2048
-        } else if max_frame + XDP_PACKET_HEADROOM <= 4096 {
-            4096
-        } else {
-            return Err(unavailable(format!(
-                "frames of {max_frame} bytes do not fit a 4096-byte UMEM chunk after the \
-                 kernel's {XDP_PACKET_HEADROOM}-byte headroom (no multi-buffer AF_XDP here)"
-            )));
-        };
-        let queues = rx_queues(ifname);
-        if queues > 1 {
-            return Err(unavailable(format!(
-                "{queues} RX queues; this backend binds queue 0 only, so frames on the others \
-                 would miss the switch (ethtool -L {ifname} combined 1)"
-            )));
-        }
-        let name = CString::new(ifname).map_err(|_| unavailable("bad name".into()))?;
-        // SAFETY: a valid NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(NicError::NoInterface(ifname.to_owned()));
-        }
-        let sys = |what: &'static str| {
-            let ifname = ifname.to_owned();
-            move |e: io::Error| NicError::Unavailable {
-                kind: BackendKind::AfXdp,
-                ifname,
-                reason: format!("{what}: {e}"),
-            }
-        };
-        // SAFETY: plain socket creation.
-        let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(sys("socket(AF_XDP)")(io::Error::last_os_error()));
-        }
-        // SAFETY: a new descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+/// The UMEM: anonymous memory in which the kernel and the backend exchange frames, in chunks.
+///
+/// Invariant: `base` points to `len` bytes mapped read-write (privately) for the value's life.
+struct Umem {
+    base: NonNull<u8>,
+    len: usize,
+}
 
-        let umem_len = (CHUNKS * chunk) as usize;
-        // SAFETY: a fresh private anonymous mapping.
+impl Umem {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh private anonymous mapping at an address of the kernel's choosing.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                umem_len,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
@@ -395,196 +356,284 @@ impl XdpBackend {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(sys("UMEM mmap")(io::Error::last_os_error()));
+            return Err(io::Error::last_os_error());
         }
-        // PANIC: mmap never returns null on success.
-        let umem = NonNull::new(p.cast::<u8>()).expect("mmap returned null");
-        let unmap = |e| {
-            // SAFETY: unmaps the UMEM mapped just above, not referenced anywhere yet.
-            unsafe { libc::munmap(umem.as_ptr().cast(), umem_len) };
-            e
-        };
-        // struct xdp_umem_reg { addr, len: u64; chunk_size, headroom, flags, tx_metadata_len }.
-        #[repr(C)]
-        struct UmemReg {
-            addr: u64,
-            len: u64,
-            chunk_size: u32,
-            headroom: u32,
-            flags: u32,
-            tx_metadata_len: u32,
-        }
-        let reg = UmemReg {
-            addr: umem.as_ptr() as u64,
-            len: umem_len as u64,
-            chunk_size: chunk,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        let setup = || -> Result<[[u64; 4]; 4], NicError> {
-            sockopt(&fd, XDP_UMEM_REG, &reg).map_err(sys("XDP_UMEM_REG"))?;
-            for opt in [
-                XDP_UMEM_FILL_RING,
-                XDP_UMEM_COMPLETION_RING,
-                XDP_RX_RING,
-                XDP_TX_RING,
-            ] {
-                sockopt(&fd, opt, &RING).map_err(sys("ring sizes"))?;
-            }
-            // struct xdp_mmap_offsets: rx, tx, fr, cr; each {producer, consumer, desc, flags}.
-            let mut off = [[0u64; 4]; 4];
-            let mut l = std::mem::size_of_val(&off) as libc::socklen_t;
-            // SAFETY: getsockopt writes at most `l` bytes into `off`, which we own.
-            let r = unsafe {
-                libc::getsockopt(
-                    fd.as_raw_fd(),
-                    SOL_XDP,
-                    XDP_MMAP_OFFSETS,
-                    off.as_mut_ptr().cast(),
-                    &mut l,
-                )
-            };
-            if r < 0 || l as usize != std::mem::size_of_val(&off) {
-                return Err(sys("XDP_MMAP_OFFSETS")(io::Error::last_os_error()));
-            }
-            Ok(off)
-        };
-        let off = setup().map_err(unmap)?;
-        let ring = |pg, o: &[u64; 4], e| XRing::map(&fd, pg, o, RING, e).map_err(sys("ring mmap"));
-        let rings = (|| {
-            Ok::<_, NicError>((
-                ring(XDP_PGOFF_RX_RING, &off[0], 16)?,
-                ring(XDP_PGOFF_TX_RING, &off[1], 16)?,
-                ring(XDP_UMEM_PGOFF_FILL_RING, &off[2], 8)?,
-                ring(XDP_UMEM_PGOFF_COMPLETION_RING, &off[3], 8)?,
-            ))
-        })();
-        let (rx, tx, mut fill, comp) = rings.map_err(unmap)?;
-        // The first half of the UMEM feeds RX, the second is TX's.
-        for i in 0..RING {
-            fill.write_addr(fill.local, u64::from(i * chunk));
-            fill.local = fill.local.wrapping_add(1);
-        }
-        fill.publish();
-        let tx_free: Vec<u64> = (RING..CHUNKS).map(|i| u64::from(i * chunk)).collect();
+        Ok(Umem {
+            // PANIC: mmap never returns null on success.
+            base: NonNull::new(p.cast::<u8>()).expect("mmap returned null"),
+            len,
+        })
+    }
 
-        // The backend owns every mapping from here on: errors below unmap through Drop.
-        #[repr(C)]
-        struct SockaddrXdp {
-            family: u16,
-            flags: u16,
-            ifindex: u32,
-            queue_id: u32,
-            shared_umem_fd: u32,
+    /// `len` bytes from UMEM address `addr`, if they lie inside it.
+    ///
+    /// # Safety
+    /// Nobody may write them while the slice lives (the kernel does not write a chunk the
+    /// backend holds: an RX chunk until it goes back through the fill ring).
+    unsafe fn slice(&self, addr: u64, len: u32) -> Option<&[u8]> {
+        let end = addr.checked_add(u64::from(len))?;
+        // SAFETY: [addr, end) lies inside the mapping (checked); nobody writes it (contract).
+        (end <= self.len as u64).then(|| unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(addr as usize), len as usize)
+        })
+    }
+
+    /// As [`Umem::slice`], mutable.
+    ///
+    /// # Safety
+    /// Nobody else may read or write them while the slice lives (a TX chunk on the free list
+    /// is the backend's alone).
+    unsafe fn slice_mut(&mut self, addr: u64, len: u32) -> Option<&mut [u8]> {
+        let end = addr.checked_add(u64::from(len))?;
+        // SAFETY: as in `slice`; `&mut self` makes it the only slice the backend has.
+        (end <= self.len as u64).then(|| unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr as usize), len as usize)
+        })
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; the rings and the socket that refer to it
+        // are fields declared before it in XdpBackend, so they are gone first.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The errors of opening the backend on one interface.
+struct Why<'a>(&'a str);
+
+impl Why<'_> {
+    fn unavailable(&self, reason: String) -> NicError {
+        NicError::Unavailable {
+            kind: BackendKind::AfXdp,
+            ifname: self.0.to_owned(),
+            reason,
         }
-        let mut sa = SockaddrXdp {
-            family: AF_XDP as u16,
-            flags: XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP,
-            ifindex,
-            queue_id: 0,
-            shared_umem_fd: 0,
+    }
+
+    fn sys(&self, what: &'static str) -> impl Fn(io::Error) -> NicError + '_ {
+        move |e| self.unavailable(format!("{what}: {e}"))
+    }
+}
+
+/// The UMEM chunk size for frames of `max_frame` bytes.
+fn umem_chunk(max_frame: u32) -> Result<u32, String> {
+    if max_frame + XDP_PACKET_HEADROOM <= 2048 {
+        Ok(2048)
+    } else if max_frame + XDP_PACKET_HEADROOM <= 4096 {
+        Ok(4096)
+    } else {
+        Err(format!(
+            "frames of {max_frame} bytes do not fit a 4096-byte UMEM chunk after the kernel's \
+             {XDP_PACKET_HEADROOM}-byte headroom (no multi-buffer AF_XDP here)"
+        ))
+    }
+}
+
+/// The four rings of an AF_XDP socket (RX, TX, fill, completion), sized and mapped, with the
+/// UMEM registered; the fill ring holds the first half of the UMEM's chunks.
+fn rings(fd: &OwnedFd, umem: &Umem, chunk: u32, why: &Why<'_>) -> Result<[XRing; 4], NicError> {
+    // struct xdp_umem_reg { addr, len: u64; chunk_size, headroom, flags, tx_metadata_len }.
+    #[repr(C)]
+    struct UmemReg {
+        addr: u64,
+        len: u64,
+        chunk_size: u32,
+        headroom: u32,
+        flags: u32,
+        tx_metadata_len: u32,
+    }
+    let reg = UmemReg {
+        addr: umem.base.as_ptr() as u64,
+        len: umem.len as u64,
+        chunk_size: chunk,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    sockopt(fd, XDP_UMEM_REG, &reg).map_err(why.sys("XDP_UMEM_REG"))?;
+    for opt in [
+        XDP_UMEM_FILL_RING,
+        XDP_UMEM_COMPLETION_RING,
+        XDP_RX_RING,
+        XDP_TX_RING,
+    ] {
+        sockopt(fd, opt, &RING).map_err(why.sys("ring sizes"))?;
+    }
+    // struct xdp_mmap_offsets: rx, tx, fr, cr; each {producer, consumer, desc, flags}.
+    let mut off = [[0u64; 4]; 4];
+    let mut l = std::mem::size_of_val(&off) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `l` bytes into `off`, which we own.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_XDP,
+            XDP_MMAP_OFFSETS,
+            off.as_mut_ptr().cast(),
+            &mut l,
+        )
+    };
+    if r < 0 || l as usize != std::mem::size_of_val(&off) {
+        return Err(why.sys("XDP_MMAP_OFFSETS")(io::Error::last_os_error()));
+    }
+    let ring = |pg, o: &[u64; 4], e| XRing::map(fd, pg, o, RING, e).map_err(why.sys("ring mmap"));
+    let rx = ring(XDP_PGOFF_RX_RING, &off[0], 16)?;
+    let tx = ring(XDP_PGOFF_TX_RING, &off[1], 16)?;
+    let mut fill = ring(XDP_UMEM_PGOFF_FILL_RING, &off[2], 8)?;
+    let comp = ring(XDP_UMEM_PGOFF_COMPLETION_RING, &off[3], 8)?;
+    for i in 0..RING {
+        fill.write_addr(fill.local, u64::from(i * chunk));
+        fill.local = fill.local.wrapping_add(1);
+    }
+    fill.publish();
+    Ok([rx, tx, fill, comp])
+}
+
+/// Binds the socket to queue 0 of interface `ifindex`: zero copy when the driver has it, copy
+/// mode otherwise. A socket closed a moment ago (a previous port on this queue, a reopening
+/// after the link came back) leaves the queue busy until the kernel's deferred release runs:
+/// tries again for up to a second.
+fn bind_queue0(fd: &OwnedFd, ifindex: u32, why: &Why<'_>) -> Result<(), NicError> {
+    #[repr(C)]
+    struct SockaddrXdp {
+        family: u16,
+        flags: u16,
+        ifindex: u32,
+        queue_id: u32,
+        shared_umem_fd: u32,
+    }
+    let mut sa = SockaddrXdp {
+        family: AF_XDP as u16,
+        flags: XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP,
+        ifindex,
+        queue_id: 0,
+        shared_umem_fd: 0,
+    };
+    let mut tries = 0;
+    loop {
+        // SAFETY: a fully initialised sockaddr_xdp and its size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const SockaddrXdp).cast(),
+                std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+            )
         };
-        // A socket closed a moment ago (a previous port on this queue, a reopening after the
-        // link came back) leaves the queue busy until the kernel's deferred release runs:
-        // try again for up to a second.
-        let mut tries = 0;
-        loop {
-            // SAFETY: a fully initialised sockaddr_xdp and its size.
-            let r = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&sa as *const SockaddrXdp).cast(),
-                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
-                )
-            };
-            if r == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            // No zero copy on this interface (driver, or the program in generic mode):
-            // copy mode, which every driver has.
-            if sa.flags & XDP_ZEROCOPY != 0
-                && matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)
-                )
-            {
-                log::debug!("{ifname}: no AF_XDP zero copy ({e}); copy mode");
-                sa.flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
-                continue;
-            }
-            tries += 1;
-            if e.raw_os_error() != Some(libc::EBUSY) || tries >= 50 {
-                return Err(unmap(sys("binding the AF_XDP socket")(e)));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if r == 0 {
+            return Ok(());
         }
-        let mut a = BpfAttr::new()
-            .u32(0, BPF_MAP_TYPE_XSKMAP)
-            .u32(4, 4)
-            .u32(8, 4)
-            .u32(12, 1);
-        let map =
-            bpf(BPF_MAP_CREATE, &mut a).map_err(|e| unmap(sys("BPF_MAP_CREATE (XSKMAP)")(e)))?;
-        let key = 0u32;
-        let val = fd.as_raw_fd() as u32;
-        let mut a = BpfAttr::new()
-            .u32(0, map.as_raw_fd() as u32)
-            .u64(8, &key as *const u32 as u64)
-            .u64(16, &val as *const u32 as u64);
-        if let Err(e) = bpf_raw(BPF_MAP_UPDATE_ELEM, &mut a) {
-            return Err(unmap(sys("adding the socket to the XSKMAP")(e)));
+        let e = io::Error::last_os_error();
+        // No zero copy on this interface (driver, or the program in generic mode): copy mode,
+        // which every driver has.
+        if sa.flags & XDP_ZEROCOPY != 0
+            && matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)
+            )
+        {
+            log::debug!("{}: no AF_XDP zero copy ({e}); copy mode", why.0);
+            sa.flags = XDP_COPY | XDP_USE_NEED_WAKEUP;
+            continue;
         }
-        let insns = program(map.as_raw_fd());
-        let license = c"Dual BSD/GPL";
-        let mut log = vec![0u8; 4096];
-        let mut a = BpfAttr::new()
-            .u32(0, BPF_PROG_TYPE_XDP)
-            .u32(4, insns.len() as u32)
-            .u64(8, insns.as_ptr() as u64)
-            .u64(16, license.as_ptr() as u64)
-            .u32(24, 1)
-            .u32(28, log.len() as u32)
-            .u64(32, log.as_mut_ptr() as u64)
-            .u32(68, BPF_XDP);
-        let prog = match bpf(BPF_PROG_LOAD, &mut a) {
-            Ok(p) => p,
-            Err(e) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let v = String::from_utf8_lossy(&log[..end])
-                    .trim()
-                    .replace('\n', "; ");
-                return Err(unmap(unavailable(format!(
-                    "loading the XDP program: {e} (verifier: {v})"
-                ))));
-            }
-        };
-        let mut link = None;
-        let mut errs = Vec::new();
-        for (flags, native) in [(XDP_FLAGS_DRV_MODE, true), (XDP_FLAGS_SKB_MODE, false)] {
-            let mut a = BpfAttr::new()
-                .u32(0, prog.as_raw_fd() as u32)
-                .u32(4, ifindex)
-                .u32(8, BPF_XDP)
-                .u32(12, flags);
-            match bpf(BPF_LINK_CREATE, &mut a) {
-                Ok(l) => {
-                    link = Some((l, native));
-                    break;
-                }
-                Err(e) => errs.push(format!(
-                    "{} mode: {e}",
-                    if native { "native" } else { "generic" }
-                )),
-            }
+        tries += 1;
+        if e.raw_os_error() != Some(libc::EBUSY) || tries >= 50 {
+            return Err(why.sys("binding the AF_XDP socket")(e));
         }
-        let Some((link, native)) = link else {
-            return Err(unmap(unavailable(format!(
-                "attaching the XDP program failed ({}; is another XDP program on it?)",
-                errs.join(", ")
-            ))));
-        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The XSKMAP with the socket in it, the program that redirects into it, and the link that
+/// attaches the program to interface `ifindex` (native mode if the driver has it, generic
+/// otherwise; the bool says which).
+fn attach_program(
+    fd: &OwnedFd,
+    ifindex: u32,
+    why: &Why<'_>,
+) -> Result<(OwnedFd, OwnedFd, OwnedFd, bool), NicError> {
+    let mut a = BpfAttr::new()
+        .u32(0, BPF_MAP_TYPE_XSKMAP)
+        .u32(4, 4)
+        .u32(8, 4)
+        .u32(12, 1);
+    let map = bpf(BPF_MAP_CREATE, &mut a).map_err(why.sys("BPF_MAP_CREATE (XSKMAP)"))?;
+    let key = 0u32;
+    let val = fd.as_raw_fd() as u32;
+    let mut a = BpfAttr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, &key as *const u32 as u64)
+        .u64(16, &val as *const u32 as u64);
+    bpf_raw(BPF_MAP_UPDATE_ELEM, &mut a).map_err(why.sys("adding the socket to the XSKMAP"))?;
+    let insns = program(map.as_raw_fd());
+    let license = c"Dual BSD/GPL";
+    let mut log = vec![0u8; 4096];
+    let mut a = BpfAttr::new()
+        .u32(0, BPF_PROG_TYPE_XDP)
+        .u32(4, insns.len() as u32)
+        .u64(8, insns.as_ptr() as u64)
+        .u64(16, license.as_ptr() as u64)
+        .u32(24, 1)
+        .u32(28, log.len() as u32)
+        .u64(32, log.as_mut_ptr() as u64)
+        .u32(68, BPF_XDP);
+    let prog = bpf(BPF_PROG_LOAD, &mut a).map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let v = String::from_utf8_lossy(&log[..end])
+            .trim()
+            .replace('\n', "; ");
+        why.unavailable(format!("loading the XDP program: {e} (verifier: {v})"))
+    })?;
+    let mut errs = Vec::new();
+    for (flags, native) in [(XDP_FLAGS_DRV_MODE, true), (XDP_FLAGS_SKB_MODE, false)] {
+        let mut a = BpfAttr::new()
+            .u32(0, prog.as_raw_fd() as u32)
+            .u32(4, ifindex)
+            .u32(8, BPF_XDP)
+            .u32(12, flags);
+        match bpf(BPF_LINK_CREATE, &mut a) {
+            Ok(link) => return Ok((map, prog, link, native)),
+            Err(e) => errs.push(format!(
+                "{} mode: {e}",
+                if native { "native" } else { "generic" }
+            )),
+        }
+    }
+    Err(why.unavailable(format!(
+        "attaching the XDP program failed ({}; is another XDP program on it?)",
+        errs.join(", ")
+    )))
+}
+
+impl XdpBackend {
+    /// Opens the backend on `ifname` for frames of up to `max_frame` bytes.
+    pub fn open(ifname: &str, max_frame: u32) -> Result<Box<dyn NicBackend>, NicError> {
+        let why = Why(ifname);
+        let chunk = umem_chunk(max_frame).map_err(|r| why.unavailable(r))?;
+        let queues = rx_queues(ifname);
+        if queues > 1 {
+            return Err(why.unavailable(format!(
+                "{queues} RX queues; this backend binds queue 0 only, so frames on the others \
+                 would miss the switch (ethtool -L {ifname} combined 1)"
+            )));
+        }
+        let ifindex = crate::nic::ifnet::ifindex(ifname);
+        if ifindex == 0 {
+            return Err(NicError::NoInterface(ifname.to_owned()));
+        }
+        // SAFETY: plain socket creation.
+        let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(why.sys("socket(AF_XDP)")(io::Error::last_os_error()));
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let umem = Umem::new((CHUNKS * chunk) as usize).map_err(why.sys("UMEM mmap"))?;
+        // The first half of the UMEM feeds RX (the fill ring), the second is TX's.
+        let [rx, tx, fill, comp] = rings(&fd, &umem, chunk, &why)?;
+        let tx_free: Vec<u64> = (RING..CHUNKS).map(|i| u64::from(i * chunk)).collect();
+        bind_queue0(&fd, ifindex, &why)?;
+        let (map, prog, link, native) = attach_program(&fd, ifindex, &why)?;
         let promisc = crate::nic::afpacket::promisc_holder(ifname).ok();
         log::info!(
             "{ifname}: AF_XDP copy mode on queue 0, XDP program in {} mode",
@@ -601,7 +650,6 @@ impl XdpBackend {
             comp,
             fd,
             umem,
-            umem_len,
             chunk,
             tx_free,
             tx_pending: None,
@@ -627,7 +675,7 @@ impl XdpBackend {
     }
 
     fn chunk_ok(&self, addr: u64) -> bool {
-        addr < self.umem_len as u64
+        addr < self.umem.len as u64
     }
 
     fn kick_tx(&self) -> io::Result<()> {
@@ -697,16 +745,12 @@ impl NicBackend for XdpBackend {
         for _ in 0..n.min(room) {
             let (addr, len) = self.rx.read_desc(self.rx.local);
             self.rx.local = self.rx.local.wrapping_add(1);
-            let end = addr.checked_add(u64::from(len));
-            if end.is_some_and(|e| e <= self.umem_len as u64) {
-                // SAFETY: [addr, addr + len) lies inside the UMEM (checked); the kernel does
-                // not write this chunk until we give it back through the fill ring below.
-                let f = unsafe {
-                    std::slice::from_raw_parts(self.umem.as_ptr().add(addr as usize), len as usize)
-                };
+            // SAFETY: the kernel does not write this chunk until it goes back through the fill
+            // ring below.
+            if let Some(f) = unsafe { self.umem.slice(addr, len) } {
                 sink(f, len, 0);
             }
-            let base = (addr - addr % u64::from(self.chunk)).min(self.umem_len as u64 - 1);
+            let base = (addr - addr % u64::from(self.chunk)).min(self.umem.len as u64 - 1);
             self.fill.write_addr(self.fill.local, base);
             self.fill.local = self.fill.local.wrapping_add(1);
             done += 1;
@@ -725,10 +769,10 @@ impl NicBackend for XdpBackend {
         }
         let addr = *self.tx_free.last()?;
         self.tx_pending = Some(addr);
-        let room = (self.chunk - XDP_PACKET_HEADROOM) as usize;
-        // SAFETY: a whole chunk of the UMEM (addresses on the free list are chunk starts
-        // inside it), ours while on the free list; the slice borrows `self` mutably.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.umem.as_ptr().add(addr as usize), room) })
+        let room = self.chunk - XDP_PACKET_HEADROOM;
+        // SAFETY: a chunk on the free list is the backend's alone until `tx_commit` queues it;
+        // the slice borrows `self` mutably.
+        unsafe { self.umem.slice_mut(addr, room) }
     }
 
     fn tx_commit(&mut self, len: usize) {
@@ -774,14 +818,5 @@ impl NicBackend for XdpBackend {
         let d = total.saturating_sub(self.last_drops);
         self.last_drops = total;
         d
-    }
-}
-
-impl Drop for XdpBackend {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the UMEM mapped in `open`; the rings that reference it are unmapped
-        // and the socket closed right after (field drops), and no slice into it outlives
-        // `&mut self`.
-        unsafe { libc::munmap(self.umem.as_ptr().cast(), self.umem_len) };
     }
 }
