@@ -150,142 +150,145 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
-    let a = Args::parse();
-    let socket = a.socket.clone().unwrap_or_else(proto::socket_path);
-    let (request, filter) = match &a.cmd {
-        Cmd::List => (Request::List, None),
-        Cmd::Stats { port } => (Request::List, Some(port.clone())),
-        Cmd::CreateSwitch { name } => (Request::CreateSwitch { name: name.clone() }, None),
-        Cmd::DestroySwitch { name } => (Request::DestroySwitch { name: name.clone() }, None),
-        Cmd::CreatePort {
-            name,
-            rings,
-            slots,
-            extra_bufs,
-            trusted,
-        } => (
-            Request::CreatePort(PortRequest {
-                port: name.clone(),
-                tx_rings: Some(*rings),
-                rx_rings: Some(*rings),
-                slots: Some(*slots),
-                extra_bufs: *extra_bufs,
-                profile: if *trusted {
-                    Profile::Trusted
-                } else {
-                    Profile::Untrusted
-                },
-                busy_poll: false,
-            }),
-            None,
-        ),
-        Cmd::DestroyPort { name } => (Request::DestroyPort { port: name.clone() }, None),
-        Cmd::AttachNic {
-            switch,
-            ifname,
-            backend,
-            buf_size,
-            host_stack,
-        } => (
-            Request::AttachNic {
-                switch: switch.clone(),
-                ifname: ifname.clone(),
-                backend: Some(backend.clone()),
-                buf_size: *buf_size,
-                host_stack: host_stack.is_some(),
-                host_stack_tap: host_stack.clone().filter(|t| !t.is_empty()),
-            },
-            None,
-        ),
-        Cmd::CreateNicPort {
-            ifname,
-            backend,
-            buf_size,
-            rings,
-        } => (
-            Request::CreateNicPort {
-                ifname: ifname.clone(),
-                backend: Some(backend.clone()),
-                buf_size: *buf_size,
-                rings: Some(*rings),
-            },
-            None,
-        ),
-        Cmd::DetachNic { switch, ifname } => (
-            Request::DetachNic {
-                switch: switch.clone(),
-                ifname: ifname.clone(),
-            },
-            None,
-        ),
-        Cmd::ServeVm {
-            port,
-            socket,
-            trusted,
-            mac,
-            busy_poll,
-        } => (
-            Request::ServeVm(VmRequest {
-                port: PortRequest {
-                    port: port.clone(),
+impl Cmd {
+    /// The request this command sends, and what of a listing it prints.
+    fn request(&self) -> (Request, View) {
+        match self {
+            Cmd::List => (Request::List, View::All),
+            Cmd::Stats { port } => (Request::List, View::Ports(port.clone())),
+            Cmd::CreateSwitch { name } => (Request::CreateSwitch { name: name.clone() }, View::All),
+            Cmd::DestroySwitch { name } => {
+                (Request::DestroySwitch { name: name.clone() }, View::All)
+            }
+            Cmd::CreatePort {
+                name,
+                rings,
+                slots,
+                extra_bufs,
+                trusted,
+            } => (
+                Request::CreatePort(PortRequest {
+                    port: name.clone(),
+                    tx_rings: Some(*rings),
+                    rx_rings: Some(*rings),
+                    slots: Some(*slots),
+                    extra_bufs: *extra_bufs,
                     profile: if *trusted {
                         Profile::Trusted
                     } else {
                         Profile::Untrusted
                     },
-                    busy_poll: *busy_poll,
-                    ..Default::default()
+                    busy_poll: false,
+                }),
+                View::All,
+            ),
+            Cmd::DestroyPort { name } => (Request::DestroyPort { port: name.clone() }, View::All),
+            Cmd::AttachNic {
+                switch,
+                ifname,
+                backend,
+                buf_size,
+                host_stack,
+            } => (
+                Request::AttachNic {
+                    switch: switch.clone(),
+                    ifname: ifname.clone(),
+                    backend: Some(backend.clone()),
+                    buf_size: *buf_size,
+                    host_stack: host_stack.is_some(),
+                    host_stack_tap: host_stack.clone().filter(|t| !t.is_empty()),
                 },
-                socket: socket.clone(),
-                mac: mac.clone(),
-                device: VmDevice::Ptnet,
-            }),
-            None,
-        ),
-        Cmd::ServeVirtioNet {
-            port,
-            socket,
-            mac,
-            busy_poll,
-        } => (
-            Request::ServeVm(VmRequest {
-                port: PortRequest {
-                    port: port.clone(),
-                    busy_poll: *busy_poll,
-                    ..Default::default()
+                View::All,
+            ),
+            Cmd::CreateNicPort {
+                ifname,
+                backend,
+                buf_size,
+                rings,
+            } => (
+                Request::CreateNicPort {
+                    ifname: ifname.clone(),
+                    backend: Some(backend.clone()),
+                    buf_size: *buf_size,
+                    rings: Some(*rings),
                 },
-                socket: socket.clone(),
-                mac: mac.clone(),
-                device: VmDevice::VirtioNet,
-            }),
-            None,
-        ),
-        Cmd::StopVm { port } => (Request::StopVm { port: port.clone() }, None),
-        Cmd::QemuArgs { port } => (Request::QemuArgs { port: port.clone() }, None),
-    };
-    let reply = match proto::call(&socket, request) {
-        Ok((r, _, _)) => r,
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("ptnetctl: cannot reach ptnetd at {socket}: {msg}");
-            return ExitCode::FAILURE;
+                View::All,
+            ),
+            Cmd::DetachNic { switch, ifname } => (
+                Request::DetachNic {
+                    switch: switch.clone(),
+                    ifname: ifname.clone(),
+                },
+                View::All,
+            ),
+            Cmd::ServeVm {
+                port,
+                socket,
+                trusted,
+                mac,
+                busy_poll,
+            } => (
+                Request::ServeVm(VmRequest {
+                    port: PortRequest {
+                        port: port.clone(),
+                        profile: if *trusted {
+                            Profile::Trusted
+                        } else {
+                            Profile::Untrusted
+                        },
+                        busy_poll: *busy_poll,
+                        ..Default::default()
+                    },
+                    socket: socket.clone(),
+                    mac: mac.clone(),
+                    device: VmDevice::Ptnet,
+                }),
+                View::All,
+            ),
+            Cmd::ServeVirtioNet {
+                port,
+                socket,
+                mac,
+                busy_poll,
+            } => (
+                Request::ServeVm(VmRequest {
+                    port: PortRequest {
+                        port: port.clone(),
+                        busy_poll: *busy_poll,
+                        ..Default::default()
+                    },
+                    socket: socket.clone(),
+                    mac: mac.clone(),
+                    device: VmDevice::VirtioNet,
+                }),
+                View::All,
+            ),
+            Cmd::StopVm { port } => (Request::StopVm { port: port.clone() }, View::All),
+            Cmd::QemuArgs { port } => (Request::QemuArgs { port: port.clone() }, View::All),
         }
-    };
+    }
+}
+
+/// What of a listing to print.
+enum View {
+    /// Switches and every port (`list`).
+    All,
+    /// The ports' table alone, of one port if named (`stats [PORT]`).
+    Ports(Option<String>),
+}
+
+/// Prints `reply` (as JSON with `json`), a listing as `view` says; the exit code says whether
+/// the request succeeded.
+fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
     match reply {
         Reply::Ok => {
-            if a.json {
+            if json {
                 println!("{{\"result\":\"ok\"}}");
             }
             ExitCode::SUCCESS
         }
         Reply::Error { message } => {
-            if a.json {
+            if json {
                 println!(
                     "{}",
                     serde_json::json!({ "result": "error", "message": message })
@@ -301,22 +304,22 @@ fn main() -> ExitCode {
                 .flat_map(|s| &s.ports)
                 .chain(&pipes)
                 .collect();
-            if let Some(Some(p)) = &filter {
+            if let View::Ports(Some(p)) = view {
                 ports.retain(|e| &e.name == p);
                 if ports.is_empty() {
                     eprintln!("ptnetctl: no port {p}");
                     return ExitCode::FAILURE;
                 }
             }
-            if a.json {
-                let v = match &filter {
-                    Some(_) => serde_json::to_value(&ports),
-                    None => serde_json::to_value(
+            if json {
+                let v = match view {
+                    View::Ports(_) => serde_json::to_value(&ports),
+                    View::All => serde_json::to_value(
                         serde_json::json!({ "switches": switches, "pipes": pipes }),
                     ),
                 };
                 println!("{}", v.unwrap_or_default());
-            } else if filter.is_none() {
+            } else if let View::All = view {
                 for s in &switches {
                     println!("{} ({} ports)", s.name, s.ports.len());
                 }
@@ -333,7 +336,7 @@ fn main() -> ExitCode {
             host_stack,
             nic,
         } => {
-            if a.json {
+            if json {
                 println!(
                     "{}",
                     serde_json::json!({
@@ -356,7 +359,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Reply::QemuArgs { args } => {
-            if a.json {
+            if json {
                 println!("{}", serde_json::json!({ "args": args }));
             } else {
                 // Guest RAM must be shared with the daemon; size it to the VM.
@@ -378,6 +381,22 @@ fn main() -> ExitCode {
         }
         Reply::Attached(_) => {
             eprintln!("ptnetctl: unexpected reply");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let socket = a.socket.clone().unwrap_or_else(proto::socket_path);
+    let (request, view) = a.cmd.request();
+    match proto::call(&socket, request) {
+        Ok((reply, _, _)) => show(reply, a.json, &view),
+        Err(e) => {
+            eprintln!(
+                "ptnetctl: cannot reach ptnetd at {socket}: {}",
+                proto::error_chain(&e)
+            );
             ExitCode::FAILURE
         }
     }
