@@ -38,7 +38,7 @@ PTNET_QEMU=$patched_qemu qemu-patches/test-shmem.sh
 step "the ptnet device in the patched QEMU, started without a guest driver (qtest)"
 # Three starts, the second and third after a device reset (the second reset with the VM
 # paused): a start after a reset once crashed the patched QEMU (qemu-patches patch 5).
-PTNET_QEMU=$patched_qemu PTNET_QTEST_STARTS=3 host-backend/vhost/qemu/qtest-start.sh
+PTNET_QEMU=$patched_qemu PTNET_QTEST_STARTS=3 host-backend/ptnet-device/qemu/qtest-start.sh
 
 step "ptnet-spec with the guest toolchain"
 # The guest driver shares ptnet-spec's layouts: the crate must build with the kernel's rustc

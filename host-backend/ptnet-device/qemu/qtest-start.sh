@@ -6,7 +6,7 @@
 # driver reload or a reboot does. The backend is ptnet-device-demo: vale0:vm served as the
 # ptnet device, with a host client on vale0.
 #
-# Usage: host-backend/vhost/qemu/qtest-start.sh   (root: builds QEMU with
+# Usage: host-backend/ptnet-device/qemu/qtest-start.sh   (root: builds QEMU with
 # qemu-patches/build-qemu.sh, cached, unless PTNET_QEMU names a binary).
 # Exits non-zero if a check fails; the logs are kept then. PTNET_QTEST_STARTS=N changes the
 # number of starts (default 3). (PTNET_QTEST_RESTART=1 was the opt-in for the second start
