@@ -12,7 +12,7 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ptnet_spec::netmap::{
@@ -254,8 +254,14 @@ impl Region {
     /// application sees a port's memory (`id` is its `nr_mem_id`). It has no pools (nothing is
     /// allocated from it) and no buffers until [`Region::set_buffers`] says where they are.
     pub fn attach(file: File, size: usize, id: u16) -> Result<Self, MemError> {
-        if file.metadata().map_err(MemError::Sys)?.len() < size as u64 {
+        let meta = file.metadata().map_err(MemError::Sys)?;
+        // A memfd must hold what was announced; a device (`/dev/netmap`) says nothing of its
+        // size, its mmap does.
+        if meta.is_file() && meta.len() < size as u64 {
             return Err(MemError::Config("memory file smaller than announced"));
+        }
+        if size == 0 {
+            return Err(MemError::Config("empty region"));
         }
         // A region the daemon backed with huge pages must be mapped at a huge page boundary;
         // its size says so (any other region is a whole number of plain pages).
@@ -264,7 +270,9 @@ impl Region {
         } else {
             PAGE_SIZE
         };
-        let map = GuardedMapping::with_align(&file, size, align).map_err(MemError::Sys)?;
+        // The mapping covers whole pages; only `size` bytes of it are the region.
+        let map = GuardedMapping::with_align(&file, round_up(size, align), align)
+            .map_err(MemError::Sys)?;
         let layout = RegionLayout {
             if_pool_ofs: 0,
             if_objtotal: 0,
@@ -421,6 +429,28 @@ impl Region {
         let ofs = usize::try_from(ofs).ok()?;
         let end = ofs.checked_add(size_of::<T>())?;
         (end <= self.layout.size && ofs % std::mem::align_of::<T>() == 0).then(|| self.read_at(ofs))
+    }
+
+    /// Writes `value` at byte offset `ofs` once, if it lies (aligned) inside the region;
+    /// whether it did. For applications (and tests playing hostile ones).
+    pub fn write<T: Plain>(&self, ofs: u64, value: T) -> bool {
+        let Some(ofs) = usize::try_from(ofs).ok() else {
+            return false;
+        };
+        let fits = ofs
+            .checked_add(size_of::<T>())
+            .is_some_and(|end| end <= self.layout.size)
+            && ofs % std::mem::align_of::<T>() == 0;
+        if fits {
+            self.write_at(ofs, value);
+        }
+        fits
+    }
+
+    /// Offset of buffer `idx` in the region, if it is one of its buffers.
+    pub fn buf_offset(&self, idx: u32) -> Option<usize> {
+        (idx < self.layout.num_bufs)
+            .then(|| self.layout.buf_pool_ofs + idx as usize * self.layout.buf_size as usize)
     }
 
     /// The ring of `num_slots` slots whose header is at byte offset `ofs`, if it lies
@@ -826,6 +856,40 @@ impl RingView {
     pub fn write_slot(&self, i: u32, slot: NetmapSlot) {
         // SAFETY: as in read_slot.
         unsafe { self.slot_ptr(i).write_volatile(slot) }
+    }
+
+    /// The header's `head`, `cur` and `tail` words, as atomics (the application writes the
+    /// first two, the kernel side the third).
+    fn pointer_words(&self) -> [&AtomicU32; 3] {
+        let word = |f: usize| {
+            let p = self.region.map.base().wrapping_add(self.ofs + f);
+            // SAFETY: the header lies inside the mapping, 64-byte aligned (type invariant),
+            // so each u32 field is in bounds and aligned; an AtomicU32 has the layout of a u32
+            // and may be shared with writers in other processes; the mapping lives as long as
+            // `self.region`, which the reference borrows.
+            unsafe { &*p.cast::<AtomicU32>() }
+        };
+        [
+            word(std::mem::offset_of!(NetmapRing, head)),
+            word(std::mem::offset_of!(NetmapRing, cur)),
+            word(std::mem::offset_of!(NetmapRing, tail)),
+        ]
+    }
+
+    /// Application side: writes `cur`, then `head` into the header (release: slots and
+    /// buffers written before are visible to whoever reads the new `head`).
+    #[inline]
+    pub fn publish_head_cur(&self, head: u32, cur: u32) {
+        let [h, c, _] = self.pointer_words();
+        c.store(cur, Ordering::Release);
+        h.store(head, Ordering::Release);
+    }
+
+    /// Application side: the header's `tail` (acquire: the slots and buffers the kernel side
+    /// handed over with it are visible). Untrusted: the caller validates it.
+    #[inline]
+    pub fn tail(&self) -> u32 {
+        self.pointer_words()[2].load(Ordering::Acquire)
     }
 
     /// Rewrites the ring header's `head`, `cur` and `tail` (ring reset).

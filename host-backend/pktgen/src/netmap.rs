@@ -19,7 +19,8 @@ use ptnet_spec::netmap::{
 };
 
 use crate::backend::{AttachOptions, Backend, Geometry, Want, poll_timeout};
-use crate::nifp::{LayoutError, Mapping, Nifp};
+use crate::nifp::{LayoutError, Nifp};
+use ptnet_datapath::mem::{MemError, Region};
 
 /// Why a netmap port could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +155,13 @@ impl Kernel for Device {
         };
         let size = usize::try_from(reg.nr_memsize)
             .map_err(|_| map_err(io::Error::from(io::ErrorKind::InvalidData)))?;
-        let map = Mapping::new(dev.as_fd(), size).map_err(map_err)?;
+        // The region is mapped from a duplicate of the registered descriptor (the same
+        // open file: the same netmap registration).
+        let file = std::fs::File::from(dev.as_fd().try_clone_to_owned().map_err(map_err)?);
+        let map = Region::attach(file, size, reg.nr_mem_id).map_err(|e| match e {
+            MemError::Sys(source) => map_err(source),
+            other => map_err(io::Error::new(io::ErrorKind::InvalidData, other)),
+        })?;
         let nifp = Nifp::new(map, &reg).map_err(NetmapError::Layout)?;
         log::info!(
             "{}: {} TX and {} RX rings of {} and {} slots, {}-byte region, mem id {}",

@@ -1,7 +1,7 @@
 //! A `netmap_if` and its rings in a mapped region, from the application's side.
 //!
-//! [`Mapping`] owns a shared mapping: of `/dev/netmap` (the netmap backend), of a memfd or of
-//! anonymous memory (tests). [`Nifp`] finds the `netmap_if` at the registration's `nr_offset`
+//! The region is the datapath's own [`Region`], attached to `/dev/netmap` (the netmap backend)
+//! or to a memfd (tests). [`Nifp`] finds the `netmap_if` at the registration's `nr_offset`
 //! and the rings from its `ring_ofs[]` exactly as netmap's `NETMAP_IF`, `NETMAP_TXRING`,
 //! `NETMAP_RXRING` and `NETMAP_BUF` do: NIC TX rings first, then host TX rings, then NIC RX
 //! rings (`ring_ofs[i + ni_tx_rings + ni_host_tx_rings]`), each offset relative to the
@@ -22,11 +22,10 @@
 //! values and counted in [`Nifp::rejected`]. Nothing read from the region is ever followed
 //! outside the mapping, and nothing panics on it.
 
-use std::io;
-use std::mem::{offset_of, size_of};
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::mem::{align_of, offset_of, size_of};
+use std::sync::Arc;
+
+use ptnet_datapath::mem::{Buf, Region, RingView};
 
 use ptnet_spec::netmap::{
     NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS, NR_RX, NR_TX, NS_MOREFRAG, NetmapIf, NetmapRing,
@@ -160,139 +159,13 @@ pub enum LayoutError {
     },
 }
 
-/// Types for which every bit pattern is a valid value, so reading one from memory another
-/// agent writes is sound.
+/// The application's view of one ring: its place in the region (a bounds-checked
+/// [`RingView`]) and the application's indices.
 ///
-/// # Safety
-///
-/// Implement only for plain integers and `repr(C)` structs and arrays of them, without
-/// padding-sensitive invariants, references or enums.
-pub(crate) unsafe trait Plain: Copy {}
-
-// SAFETY: integers and netmap's integer-only structs: every bit pattern is a value.
-unsafe impl Plain for u16 {}
-// SAFETY: as above.
-unsafe impl Plain for u32 {}
-// SAFETY: as above.
-unsafe impl Plain for u64 {}
-// SAFETY: as above.
-unsafe impl Plain for i64 {}
-// SAFETY: as above (integers and a byte array).
-unsafe impl Plain for NetmapIf {}
-// SAFETY: as above.
-unsafe impl Plain for NetmapSlot {}
-
-/// A shared read-write mapping that is unmapped when dropped.
-///
-/// Invariant: `base` points to `size` mapped, readable and writable bytes for the life of the
-/// value. Other agents (the kernel, the host, another process) may write them at any time,
-/// so they are only ever accessed through raw pointers (volatile or atomic), never through
-/// long-lived Rust references.
-#[derive(Debug)]
-pub struct Mapping {
-    base: NonNull<u8>,
-    size: usize,
-}
-
-impl Mapping {
-    /// Maps `size` bytes of `fd` from offset 0, shared, read-write (what a netmap application
-    /// does with `/dev/netmap` and `nr_memsize`).
-    pub fn new(fd: BorrowedFd<'_>, size: usize) -> io::Result<Self> {
-        Self::map(size, libc::MAP_SHARED, fd.as_raw_fd())
-    }
-
-    /// `size` bytes of zeroed anonymous shared memory (tests lay regions out in it).
-    pub fn anonymous(size: usize) -> io::Result<Self> {
-        Self::map(size, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)
-    }
-
-    fn map(size: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<Self> {
-        if size == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "empty memory region",
-            ));
-        }
-        // SAFETY: a fresh mapping at an address of the kernel's choosing: it aliases no Rust
-        // object; the result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned 0"))?;
-        Ok(Mapping { base, size })
-    }
-
-    /// Size of the mapping in bytes.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
-    /// Pointer to `ofs` if `[ofs, ofs + len)` lies inside the mapping and `ofs` is a multiple
-    /// of `align`.
-    fn range(&self, ofs: u64, len: usize, align: usize) -> Option<NonNull<u8>> {
-        let ofs = usize::try_from(ofs).ok()?;
-        if ofs.checked_add(len)? > self.size || ofs % align != 0 {
-            return None;
-        }
-        // SAFETY: ofs <= size (checked just above): the result stays inside the mapping or
-        // one past its end, and is not null because base is not.
-        Some(unsafe { self.base.add(ofs) })
-    }
-
-    /// Reads a `T` at `ofs` once, if it lies inside the mapping and is aligned.
-    pub(crate) fn read<T: Plain>(&self, ofs: u64) -> Option<T> {
-        let p = self.range(ofs, size_of::<T>(), align_of::<T>())?;
-        // SAFETY: in bounds and aligned (checked by `range`); a volatile read of plain data
-        // that another agent may be writing, and any bit pattern is a `T` (`Plain`).
-        Some(unsafe { p.cast::<T>().read_volatile() })
-    }
-
-    /// Writes a `T` at `ofs`, if it lies inside the mapping and is aligned; whether it did.
-    #[cfg(test)]
-    pub(crate) fn write<T: Plain>(&self, ofs: u64, value: T) -> bool {
-        match self.range(ofs, size_of::<T>(), align_of::<T>()) {
-            Some(p) => {
-                // SAFETY: in bounds and aligned (checked by `range`); a volatile write of
-                // plain data into memory we mapped read-write.
-                unsafe { p.cast::<T>().write_volatile(value) };
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped; every pointer derived from it lives in a
-        // value that owns this Mapping (a Nifp) and is dropped with it.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
-    }
-}
-
-/// The application's view of one ring.
-///
-/// Invariant (checked by [`Nifp::new`]): `hdr` is an 8-aligned ring header followed by
-/// `num_slots` slots, all inside the mapping; `bufs + i * buf_size` for `i < num_bufs` is a
-/// whole buffer inside the mapping; `head`, `cur`, `tail` are below `num_slots`.
+/// Invariant (checked by [`Nifp::new`]): `head`, `cur`, `tail` are below the ring's size.
 #[derive(Debug)]
 struct Ring {
-    hdr: NonNull<NetmapRing>,
-    slots: NonNull<NetmapSlot>,
-    bufs: NonNull<u8>,
-    num_slots: u32,
-    buf_size: u32,
-    num_bufs: u32,
+    view: RingView,
     /// Our copy of `head` (the one in the region is only written, never trusted).
     head: u32,
     /// Our copy of `cur`.
@@ -305,61 +178,37 @@ struct Ring {
 }
 
 impl Ring {
+    fn num_slots(&self) -> u32 {
+        self.view.num_slots()
+    }
+
     /// Slots the application owns: `tail - head` (netmap's `nm_ring_space`, with `cur`
     /// at `head` outside of waits).
     fn space(&self) -> u32 {
-        distance(self.head, self.tail, self.num_slots)
-    }
-
-    fn pointer_words(&self) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
-        let h = self.hdr.as_ptr();
-        // SAFETY: `hdr` is a ring header inside the mapping (type invariant), which lives as
-        // long as the Nifp holding this ring; `head`, `cur`, `tail` are atomics, so shared
-        // references to them are sound while the kernel reads and writes them.
-        unsafe { (&(*h).head, &(*h).cur, &(*h).tail) }
+        distance(self.head, self.tail, self.num_slots())
     }
 
     /// Writes our `head` and `cur` into the ring (netmap: `ring->head = ring->cur = i`).
     fn publish(&self) {
-        let (head, cur, _) = self.pointer_words();
-        // Release: the slots and buffers written before are visible to whoever reads head.
-        cur.store(self.cur, Ordering::Release);
-        head.store(self.head, Ordering::Release);
+        self.view.publish_head_cur(self.head, self.cur);
     }
 
-    fn slot_ptr(&self, i: u32) -> *mut NetmapSlot {
-        // PANIC: none; an index past the end (a bug here, indices are kept below num_slots)
-        // is mapped to slot 0 rather than leave the ring.
-        let i = if i < self.num_slots { i } else { 0 };
-        // SAFETY: i < num_slots, so the slot lies inside the ring (type invariant).
-        unsafe { self.slots.as_ptr().add(i as usize) }
+    /// Buffer `idx`, if it is one of the region's.
+    fn buf(&self, idx: u32) -> Option<Buf<'_>> {
+        self.view.region().buf(idx)
     }
 
-    fn read_slot(&self, i: u32) -> NetmapSlot {
-        // SAFETY: in bounds and 8-aligned (header 8-aligned, slots at +256, 16 bytes each);
-        // a volatile read of plain data.
-        unsafe { self.slot_ptr(i).read_volatile() }
+    fn buf_size(&self) -> u32 {
+        self.view.region().buf_size()
     }
 
-    fn write_slot(&self, i: u32, s: NetmapSlot) {
-        // SAFETY: as in read_slot; the slot is ours ([head, tail)).
-        unsafe { self.slot_ptr(i).write_volatile(s) }
-    }
-
-    /// Buffer `idx`, if it lies inside the mapping.
-    fn buf(&self, idx: u32) -> Option<*mut u8> {
-        // SAFETY: idx < num_bufs keeps the whole buffer inside the mapping (type invariant).
-        (idx < self.num_bufs).then(|| unsafe {
-            self.bufs
-                .as_ptr()
-                .add(idx as usize * self.buf_size as usize)
-        })
+    fn num_bufs(&self) -> u32 {
+        self.view.region().layout().num_bufs
     }
 }
 
-/// A registered `netmap_if` and its NIC rings in a [`Mapping`].
-///
-/// Holds the mapping, so every pointer in it stays valid for its whole life.
+/// A registered `netmap_if` and its NIC rings in an attached [`Region`] (the mapping of
+/// `/dev/netmap`, or of a memfd).
 #[derive(Debug)]
 pub struct Nifp {
     /// TX rings, then RX rings.
@@ -369,8 +218,7 @@ pub struct Nifp {
     buf_size: u32,
     /// Data-path values rejected (bad tail, buf_idx or len).
     rejected: u64,
-    /// Kept last: the rings point into it.
-    map: Mapping,
+    region: Arc<Region>,
 }
 
 /// Reads field `$f` of the ring header at `$at` (an offset in `$map`).
@@ -380,10 +228,21 @@ macro_rules! ring_field {
     };
 }
 
+/// What validating one ring found, before the region's buffers are known.
+struct Found {
+    at: u64,
+    num_slots: u32,
+    buf_size: u32,
+    pool: u64,
+    head: u32,
+    tail: u32,
+    id: RingId,
+}
+
 impl Nifp {
     /// Finds and validates the `netmap_if` the registration `reg` describes (`nr_offset`,
     /// ring and slot counts) in `map`, which holds the whole region (`nr_memsize` bytes).
-    pub fn new(map: Mapping, reg: &NmreqRegister) -> Result<Self, LayoutError> {
+    pub fn new(mut map: Region, reg: &NmreqRegister) -> Result<Self, LayoutError> {
         let (tx, rx) = (u32::from(reg.nr_tx_rings), u32::from(reg.nr_rx_rings));
         if !(1..=MAX_RINGS).contains(&tx) || !(1..=MAX_RINGS).contains(&rx) {
             return Err(LayoutError::RingCount { tx, rx });
@@ -393,8 +252,9 @@ impl Nifp {
             size: map.size(),
         };
         // ring_ofs[] holds 8-byte words: the netmap_if is 8-aligned (netmap's always is).
-        map.range(reg.nr_offset, NETMAP_IF_RING_OFS, align_of::<i64>())
-            .ok_or(outside.clone())?;
+        if reg.nr_offset % align_of::<i64>() as u64 != 0 {
+            return Err(outside);
+        }
         let ni: NetmapIf = map.read(reg.nr_offset).ok_or(outside.clone())?;
         if (ni.ni_tx_rings, ni.ni_rx_rings) != (tx, rx) {
             return Err(LayoutError::RingCountMismatch {
@@ -410,13 +270,10 @@ impl Nifp {
         }
         // ring_ofs[]: NIC TX, host TX, NIC RX, host RX (all below 4 * MAX_RINGS: no overflow).
         let entries = (tx + htx + rx + hrx) as usize;
-        map.range(
-            reg.nr_offset,
-            NETMAP_IF_RING_OFS + entries * size_of::<i64>(),
-            align_of::<i64>(),
-        )
-        .ok_or(outside)?;
-        let mut rings = Vec::with_capacity((tx + rx) as usize);
+        let last_entry =
+            reg.nr_offset + (NETMAP_IF_RING_OFS + (entries - 1) * size_of::<i64>()) as u64;
+        map.read::<i64>(last_entry).ok_or(outside)?;
+        let mut found = Vec::with_capacity((tx + rx) as usize);
         let mut buf_size = 0;
         let order = (0..tx)
             .map(|r| (RingId { tx: true, r }, r))
@@ -430,9 +287,43 @@ impl Nifp {
             } else {
                 reg.nr_rx_slots
             };
-            let ring = Self::ring(&map, reg.nr_offset, ring_ofs, id, want, buf_size)?;
-            buf_size = ring.buf_size;
-            rings.push(ring);
+            let f = Self::ring(&map, reg.nr_offset, ring_ofs, id, want, buf_size)?;
+            buf_size = f.buf_size;
+            found.push(f);
+        }
+        // One buffer pool for the whole region, as netmap lays it out: every ring must see
+        // the buffers at the same place.
+        let pool = found[0].pool;
+        if let Some(f) = found.iter().find(|f| f.pool != pool) {
+            return Err(LayoutError::BufPool {
+                ring: f.id,
+                buf_ofs: f.pool as i64 - f.at as i64,
+            });
+        }
+        map.set_buffers(pool, buf_size)
+            .map_err(|_| LayoutError::BufPool {
+                ring: found[0].id,
+                buf_ofs: pool as i64 - found[0].at as i64,
+            })?;
+        let region = Arc::new(map);
+        let mut rings = Vec::with_capacity(found.len());
+        for f in found {
+            let view = region
+                .ring(f.at, f.num_slots)
+                .ok_or(LayoutError::RingOutside {
+                    ring: f.id,
+                    ring_ofs: f.at as i64 - reg.nr_offset as i64,
+                })?;
+            // netmap's application pointers start where the kernel left them; cur goes back
+            // to head (no wake-up point set).
+            rings.push(Ring {
+                view,
+                head: f.head,
+                cur: f.head,
+                tail: f.tail,
+                want: 1,
+                id: f.id,
+            });
         }
         Ok(Nifp {
             rings,
@@ -440,19 +331,19 @@ impl Nifp {
             rx_rings: rx,
             buf_size,
             rejected: 0,
-            map,
+            region,
         })
     }
 
     /// Validates one ring (`NETMAP_TXRING`/`NETMAP_RXRING`: the `netmap_if` plus `ring_ofs`).
     fn ring(
-        map: &Mapping,
+        map: &Region,
         nifp: u64,
         ring_ofs: i64,
         id: RingId,
         want: u32,
         first_buf_size: u32,
-    ) -> Result<Ring, LayoutError> {
+    ) -> Result<Found, LayoutError> {
         if ring_ofs == 0 {
             return Err(LayoutError::Unmapped(id));
         }
@@ -462,8 +353,13 @@ impl Nifp {
             .and_then(|n| n.checked_add(ring_ofs))
             .and_then(|a| u64::try_from(a).ok())
             .ok_or(outside.clone())?;
-        map.range(at, NETMAP_RING_SLOTS_OFS, align_of::<NetmapRing>())
-            .ok_or(outside.clone())?;
+        if at % align_of::<NetmapRing>() as u64 != 0
+            || map
+                .read::<u64>(at + NETMAP_RING_SLOTS_OFS as u64 - 8)
+                .is_none()
+        {
+            return Err(outside);
+        }
         // PANIC: none below; the header is inside the mapping, so every field read succeeds
         // (the fallbacks only satisfy the types).
         let num_slots = ring_field!(map, at, u32, num_slots).unwrap_or(0);
@@ -474,13 +370,9 @@ impl Nifp {
                 want,
             });
         }
-        let hdr = map
-            .range(
-                at,
-                NETMAP_RING_SLOTS_OFS + num_slots as usize * size_of::<NetmapSlot>(),
-                align_of::<NetmapRing>(),
-            )
-            .ok_or(outside)?;
+        let last_slot = at
+            + (NETMAP_RING_SLOTS_OFS + (num_slots as usize - 1) * size_of::<NetmapSlot>()) as u64;
+        map.read::<NetmapSlot>(last_slot).ok_or(outside)?;
         let dir = ring_field!(map, at, u16, dir).unwrap_or(u16::MAX);
         if dir != if id.tx { NR_TX } else { NR_RX } {
             return Err(LayoutError::RingDir { ring: id, dir });
@@ -501,13 +393,10 @@ impl Nifp {
             .ok()
             .and_then(|a| a.checked_add(buf_ofs))
             .and_then(|p| u64::try_from(p).ok())
-            .and_then(|p| map.range(p, 0, 1).map(|ptr| (p, ptr)));
-        let Some((pool, bufs)) = pool else {
+            .filter(|&p| p <= map.size() as u64);
+        let Some(pool) = pool else {
             return Err(LayoutError::BufPool { ring: id, buf_ofs });
         };
-        // Buffers wholly inside the mapping (pool <= size: checked by `range`).
-        let num_bufs =
-            ((map.size() as u64 - pool) / u64::from(buf_size)).min(u64::from(u32::MAX)) as u32;
         let head = ring_field!(map, at, u32, head).unwrap_or(u32::MAX);
         let cur = ring_field!(map, at, u32, cur).unwrap_or(u32::MAX);
         let tail = ring_field!(map, at, u32, tail).unwrap_or(u32::MAX);
@@ -520,20 +409,13 @@ impl Nifp {
                 num_slots,
             });
         }
-        Ok(Ring {
-            hdr: hdr.cast(),
-            // SAFETY: the slots follow the header inside the range checked above.
-            slots: unsafe { hdr.add(NETMAP_RING_SLOTS_OFS) }.cast(),
-            bufs,
+        Ok(Found {
+            at,
             num_slots,
             buf_size,
-            num_bufs,
-            // netmap's application pointers start where the kernel left them; cur goes back
-            // to head (no wake-up point set).
+            pool,
             head,
-            cur: head,
             tail,
-            want: 1,
             id,
         })
     }
@@ -543,8 +425,8 @@ impl Nifp {
         Geometry {
             tx_rings: self.tx_rings,
             rx_rings: self.rx_rings,
-            tx_slots: self.rings[0].num_slots,
-            rx_slots: self.rings[self.tx_rings as usize].num_slots,
+            tx_slots: self.rings[0].num_slots(),
+            rx_slots: self.rings[self.tx_rings as usize].num_slots(),
             buf_size: self.buf_size,
         }
     }
@@ -555,9 +437,9 @@ impl Nifp {
         self.rejected
     }
 
-    /// The mapping holding the region.
-    pub fn mapping(&self) -> &Mapping {
-        &self.map
+    /// The region, as mapped.
+    pub fn mapping(&self) -> &Region {
+        &self.region
     }
 
     /// Index in `rings` of TX ring `r` (clamped: an out-of-range ring is a caller bug, not a
@@ -611,32 +493,33 @@ impl Nifp {
         } = self;
         let ring = &mut rings[k];
         let n = ring.space().min(max);
-        let cap = ring.buf_size.min(u32::from(u16::MAX)) as u16;
+        let cap = ring.buf_size().min(u32::from(u16::MAX)) as u16;
         let mut i = ring.head;
         for j in 0..n {
-            let mut s = ring.read_slot(i);
+            let mut s = ring.view.read_slot(i);
             s.len = match ring.buf(s.buf_idx) {
                 Some(b) => {
                     // SAFETY: the slot is ours ([head, tail)), so by netmap's rules nobody
-                    // else touches its buffer until we hand it over; the buffer lies inside
-                    // the mapping (`buf`), and this is the only reference to it.
-                    let buf = unsafe { std::slice::from_raw_parts_mut(b, ring.buf_size as usize) };
-                    fill(j, buf).min(cap)
+                    // else touches its buffer until we hand it over, and this is the only
+                    // slice of it.
+                    fill(j, unsafe { b.as_mut_slice() }).min(cap)
                 }
                 None => {
                     Self::reject(
                         rejected,
                         format_args!(
                             "{} slot {i}: buf_idx {} outside the {} buffers",
-                            ring.id, s.buf_idx, ring.num_bufs
+                            ring.id,
+                            s.buf_idx,
+                            ring.num_bufs()
                         ),
                     );
                     0
                 }
             };
             s.flags &= !NS_MOREFRAG;
-            ring.write_slot(i, s);
-            i = nm_next(i, ring.num_slots);
+            ring.view.write_slot(i, s);
+            i = nm_next(i, ring.num_slots());
         }
         ring.head = i;
         ring.cur = i;
@@ -656,22 +539,21 @@ impl Nifp {
             rings, rejected, ..
         } = self;
         let ring = &mut rings[k];
-        if frags.is_empty() || frags.iter().any(|f| f.len() > ring.buf_size as usize) {
+        if frags.is_empty() || frags.iter().any(|f| f.len() > ring.buf_size() as usize) {
             return false;
         }
         if frags.len() as u32 > ring.space() {
-            ring.want = (frags.len() as u32).min(ring.num_slots - 1);
+            ring.want = (frags.len() as u32).min(ring.num_slots() - 1);
             return false;
         }
         ring.want = 1;
         let mut i = ring.head;
         for (j, f) in frags.iter().enumerate() {
-            let mut s = ring.read_slot(i);
+            let mut s = ring.view.read_slot(i);
             match ring.buf(s.buf_idx) {
                 Some(b) => {
-                    // SAFETY: our buffer (slot in [head, tail)) inside the mapping; f.len() <=
-                    // buf_size (checked above); `f` is ordinary memory, not this buffer.
-                    unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), b, f.len()) };
+                    // Our buffer (slot in [head, tail)); f.len() <= buf_size, checked above.
+                    b.write(0, f);
                     s.len = f.len() as u16;
                 }
                 None => {
@@ -679,7 +561,9 @@ impl Nifp {
                         rejected,
                         format_args!(
                             "{} slot {i}: buf_idx {} outside the {} buffers",
-                            ring.id, s.buf_idx, ring.num_bufs
+                            ring.id,
+                            s.buf_idx,
+                            ring.num_bufs()
                         ),
                     );
                     s.len = 0;
@@ -690,8 +574,8 @@ impl Nifp {
             } else {
                 s.flags &= !NS_MOREFRAG;
             }
-            ring.write_slot(i, s);
-            i = nm_next(i, ring.num_slots);
+            ring.view.write_slot(i, s);
+            i = nm_next(i, ring.num_slots());
         }
         ring.head = i;
         ring.cur = i;
@@ -712,28 +596,29 @@ impl Nifp {
         let n = ring.space().min(max);
         let mut i = ring.head;
         for _ in 0..n {
-            let s = ring.read_slot(i);
+            let s = ring.view.read_slot(i);
             match ring.buf(s.buf_idx) {
-                Some(b) if u32::from(s.len) <= ring.buf_size => {
+                Some(b) if u32::from(s.len) <= ring.buf_size() => {
                     // SAFETY: the slot is ours until we release it, so the kernel does not
-                    // write its buffer meanwhile; inside the mapping (`buf`), len checked.
-                    eat(
-                        unsafe { std::slice::from_raw_parts(b, usize::from(s.len)) },
-                        &s,
-                    )
+                    // write its buffer meanwhile.
+                    eat(unsafe { &b.as_slice()[..usize::from(s.len)] }, &s)
                 }
                 _ => {
                     Self::reject(
                         rejected,
                         format_args!(
                             "{} slot {i}: buf_idx {} (of {}), len {} (buffers of {})",
-                            ring.id, s.buf_idx, ring.num_bufs, s.len, ring.buf_size
+                            ring.id,
+                            s.buf_idx,
+                            ring.num_bufs(),
+                            s.len,
+                            ring.buf_size()
                         ),
                     );
                     eat(&[], &s)
                 }
             }
-            i = nm_next(i, ring.num_slots);
+            i = nm_next(i, ring.num_slots());
         }
         ring.head = i;
         ring.cur = i;
@@ -763,8 +648,8 @@ impl Nifp {
         for ring in &mut rings[range] {
             // Acquire: pairs with the kernel's release of tail, so the slots and buffers it
             // handed over are visible.
-            let t = ring.pointer_words().2.load(Ordering::Acquire);
-            let n = ring.num_slots;
+            let t = ring.view.tail();
+            let n = ring.num_slots();
             if t < n && in_circular_range(ring.tail, t, nm_prev(ring.head, n), n) {
                 ring.tail = t;
             } else if t != ring.tail {
@@ -814,19 +699,18 @@ impl Nifp {
     /// Offset of ring `k` (TX rings, then RX rings) in the region, for tests and dumps.
     pub fn ring_offset(&self, k: usize) -> Option<usize> {
         let r = self.rings.get(k)?;
-        Some(r.hdr.as_ptr() as usize - self.map.base.as_ptr() as usize)
+        Some(r.view.offset())
     }
 
     /// Offset of buffer `idx` as seen from ring `k`, if inside the region.
     pub fn buf_offset(&self, k: usize, idx: u32) -> Option<usize> {
         let r = self.rings.get(k)?;
-        Some(r.buf(idx)? as usize - self.map.base.as_ptr() as usize)
+        self.region.buf_offset(idx).filter(|_| r.buf(idx).is_some())
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::os::fd::AsFd;
     use std::sync::Arc;
 
     use ptnet_datapath::mem::{
@@ -835,6 +719,12 @@ pub(crate) mod tests {
     use ptnet_spec::netmap::NR_REG_ALL_NIC;
 
     use super::*;
+
+    /// A zeroed region of `size` bytes that nobody laid out (a memfd).
+    fn anonymous(size: usize) -> Region {
+        let f = ptnet_datapath::sys::memfd(c"pktgen-test", size, false).unwrap();
+        Region::attach(f, size, 0).unwrap()
+    }
 
     /// A port's region as ptnetd builds it (the datapath's allocator), and the registration
     /// the kernel would return for it.
@@ -872,8 +762,9 @@ pub(crate) mod tests {
 
     impl Fixture {
         /// The application's own mapping of the region, as mmap of /dev/netmap gives it.
-        pub(crate) fn map(&self) -> Mapping {
-            Mapping::new(self.region.file().as_fd(), self.region.size()).unwrap()
+        pub(crate) fn map(&self) -> Region {
+            let file = self.region.file().try_clone().unwrap();
+            Region::attach(file, self.region.size(), self.region.id()).unwrap()
         }
 
         pub(crate) fn nifp(&self) -> Nifp {
@@ -1120,7 +1011,7 @@ pub(crate) mod tests {
         assert_eq!(nifp.rejected(), 5);
     }
 
-    type Mutation = fn(&Fixture, &Mapping, &mut NmreqRegister);
+    type Mutation = fn(&Fixture, &Region, &mut NmreqRegister);
     type Expect = fn(&LayoutError) -> bool;
 
     /// Offset of field `f` of ring `k` (TX rings then RX rings).
@@ -1432,7 +1323,7 @@ pub(crate) mod tests {
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         let (mut accepted, mut rejected) = (0, 0);
         for _ in 0..150 {
-            let m = Mapping::anonymous(f.region.size()).unwrap();
+            let m = anonymous(f.region.size());
             for (i, w) in snapshot.chunks_exact(8).enumerate() {
                 m.write((i * 8) as u64, u64::from_ne_bytes(w.try_into().unwrap()));
             }
