@@ -11,7 +11,8 @@
 //! * [`payload`]: the frame format (sequence number, timestamp, pattern) and `rx --check`;
 //! * [`rate`]: the token bucket behind `--rate`, consulted per batch;
 //! * [`run`]: the `tx`, `rx`, `ping`, `pong` and `fwd` loops;
-//! * [`stats`]: CPU time, the RTT histogram, live lines and the final report.
+//! * [`stats`]: CPU time, the RTT histogram, live lines and the final report;
+//! * [`sys`]: signals that end a run, the process's CPU time.
 
 pub mod backend;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod payload;
 pub mod rate;
 pub mod run;
 pub mod stats;
+pub mod sys;
 
 pub use backend::{Backend, Want};
 pub use config::{BackendKind, Config, Error, Mode};

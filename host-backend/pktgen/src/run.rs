@@ -5,7 +5,6 @@
 //! loop sleeps in [`Backend::wait`] with a bounded timeout, or spins if the port was attached
 //! in busy-poll mode. Buffers are allocated once, before the first packet.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ptnet_spec::name::{Base, PortName};
@@ -22,24 +21,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// How long a sender keeps syncing at exit for the other side to take its last frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    if STOP.swap(true, Ordering::Relaxed) {
-        // SAFETY: _exit is async-signal-safe; a second signal means "now".
-        unsafe { libc::_exit(130) };
-    }
-}
-
-/// Makes SIGINT and SIGTERM end the run at the next batch (with its summary); a second
-/// signal exits at once.
-pub fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only touches an atomic (and calls _exit), which is
-        // async-signal-safe; replacing the default disposition affects nothing else here.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-    }
-}
+pub use crate::sys::install_signal_handlers;
+use crate::sys::stop_requested;
 
 /// One round of busy-polling that found nothing: let other runnable threads have the core
 /// first. On a machine with fewer cores than polling threads (the sender, the receiver and
@@ -47,10 +30,6 @@ pub fn install_signal_handlers() {
 /// a core to spare, `sched_yield` returns at once.
 fn idle_spin() {
     std::thread::yield_now();
-}
-
-fn stop_requested() -> bool {
-    STOP.load(Ordering::Relaxed)
 }
 
 /// Attaches the configured ports with backend `B` and runs the configured mode. The caller

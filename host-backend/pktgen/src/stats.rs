@@ -20,18 +20,10 @@ pub struct CpuTimes {
 impl CpuTimes {
     /// The whole process's CPU time so far (`getrusage(RUSAGE_SELF)`: all its threads).
     pub fn now() -> Self {
-        // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage only writes the struct we pass, which lives across the call.
-        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-        if rc != 0 {
-            return CpuTimes::default();
-        }
-        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        CpuTimes {
-            user_s: s(ru.ru_utime),
-            sys_s: s(ru.ru_stime),
-        }
+        crate::sys::cpu_times().map_or(CpuTimes::default(), |(user_s, sys_s)| CpuTimes {
+            user_s,
+            sys_s,
+        })
     }
 
     /// CPU used since `earlier`.
