@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Arc;
 
 use ptnet_proto::AttachInfo;
@@ -27,9 +26,7 @@ pub struct HostClient {
 }
 
 fn dup_eventfd(e: &EventFd) -> io::Result<File> {
-    let c = e.try_clone()?;
-    // SAFETY: try_clone returned a new descriptor that only `c` owns; ownership moves to File.
-    Ok(unsafe { File::from_raw_fd(c.into_raw_fd()) })
+    Ok(crate::sys::eventfd_file(e.try_clone()?))
 }
 
 impl HostClient {

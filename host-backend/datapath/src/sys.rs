@@ -82,6 +82,32 @@ pub fn kick_tx(fd: &impl std::os::fd::AsRawFd) -> io::Result<()> {
     }
 }
 
+/// `poll(2)` on `fds`, waiting at most `timeout_ms` (-1: forever); the number of descriptors
+/// with events (their `revents` set).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: `fds` is a slice of initialised pollfds we own; poll writes only their
+    // `revents` fields, within the length passed.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Shuts a socket down both ways: a thread blocked in `accept` or `read` on it returns.
+pub fn shutdown(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: shutdown only changes the state of the socket; an error (not a socket) is
+    // harmless and ignored.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// An eventfd as a plain file, to pass it to another process.
+pub fn eventfd_file(e: vmm_sys_util::eventfd::EventFd) -> File {
+    // SAFETY: `into_raw_fd` gives up the descriptor, which the File then owns alone.
+    unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(e)) }
+}
+
 /// A `MAP_SHARED` read-write mapping of a whole file, with one inaccessible guard page on each
 /// side, so that an access running off either end faults instead of touching other memory.
 ///

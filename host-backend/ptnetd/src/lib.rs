@@ -7,7 +7,8 @@
 //! * `registry`: switches, ports, pipes and direct NIC ports, claimed, released, listed;
 //! * `nic`: host interfaces on switches or given directly to a client;
 //! * `vm`: ports served to VMs over vhost-user;
-//! * [`control`]: the control socket and its requests.
+//! * [`control`]: the control socket and its requests;
+//! * [`signals`]: the termination signals, taken by one thread.
 
 pub mod config;
 pub mod control;
@@ -15,4 +16,5 @@ pub mod daemon;
 mod error;
 mod nic;
 mod registry;
+pub mod signals;
 mod vm;

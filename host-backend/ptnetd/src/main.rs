@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     // Termination signals are taken by one thread (blocked everywhere else), which removes
     // the socket and exits.
     let socket = cfg.daemon.socket.clone();
-    block_termination_signals();
+    ptnetd::signals::block_termination();
     let mode = cfg.socket_mode().unwrap_or(0o660);
     let d = match Daemon::new(cfg) {
         Ok(d) => d,
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let sig = wait_termination_signal();
+            let sig = ptnetd::signals::wait_termination();
             log::info!("signal {sig}: shutting down");
             let _ = std::fs::remove_file(&s2);
             std::process::exit(0);
@@ -104,30 +104,4 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-fn termination_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise the set we own; the signal numbers are valid.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
-    }
-}
-
-fn block_termination_signals() {
-    let set = termination_set();
-    // SAFETY: a valid signal set; threads spawned afterwards inherit the mask.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-fn wait_termination_signal() -> i32 {
-    let set = termination_set();
-    let mut sig = 0;
-    // SAFETY: the set is valid and blocked in every thread; sigwait writes one int.
-    unsafe { libc::sigwait(&set, &mut sig) };
-    sig
 }

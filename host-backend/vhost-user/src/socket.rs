@@ -134,8 +134,7 @@ impl Stop {
     pub fn request(&self, listener: &UnixListener) {
         self.stopping.store(true, Ordering::Release);
         let _ = self.evt.write(1);
-        // SAFETY: shutdown only changes the state of a socket the caller owns.
-        unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        ptnet_datapath::sys::shutdown(listener);
         if let Some(h) = &*self.conn.lock().unwrap_or_else(|e| e.into_inner()) {
             h.shutdown();
         }

@@ -369,8 +369,7 @@ impl Worker {
                 .saturating_duration_since(Instant::now())
                 .as_millis()
                 .clamp(1, 1000) as i32;
-            // SAFETY: `fds[..n]` are initialised pollfds we own.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout) };
+            let r = crate::sys::poll(&mut fds[..n], timeout).unwrap_or(0);
             if r > 0 {
                 if fds[0].revents & libc::POLLIN != 0 {
                     let _ = self.rx_irq.read();
