@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ptnet_spec::name::{Base, PortName};
 use ptnet_spec::netmap::NS_MOREFRAG;
 
-use crate::backend::{AttachOptions, Backend, Want};
+use crate::backend::{AttachOptions, Backend, Geometry, Want};
 use crate::config::{Config, Error, MAX_FRAGS, Mode};
 use crate::payload::{self, Checker, Kind, MAX_FRAME, Mac, Template};
 use crate::rate::TokenBucket;
@@ -148,6 +148,19 @@ fn wait<B: Backend>(p: &mut B, want: Want, t: Duration) -> Result<bool, Error> {
         port: p.name().to_owned(),
         source,
     })
+}
+
+/// A receiver's pass found nothing: unless frames are already waiting, spin once (busy
+/// polling) or sleep until frames arrive, at most `bound`.
+fn idle_rx<B: Backend>(p: &mut B, g: &Geometry, busy: bool, bound: Duration) -> Result<(), Error> {
+    if (0..g.rx_rings).all(|r| p.rx_pending(r) == 0) {
+        if busy {
+            idle_spin();
+        } else {
+            wait(p, Want::Rx, bound)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where the traffic of a run starts and ends, for rates and CPU over the active period.
@@ -426,12 +439,8 @@ pub fn rx<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         }
         if got > 0 {
             win.saw(now);
-        } else if (0..g.rx_rings).all(|r| p.rx_pending(r) == 0) {
-            if busy {
-                idle_spin();
-            } else {
-                wait(p, Want::Rx, lim.sleep_bound(now))?;
-            }
+        } else {
+            idle_rx(p, &g, busy, lim.sleep_bound(now))?;
         }
     }
     let (duration, cpu) = win.close(start, cpu0);
@@ -645,12 +654,8 @@ pub fn pong<B: Backend>(p: &mut B, cfg: &Config) -> Result<Report, Error> {
         }
         if seen > 0 {
             win.saw(now);
-        } else if (0..g.rx_rings).all(|r| p.rx_pending(r) == 0) {
-            if busy {
-                idle_spin();
-            } else {
-                wait(p, Want::Rx, lim.sleep_bound(now))?;
-            }
+        } else {
+            idle_rx(p, &g, busy, lim.sleep_bound(now))?;
         }
     }
     let (duration, cpu) = win.close(start, cpu0);

@@ -949,28 +949,17 @@ fn resolve_chain(
     Ok(())
 }
 
-/// Copies TX chain `head` into the port's TX slots from `tx.head` on, skipping its first
-/// `skip` bytes (the virtio-net header, unless the port carries it), as a chain of at most
-/// `min(max, NETMAP_MAX_FRAGS)` slots; on success moves `tx.head` past it and returns the
-/// bytes and slots used. On error nothing is published (the slots stay past `head`).
-fn gather_slots(
-    mem: &Mem,
+/// Walks TX chain `head` past its first `skip` bytes (the virtio-net header, unless the port
+/// carries it) and hands each remaining piece of guest memory to `f` as `(address, length)`.
+/// A device-writable descriptor, a chain shorter than `skip` or a descriptor `f` refuses ends
+/// the walk with the reason.
+fn walk_tx_chain(
     rings: &Rings<'_>,
     head: u16,
     mut skip: usize,
-    tx: &mut AppRing,
-    max: u32,
-) -> Result<(usize, u32), BadChain> {
-    let max = max.min(NETMAP_MAX_FRAGS);
-    let size = tx.buf_size();
-    let mut slot = tx.head();
-    let mut used = 1u32;
-    let mut off = 0usize; // bytes in the current slot
-    let mut total = 0usize;
+    mut f: impl FnMut(GuestAddress, usize) -> Result<(), BadChain>,
+) -> Result<(), BadChain> {
     let mut seen = 0usize;
-    let Some(mut dst) = tx.buffer(slot).map(|(b, _)| b.volatile_slice()) else {
-        return Err(BadChain::TooLong(0));
-    };
     for d in rings.chain(head) {
         let d = d?;
         if d.write {
@@ -988,6 +977,38 @@ fn gather_slots(
             })?;
             len -= k;
         }
+        if len > 0 {
+            f(addr, len)?;
+        }
+    }
+    if skip > 0 {
+        return Err(BadChain::Short(seen));
+    }
+    Ok(())
+}
+
+/// Copies TX chain `head` into the port's TX slots from `tx.head` on, skipping its first
+/// `skip` bytes (the virtio-net header, unless the port carries it), as a chain of at most
+/// `min(max, NETMAP_MAX_FRAGS)` slots; on success moves `tx.head` past it and returns the
+/// bytes and slots used. On error nothing is published (the slots stay past `head`).
+fn gather_slots(
+    mem: &Mem,
+    rings: &Rings<'_>,
+    head: u16,
+    skip: usize,
+    tx: &mut AppRing,
+    max: u32,
+) -> Result<(usize, u32), BadChain> {
+    let max = max.min(NETMAP_MAX_FRAGS);
+    let size = tx.buf_size();
+    let mut slot = tx.head();
+    let mut used = 1u32;
+    let mut off = 0usize; // bytes in the current slot
+    let mut total = 0usize;
+    let Some(mut dst) = tx.buffer(slot).map(|(b, _)| b.volatile_slice()) else {
+        return Err(BadChain::TooLong(0));
+    };
+    walk_tx_chain(rings, head, skip, |mut addr, mut len| {
         while len > 0 {
             if off == size {
                 // This slot is full: it continues in the next one.
@@ -1020,10 +1041,8 @@ fn gather_slots(
             off += k;
             total += k;
         }
-    }
-    if skip > 0 {
-        return Err(BadChain::Short(seen));
-    }
+        Ok(())
+    })?;
     let mut s = tx.slot(slot);
     s.len = off as u16;
     s.flags = 0;
@@ -1038,31 +1057,11 @@ pub fn gather(
     mem: &Mem,
     rings: &Rings<'_>,
     head: u16,
-    mut skip: usize,
+    skip: usize,
     dst: &VolatileSlice<'_>,
 ) -> Result<usize, BadChain> {
     let mut off = 0usize;
-    let mut seen = 0usize;
-    for d in rings.chain(head) {
-        let d = d?;
-        if d.write {
-            return Err(BadChain::Direction);
-        }
-        let mut addr = GuestAddress(d.addr);
-        let mut len = d.len as usize;
-        seen += len;
-        if skip > 0 {
-            let k = skip.min(len);
-            skip -= k;
-            addr = addr.checked_add(k as u64).ok_or(BadAddress {
-                addr: addr.0,
-                len: k,
-            })?;
-            len -= k;
-        }
-        if len == 0 {
-            continue;
-        }
+    walk_tx_chain(rings, head, skip, |addr, len| {
         if off + len > dst.len() {
             return Err(BadChain::TooLong(off + len));
         }
@@ -1072,9 +1071,7 @@ pub fn gather(
             src.copy_to_volatile_slice(d);
         }
         off += len;
-    }
-    if skip > 0 {
-        return Err(BadChain::Short(seen));
-    }
+        Ok(())
+    })?;
     Ok(off)
 }
