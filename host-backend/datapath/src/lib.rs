@@ -30,3 +30,5 @@ pub mod nic;
 pub mod port;
 pub mod switch;
 pub mod sys;
+
+pub use ptnet_proto::error_chain;

@@ -40,7 +40,8 @@ use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::kring::Interrupt;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::device::{
-    PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_VNET_HDR_LEN, VIRTIO_F_VERSION_1,
+    ConfigError, PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_VNET_HDR_LEN,
+    VIRTIO_F_VERSION_1,
 };
 use vhost::vhost_user::message::{
     VhostUserMMap, VhostUserMMapFlags, VhostUserProtocolFeatures, VhostUserShMemConfig,
@@ -56,7 +57,7 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use ptnet_vhost_user::guest::{self, FileId, GuestMem};
+use ptnet_vhost_user::guest::{self, CsbError, FileId, GuestMem};
 use ptnet_vhost_user::vring::{self, Change, HookedVring, VringHook};
 use ptnet_vhost_user::{PortDevice, thread_name};
 
@@ -151,6 +152,62 @@ pub struct DeviceOptions {
     /// each to the sync loop through an eventfd of ours (the design this crate rejects; see
     /// the module documentation and `tests/kick_path.rs`). At most 64 queues.
     pub kicks_via_worker: bool,
+}
+
+/// Why the device did not start (it starts at the next change that completes its set-up).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The driver must speak virtio 1.
+    #[error("the frontend did not ack VIRTIO_F_VERSION_1")]
+    NoVersion1,
+    /// Region 0 can only be mapped through the backend request channel.
+    #[error("no backend request channel (BACKEND_REQ): region 0 cannot be mapped")]
+    NoBackendChannel,
+    /// The CSB addresses the driver wrote are unusable.
+    #[error("CSB addresses atok {atok:#x} ktoa {ktoa:#x}: {why}")]
+    CsbAddresses {
+        /// `csb_atok_gpa`.
+        atok: u64,
+        /// `csb_ktoa_gpa`.
+        ktoa: u64,
+        /// What is wrong with them.
+        why: ConfigError,
+    },
+    /// The CSB cannot be placed in guest memory.
+    #[error(transparent)]
+    CsbPlacement(#[from] CsbError),
+    /// A virtqueue's rings are not in guest RAM.
+    #[error("virtqueue {0} lies outside guest RAM")]
+    QueueOutside(usize),
+    /// A virtqueue has no kick eventfd.
+    #[error("virtqueue {0} has no kick eventfd")]
+    NoKick(usize),
+    /// A virtqueue's kick eventfd cannot be duplicated.
+    #[error("virtqueue {queue} kick eventfd")]
+    Kick {
+        /// The queue.
+        queue: usize,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// An eventfd of ours cannot be created.
+    #[error("eventfd")]
+    Eventfd(#[source] io::Error),
+    /// The port refused the binding (or it does not cover every ring).
+    #[error("the port refused the binding")]
+    Binding,
+    /// The port refused the virtio-net header length.
+    #[error("virtio-net header length {len}: {why}")]
+    VnetHdr {
+        /// The length.
+        len: u32,
+        /// The port's reason.
+        why: &'static str,
+    },
+    /// The sync loop thread did not start.
+    #[error("cannot start the sync loop")]
+    SyncLoop(#[source] io::Error),
 }
 
 /// The running part of a started device.
@@ -353,7 +410,8 @@ impl Device {
                     generation: st.generation,
                 });
             }
-            Err(why) => {
+            Err(e) => {
+                let why = ptnet_datapath::error_chain(&e);
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 if st.last_refusal.as_deref() != Some(why.as_str()) {
                     // A driver that restarts a running device (a resumed VM, a restarted
@@ -376,21 +434,18 @@ impl Device {
         self.vnet_hdr_ok && st.acked_features & (1 << PTNET_F_VNET_HDR) != 0
     }
 
-    fn try_start(&self, st: &State) -> Result<Running, String> {
+    fn try_start(&self, st: &State) -> Result<Running, StartError> {
         if st.acked_features & (1 << VIRTIO_F_VERSION_1) == 0 {
-            return Err("the frontend did not ack VIRTIO_F_VERSION_1".into());
+            return Err(StartError::NoVersion1);
         }
         if st.backend_req.is_none() {
-            return Err(
-                "no backend request channel (BACKEND_REQ): region 0 cannot be mapped".into(),
-            );
+            return Err(StartError::NoBackendChannel);
         }
         let cfg = *st.config.get();
-        cfg.validate_csb().map_err(|e| {
-            format!(
-                "CSB addresses atok {:#x} ktoa {:#x}: {e}",
-                cfg.csb_atok_gpa, cfg.csb_ktoa_gpa
-            )
+        cfg.validate_csb().map_err(|why| StartError::CsbAddresses {
+            atok: cfg.csb_atok_gpa,
+            ktoa: cfg.csb_ktoa_gpa,
+            why,
         })?;
         let csb = guest::guest_csb(
             &self.mem,
@@ -398,8 +453,7 @@ impl Device {
             cfg.csb_ktoa_gpa,
             self.nrings,
             self.region_id,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let mem = self.mem.memory();
         let mut kicks = Vec::with_capacity(st.vrings.len());
         let mut irqs = Vec::with_capacity(st.vrings.len());
@@ -407,20 +461,17 @@ impl Device {
         for (i, v) in st.vrings.iter().enumerate() {
             let s = v.get_ref();
             if !s.get_queue().is_valid(&*mem) {
-                return Err(format!("virtqueue {i} lies outside guest RAM"));
+                return Err(StartError::QueueOutside(i));
             }
-            let kick = s
-                .get_kick()
-                .as_ref()
-                .ok_or_else(|| format!("virtqueue {i} has no kick eventfd"))?;
+            let kick = s.get_kick().as_ref().ok_or(StartError::NoKick(i))?;
             if self.opts.kicks_via_worker {
-                let f = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| e.to_string())?);
-                kicks.push(f.try_clone().map_err(|e| e.to_string())?);
+                let f = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(StartError::Eventfd)?);
+                kicks.push(f.try_clone().map_err(StartError::Eventfd)?);
                 forward.push(f);
             } else {
                 kicks.push(
                     guest::dup_eventfd(kick)
-                        .map_err(|e| format!("virtqueue {i} kick eventfd: {e}"))?,
+                        .map_err(|source| StartError::Kick { queue: i, source })?,
                 );
             }
             irqs.push(Arc::new(VirtqueueInterrupt::new(
@@ -435,7 +486,7 @@ impl Device {
                 .map(|i| Arc::clone(i) as Arc<dyn Interrupt>)
                 .collect(),
         )
-        .ok_or("one interrupt per CSB entry")?;
+        .ok_or(StartError::Binding)?;
         // netmap's PORT_HDR_SET: frames the guest sends start with the header, frames it
         // receives get one. Set before the sync loop sees a frame.
         let hdr_len = if self.vnet_hdr_acked(st) {
@@ -445,11 +496,11 @@ impl Device {
         };
         self.port
             .set_vnet_hdr_len(hdr_len)
-            .map_err(|e| format!("virtio-net header length {hdr_len}: {e}"))?;
+            .map_err(|why| StartError::VnetHdr { len: hdr_len, why })?;
         if !self.port.bind(Some(&binding)) {
             self.port.bind(None);
             let _ = self.port.set_vnet_hdr_len(0);
-            return Err("the port refused the binding".into());
+            return Err(StartError::Binding);
         }
         match kloop::spawn(Arc::clone(&self.port), csb, kicks, self.opts.mode) {
             Ok(kloop) => {
@@ -459,7 +510,7 @@ impl Device {
             Err(e) => {
                 self.port.bind(None);
                 let _ = self.port.set_vnet_hdr_len(0);
-                Err(format!("cannot start the sync loop: {e}"))
+                Err(StartError::SyncLoop(e))
             }
         }
     }

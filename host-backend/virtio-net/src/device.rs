@@ -101,6 +101,38 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
 }
 
+/// Why the device did not start (it starts at the next change that completes its set-up).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A virtqueue's rings are not in guest memory.
+    #[error("virtqueue {0} lies outside guest memory")]
+    QueueOutside(usize),
+    /// A live queue has no kick eventfd.
+    #[error("{0}: no kick eventfd")]
+    NoKick(&'static str),
+    /// A queue's kick eventfd cannot be duplicated.
+    #[error("{queue} kick eventfd")]
+    Kick {
+        /// Which queue.
+        queue: &'static str,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The port's CSB cannot be created.
+    #[error("CSB")]
+    Csb(#[source] io::Error),
+    /// An eventfd of ours cannot be created.
+    #[error("eventfd")]
+    Eventfd(#[source] io::Error),
+    /// The port refused the binding (or it does not cover every ring).
+    #[error("the port refused the binding")]
+    Binding,
+    /// A queue pair's worker thread did not start.
+    #[error("worker thread")]
+    Thread(#[source] io::Error),
+}
+
 /// The device's hold on its port: the CSB it drives the rings through and one interrupt
 /// eventfd per queue pair (the datapath raises it when the pair's RX ring, or a TX ring
 /// whose slots a peer holds, has news).
@@ -114,24 +146,23 @@ pub struct PortBinding {
 
 /// Binds `port` to a fresh CSB, as its (only) client, with `pairs` interrupt eventfds.
 /// Unbind with `port.bind(None)`.
-pub fn bind_port(port: &dyn SyncPort, pairs: u16) -> Result<PortBinding, String> {
+pub fn bind_port(port: &dyn SyncPort, pairs: u16) -> Result<PortBinding, StartError> {
     let ifc = port.interface();
     let (ntx, nrx) = (ifc.tx.len(), ifc.rx.len());
-    let csb_mem = CsbMem::new((ntx + nrx) as u32).map_err(|e| format!("CSB: {e}"))?;
+    let csb_mem = CsbMem::new((ntx + nrx) as u32).map_err(StartError::Csb)?;
     let csb = csb_mem.csb();
     // Rings beyond the pairs share pair 0's interrupt (they see no traffic from this
     // client).
     let irqs = (0..pairs.max(1))
         .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
         .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| format!("eventfd: {e}"))?;
+        .map_err(StartError::Eventfd)?;
     let pick = |i: usize| Arc::clone(irqs.get(i).unwrap_or(&irqs[0]));
     let binding_irqs = (0..ntx).map(pick).chain((0..nrx).map(pick)).collect();
-    let binding = ClientBinding::new(csb.clone(), binding_irqs)
-        .ok_or("the CSB does not match the port's rings")?;
+    let binding = ClientBinding::new(csb.clone(), binding_irqs).ok_or(StartError::Binding)?;
     if !port.bind(Some(&binding)) {
         port.bind(None);
-        return Err("the port refused the binding".into());
+        return Err(StartError::Binding);
     }
     Ok(PortBinding { csb, irqs })
 }
@@ -248,8 +279,9 @@ impl NetDevice {
                     st.acked_features
                 );
             }
-            Err(why) => {
+            Err(e) => {
                 self.port.bind(None);
+                let why = ptnet_datapath::error_chain(&e);
                 if st.last_refusal.as_deref() != Some(why.as_str()) {
                     log::warn!("{}: virtio-net device not started: {why}", self.name);
                     st.last_refusal = Some(why);
@@ -258,12 +290,12 @@ impl NetDevice {
         }
     }
 
-    fn try_start(&self, st: &State, live: &[u16]) -> Result<Vec<Worker>, String> {
+    fn try_start(&self, st: &State, live: &[u16]) -> Result<Vec<Worker>, StartError> {
         let mem = self.mem.memory();
         for (i, v) in st.vrings.iter().enumerate() {
             let s = v.get_ref();
             if s.get_queue().ready() && !s.get_queue().is_valid(&*mem) {
-                return Err(format!("virtqueue {i} lies outside guest memory"));
+                return Err(StartError::QueueOutside(i));
             }
         }
         let PortBinding { csb, irqs } = bind_port(&*self.port, self.pairs)?;
@@ -274,15 +306,15 @@ impl NetDevice {
         for &p in live {
             let pi = usize::from(p);
             let (rxq, txq) = (&st.vrings[2 * pi], &st.vrings[2 * pi + 1]);
-            let dup = |v: &HookedVring, what: &str| -> Result<EventFd, String> {
+            let dup = |v: &HookedVring, queue: &'static str| -> Result<EventFd, StartError> {
                 let s = v.get_ref();
-                let k = s.get_kick().as_ref().ok_or(format!("{what}: no kick"))?;
-                guest::dup_eventfd(k).map_err(|e| format!("{what} kick eventfd: {e}"))
+                let k = s.get_kick().as_ref().ok_or(StartError::NoKick(queue))?;
+                guest::dup_eventfd(k).map_err(|source| StartError::Kick { queue, source })
             };
             let mut kicks = vec![
                 dup(txq, "TX queue")?,
                 dup(rxq, "RX queue")?,
-                irqs[pi].try_clone().map_err(|e| format!("eventfd: {e}"))?,
+                irqs[pi].try_clone().map_err(StartError::Eventfd)?,
             ];
             let ctrl = if p == 0 && ctrl_live {
                 kicks.push(dup(ctrl_vring, "control queue")?);
@@ -306,7 +338,7 @@ impl NetDevice {
                 carry_hdr,
                 stats: Arc::clone(&self.stats),
             });
-            let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?);
+            let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(StartError::Eventfd)?);
             let stopping = Arc::new(AtomicBool::new(false));
             let (s2, st2, stats, mode) = (
                 Arc::clone(&stop),
@@ -326,7 +358,7 @@ impl NetDevice {
                         );
                     }
                 })
-                .map_err(|e| format!("worker thread: {e}"))?;
+                .map_err(StartError::Thread)?;
             workers.push(Worker {
                 stop,
                 stopping,
