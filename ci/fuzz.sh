@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo fuzz target for a while (default 20 s each): the short CI run.
 #
-#   sudo ci/fuzz.sh [SECONDS] [TARGET...]
+#   ci/fuzz.sh [SECONDS] [TARGET...]
 #
 # cargo fuzz needs nightly features for its sanitizer flags; the machine's stable rustc
 # accepts them with RUSTC_BOOTSTRAP=1, so no second toolchain is needed. Crashes are left in
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
 source ci/lib/common.sh
+ensure_cargo
 
 secs=${1:-20}
 shift || true

@@ -9,8 +9,8 @@
 #   guest-toolchain  what builds the Rust-enabled guest kernel and out-of-tree modules:
 #                    bookworm's rustc-web 1.85 (pinned and held), clang/lld/llvm 19, and
 #                    bindgen-cli 0.71.1 (cargo install into $PTNET_CACHE/tools)
-#   qemu             stock qemu-system-x86 from bookworm-backports (a patched build will
-#                    later take over for ptnet devices; the harness takes any QEMU binary)
+#   qemu             stock qemu-system-x86 from bookworm-backports (the virtio-net guests can
+#                    run on it; ptnet devices need the patched build of qemu-patches/)
 #   fuzz             cargo-fuzz, built into $PTNET_CACHE/tools (used with stable + RUSTC_BOOTSTRAP)
 #   dpdk             bookworm's DPDK 22.11 with dpdk-testpmd (benchmark peers, virtio-user client)
 #   ovs-dpdk         bookworm's Open vSwitch 3.1 built with DPDK (openvswitch-switch-dpdk; the

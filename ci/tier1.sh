@@ -5,7 +5,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
 source ci/lib/common.sh
 
-command -v cc >/dev/null || die "a C compiler is needed (ptnet-spec compiles its generated header)"
+ensure_cargo
+# A C compiler: ptnet-spec's test compiles its generated header, and the guest tools' tests
+# build C programs. Installed when missing and root (the README's commands run as root).
+if ! command -v cc >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || die "a C compiler is needed (apt-get install gcc libc6-dev)"
+    ci/prereqs.sh base
+fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 # The guest kernel modules are not workspace crates (kbuild builds them): format-check them

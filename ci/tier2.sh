@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Tier 2: host integration. The real daemon and client processes over its control socket
-# (and, as they land, network namespaces and DPDK clients), a short run of every fuzz target,
-# and a smoke run of the datapath benchmark. Root.
+# Tier 2: host integration. The real daemon and client processes over its control socket,
+# network namespaces and veth pairs for the NIC ports, DPDK's virtio_user as a virtio-net
+# client, the ptnet device driven by a frontend simulator, a short run of every fuzz target,
+# and smoke runs of the benchmarks. Root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
 source ci/lib/common.sh
 
 need_root "tier 2"
+ensure_cargo
 # dpdk: dpdk-testpmd is the virtio-user client of tests/host/tests/virtio_net.rs.
 ci/prereqs.sh base dpdk
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tier 3: VM end to end. Boots TCG guests with the project's kernel and modules.
 #
-#   sudo ci/tier3-vm.sh [CARGO TEST ARGS...]
+#   ci/tier3-vm.sh [CARGO TEST ARGS...]
 #
 # Standalone on a fresh bookworm machine: installs the prerequisites (ci/prereqs.sh base
 # guest-toolchain qemu), builds the guest kernel (cached under $PTNET_CACHE/kernel, ~5-6 min
@@ -19,8 +19,7 @@ start=$(date +%s)
 step() { log "tier3: $* ($(( $(date +%s) - start )) s)"; }
 
 ci/prereqs.sh base guest-toolchain qemu
-command -v cargo >/dev/null || PATH="$HOME/.cargo/bin:$PATH"
-command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
+ensure_cargo
 
 step "guest kernel"
 PTNET_KERNEL_DIR=$(vm-images/build-kernel.sh)

@@ -13,6 +13,15 @@ export PTNET_ROOT PTNET_CACHE
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Makes `cargo` findable the way rustup installs it (root's ~/.cargo/bin is not on a fresh
+# shell's PATH everywhere), or dies saying what to install.
+ensure_cargo() {
+    command -v cargo >/dev/null || PATH="$HOME/.cargo/bin:$PATH"
+    command -v cargo >/dev/null \
+        || die "cargo not found: install the Rust toolchain for this user with rustup (https://rustup.rs)"
+    export PATH
+}
+
 need_root() {
     [ "$(id -u)" -eq 0 ] || die "$1 needs root (it installs packages or creates namespaces); run it with sudo"
 }

@@ -53,7 +53,8 @@ pub enum Profile {
     /// A private region; the switch copies.
     #[default]
     Untrusted,
-    /// A region shared with the other trusted ports of the switch; zero copy among them.
+    /// A region shared with the other trusted ports of the switch (their clients map it
+    /// too); the switch still copies between ports. Pipes are zero copy.
     Trusted,
 }
 

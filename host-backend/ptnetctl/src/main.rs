@@ -54,7 +54,8 @@ enum Cmd {
         /// Extra buffers.
         #[arg(long, default_value_t = 0)]
         extra_bufs: u32,
-        /// Put the port in the switch's shared region (zero copy among trusted ports).
+        /// Put the port in the switch's shared region, which the switch's other trusted ports
+        /// (and their clients) map too; the switch still copies between ports.
         #[arg(long)]
         trusted: bool,
     },
@@ -147,6 +148,10 @@ enum Cmd {
     QemuArgs {
         /// Port name.
         port: String,
+        /// The VM's memory size, as QEMU's `-m` takes it: guest RAM must be a shared memory
+        /// backend of that size for the daemon to reach it.
+        #[arg(long, default_value = "1G")]
+        mem: String,
     },
 }
 
@@ -264,7 +269,10 @@ impl Cmd {
                 View::All,
             ),
             Cmd::StopVm { port } => (Request::StopVm { port: port.clone() }, View::All),
-            Cmd::QemuArgs { port } => (Request::QemuArgs { port: port.clone() }, View::All),
+            Cmd::QemuArgs { port, mem } => (
+                Request::QemuArgs { port: port.clone() },
+                View::QemuArgs { mem: mem.clone() },
+            ),
         }
     }
 }
@@ -275,6 +283,11 @@ enum View {
     All,
     /// The ports' table alone, of one port if named (`stats [PORT]`).
     Ports(Option<String>),
+    /// QEMU arguments for a VM of `mem` bytes of RAM (`qemu-args`).
+    QemuArgs {
+        /// QEMU's `-m`.
+        mem: String,
+    },
 }
 
 /// Prints `reply` (as JSON with `json`), a listing as `view` says; the exit code says whether
@@ -314,7 +327,7 @@ fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
             if json {
                 let v = match view {
                     View::Ports(_) => serde_json::to_value(&ports),
-                    View::All => serde_json::to_value(
+                    View::All | View::QemuArgs { .. } => serde_json::to_value(
                         serde_json::json!({ "switches": switches, "pipes": pipes }),
                     ),
                 };
@@ -359,13 +372,25 @@ fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
             ExitCode::SUCCESS
         }
         Reply::QemuArgs { args } => {
+            let mem = match view {
+                View::QemuArgs { mem } => mem.as_str(),
+                _ => "1G",
+            };
+            // Guest RAM must be shared with the daemon, as large as the VM's -m.
+            let memory = [
+                "-m".to_owned(),
+                mem.to_owned(),
+                "-object".to_owned(),
+                format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+                "-machine".to_owned(),
+                "memory-backend=mem".to_owned(),
+            ];
             if json {
-                println!("{}", serde_json::json!({ "args": args }));
+                println!("{}", serde_json::json!({ "args": args, "memory": memory }));
             } else {
-                // Guest RAM must be shared with the daemon; size it to the VM.
-                println!(
-                    "-object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\"
-                );
+                for c in memory.chunks(2) {
+                    println!("{} {} \\", c[0], shell_quote(&c[1]));
+                }
                 let line: Vec<String> = args
                     .chunks(2)
                     .map(|c| {
