@@ -1,5 +1,7 @@
 //! `ptnetctl`: list, create and destroy ptnetd's switches and ports, attach host interfaces to
-//! switches, and show their counters.
+//! switches or give them to one client, serve ports to VMs (and print their QEMU arguments),
+//! and show the counters. One module: the commands, the request each sends, and how each
+//! reply prints.
 
 use std::process::ExitCode;
 
