@@ -68,6 +68,7 @@ impl DeviceConfig {
         let bytes = self.cfg.to_le_bytes();
         let start = offset as usize;
         match start.checked_add(size as usize) {
+            // PANIC: start <= end <= CONFIG_SIZE, the array's length.
             Some(end) if end <= CONFIG_SIZE => bytes[start..end].to_vec(),
             _ => Vec::new(),
         }
@@ -81,6 +82,7 @@ impl DeviceConfig {
             return false;
         };
         let mut bytes = self.cfg.to_le_bytes();
+        // PANIC: every i is below end <= CONFIG_SIZE (checked above).
         for (i, b) in (start..end).zip(buf) {
             if WRITABLE.contains(&i) {
                 bytes[i] = *b;

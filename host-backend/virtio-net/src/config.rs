@@ -72,6 +72,7 @@ impl NetConfig {
         if o < m || end > m + 6 {
             return false;
         }
+        // PANIC: m <= o <= end <= m + 6, inside the config space (checked above).
         self.bytes[o..end].copy_from_slice(buf);
         true
     }

@@ -33,6 +33,7 @@ pub fn answer(cmd: &[u8], pairs: u16, config: &Mutex<NetConfig>) -> u8 {
     let (Some(&class), Some(&code)) = (cmd.first(), cmd.get(1)) else {
         return err;
     };
+    // PANIC: `cmd` has at least the two bytes just read.
     let data = &cmd[2..];
     match u32::from(class) {
         VIRTIO_NET_CTRL_RX => {
@@ -113,6 +114,8 @@ impl Ctrl {
                         ack_at.get_or_insert(d.addr());
                         continue;
                     }
+                    // PANIC: len <= MAX_CMD always (k is cut to what is left), so
+                    // cmd[len..len + k] is inside the array.
                     let k = (d.len() as usize).min(MAX_CMD - len);
                     if k > 0 && mem.read_slice(&mut cmd[len..len + k], d.addr()).is_err() {
                         bad = true;

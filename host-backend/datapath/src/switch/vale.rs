@@ -121,6 +121,7 @@ impl Lookup for LearningBridge {
         if frame.bytes.len() < 14 {
             return Dest::Drop;
         }
+        // PANIC: the header holds at least the 14 bytes of an Ethernet header (just above).
         let dst = mac_u64(&frame.bytes[0..6]);
         let smac = mac_u64(&frame.bytes[6..12]);
         if frame.bytes[6] & 1 == 0 && frame.flags & NS_NO_LEARN == 0 {
