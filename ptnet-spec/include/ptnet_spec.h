@@ -250,8 +250,13 @@
  * `csum_start + csum_offset` (the field holds the pseudo-header sum).
  */
 #define PTNET_VIRTIO_NET_HDR_F_NEEDS_CSUM 1u
-/* `flags`: the frame's checksums are known good. */
+/*
+ * `flags`: the frame's checksums are known good (a device's word: a driver must not set
+ * it, virtio 1.x 5.1.6.2).
+ */
 #define PTNET_VIRTIO_NET_HDR_F_DATA_VALID 2u
+/* `flags`: the frame was coalesced by receive segment coalescing (device only too). */
+#define PTNET_VIRTIO_NET_HDR_F_RSC_INFO 4u
 /* `gso_type`: not a GSO frame. */
 #define PTNET_VIRTIO_NET_HDR_GSO_NONE 0u
 /* `gso_type`: TCP over IPv4, to be cut into `gso_size`-byte segments. */

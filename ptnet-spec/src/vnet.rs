@@ -11,8 +11,11 @@ shared_consts! {
     /// `flags`: the checksum from `csum_start` to the end must be computed and stored at
     /// `csum_start + csum_offset` (the field holds the pseudo-header sum).
     pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u32 = 1;
-    /// `flags`: the frame's checksums are known good.
+    /// `flags`: the frame's checksums are known good (a device's word: a driver must not set
+    /// it, virtio 1.x 5.1.6.2).
     pub const VIRTIO_NET_HDR_F_DATA_VALID: u32 = 2;
+    /// `flags`: the frame was coalesced by receive segment coalescing (device only too).
+    pub const VIRTIO_NET_HDR_F_RSC_INFO: u32 = 4;
     /// `gso_type`: not a GSO frame.
     pub const VIRTIO_NET_HDR_GSO_NONE: u32 = 0;
     /// `gso_type`: TCP over IPv4, to be cut into `gso_size`-byte segments.

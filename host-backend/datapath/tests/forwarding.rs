@@ -450,3 +450,37 @@ fn virtio_net_headers_cross_between_ports_that_carry_them_and_are_resolved_for_o
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_client_cannot_vouch_for_checksums_its_peers_would_then_skip() {
+    use ptnet_spec::vnet::{
+        VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_RSC_INFO,
+    };
+    // Both ports carry the virtio-net header (a ptnet guest's, a host client's). The sender
+    // sets DATA_VALID and RSC_INFO, which only a device may set (virtio 1.x 5.1.6.2): the
+    // receiver sees neither, NEEDS_CSUM and the rest of the header and frame as sent.
+    let sw = Switch::new("vale8");
+    let a = vale_port(&sw, "a", 64);
+    let b = vale_port(&sw, "b", 64);
+    a.set_vnet_hdr_len(12).unwrap();
+    b.set_vnet_hdr_len(12).unwrap();
+    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::default());
+    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::default());
+    for (sent, want) in [
+        (VIRTIO_NET_HDR_F_DATA_VALID | VIRTIO_NET_HDR_F_RSC_INFO, 0),
+        (
+            VIRTIO_NET_HDR_F_DATA_VALID | VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        ),
+    ] {
+        let mut f = vec![0u8; 12 + 60];
+        f[0] = sent as u8;
+        f[1..12].copy_from_slice(&[7; 11]);
+        frame(&mut f[12..], [0xff; 6], mac(1), 0, 60);
+        assert!(pa.tx_frags(0, &[&f]));
+        pa.txsync(0);
+        let got = receive_frames(&mut pb, 1);
+        assert_eq!(got[0][0], want as u8, "flags {sent:#x} arrive as {want:#x}");
+        assert_eq!(got[0][1..], f[1..], "everything else as sent");
+    }
+}

@@ -53,7 +53,7 @@ use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::EventFd;
 
 use ptnet_datapath::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
-use ptnet_spec::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
+use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
 
 use crate::ctrl::Ctrl;
 use crate::stats::NetStats;
@@ -97,25 +97,6 @@ pub enum BadChain {
     /// The chain's descriptors cannot be followed.
     #[error("bad descriptor chain")]
     Descriptor(#[from] BadDesc),
-}
-
-/// Clears, in the virtio-net header at the start of TX slot `i`'s buffer, the flags only a
-/// device may set: virtio 1.x (5.1.6.2) forbids a driver to set `DATA_VALID` and `RSC_INFO`
-/// on a frame it sends, and the device ignores them. Carried across the switch they would
-/// reach receivers as the device's word that a checksum was verified.
-fn clear_device_only_flags(tx: &AppRing, i: u32) {
-    let Some((b, s)) = tx.buffer(i) else {
-        return;
-    };
-    if s.len == 0 {
-        return;
-    }
-    let mut f = [0u8];
-    b.read(0, &mut f);
-    let keep = f[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
-    if keep != f[0] {
-        b.write(0, &[keep]);
-    }
 }
 
 /// Writes `frames` into the TX slots from `head` on (each a chain of as many slots as it
@@ -378,12 +359,9 @@ impl Pair {
                             }
                         }
                     }
-                    let first = self.tx.head();
-                    let res = gather_slots(&mem, &rings, head, skip, &mut self.tx, space);
-                    if self.carry && res.is_ok() {
-                        clear_device_only_flags(&self.tx, first);
-                    }
-                    res
+                    // A header the guest sends across the switch may carry flags only a
+                    // device may set: VALE clears them on delivery.
+                    gather_slots(&mem, &rings, head, skip, &mut self.tx, space)
                 }
             };
             next = next.wrapping_add(1);

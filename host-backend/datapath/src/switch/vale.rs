@@ -779,7 +779,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
         if let Some(dst) = ports[usize::from(d)].as_deref() {
             let dst_hdr = dst.vnet_hdr_len();
             if dst_hdr == src_hdr {
-                deliver(dst, list, pkts, ft, region);
+                deliver(dst, list, pkts, ft, region, src_hdr != 0);
             } else {
                 let mm = mismatch.get_or_insert_with(Mismatch::new);
                 deliver_mismatch(dst, list, pkts, ft, region, (src_hdr, dst_hdr), mm);
@@ -790,8 +790,16 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     touched.clear();
 }
 
-/// Copies the frames of `list` into `dst`, ring by ring.
-fn deliver(dst: &VPort, list: &[u16], pkts: &[Pkt], ft: &[FtEntry], src_region: &Region) {
+/// Copies the frames of `list` into `dst`, ring by ring; `hdr`: they carry a virtio-net
+/// header, whose device-only flags are cleared on the way ([`vnet::clear_device_only_flags`]).
+fn deliver(
+    dst: &VPort,
+    list: &[u16],
+    pkts: &[Pkt],
+    ft: &[FtEntry],
+    src_region: &Region,
+    hdr: bool,
+) {
     let nrx = dst.rx.len() as u16;
     let dst_buf = dst.ifc.region().buf_size();
     // Usually every frame goes to ring 0: one pass. Otherwise one pass per ring used.
@@ -812,7 +820,7 @@ fn deliver(dst: &VPort, list: &[u16], pkts: &[Pkt], ft: &[FtEntry], src_region: 
             }
         }
         if need > 0 {
-            deliver_ring(dst, r, list, pkts, ft, src_region, need);
+            deliver_ring(dst, r, list, pkts, ft, src_region, need, hdr);
         } else {
             let dropped = list
                 .iter()
@@ -833,6 +841,7 @@ fn fits(p: &Pkt, ft: &[FtEntry], dst_buf: u32) -> bool {
         .all(|e| u32::from(e.len) <= dst_buf)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn deliver_ring(
     dst: &VPort,
     r: u16,
@@ -841,6 +850,7 @@ fn deliver_ring(
     ft: &[FtEntry],
     src_region: &Region,
     need: u32,
+    hdr: bool,
 ) {
     let nrx = dst.rx.len() as u16;
     let Some((lease, ring)) = reserve(dst, r, need) else {
@@ -876,6 +886,10 @@ fn deliver_ring(
             let (didx, dbuf) = dregion.buf_or_scratch(d.buf_idx);
             if let Some(sbuf) = src_region.buf(e.buf_idx) {
                 dbuf.copy_from(sbuf, usize::from(e.len));
+            }
+            if hdr && f == 0 {
+                // Copied, so the sender cannot change it behind the check.
+                vnet::clear_device_only_flags(dbuf);
             }
             let mut flags = u16::from(p.frags) << NS_PORT_SHIFT;
             if f + 1 < usize::from(p.frags) {

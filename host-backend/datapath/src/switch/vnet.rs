@@ -11,6 +11,7 @@
 //! The output goes into a caller-provided [`Segments`] buffer whose capacity is reserved
 //! once: resolving never allocates.
 
+use crate::mem::Buf;
 use ptnet_spec::vnet::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VnetHdr,
@@ -153,6 +154,21 @@ pub fn resolve(hdr: &VnetHdr, frame: &[u8], out: &mut Segments) -> Result<usize,
         VIRTIO_NET_HDR_GSO_TCPV4 => segment_tcp(hdr, frame, false, out),
         VIRTIO_NET_HDR_GSO_TCPV6 => segment_tcp(hdr, frame, true, out),
         _ => Err(Unresolvable::GsoType(hdr.gso_type)),
+    }
+}
+
+/// Clears, in the virtio-net header at the start of buffer `b`, the flags only a device may
+/// set (`DATA_VALID`, `RSC_INFO`): virtio 1.x (5.1.6.2) forbids a driver to send them, so on a
+/// frame from another port they would be that port's client vouching that a checksum was
+/// verified, and the receiver would skip checking it. VALE clears them in every frame it
+/// delivers with a header (one byte read, and written only when a sender set one).
+pub fn clear_device_only_flags(b: Buf<'_>) {
+    let mut f = [0u8];
+    if b.read(0, &mut f) == 1 {
+        let keep = f[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+        if keep != f[0] {
+            b.write(0, &[keep]);
+        }
     }
 }
 
