@@ -12,7 +12,7 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ptnet_spec::netmap::{
@@ -41,7 +41,7 @@ pub enum MemError {
         /// Which pool.
         what: &'static str,
     },
-    /// All 65535 region ids are in use.
+    /// All 65535 region ids are in use (by regions that exist).
     #[error("no free memory region id")]
     NoId,
 }
@@ -73,8 +73,13 @@ pub struct RegionConfig {
     pub huge_pages: HugePages,
 }
 
+/// Most extra buffers one interface may ask for (`ni_bufs_head`): 128 MiB of 2 KiB buffers.
+pub const MAX_EXTRA_BUFS: u32 = 1 << 16;
+
 /// Size of each `netmap_if` object (netmap's default; fits 121 ring offsets).
 pub const IF_OBJSIZE: usize = 1024;
+/// Most rings one `netmap_if` holds the offsets of.
+pub const MAX_IF_RINGS: u32 = ((IF_OBJSIZE - NETMAP_IF_RING_OFS) / size_of::<i64>()) as u32;
 /// Default netmap buffer size.
 pub const DEFAULT_BUF_SIZE: u32 = 2048;
 
@@ -86,7 +91,11 @@ impl RegionConfig {
             if_objs: ifs,
             ring_objs: rings,
             max_slots: slots,
-            num_bufs: NETMAP_BUF_RESERVED + rings.saturating_mul(slots) + extra_bufs,
+            // Saturating: an absurd request becomes a region too large to create, never a
+            // wrapped count (RegionLayout::new refuses it).
+            num_bufs: NETMAP_BUF_RESERVED
+                .saturating_add(rings.saturating_mul(slots))
+                .saturating_add(extra_bufs),
             buf_size: DEFAULT_BUF_SIZE,
             huge_pages: HugePages::Auto,
         }
@@ -193,12 +202,67 @@ struct Pools {
     free_bufs: Vec<u32>,
 }
 
-static NEXT_REGION_ID: AtomicU16 = AtomicU16::new(1);
+/// Region ids (netmap's `nr_mem_id`, 16 bits) in use: a region gives its id back when it
+/// goes, so ports can be created and destroyed forever. Id 0 is never handed out.
+static REGION_IDS: Mutex<RegionIds> = Mutex::new(RegionIds {
+    used: [0; 1024],
+    next: 1,
+});
+
+struct RegionIds {
+    /// One bit per id.
+    used: [u64; 1024],
+    /// Where the next search starts (ids are not reused at once: a client that kept a stale
+    /// id sees a different region, not an immediate namesake).
+    next: u16,
+}
+
+impl RegionIds {
+    fn take(&mut self) -> Option<u16> {
+        for k in 0..u16::MAX {
+            let id = self.next.wrapping_add(k).max(1);
+            let (w, b) = (usize::from(id) / 64, id % 64);
+            if self.used[w] & (1 << b) == 0 {
+                self.used[w] |= 1 << b;
+                self.next = id.wrapping_add(1).max(1);
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn give_back(&mut self, id: u16) {
+        self.used[usize::from(id) / 64] &= !(1 << (id % 64));
+    }
+}
+
+/// A region id taken from [`REGION_IDS`], given back when dropped.
+#[derive(Debug)]
+struct IdGuard(u16);
+
+impl IdGuard {
+    fn take() -> Result<Self, MemError> {
+        let mut ids = REGION_IDS.lock().unwrap_or_else(|e| e.into_inner());
+        ids.take().map(IdGuard).ok_or(MemError::NoId)
+    }
+}
+
+impl Drop for IdGuard {
+    fn drop(&mut self) {
+        REGION_IDS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(self.0);
+    }
+}
 
 /// One shared memory region: a memfd laid out as a netmap allocator, mapped by the daemon.
 #[derive(Debug)]
 pub struct Region {
     id: u16,
+    /// The id's hold, for regions this process created (an attached region's id is the
+    /// creator's).
+    _id: Option<IdGuard>,
     file: File,
     map: GuardedMapping,
     layout: RegionLayout,
@@ -209,9 +273,8 @@ pub struct Region {
 impl Region {
     /// Creates and maps a region.
     pub fn new(name: &str, cfg: &RegionConfig) -> Result<Arc<Self>, MemError> {
-        let id = NEXT_REGION_ID
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1))
-            .map_err(|_| MemError::NoId)?;
+        let guard = IdGuard::take()?;
+        let id = guard.0;
         let cname = CString::new(format!("ptnet-{name}"))
             .map_err(|_| MemError::Config("region name contains NUL"))?;
         let try_huge = cfg.huge_pages == HugePages::Auto && huge_pages_available();
@@ -242,6 +305,7 @@ impl Region {
         };
         Ok(Arc::new(Region {
             id,
+            _id: Some(guard),
             file,
             map,
             layout,
@@ -286,6 +350,7 @@ impl Region {
         };
         Ok(Region {
             id,
+            _id: None,
             file,
             map,
             layout,
@@ -492,6 +557,9 @@ impl Region {
         let ntx = spec.tx_slots.len();
         let nrx = spec.rx_slots.len();
         let nrings = ntx + nrx;
+        if spec.extra_bufs > MAX_EXTRA_BUFS {
+            return Err(MemError::Config("more extra buffers than MAX_EXTRA_BUFS"));
+        }
         if NETMAP_IF_RING_OFS + nrings * size_of::<i64>() > IF_OBJSIZE {
             return Err(MemError::Config("too many rings for one netmap_if"));
         }
@@ -1181,6 +1249,22 @@ mod tests {
         assert!(r.buf(n - 1).is_some());
         assert!(r.buf(n).is_none());
         assert!(r.buf(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn region_ids_come_back_when_regions_go() {
+        // More regions, one after the other, than there are ids.
+        for _ in 0..70_000 {
+            let r = Region::new("ids", &RegionConfig::for_rings(1, 1, 64, 0)).unwrap();
+            assert_ne!(r.id(), 0);
+        }
+    }
+
+    #[test]
+    fn absurd_buffer_counts_are_refused_not_wrapped() {
+        let c = RegionConfig::for_rings(1, 2, 1024, u32::MAX - 1000);
+        assert_eq!(c.num_bufs, u32::MAX);
+        assert!(matches!(Region::new("big", &c), Err(MemError::Config(_))));
     }
 
     #[test]

@@ -484,3 +484,44 @@ fn a_client_cannot_vouch_for_checksums_its_peers_would_then_skip() {
         assert_eq!(got[0][1..], f[1..], "everything else as sent");
     }
 }
+
+#[test]
+fn a_frame_longer_than_a_slot_can_say_reaches_a_port_of_64_kib_buffers_whole() {
+    // A port with 65536-byte buffers (a NIC port for jumbo frames) receives, through the
+    // switch's software path, a frame of more than 65535 bytes: a slot's length is 16 bits,
+    // so the frame must span two slots (it once arrived as 0 + the remainder).
+    let sw = Switch::new("vale9");
+    let a = vale_port(&sw, "a", 64);
+    a.set_vnet_hdr_len(12).unwrap();
+    let b: Arc<dyn SyncPort> = Arc::new(ValePortSync {
+        switch: Arc::clone(&sw),
+        port: sw
+            .add_port(
+                "b",
+                &VPortSpec {
+                    slots: 64,
+                    buf_size: 65536,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+    });
+    let (_ha, mut pa) = attach(Arc::clone(&a), Mode::default());
+    let (_hb, mut pb) = attach(Arc::clone(&b), Mode::default());
+    // A plain frame (no offload asked) of 65549 bytes (the largest IPv4 datagram behind an
+    // Ethernet header) behind a zero header, in 2048-byte slots, to b's address once b is
+    // learned.
+    let mut hello = [0u8; 60];
+    frame(&mut hello, mac(1), mac(2), 0, 60);
+    assert!(pb.tx_frags(0, &[&hello]));
+    pb.txsync(0);
+    assert_eq!(receive_frames(&mut pa, 1).len(), 1);
+    let mut big = vec![0u8; 12 + 65549];
+    frame(&mut big[12..], mac(2), mac(1), 7, 65549);
+    let parts: Vec<&[u8]> = big.chunks(2048).collect();
+    assert!(pa.tx_frags(0, &parts));
+    pa.txsync(0);
+    let got = receive_frames(&mut pb, 1);
+    assert_eq!(got[0].len(), 65549);
+    assert_eq!(got[0][..], big[12..]);
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, Region, RegionConfig};
+use ptnet_datapath::mem::{DEFAULT_BUF_SIZE, MAX_EXTRA_BUFS, MAX_IF_RINGS, Region, RegionConfig};
 use ptnet_datapath::nic::direct::{DirectNic, DirectSpec};
 use ptnet_datapath::nic::{BackendChoice, NicPort};
 use ptnet_datapath::port::{PortStats, SyncPort};
@@ -19,6 +19,17 @@ use crate::error::{DaemonError, Result, error_chain, parse};
 
 /// Default geometry of ports created on demand.
 pub(crate) const DEFAULT_SLOTS: u32 = 1024;
+
+/// Most rings of a port: a `netmap_if` holds [`MAX_IF_RINGS`] ring offsets, and a host client
+/// receives its region, its CSB and two descriptors per ring in one `SCM_RIGHTS` message.
+pub(crate) const MAX_CLIENT_RINGS: u32 = {
+    let by_message = (ptnet_proto::MAX_FDS as u32 - 2) / 2;
+    if MAX_IF_RINGS < by_message {
+        MAX_IF_RINGS
+    } else {
+        by_message
+    }
+};
 
 pub(crate) struct PortState {
     pub(crate) vport: Arc<VPort>,
@@ -159,6 +170,18 @@ impl State {
             return Err(DaemonError::Invalid(
                 "rings must be in 1..=64 per direction and slots in 64..=16384".into(),
             ));
+        }
+        if tx_rings + rx_rings > MAX_CLIENT_RINGS {
+            return Err(DaemonError::Invalid(format!(
+                "{tx_rings} TX + {rx_rings} RX rings: at most {MAX_CLIENT_RINGS} in all (what \
+                 one netmap_if holds offsets for, and one message descriptors for)"
+            )));
+        }
+        if req.extra_bufs > MAX_EXTRA_BUFS {
+            return Err(DaemonError::Invalid(format!(
+                "{} extra buffers: at most {MAX_EXTRA_BUFS}",
+                req.extra_bufs
+            )));
         }
         match (name.base, name.pipe) {
             (Base::Vale { switch, port }, None) => {

@@ -229,6 +229,49 @@ fn malformed_requests_are_refused_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+fn requests_beyond_the_limits_are_refused_with_the_limit_and_the_daemon_stays_small() {
+    let mut d = Daemon::start("limits");
+    let refused = |req: PortRequest| match proto::call(&d.socket, Request::CreatePort(req)) {
+        Ok((Reply::Error { message }, _, _)) => message,
+        other => panic!("not refused: {other:?}"),
+    };
+    // More extra buffers than any port needs (once: a wrapped count, then a panic; or a
+    // region of hundreds of GB touched under the daemon's lock).
+    for extra_bufs in [u32::MAX - 1000, u32::MAX, 1 << 20] {
+        let m = refused(PortRequest {
+            port: "vale0:x".into(),
+            extra_bufs,
+            ..Default::default()
+        });
+        assert!(m.contains("at most 65536"), "{extra_bufs}: {m}");
+    }
+    // More rings than one message carries descriptors for: once created, then unusable.
+    let m = refused(PortRequest {
+        port: "vale0:y".into(),
+        tx_rings: Some(64),
+        rx_rings: Some(64),
+        ..Default::default()
+    });
+    assert!(m.contains("at most 121 in all"), "{m}");
+    assert!(d.alive());
+    assert!(d.port("vale0:x").is_none() && d.port("vale0:y").is_none());
+    // The most a client can use still works.
+    let p = Port::attach(
+        &d.socket,
+        PortRequest {
+            port: "vale0:z".into(),
+            tx_rings: Some(60),
+            rx_rings: Some(61),
+            slots: Some(64),
+            extra_bufs: 65536,
+            ..Default::default()
+        },
+    )
+    .expect("121 rings and 65536 extra buffers");
+    assert_eq!(p.num_tx_rings() + p.num_rx_rings(), 121);
+}
+
+#[test]
 fn attach_errors_say_why() {
     let d = Daemon::start("errors");
     let err = |name: &str| match Port::attach(

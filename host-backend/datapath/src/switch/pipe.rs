@@ -75,16 +75,15 @@ impl Pipe {
         if rings == 0 || rings > 64 {
             return Err(MemError::Config("1..=64 ring pairs per pipe"));
         }
-        let region =
-            match region {
-                Some(r) => r,
-                None => Region::new(
-                    &format!("{parent}{{{id}"),
-                    // Two interfaces; the slave's rings share the master's buffers.
-                    &RegionConfig::for_rings(2, 4 * rings, slots, 2 * extra_bufs)
-                        .with_bufs_for_rings(2 * rings, slots, 2 * extra_bufs),
-                )?,
-            };
+        let region = match region {
+            Some(r) => r,
+            None => Region::new(
+                &format!("{parent}{{{id}"),
+                // Two interfaces; the slave's rings share the master's buffers.
+                &RegionConfig::for_rings(2, 4 * rings, slots, extra_bufs.saturating_mul(2))
+                    .with_bufs_for_rings(2 * rings, slots, extra_bufs.saturating_mul(2)),
+            )?,
+        };
         let r = rings as usize;
         let master_name = format!("{parent}{{{id}");
         let slave_name = format!("{parent}}}{id}");
@@ -151,7 +150,9 @@ impl RegionConfig {
     /// Sizes the buffer pool for `rings` rings of `slots` slots plus `extra` buffers (when
     /// some rings share buffers and [`RegionConfig::for_rings`] would over-count).
     pub fn with_bufs_for_rings(mut self, rings: u32, slots: u32, extra: u32) -> Self {
-        self.num_bufs = ptnet_spec::netmap::NETMAP_BUF_RESERVED + rings * slots + extra;
+        self.num_bufs = ptnet_spec::netmap::NETMAP_BUF_RESERVED
+            .saturating_add(rings.saturating_mul(slots))
+            .saturating_add(extra);
         self
     }
 }

@@ -1073,7 +1073,8 @@ fn transform(
 /// Copies the linear frames of `segs` into RX ring `r` of `dst` (each frame a chain of as
 /// many slots as its length needs).
 fn deliver_segments(dst: &VPort, r: u16, segs: &Segments) {
-    let dst_buf = dst.ifc.region().buf_size() as usize;
+    // A slot's length is 16 bits: a 65536-byte buffer takes at most 65535 of them.
+    let dst_buf = (dst.ifc.region().buf_size() as usize).min(usize::from(u16::MAX));
     let slots = |f: &[u8]| f.len().div_ceil(dst_buf).max(1);
     let need: usize = segs.iter().map(slots).filter(|&k| k <= MAX_FRAGS).sum();
     let Some((lease, ring)) = reserve(dst, r, need as u32) else {
