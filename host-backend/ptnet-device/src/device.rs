@@ -58,6 +58,7 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use ptnet_vhost_user::guest::{self, CsbError, FileId, GuestMem};
+use ptnet_vhost_user::relay::{BACKEND_REQ_TIMEOUT, BackendChannel, Watchdog};
 use ptnet_vhost_user::vring::{self, Change, HookedVring, VringHook};
 use ptnet_vhost_user::{PortDevice, thread_name};
 
@@ -261,6 +262,8 @@ pub struct Device {
     forward: Mutex<Vec<Arc<EventFd>>>,
     /// With `kicks_via_worker`: ends the worker thread (the daemon only does it in `serve`).
     worker_exit: Mutex<Option<EventNotifier>>,
+    /// The backend request channel, shut down if a request waits too long.
+    channel: Mutex<BackendChannel>,
 }
 
 /// The virtio feature bits the device always offers; `PTNET_F_VNET_HDR` is added when the
@@ -336,6 +339,7 @@ impl Device {
             mapper: Mutex::new(Some(tx)),
             forward: Mutex::new(Vec::new()),
             worker_exit: Mutex::new(None),
+            channel: Mutex::new(BackendChannel::default()),
         });
         let weak = Arc::downgrade(&dev);
         thread::Builder::new()
@@ -568,7 +572,7 @@ impl Device {
             st.backend_req.clone()
         };
         let Some(backend) = backend else { return };
-        let res = backend.shmem_map(&self.shmem_msg(true), &self.region_file);
+        let res = self.bounded(|| backend.shmem_map(&self.shmem_msg(true), &self.region_file));
         let mut st = self.lock();
         match res {
             Ok(_) if st.generation == generation => {
@@ -600,8 +604,29 @@ impl Device {
         }
     }
 
+    /// Runs a backend request under a [`Watchdog`]: a frontend that does not answer within
+    /// [`BACKEND_REQ_TIMEOUT`] loses its backend channel, and the request fails.
+    fn bounded<T, E>(&self, req: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let ch = self
+            .channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let dog = Watchdog::arm(&ch, BACKEND_REQ_TIMEOUT);
+        let res = req();
+        if dog.disarm() {
+            log::error!(
+                "{}: the frontend did not answer a backend request in {:?}: its backend \
+                 channel is closed",
+                self.name,
+                BACKEND_REQ_TIMEOUT
+            );
+        }
+        res
+    }
+
     fn unmap(&self, backend: &Backend) {
-        match backend.shmem_unmap(&self.shmem_msg(false)) {
+        match self.bounded(|| backend.shmem_unmap(&self.shmem_msg(false))) {
             Ok(_) => log::debug!("{}: region 0 unmapped", self.name),
             // Expected after a device reset: the frontend already dropped its mappings.
             Err(e) => log::debug!("{}: SHMEM_UNMAP not acknowledged: {e}", self.name),
@@ -652,6 +677,10 @@ impl PortDevice for Device {
 
     fn set_vrings(&self, vrings: Vec<HookedVring>) {
         self.lock().vrings = vrings;
+    }
+
+    fn set_backend_channel(&self, ch: BackendChannel) {
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = ch;
     }
 
     fn shutdown(&self) {

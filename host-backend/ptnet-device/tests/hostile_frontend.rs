@@ -403,6 +403,41 @@ fn status_is_never_mem_ready_without_a_mapping() {
 }
 
 #[test]
+fn a_frontend_that_never_answers_shmem_map_holds_nothing_of_the_daemon() {
+    // The frontend takes SHMEM_MAP and never answers. The request times out (once it waited
+    // forever, holding the mapper thread and the guest's memory): the failure is counted, the
+    // driver never sees MEM_READY, the daemon's threads come back to what they were when the
+    // frontend goes, and the next frontend gets the device.
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let mut r = rig("vale-h8");
+    let before = threads();
+    let mut vm = Vm::connect(&r.path);
+    vm.shm
+        .stall
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    vm.write_csb(HIGH_GPA, HIGH_GPA + KTOA_OFFSET);
+    vm.start_queues();
+    assert!(
+        eventually(Duration::from_secs(15), || r.h.stats().map_failures == 1),
+        "{:?}",
+        r.h.stats()
+    );
+    assert_eq!(vm.read_config().status & PTNET_S_MEM_READY, 0);
+    vm.shm
+        .stall
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    vm.stop_queues();
+    drop(vm);
+    assert!(
+        eventually(Duration::from_secs(5), || threads() <= before),
+        "{} threads, {before} before the frontend came",
+        threads()
+    );
+    r.bystanders_work();
+    r.a_good_vm_works();
+}
+
+#[test]
 fn guest_memory_past_the_end_of_its_file_is_refused_before_anything_touches_it() {
     // A 4 KiB memfd announced as 4 MiB of guest RAM: mapping it works, touching it past the
     // first page would kill the daemon with SIGBUS. The memory table is refused (the

@@ -1,6 +1,14 @@
-//! A vhost-user message relay between the frontend and the `vhost` crate's request handler,
-//! for one QEMU behaviour the handler does not accept (devices that need it say so with
-//! [`PortDevice::RELAY`](crate::server::PortDevice::RELAY)).
+//! A vhost-user message relay between the frontend and the `vhost` crate's request handler:
+//! every connection goes through it, for what the handler cannot do itself.
+//!
+//! **The backend request channel must not block the daemon.** The frontend hands the backend
+//! a socket for backend requests (`SET_BACKEND_REQ_FD`); the `vhost` crate's `Backend` sends
+//! `SHMEM_MAP` on it and waits for the reply, with no timeout and no way to set one (it
+//! retries a receive timeout forever). A QEMU that never answers would hold the mapper thread
+//! (and the guest memory it maps) forever. The relay keeps a copy of that socket in a
+//! [`BackendChannel`], with which a [`Watchdog`] shuts the socket down when a request has
+//! waited [`BACKEND_REQ_TIMEOUT`]: the request fails, the frontend has lost its backend
+//! channel (its own device goes without), and the thread goes on.
 //!
 //! QEMU's `virtio-net` sends `SET_VRING_ENABLE` before `SET_FEATURES`: when the guest writes
 //! its features (`virtio_net_set_features` → `peer_attach`) and again when it starts the
@@ -21,8 +29,10 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use vhost::vhost_user::message::{FrontendReq, VhostUserHeaderFlag};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
@@ -34,6 +44,67 @@ const SET_FEATURES: u32 = FrontendReq::SET_FEATURES as u32;
 const RESET_OWNER: u32 = FrontendReq::RESET_OWNER as u32;
 const SET_VRING_ENABLE: u32 = FrontendReq::SET_VRING_ENABLE as u32;
 const RESET_DEVICE: u32 = FrontendReq::RESET_DEVICE as u32;
+const SET_BACKEND_REQ_FD: u32 = FrontendReq::SET_BACKEND_REQ_FD as u32;
+/// How long a backend request (`SHMEM_MAP`, `SHMEM_UNMAP`) may wait for the frontend: QEMU
+/// answers in milliseconds, even under load.
+pub const BACKEND_REQ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The backend request channel of one connection, as the relay saw it go by: what a
+/// [`Watchdog`] shuts down.
+#[derive(Debug, Clone, Default)]
+pub struct BackendChannel(Arc<Mutex<Option<OwnedFd>>>);
+
+impl BackendChannel {
+    fn set(&self, fd: OwnedFd) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+    }
+
+    /// Shuts the channel down both ways: a request waiting on it fails at once.
+    pub fn abort(&self) {
+        if let Some(fd) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            ptnet_datapath::sys::shutdown(fd);
+        }
+    }
+}
+
+/// Aborts a [`BackendChannel`] unless disarmed within a time limit: put one around every
+/// backend request.
+#[derive(Debug)]
+pub struct Watchdog {
+    done: Option<mpsc::Sender<()>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    /// Starts the count; `ch` is aborted after `limit` unless [`Watchdog::disarm`] comes first.
+    pub fn arm(ch: &BackendChannel, limit: Duration) -> Self {
+        let (tx, rx) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let (ch, f) = (ch.clone(), Arc::clone(&fired));
+        let spawned = thread::Builder::new()
+            .name("vhu-watchdog".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                    f.store(true, Ordering::Release);
+                    ch.abort();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("no watchdog for a backend request: {e}");
+        }
+        Watchdog {
+            done: Some(tx),
+            fired,
+        }
+    }
+
+    /// The request ended: stops the count. Returns whether it had fired (the request failed
+    /// because the frontend did not answer in time).
+    pub fn disarm(mut self) -> bool {
+        drop(self.done.take());
+        self.fired.load(Ordering::Acquire)
+    }
+}
 /// Header flags: protocol version 1 (the value in the `VERSION` bits), reply, reply wanted.
 const VERSION: u32 = 0x1;
 const REPLY: u32 = VhostUserHeaderFlag::REPLY.bits();
@@ -133,8 +204,14 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Relays between the frontend's connection `front` and the handler's `back`.
-    pub fn start(front: UnixStream, back: UnixStream, name: &str) -> io::Result<Self> {
+    /// Relays between the frontend's connection `front` and the handler's `back`, keeping the
+    /// backend request channel in `channel`.
+    pub fn start(
+        front: UnixStream,
+        back: UnixStream,
+        name: &str,
+        channel: BackendChannel,
+    ) -> io::Result<Self> {
         let writer = Arc::new(Mutex::new(front.try_clone()?));
         let (f1, b1) = (front.try_clone()?, back.try_clone()?);
         let w1 = Arc::clone(&writer);
@@ -142,7 +219,7 @@ impl Relay {
         let to_back = thread::Builder::new()
             .name(thread_name("vnrq", name))
             .spawn(move || {
-                if let Err(e) = frontend_to_handler(&f1, &b1, &w1) {
+                if let Err(e) = frontend_to_handler(&f1, &b1, &w1, &channel) {
                     log::debug!("{n1}: vhost-user relay: {e}");
                 }
                 let _ = b1.shutdown(Shutdown::Both);
@@ -180,6 +257,7 @@ fn frontend_to_handler(
     front: &UnixStream,
     back: &UnixStream,
     writer: &Mutex<UnixStream>,
+    channel: &BackendChannel,
 ) -> io::Result<()> {
     let mut features_set = false;
     // Queue index → the last enable state sent too early.
@@ -213,6 +291,11 @@ fn frontend_to_handler(
                 continue;
             }
             RESET_OWNER | RESET_DEVICE => features_set = false,
+            SET_BACKEND_REQ_FD => {
+                if let Some(fd) = m.fds.first().and_then(|f| f.try_clone().ok()) {
+                    channel.set(fd);
+                }
+            }
             _ => {}
         }
         send(back, &m)?;
@@ -245,7 +328,7 @@ mod tests {
     fn an_early_vring_enable_is_acknowledged_and_replayed_after_set_features() {
         let (qemu, front) = UnixStream::pair().unwrap();
         let (back, handler) = UnixStream::pair().unwrap();
-        let relay = Relay::start(front, back, "t").unwrap();
+        let relay = Relay::start(front, back, "t", BackendChannel::default()).unwrap();
         send(&qemu, &msg(1, VERSION, &[])).unwrap(); // GET_FEATURES
         send(&qemu, &enable(0, 1, VERSION | NEED_REPLY)).unwrap();
         send(&qemu, &enable(1, 1, VERSION)).unwrap();
@@ -287,7 +370,7 @@ mod tests {
     fn descriptors_travel_with_their_message_and_oversized_messages_end_the_relay() {
         let (qemu, front) = UnixStream::pair().unwrap();
         let (back, handler) = UnixStream::pair().unwrap();
-        let relay = Relay::start(front, back, "t").unwrap();
+        let relay = Relay::start(front, back, "t", BackendChannel::default()).unwrap();
         let ev = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
         let m = msg(12, VERSION, &[0u8; 8]); // SET_VRING_KICK with an eventfd
         let buf = [&m.hdr[..], &m.payload[..]].concat();

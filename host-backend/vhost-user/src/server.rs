@@ -20,7 +20,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon};
 
 use crate::guest::GuestMem;
-use crate::relay::Relay;
+use crate::relay::{BackendChannel, Relay};
 use crate::socket::{self, ClaimError, Stop, thread_name};
 use crate::vring::{self, HookedVring, VringHook};
 
@@ -39,9 +39,6 @@ pub trait PortDevice:
     const KIND: &'static str;
     /// The prefix of the serving thread's name.
     const THREAD: &'static str;
-    /// Whether the frontend talks to the handler through the [`Relay`](crate::relay) (QEMU's
-    /// virtio-net sends `SET_VRING_ENABLE` before `SET_FEATURES`).
-    const RELAY: bool = false;
 
     /// The device of one new connection to `port`.
     fn connect(
@@ -53,6 +50,9 @@ pub trait PortDevice:
     fn guest_memory(&self) -> GuestMem;
     /// Takes the queues the handler created, in queue order (already hooked to the device).
     fn set_vrings(&self, vrings: Vec<HookedVring>);
+    /// The connection's backend request channel, for [`Watchdog`](crate::relay::Watchdog)s
+    /// around the device's backend requests.
+    fn set_backend_channel(&self, _ch: BackendChannel) {}
     /// The frontend went away: stop, and reclaim the port.
     fn shutdown(&self);
     /// After a connection: what the next connection's device keeps of this one.
@@ -214,11 +214,15 @@ pub fn serve<D: PortDevice>(
 
 /// The relay for an accepted frontend connection `front`: the handler accepts on the private
 /// listener returned, whose one connection leads to the relay.
-fn relayed(front: UnixStream, name: &str) -> io::Result<(UnixListener, Relay)> {
+fn relayed(
+    front: UnixStream,
+    name: &str,
+    channel: BackendChannel,
+) -> io::Result<(UnixListener, Relay)> {
     let addr = private_addr()?;
     let internal = UnixListener::bind_addr(&addr)?;
     let back = UnixStream::connect_addr(&addr)?;
-    let relay = Relay::start(front, back, name)?;
+    let relay = Relay::start(front, back, name, channel)?;
     Ok((internal, relay))
 }
 
@@ -258,22 +262,18 @@ fn accept_loop<D: PortDevice>(
             v.set_hook(hook.clone(), i as u16);
         }
         dev.set_vrings(vrings);
+        // Every frontend talks to the handler through the relay (see `relay`).
         let mut relay = None;
-        let started = if D::RELAY {
-            match listener.accept() {
-                Ok((front, _)) => relayed(front, &name).and_then(|(l, r)| {
-                    relay = Some(r);
-                    daemon
-                        .start(&mut Listener::from(l))
-                        .map_err(|e| io::Error::other(e.to_string()))
-                }),
-                Err(e) => Err(e),
-            }
-        } else {
-            let l = listener.try_clone()?;
-            daemon
-                .start(&mut Listener::from(l))
-                .map_err(|e| io::Error::other(e.to_string()))
+        let channel = BackendChannel::default();
+        dev.set_backend_channel(channel.clone());
+        let started = match listener.accept() {
+            Ok((front, _)) => relayed(front, &name, channel).and_then(|(l, r)| {
+                relay = Some(r);
+                daemon
+                    .start(&mut Listener::from(l))
+                    .map_err(|e| io::Error::other(e.to_string()))
+            }),
+            Err(e) => Err(e),
         };
         if let Err(e) = started {
             dev.shutdown();

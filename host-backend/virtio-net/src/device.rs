@@ -419,7 +419,6 @@ impl PortDevice for NetDevice {
     type Snapshot = NetStatsSnapshot;
     const KIND: &'static str = "virtio-net device";
     const THREAD: &'static str = "vnet";
-    const RELAY: bool = true;
 
     fn connect(
         port: &Arc<dyn SyncPort>,

@@ -177,10 +177,15 @@ pub struct ShmInner {
 #[derive(Default)]
 pub struct Shm {
     pub inner: Mutex<ShmInner>,
+    /// While set, a `SHMEM_MAP` is held unanswered (a frontend that stalls or is stopped).
+    pub stall: std::sync::atomic::AtomicBool,
 }
 
 impl VhostUserFrontendReqHandler for Shm {
     fn shmem_map(&self, req: &VhostUserMMap, fd: &dyn AsRawFd) -> HandlerResult<u64> {
+        while self.stall.load(std::sync::atomic::Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(10));
+        }
         let mut s = self.inner.lock().unwrap();
         let (shmid, fd_offset, shm_offset, len, flags) =
             (req.shmid, req.fd_offset, req.shm_offset, req.len, req.flags);
