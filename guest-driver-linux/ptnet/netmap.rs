@@ -16,7 +16,9 @@ use core::{mem::size_of, sync::atomic::Ordering};
 use kernel::{
     bindings,
     fs::File,
-    global_lock, new_mutex,
+    global_lock,
+    mm::virt::VmaNew,
+    new_mutex,
     prelude::*,
     sync::{poll::PollTable, Arc, Mutex},
     types::ForeignOwnable,
@@ -388,27 +390,14 @@ impl NmFile {
         mask
     }
 
-    fn mmap(&self, vma: *mut bindings::vm_area_struct) -> Result {
+    /// The whole region, from offset 0 (as netmap maps its memory).
+    fn mmap(&self, vma: &VmaNew) -> Result {
         let guard = self.binding.lock();
         let b = guard.as_ref().ok_or(EINVAL)?;
         if b.dev.dead.load(Ordering::Acquire) {
             return Err(ENXIO);
         }
-        // SAFETY: the core passes a live VMA being set up for this file, for this call.
-        let (start, end, pgoff) = unsafe {
-            let v = kernel::mm::virt::VmaNew::from_raw(vma);
-            (v.start(), v.end(), (*vma).vm_pgoff)
-        };
-        let page = bindings::PAGE_SIZE as u64;
-        let len = b.dev.cfg.mem_size.div_ceil(page) * page;
-        if pgoff != 0 || (end - start) as u64 > len || len > b.dev.shm_window {
-            return Err(EINVAL);
-        }
-        // SAFETY: maps `len` bytes of the device's own shared-memory window (checked to fit
-        // above) into this VMA; the helper validates the VMA size against `len`.
-        kernel::error::to_result(unsafe {
-            bindings::vm_iomap_memory(vma, b.dev.shm_phys, len as _)
-        })
+        b.dev.region.map_to_user(vma)
     }
 }
 
@@ -534,6 +523,8 @@ impl Fops {
     ) -> c_int {
         // SAFETY: the VFS calls mmap on an opened file.
         let f = unsafe { Self::nm(file) };
+        // SAFETY: the core passes a live VMA being set up for this file, for this call.
+        let vma = unsafe { VmaNew::from_raw(vma) };
         match f.mmap(vma) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),

@@ -16,11 +16,7 @@
 //! start-up and kept in the driver; indices from the rings are validated with netmap's
 //! prologues (`ptnet_spec::ring`); indices from the CSB are range-checked.
 
-use core::{
-    cell::UnsafeCell,
-    ptr::NonNull,
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     bindings, new_mutex, new_poll_condvar,
     prelude::*,
@@ -29,21 +25,20 @@ use kernel::{
     workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 use ptnet_spec::{
-    csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE, NAF_FORCE_RECLAIM},
+    csb::{CsbAtok, CsbKtoa, NAF_FORCE_RECLAIM},
     device::{
         PtnetConfig, PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_CSB_KTOA_OFFSET, PTNET_CONFIG_SIZE,
         PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY,
         PTNET_VNET_HDR_LEN, VIRTIO_F_VERSION_1, VIRTIO_ID_PTNET,
     },
-    netmap::{
-        NetmapIf, NetmapRing, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS,
-    },
+    netmap::{NetmapIf, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS},
     ring::{KringIndices, RingError},
 };
 
 mod netdev;
 mod netmap;
 mod nic;
+mod shm;
 mod virtio;
 mod work;
 
@@ -79,28 +74,15 @@ pub(crate) enum Dir {
     Rx,
 }
 
-/// The driver's side of one ring: its kring indices (what the application was last
-/// allowed to see), where the ring lives, and its users.
+/// The driver's side of one ring: where it lives with its kring indices (what the
+/// application was last allowed to see), and its users.
 pub(crate) struct Ring {
     pub(crate) dir: Dir,
     /// Index in CSB order (TX rings, then RX rings) = virtqueue index.
     pub(crate) k: u32,
-    /// The `netmap_ring` header in region 0 (checked at start-up to lie inside it).
-    hdr: NonNull<NetmapRing>,
-    /// Its slot array (inside region 0, `num_slots` entries).
-    slots: NonNull<NetmapSlot>,
-    /// Slots in the ring (from the configuration, not from the shared header).
-    num_slots: u32,
-    /// Offset in region 0 of this ring's buffer 0 (from its `buf_ofs`, read and checked
-    /// once at start-up).
-    buf_base: usize,
-    /// The ring's place and its header's fixed fields as found at probe, rewritten at every
-    /// registration (an earlier application may have scribbled over them).
-    layout: RingLayout,
-    /// Kernel copy of the indices; only touched with `busy` held.
-    kring: UnsafeCell<KringIndices>,
-    /// netmap's `nm_kr_tryget`: one sync at a time per ring (netmap API, NAPI, xmit).
-    busy: AtomicBool,
+    /// Its header, slots and buffers in region 0, and the kring indices behind its `busy`
+    /// flag (checked at start-up to lie inside the region).
+    pub(crate) shm: shm::RingHandle,
     /// Open files registered on this ring.
     pub(crate) users: AtomicU32,
     /// A registration holds the ring exclusively (`NR_EXCLUSIVE`).
@@ -111,21 +93,10 @@ pub(crate) struct Ring {
     irqs: AtomicU64,
 }
 
-impl Ring {
-    /// Ends what [`PtnetDev::try_hold`] started.
-    pub(crate) fn release(&self) {
-        self.busy.store(false, Ordering::Release);
+impl AsRef<shm::RingHandle> for Ring {
+    fn as_ref(&self) -> &shm::RingHandle {
+        &self.shm
     }
-}
-
-/// Where a ring is and what its header's fixed fields were at probe.
-struct RingLayout {
-    /// Offset of the `netmap_ring` in region 0.
-    ofs: usize,
-    buf_ofs: i64,
-    nr_buf_size: u32,
-    ringid: u16,
-    dir: u16,
 }
 
 /// One bound ptnet device.
@@ -136,13 +107,9 @@ pub(crate) struct PtnetDev {
     pub(crate) cfg: PtnetConfig,
     /// The port's `netmap_if` header as found (and checked) at probe.
     nif: NetmapIf,
-    /// Guest-physical base of region 0.
-    pub(crate) shm_phys: u64,
-    /// Length of the device's shared-memory window (at least `cfg.mem_size`).
-    pub(crate) shm_window: u64,
     /// Kernel mapping of region 0 (write-back), `cfg.mem_size` bytes.
-    shm: ShmMapping,
-    csb: virtio::Coherent,
+    pub(crate) region: Arc<shm::Region>,
+    csb: shm::Csb,
     rings: KVec<Ring>,
     vqs: KVec<virtio::Virtqueue>,
     /// The event buffers every queue keeps posted (EVENT_BUFS per queue).
@@ -194,13 +161,6 @@ impl WorkItem for PtnetDev {
     }
 }
 
-// SAFETY: the raw pointers are into region 0 (device memory mapped for the driver's
-// lifetime) and the CSB (coherent memory); all shared state in them is accessed through
-// atomics, and the kring copies are serialised by each ring's `busy` flag.
-unsafe impl Send for PtnetDev {}
-// SAFETY: see `Send`.
-unsafe impl Sync for PtnetDev {}
-
 /// Why a sync did not happen.
 pub(crate) enum SyncError {
     /// Another sync runs on the ring (netmap's NM_KR_BUSY).
@@ -243,10 +203,6 @@ impl PtnetDev {
         self.rings.get(k as usize)
     }
 
-    fn csb_entries(&self, k: u32) -> (&CsbAtok, &CsbKtoa) {
-        csb_entries(&self.csb, &self.cfg, k)
-    }
-
     /// txsync or rxsync of ring `r`, netmap style: validate the application's head/cur
     /// against the kring, publish them in the CSB, kick the device if it asked for kicks
     /// and the ring has news (or would block), then read back the device's indices and
@@ -260,9 +216,9 @@ impl PtnetDev {
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::Gone);
         }
-        self.try_hold(r)?;
-        let res = self.sync_locked(r, reclaim && r.dir == Dir::Tx);
-        r.release();
+        let mut kr = self.try_hold(r)?;
+        let res = self.sync_locked(r, &mut kr, reclaim && r.dir == Dir::Tx);
+        drop(kr);
         res
     }
 
@@ -270,26 +226,24 @@ impl PtnetDev {
     /// unless another holds it or the device lost its backend. The order (take, then look
     /// at `lost`, both sequentially consistent) is what lets [`PtnetDev::recover`] wait
     /// for the syncs that started before it set `lost` and know no later one touches the
-    /// ring.
-    pub(crate) fn try_hold(&self, r: &Ring) -> Result<(), SyncError> {
-        if r.busy.swap(true, Ordering::SeqCst) {
-            return Err(SyncError::Busy);
-        }
+    /// ring. The ring is held until the guard is dropped.
+    pub(crate) fn try_hold<'r>(&self, r: &'r Ring) -> Result<shm::KringGuard<'r>, SyncError> {
+        let kr = r.shm.try_take().ok_or(SyncError::Busy)?;
         if self.lost.load(Ordering::SeqCst) {
-            r.release();
+            drop(kr);
             return Err(SyncError::Lost);
         }
-        Ok(())
+        Ok(kr)
     }
 
-    fn sync_locked(&self, r: &Ring, reclaim: bool) -> Result<bool, SyncError> {
-        // SAFETY: `busy` is held, so this is the only access to the kring copy.
-        let kr = unsafe { &mut *r.kring.get() };
-        // SAFETY: `hdr` points into region 0 (checked at start-up), mapped while `self`
-        // lives; its index fields are atomics.
-        let hdr = unsafe { r.hdr.as_ref() };
-        let head = hdr.head.load(Ordering::Acquire);
-        let cur = hdr.cur.load(Ordering::Acquire);
+    /// The sync itself, on ring `r` held as `kr`.
+    fn sync_locked(
+        &self,
+        r: &Ring,
+        kr: &mut KringIndices,
+        reclaim: bool,
+    ) -> Result<bool, SyncError> {
+        let (head, cur) = r.shm.head_cur();
         let v = match r.dir {
             Dir::Tx => kr.txsync_prologue(head, cur),
             Dir::Rx => kr.rxsync_prologue(head, cur),
@@ -298,15 +252,13 @@ impl PtnetDev {
             Ok(v) => v,
             Err(e) => {
                 // netmap_ring_reinit: the application sees the driver's state again.
-                hdr.head.store(kr.rhead, Ordering::Relaxed);
-                hdr.cur.store(kr.rcur, Ordering::Relaxed);
-                hdr.tail.store(kr.rtail, Ordering::Release);
+                r.shm.reinit(kr);
                 return Err(SyncError::Bad(e));
             }
         };
         kr.rhead = v.head;
         kr.rcur = v.cur;
-        let (atok, ktoa) = self.csb_entries(r.k);
+        let (atok, ktoa) = self.csb.entries(r.k);
         let before = ktoa.appl_read();
         let would_block = r.dir == Dir::Tx && kr.rcur == kr.rtail;
         let news = kr.rhead != before.hwcur;
@@ -322,58 +274,47 @@ impl PtnetDev {
             kr.hwtail = s.hwtail;
             kr.rtail = s.hwtail;
         }
-        hdr.tail.store(kr.rtail, Ordering::Release);
+        r.shm.set_tail(kr.rtail);
         Ok(kr.rcur != kr.rtail)
     }
 
     /// Before sleeping on ring `r`: enable its interrupt with the double check. Returns
     /// whether the device moved meanwhile (the caller should sync again instead of sleeping).
     pub(crate) fn arm(&self, r: &Ring) -> bool {
-        let (atok, ktoa) = self.csb_entries(r.k);
-        match self.try_hold(r) {
-            Ok(()) => {}
+        let (atok, ktoa) = self.csb.entries(r.k);
+        let kr = match self.try_hold(r) {
+            Ok(kr) => kr,
             Err(SyncError::Busy) => return true,
             // Sleep: recovery wakes everyone when the rings are back.
             Err(_) => return false,
-        }
-        // SAFETY: `busy` is held.
-        let kr = unsafe { &*r.kring.get() };
+        };
         let s = atok.appl_enable_notifications(ktoa);
         let moved = s.hwtail != kr.hwtail;
         if moved {
             atok.appl_disable_notifications();
         }
-        r.release();
+        drop(kr);
         moved
     }
 
     /// Rewrites what an application could have scribbled over in the port's layout: the
     /// `netmap_if` header, its ring offsets, and every ring header's fixed fields, from the
     /// copies taken at probe. Called at every registration, so that each application finds
-    /// the layout netmap would give it, whatever the previous one did.
+    /// the layout netmap would give it, whatever the previous one did. All of it lies
+    /// inside the region (`locate_rings` checked at probe).
     pub(crate) fn restore_layout(&self) {
-        let base = self.shm.ptr.as_ptr();
         let nifp = self.cfg.nifp_offset as usize;
         let host_tx = self.nif.ni_host_tx_rings as usize;
-        // SAFETY: `locate_rings` checked at probe that the netmap_if header, its ring offset
-        // entries and every ring header lie inside the mapping; only plain integer fields
-        // are written.
-        unsafe {
-            core::ptr::write_volatile(base.add(nifp).cast::<NetmapIf>(), self.nif);
-            for r in self.rings.iter() {
-                let k = r.k as usize;
-                let slot_ix = if r.dir == Dir::Tx { k } else { k + host_tx };
-                let entry = base
-                    .add(nifp + NETMAP_IF_RING_OFS + slot_ix * 8)
-                    .cast::<i64>();
-                core::ptr::write_volatile(entry, r.layout.ofs as i64 - nifp as i64);
-                let h = r.hdr.as_ptr();
-                core::ptr::write_volatile(&raw mut (*h).buf_ofs, r.layout.buf_ofs);
-                core::ptr::write_volatile(&raw mut (*h).num_slots, r.num_slots);
-                core::ptr::write_volatile(&raw mut (*h).nr_buf_size, r.layout.nr_buf_size);
-                core::ptr::write_volatile(&raw mut (*h).ringid, r.layout.ringid);
-                core::ptr::write_volatile(&raw mut (*h).dir, r.layout.dir);
-            }
+        self.region.write(nifp, self.nif);
+        for r in self.rings.iter() {
+            let k = r.k as usize;
+            let slot_ix = if r.dir == Dir::Tx { k } else { k + host_tx };
+            let ofs = r.shm.layout().ofs;
+            self.region.write(
+                nifp + NETMAP_IF_RING_OFS + slot_ix * 8,
+                ofs as i64 - nifp as i64,
+            );
+            r.shm.restore_header();
         }
     }
 
@@ -386,33 +327,18 @@ impl PtnetDev {
 
     /// Resets the application's view of ring `r` to the driver's (at registration).
     pub(crate) fn reinit_user_ring(&self, r: &Ring) {
-        if self.try_hold(r).is_err() {
+        let Ok(kr) = self.try_hold(r) else {
             return;
-        }
-        // SAFETY: `busy` is held.
-        let kr = unsafe { &*r.kring.get() };
-        // SAFETY: as in `sync_locked`.
-        let hdr = unsafe { r.hdr.as_ref() };
-        hdr.head.store(kr.rhead, Ordering::Relaxed);
-        hdr.cur.store(kr.rcur, Ordering::Relaxed);
-        hdr.tail.store(kr.rtail, Ordering::Release);
-        r.release();
+        };
+        r.shm.reinit(&kr);
     }
 
     /// Waits until no sync runs on any ring (after `dead` or `lost` is set, none starts).
     fn quiesce(&self) {
         for r in self.rings.iter() {
-            while r.busy.load(Ordering::SeqCst) {
+            while r.shm.is_taken() {
                 fsleep(Delta::from_millis(1));
             }
-        }
-    }
-
-    /// Takes ring `r` however long another sync holds it (recovery: `lost` is set, so no
-    /// new sync starts and the wait is short).
-    fn hold_for_recovery(&self, r: &Ring) {
-        while r.busy.swap(true, Ordering::SeqCst) {
-            fsleep(Delta::from_millis(1));
         }
     }
 
@@ -466,24 +392,22 @@ impl PtnetDev {
             );
             return;
         }
-        for r in self.rings.iter() {
-            self.hold_for_recovery(r);
-            let (atok, ktoa) = self.csb_entries(r.k);
-            let kring = kring_from_csb(atok, ktoa, r.dir == Dir::Tx, r.num_slots);
-            atok.appl_disable_notifications();
-            // SAFETY: `busy` is held.
-            unsafe { *r.kring.get() = kring };
-            // SAFETY: as in `sync_locked`.
-            let hdr = unsafe { r.hdr.as_ref() };
-            hdr.head.store(kring.rhead, Ordering::Relaxed);
-            hdr.cur.store(kring.rcur, Ordering::Relaxed);
-            hdr.tail.store(kring.rtail, Ordering::Release);
-        }
+        // Every ring is taken however long another sync holds it (`lost` is set, so no new
+        // sync starts and the wait is short), and given back once `lost` is clear again.
+        let held = shm::AllHeld::take(
+            &self.rings[..],
+            || fsleep(Delta::from_millis(1)),
+            |r, kr| {
+                let (atok, ktoa) = self.csb.entries(r.k);
+                let kring = kring_from_csb(atok, ktoa, r.dir == Dir::Tx, r.shm.num_slots());
+                atok.appl_disable_notifications();
+                *kr = kring;
+                r.shm.reinit(&kring);
+            },
+        );
         self.restore_layout();
         self.lost.store(false, Ordering::SeqCst);
-        for r in self.rings.iter() {
-            r.release();
-        }
+        drop(held);
         let n = self.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
         dev_info!(
             vdev.as_dev(),
@@ -521,11 +445,8 @@ impl PtnetDev {
                 );
                 return false;
             }
-            vdev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, self.csb.dma_addr());
-            vdev.write_config_u64(
-                PTNET_CONFIG_CSB_KTOA_OFFSET as u32,
-                self.csb.dma_addr() + self.cfg.csb_array_size(),
-            );
+            vdev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, self.csb.atok_addr());
+            vdev.write_config_u64(PTNET_CONFIG_CSB_KTOA_OFFSET as u32, self.csb.ktoa_addr());
             for _ in 0..10 {
                 if vdev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY != 0 {
                     return true;
@@ -565,7 +486,7 @@ impl PtnetDev {
         if c.vnet_hdr_len != o.vnet_hdr_len {
             return Err("virtio-net header length changed");
         }
-        let (nif, offs) = locate_rings(vdev, &c, self.shm.ptr).map_err(|_| "bad layout")?;
+        let (nif, offs) = locate_rings(vdev, &c, &self.region).map_err(|_| "bad layout")?;
         if nif.ni_name != self.nif.ni_name {
             return Err("another netmap_if");
         }
@@ -573,7 +494,7 @@ impl PtnetDev {
             .rings
             .iter()
             .zip(offs.iter())
-            .any(|(r, off)| r.layout.ofs != *off);
+            .any(|(r, off)| r.shm.layout().ofs != *off);
         if moved {
             return Err("rings moved");
         }
@@ -581,32 +502,17 @@ impl PtnetDev {
         // must put them where they were. (`restore_layout` then rewrites these fields anyway,
         // for the applications.)
         let bufs_moved = self.rings.iter().any(|r| {
-            // SAFETY: the header lies inside the mapping at the same offset as at probe
-            // (checked just above); plain integer fields, read once each.
-            let (buf_ofs, nr_buf_size) = unsafe {
-                let h = r.hdr.as_ptr();
-                (
-                    core::ptr::read_volatile(&raw const (*h).buf_ofs),
-                    core::ptr::read_volatile(&raw const (*h).nr_buf_size),
-                )
-            };
-            buf_ofs != r.layout.buf_ofs || nr_buf_size != r.layout.nr_buf_size
+            let was = r.shm.layout();
+            // The header lies inside the region at the same offset as at probe (checked just
+            // above).
+            self.region
+                .read_ring_layout(was.ofs)
+                .is_none_or(|now| now.buf_ofs != was.buf_ofs || now.nr_buf_size != was.nr_buf_size)
         });
         if bufs_moved {
             return Err("buffers moved");
         }
         Ok(())
-    }
-
-    /// Region 0 buffer `idx` of ring `r`, if it lies inside the region.
-    fn buffer(&self, r: &Ring, idx: u32) -> Option<*mut u8> {
-        let bs = self.cfg.buf_size as usize;
-        let start = (idx as usize).checked_mul(bs)?.checked_add(r.buf_base)?;
-        if start.checked_add(bs)? > self.cfg.mem_size as usize {
-            return None;
-        }
-        // SAFETY: `start + buf_size <= mem_size`, the length of the mapping.
-        Some(unsafe { self.shm.ptr.as_ptr().add(start) })
     }
 
     /// A netmap registration starts (`delta` 1) or ends (`-1`): the kernel stack gives the
@@ -659,49 +565,6 @@ const NUM_TX_RINGS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, num_tx_rings
 /// Offset of `vnet_hdr_len` in the configuration space.
 const VNET_HDR_LEN_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, vnet_hdr_len) as u32;
 
-/// Region 0 mapped write-back for the driver; unmapped on drop.
-struct ShmMapping {
-    ptr: NonNull<u8>,
-}
-
-impl ShmMapping {
-    fn new(phys: u64, len: usize) -> Option<Self> {
-        // SAFETY: `phys..phys+len` is inside the device's shared-memory window (the
-        // caller checked `len` against the region the transport reported).
-        let p = unsafe { bindings::memremap(phys, len, bindings::MEMREMAP_WB as c_ulong) };
-        NonNull::new(p.cast::<u8>()).map(|ptr| ShmMapping { ptr })
-    }
-}
-
-impl Drop for ShmMapping {
-    fn drop(&mut self) {
-        // SAFETY: returned by `memremap` in `new`; the owner (the device data) is going
-        // away, so nothing uses the mapping any more.
-        unsafe { bindings::memunmap(self.ptr.as_ptr().cast()) };
-    }
-}
-
-/// The CSB entries of ring `k`.
-fn csb_entries<'a>(
-    csb: &'a virtio::Coherent,
-    cfg: &PtnetConfig,
-    k: u32,
-) -> (&'a CsbAtok, &'a CsbKtoa) {
-    let entry = CSB_ENTRY_SIZE as usize;
-    let k = (k % cfg.num_rings()) as usize;
-    let ktoa_off = cfg.csb_array_size() as usize;
-    // SAFETY: the allocation holds two arrays of `num_rings` 64-byte entries (sized in
-    // probe) and `k < num_rings`; both entry types are 64-byte atomics-only structs that
-    // are valid for any bit pattern, and the allocation outlives `'a`.
-    unsafe {
-        let base = csb.cpu_addr();
-        (
-            &*base.add(k * entry).cast::<CsbAtok>(),
-            &*base.add(ktoa_off + k * entry).cast::<CsbKtoa>(),
-        )
-    }
-}
-
 /// Posts event buffer `slot` of queue `k` (SPEC §3.3).
 fn post_event_buffer(
     vqs: &[virtio::Virtqueue],
@@ -753,7 +616,7 @@ fn read_config(dev: &virtio::Device) -> PtnetConfig {
 fn locate_rings(
     dev: &virtio::Device,
     cfg: &PtnetConfig,
-    shm: NonNull<u8>,
+    region: &shm::Region,
 ) -> Result<(NetmapIf, KVec<usize>)> {
     let mem = cfg.mem_size as usize;
     let nifp = cfg.nifp_offset as usize;
@@ -769,10 +632,8 @@ fn locate_rings(
         );
         return Err(EINVAL);
     }
-    // SAFETY: `nifp + size_of::<NetmapIf>() <= mem_size <= region length` (checked in
-    // probe); the struct is plain integers, read unaligned-safe by value.
-    let nif: NetmapIf =
-        unsafe { core::ptr::read_volatile(shm.as_ptr().add(nifp).cast::<NetmapIf>()) };
+    // `nifp + size_of::<NetmapIf>() <= mem_size`, the region's length (checked above).
+    let nif: NetmapIf = region.read(nifp).ok_or(EINVAL)?;
     let name_len = nif
         .ni_name
         .iter()
@@ -817,8 +678,7 @@ fn locate_rings(
         if ofs_at + 8 > mem {
             return Err(EINVAL);
         }
-        // SAFETY: `ofs_at + 8 <= mem` checked above.
-        let rel = unsafe { core::ptr::read_volatile(shm.as_ptr().add(ofs_at).cast::<i64>()) };
+        let rel: i64 = region.read(ofs_at).ok_or(EINVAL)?;
         let at = (nifp as i64).checked_add(rel).ok_or(EINVAL)?;
         let end = (slots as usize)
             .checked_mul(core::mem::size_of::<NetmapSlot>())
@@ -876,12 +736,9 @@ impl virtio::Driver for PtnetDriver {
 
         // The CSB: the atok array, then the ktoa array, zeroed (page aligned, so 64-byte
         // aligned), in memory the device can address.
-        let csb = dev.alloc_coherent(2 * cfg.csb_array_size() as usize)?;
-        dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.dma_addr());
-        dev.write_config_u64(
-            PTNET_CONFIG_CSB_KTOA_OFFSET as u32,
-            csb.dma_addr() + cfg.csb_array_size(),
-        );
+        let csb = shm::Csb::alloc(dev, cfg.num_rings())?;
+        dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.atok_addr());
+        dev.write_config_u64(PTNET_CONFIG_CSB_KTOA_OFFSET as u32, csb.ktoa_addr());
 
         let mut qnames = KVec::with_capacity(nrings, GFP_KERNEL)?;
         for k in 0..nrings {
@@ -914,10 +771,11 @@ impl virtio::Driver for PtnetDriver {
             }
         }
         // A CPU mapping only: nothing reads it before the device says MEM_READY.
-        let shm = ShmMapping::new(region.addr, cfg.mem_size as usize).ok_or_else(|| {
+        let mem = shm::Region::map(region, cfg.mem_size as usize).ok_or_else(|| {
             dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", region.addr);
             undo(ENOMEM)
         })?;
+        let mem = Arc::new(mem, GFP_KERNEL).map_err(|e| undo(e.into()))?;
         dev.ready();
 
         // Wait for the device to map its memory (ptnetd cannot send a config interrupt).
@@ -950,11 +808,11 @@ impl virtio::Driver for PtnetDriver {
             return Err(undo(EINVAL));
         }
         cfg.vnet_hdr_len = hdr_len;
-        let (nif, offs) = locate_rings(dev, &cfg, shm.ptr).map_err(undo)?;
+        let (nif, offs) = locate_rings(dev, &cfg, &mem).map_err(undo)?;
         let mut rings = KVec::with_capacity(nrings, GFP_KERNEL).map_err(|e| undo(e.into()))?;
         for (k, off) in offs.iter().enumerate() {
             let tx = k < cfg.num_tx_rings as usize;
-            let (atok, ktoa) = csb_entries(&csb, &cfg, k as u32);
+            let (atok, ktoa) = csb.entries(k as u32);
             let n = if tx {
                 cfg.num_tx_slots
             } else {
@@ -963,24 +821,10 @@ impl virtio::Driver for PtnetDriver {
             let kring = kring_from_csb(atok, ktoa, tx, n);
             // Interrupts stay off until someone sleeps on the ring.
             atok.appl_disable_notifications();
-            // SAFETY: `off` and the ring's slots lie inside the mapping (locate_rings).
-            let (hdr, slots) = unsafe {
-                let h = shm.ptr.as_ptr().add(*off);
-                (
-                    NonNull::new_unchecked(h.cast::<NetmapRing>()),
-                    NonNull::new_unchecked(h.add(NETMAP_RING_SLOTS_OFS).cast::<NetmapSlot>()),
-                )
-            };
-            // SAFETY: the header lies inside the mapping; `buf_ofs` is read once, here.
-            let (buf_ofs, nr_buf_size, ringid, ring_dir) = unsafe {
-                let h = hdr.as_ptr();
-                (
-                    core::ptr::read_volatile(&raw const (*h).buf_ofs),
-                    core::ptr::read_volatile(&raw const (*h).nr_buf_size),
-                    core::ptr::read_volatile(&raw const (*h).ringid),
-                    core::ptr::read_volatile(&raw const (*h).dir),
-                )
-            };
+            // The header and the ring's slots lie inside the region (locate_rings); its fixed
+            // fields, `buf_ofs` among them, are read once, here.
+            let layout = mem.read_ring_layout(*off).ok_or_else(|| undo(EINVAL))?;
+            let buf_ofs = layout.buf_ofs;
             let buf_base = (*off as i64)
                 .checked_add(buf_ofs)
                 .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
@@ -993,22 +837,12 @@ impl virtio::Driver for PtnetDriver {
                     );
                     undo(EINVAL)
                 })? as usize;
+            let handle = shm::RingHandle::new(&mem, layout, n, buf_base, cfg.buf_size, kring)
+                .ok_or_else(|| undo(EINVAL))?;
             let ring = Ring {
                 dir: if tx { Dir::Tx } else { Dir::Rx },
                 k: k as u32,
-                hdr,
-                slots,
-                num_slots: n,
-                buf_base,
-                layout: RingLayout {
-                    ofs: *off,
-                    buf_ofs,
-                    nr_buf_size,
-                    ringid,
-                    dir: ring_dir,
-                },
-                kring: UnsafeCell::new(kring),
-                busy: AtomicBool::new(false),
+                shm: handle,
                 users: AtomicU32::new(0),
                 exclusive: AtomicBool::new(false),
                 kicks: AtomicU64::new(0),
@@ -1020,7 +854,6 @@ impl virtio::Driver for PtnetDriver {
         // buffers completed: take them back and post them again.
         replenish(&vqs, &events);
 
-        let shm_phys = region.addr;
         let unit = netmap::reserve_unit().ok_or_else(|| {
             dev_err!(dev.as_dev(), "more than {} ptnet devices\n", MAX_DEVICES);
             undo(EBUSY)
@@ -1030,9 +863,7 @@ impl virtio::Driver for PtnetDriver {
                 unit,
                 cfg,
                 nif,
-                shm_phys,
-                shm_window: region.len,
-                shm,
+                region: mem,
                 csb,
                 rings,
                 vqs,
@@ -1115,7 +946,7 @@ impl virtio::Driver for PtnetDriver {
             cfg.num_tx_rings,
             cfg.num_rx_rings,
             cfg.mem_size,
-            shm_phys,
+            dev_arc.region.phys(),
             cfg.mem_id,
             cfg.mac[0],
             cfg.mac[1],
@@ -1183,7 +1014,7 @@ impl virtio::Driver for PtnetDriver {
         r.irqs.fetch_add(1, Ordering::Relaxed);
         // Give the device its event buffers back (SPEC §3.3).
         replenish_one(&d.vqs, &d.events, index as usize, bindings::GFP_ATOMIC);
-        let (atok, _) = d.csb_entries(r.k);
+        let (atok, _) = d.csb.entries(r.k);
         atok.appl_disable_notifications();
         if d.kernel_mode.load(Ordering::Acquire) {
             if let Some(nd) = d.netdev.as_ref() {
