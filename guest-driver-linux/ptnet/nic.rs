@@ -23,11 +23,12 @@
 
 use crate::{
     netdev::{NetDev, Ops, Skb, Stats},
-    Dir, PtnetDev, Ring, SyncError,
+    read_back, Dir, PtnetDev, Ring, SyncError,
 };
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use ptnet_spec::{
+    appl,
     netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG},
     ring::{distance, nm_next, KringIndices},
     vnet::{
@@ -95,23 +96,16 @@ impl PtnetDev {
     /// Reads the device's indices for ring `r`, held by the kernel as `kr`.
     fn refresh(&self, r: &Ring, kr: &mut KringIndices) {
         let (_, ktoa) = self.csb.entries(r.k);
-        let s = ktoa.appl_read();
-        if s.hwcur < kr.num_slots && s.hwtail < kr.num_slots {
-            kr.hwcur = s.hwcur;
-            kr.hwtail = s.hwtail;
-            kr.rtail = s.hwtail;
-        }
+        read_back(kr, ktoa);
     }
 
     /// Publishes the kernel's head/cur for ring `r` (held as `kr`) and kicks if the device
-    /// asked for it and there is news.
+    /// asked for it and there is news (the kernel never waits for room in the ring, nor
+    /// forces a reclaim).
     fn publish(&self, r: &Ring, kr: &KringIndices) {
         let (atok, ktoa) = self.csb.entries(r.k);
-        let news = kr.rhead != ktoa.appl_read().hwcur;
-        if atok.appl_publish(ktoa, kr.rhead, kr.rcur) && news {
-            atok.appl_set_sync_flags(0);
-            self.vqs[r.k as usize].notify();
-            r.kicks.fetch_add(1, Ordering::Relaxed);
+        if appl::publish(atok, ktoa, kr.rhead, kr.rcur, false, false) {
+            self.kick(r);
         }
     }
 

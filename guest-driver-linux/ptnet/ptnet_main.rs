@@ -25,7 +25,8 @@ use kernel::{
     workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 use ptnet_spec::{
-    csb::{CsbAtok, CsbKtoa, NAF_FORCE_RECLAIM},
+    appl,
+    csb::{CsbAtok, CsbKtoa},
     device::{
         PtnetConfig, PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_CSB_KTOA_OFFSET, PTNET_CONFIG_SIZE,
         PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY,
@@ -174,16 +175,17 @@ pub(crate) enum SyncError {
     Lost,
 }
 
-/// A ring's kernel indices as the device published them at start (CSB order `k`).
+/// A ring's kernel indices as the device published them at start (CSB order `k`); a fresh
+/// kring if any of them lies outside the ring.
 fn kring_from_csb(atok: &CsbAtok, ktoa: &CsbKtoa, tx: bool, n: u32) -> KringIndices {
     let a = atok.kern_read();
-    let s = ktoa.appl_read();
     let mut kring = if tx {
         KringIndices::new_tx(n)
     } else {
         KringIndices::new_rx(n)
     };
-    if s.hwcur < n && s.hwtail < n && a.head < n && a.cur < n {
+    let s = appl::read_back(ktoa, n).filter(|_| a.head < n && a.cur < n);
+    if let Some(s) = s {
         kring.hwcur = s.hwcur;
         kring.hwtail = s.hwtail;
         kring.rtail = s.hwtail;
@@ -191,6 +193,16 @@ fn kring_from_csb(atok: &CsbAtok, ktoa: &CsbKtoa, tx: bool, n: u32) -> KringIndi
         kring.rcur = a.cur;
     }
     kring
+}
+
+/// Takes the device's `hwcur`/`hwtail` from `ktoa` into the kring `kr`, unless one lies
+/// outside the ring: the device is not trusted with the driver's indices either.
+fn read_back(kr: &mut KringIndices, ktoa: &CsbKtoa) {
+    if let Some(s) = appl::read_back(ktoa, kr.num_slots) {
+        kr.hwcur = s.hwcur;
+        kr.hwtail = s.hwtail;
+        kr.rtail = s.hwtail;
+    }
 }
 
 impl PtnetDev {
@@ -259,23 +271,19 @@ impl PtnetDev {
         kr.rhead = v.head;
         kr.rcur = v.cur;
         let (atok, ktoa) = self.csb.entries(r.k);
-        let before = ktoa.appl_read();
         let would_block = r.dir == Dir::Tx && kr.rcur == kr.rtail;
-        let news = kr.rhead != before.hwcur;
-        if (atok.appl_publish(ktoa, kr.rhead, kr.rcur) && (news || would_block)) || reclaim {
-            atok.appl_set_sync_flags(if reclaim { NAF_FORCE_RECLAIM } else { 0 });
-            self.vqs[r.k as usize].notify();
-            r.kicks.fetch_add(1, Ordering::Relaxed);
+        if appl::publish(atok, ktoa, kr.rhead, kr.rcur, would_block, reclaim) {
+            self.kick(r);
         }
-        let s = ktoa.appl_read();
-        // The device is not trusted with our indices either.
-        if s.hwcur < kr.num_slots && s.hwtail < kr.num_slots {
-            kr.hwcur = s.hwcur;
-            kr.hwtail = s.hwtail;
-            kr.rtail = s.hwtail;
-        }
+        read_back(kr, ktoa);
         r.shm.set_tail(kr.rtail);
         Ok(kr.rcur != kr.rtail)
+    }
+
+    /// Rings ring `r`'s doorbell.
+    pub(crate) fn kick(&self, r: &Ring) {
+        self.vqs[r.k as usize].notify();
+        r.kicks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Before sleeping on ring `r`: enable its interrupt with the double check. Returns
