@@ -122,9 +122,12 @@ impl NetDev {
         unsafe { &raw mut (*bindings::netdev_priv(self.as_ptr()).cast::<Priv>()).napi }
     }
 
-    /// The NAPI context, for scheduling from an interrupt.
-    pub(crate) fn napi(&self) -> NapiRef {
-        NapiRef(self.napi_ptr())
+    /// Schedules the NAPI poll (if it is enabled and not already scheduled); from any
+    /// context, an interrupt included.
+    pub(crate) fn schedule_napi(&self) {
+        // SAFETY: the NAPI context was added in `new` and lives as long as the device, which
+        // `&self` keeps alive; scheduling is IRQ- and thread-safe.
+        unsafe { bindings::napi_schedule(self.napi_ptr()) };
     }
 
     /// Announces the checksum and TSO offloads of the virtio-net header (before
@@ -413,27 +416,6 @@ impl Drop for NetDev {
             bindings::netif_napi_del(self.napi_ptr());
             bindings::free_netdev(self.as_ptr());
         }
-    }
-}
-
-/// A NAPI context that can be scheduled from an interrupt.
-#[derive(Clone, Copy)]
-pub(crate) struct NapiRef(*mut bindings::napi_struct);
-
-// SAFETY: scheduling NAPI is IRQ- and thread-safe.
-unsafe impl Send for NapiRef {}
-// SAFETY: see `Send`.
-unsafe impl Sync for NapiRef {}
-
-impl NapiRef {
-    /// Schedules the poll (if it is enabled and not already scheduled).
-    ///
-    /// # Safety
-    ///
-    /// The device this came from must still exist.
-    pub(crate) unsafe fn schedule(self) {
-        // SAFETY: the NAPI context is live (caller).
-        unsafe { bindings::napi_schedule(self.0) };
     }
 }
 

@@ -84,8 +84,7 @@ impl PtnetDev {
             nd.napi_enable();
             nd.start_queue();
             // Whatever arrived meanwhile, and the interrupts from now on.
-            // SAFETY: the device exists: `nd` is it.
-            unsafe { nd.napi().schedule() };
+            nd.schedule_napi();
         } else {
             self.kernel_mode.store(false, Ordering::Release);
             nd.stop_queue();
@@ -463,8 +462,7 @@ impl Ops for PtnetDev {
                 }
             }
             if again {
-                // SAFETY: `nd` is the live device.
-                unsafe { nd.napi().schedule() };
+                nd.schedule_napi();
             }
         }
         work

@@ -18,7 +18,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
-    bindings, new_mutex, new_poll_condvar,
+    new_mutex, new_poll_condvar,
     prelude::*,
     sync::{poll::PollCondVar, Arc, Mutex, SetOnce},
     time::{delay::fsleep, Delta},
@@ -112,9 +112,8 @@ pub(crate) struct PtnetDev {
     pub(crate) region: Arc<shm::Region>,
     csb: shm::Csb,
     rings: KVec<Ring>,
-    vqs: KVec<virtio::Virtqueue>,
-    /// The event buffers every queue keeps posted (EVENT_BUFS per queue).
-    events: KVec<[u8; EVENT_BUF_LEN]>,
+    /// One virtqueue per ring (CSB order), each with EVENT_BUFS event buffers posted.
+    queues: virtio::EventQueues,
     /// Set once remove has started: no new sync, register or mmap.
     pub(crate) dead: AtomicBool,
     /// The network device for the kernel stack.
@@ -138,7 +137,7 @@ pub(crate) struct PtnetDev {
     #[pin]
     pub(crate) rx_wait: PollCondVar,
     /// The virtio device, for [`PtnetDev::recover`] (configuration space).
-    vdev: virtio::BoundDevice,
+    vdev: virtio::BoundDevice<PtnetDriver>,
     /// The device has no backend that knows this driver (it went away, or a new one has
     /// not started yet: SPEC §3.5): no ring, slot or CSB entry is touched until
     /// [`PtnetDev::recover`] has synchronised them with the new backend.
@@ -282,7 +281,7 @@ impl PtnetDev {
 
     /// Rings ring `r`'s doorbell.
     pub(crate) fn kick(&self, r: &Ring) {
-        self.vqs[r.k as usize].notify();
+        self.queues.notify(r.k as usize);
         r.kicks.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -428,8 +427,7 @@ impl PtnetDev {
                 nd.set_carrier(true);
             }
             if self.kernel_mode.load(Ordering::Acquire) {
-                // SAFETY: the net_device lives as long as the device data.
-                unsafe { nd.napi().schedule() };
+                nd.schedule_napi();
             }
         }
         self.tx_wait.notify_all();
@@ -441,7 +439,7 @@ impl PtnetDev {
     /// reached no backend (QEMU drops it between two connections) is not lost for long.
     /// Gives up when no backend is connected (the configuration reads as zeroes; QEMU
     /// interrupts again when one connects) or after `start_timeout_ms`.
-    fn restart_backend(&self, vdev: &virtio::Device) -> bool {
+    fn restart_backend(&self, vdev: &Device) -> bool {
         let timeout = module_parameters::start_timeout_ms.value();
         let mut waited = 0u32;
         loop {
@@ -477,7 +475,7 @@ impl PtnetDev {
     /// Whether the started device is the port this driver set up at probe: same geometry,
     /// same `netmap_if` and ring places (a restarted daemon with the same configuration
     /// builds the same layout).
-    fn same_port(&self, vdev: &virtio::Device) -> core::result::Result<(), &'static str> {
+    fn same_port(&self, vdev: &Device) -> core::result::Result<(), &'static str> {
         let c = read_config(vdev);
         let o = &self.cfg;
         if c.mac != o.mac
@@ -550,6 +548,9 @@ struct PtnetDriver {
     dev: Arc<PtnetDev>,
 }
 
+/// A ptnet device as the virtio layer hands it to this driver.
+type Device = virtio::Device<PtnetDriver>;
+
 mod ptnet_names {
     use kernel::prelude::*;
     macro_rules! names {
@@ -573,47 +574,8 @@ const NUM_TX_RINGS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, num_tx_rings
 /// Offset of `vnet_hdr_len` in the configuration space.
 const VNET_HDR_LEN_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, vnet_hdr_len) as u32;
 
-/// Posts event buffer `slot` of queue `k` (SPEC §3.3).
-fn post_event_buffer(
-    vqs: &[virtio::Virtqueue],
-    events: &KVec<[u8; EVENT_BUF_LEN]>,
-    k: usize,
-    slot: usize,
-    gfp: bindings::gfp_t,
-) -> Result {
-    let buf = events[k * EVENT_BUFS + slot].as_ptr().cast_mut();
-    // SAFETY: the event buffers live in the device data, which outlives the queues (they
-    // are deleted in remove before the data is dropped) and the CPU never touches them;
-    // posting on a queue is serialised (probe before the data is published, then only
-    // that queue's interrupt).
-    unsafe { vqs[k].add_inbuf(buf, EVENT_BUF_LEN as u32, buf, gfp) }
-}
-
-/// Takes back every completed event buffer of every queue and posts it again.
-fn replenish(vqs: &[virtio::Virtqueue], events: &KVec<[u8; EVENT_BUF_LEN]>) {
-    for k in 0..vqs.len() {
-        replenish_one(vqs, events, k, bindings::GFP_KERNEL);
-    }
-}
-
-fn replenish_one(
-    vqs: &[virtio::Virtqueue],
-    events: &KVec<[u8; EVENT_BUF_LEN]>,
-    k: usize,
-    gfp: bindings::gfp_t,
-) {
-    let base = events.as_ptr() as usize;
-    // SAFETY: serialised as described in `post_event_buffer`.
-    while let Some(token) = unsafe { vqs[k].get_buf() } {
-        let i = (token.as_ptr() as usize).wrapping_sub(base) / EVENT_BUF_LEN;
-        if i / EVENT_BUFS == k {
-            let _ = post_event_buffer(vqs, events, k, i % EVENT_BUFS, gfp);
-        }
-    }
-}
-
 /// Reads the whole configuration space.
-fn read_config(dev: &virtio::Device) -> PtnetConfig {
+fn read_config(dev: &Device) -> PtnetConfig {
     let mut b = [0u8; PTNET_CONFIG_SIZE as usize];
     dev.read_config(0, &mut b);
     PtnetConfig::from_le_bytes(&b)
@@ -622,7 +584,7 @@ fn read_config(dev: &virtio::Device) -> PtnetConfig {
 /// Checks the `netmap_if` at `nifp_offset` and every ring it points to, returning the ring
 /// headers' offsets in region 0 (CSB order).
 fn locate_rings(
-    dev: &virtio::Device,
+    dev: &Device,
     cfg: &PtnetConfig,
     region: &shm::Region,
 ) -> Result<(NetmapIf, KVec<usize>)> {
@@ -713,8 +675,8 @@ impl virtio::Driver for PtnetDriver {
         }
     }
 
-    fn probe(dev: &virtio::Device) -> Result<Pin<KBox<Self>>> {
-        if !dev.has_feature::<Self>(VIRTIO_F_VERSION_1) {
+    fn probe(dev: &Device) -> Result<Pin<KBox<Self>>> {
+        if !dev.has_feature(VIRTIO_F_VERSION_1) {
             dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
             return Err(ENODEV);
         }
@@ -758,26 +720,15 @@ impl virtio::Driver for PtnetDriver {
             };
             qnames.push(name, GFP_KERNEL)?;
         }
-        // SAFETY: `PtnetDriver` is this device's driver type.
-        let vqs = unsafe { dev.find_vqs::<PtnetDriver>(&qnames) }?;
+        let vqs = dev.find_vqs(&qnames)?;
         // Everything below undoes the queues on failure (the rest is dropped normally).
         let undo = |e: Error| {
             dev.reset();
             dev.del_vqs();
             e
         };
-        let mut events =
-            KVec::with_capacity(nrings * EVENT_BUFS, GFP_KERNEL).map_err(|e| undo(e.into()))?;
-        for _ in 0..nrings * EVENT_BUFS {
-            events
-                .push([0u8; EVENT_BUF_LEN], GFP_KERNEL)
-                .map_err(|e| undo(e.into()))?;
-        }
-        for k in 0..nrings {
-            for s in 0..EVENT_BUFS {
-                post_event_buffer(&vqs, &events, k, s, bindings::GFP_KERNEL).map_err(undo)?;
-            }
-        }
+        let mut queues = virtio::EventQueues::new(vqs, EVENT_BUFS, EVENT_BUF_LEN).map_err(undo)?;
+        queues.post_all().map_err(undo)?;
         // A CPU mapping only: nothing reads it before the device says MEM_READY.
         let mem = shm::Region::map(region, cfg.mem_size as usize).ok_or_else(|| {
             dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", region.addr);
@@ -803,7 +754,7 @@ impl virtio::Driver for PtnetDriver {
         }
         // The device learns the negotiated features when it starts (QEMU forwards them at
         // DRIVER_OK): only now does `vnet_hdr_len` say what the rings carry.
-        let vnet = dev.has_feature::<Self>(PTNET_F_VNET_HDR);
+        let vnet = dev.has_feature(PTNET_F_VNET_HDR);
         let hdr_len = dev.read_config_u16(VNET_HDR_LEN_OFFSET);
         let want = if vnet { PTNET_VNET_HDR_LEN } else { 0 };
         if hdr_len != want {
@@ -860,7 +811,7 @@ impl virtio::Driver for PtnetDriver {
         }
         // Interrupts taken before the driver data exists found no data and left their event
         // buffers completed: take them back and post them again.
-        replenish(&vqs, &events);
+        queues.replenish_all();
 
         let unit = netmap::reserve_unit().ok_or_else(|| {
             dev_err!(dev.as_dev(), "more than {} ptnet devices\n", MAX_DEVICES);
@@ -874,8 +825,7 @@ impl virtio::Driver for PtnetDriver {
                 region: mem,
                 csb,
                 rings,
-                vqs,
-                events,
+                queues,
                 dead: AtomicBool::new(false),
                 netdev: SetOnce::new(),
                 mode_lock <- new_mutex!(()),
@@ -969,7 +919,7 @@ impl virtio::Driver for PtnetDriver {
         })
     }
 
-    fn remove(dev: &virtio::Device, data: Pin<KBox<Self>>) {
+    fn remove(dev: &Device, data: Pin<KBox<Self>>) {
         let d = &data.dev;
         // The core delivers no configuration change from now on: after this, no recovery
         // runs or will.
@@ -1014,20 +964,20 @@ impl virtio::Driver for PtnetDriver {
         }
     }
 
-    fn vq_interrupt(&self, index: u32) {
+    fn vq_interrupt(&self, irq: &virtio::QueueIrq<'_>) {
+        let index = irq.index();
         let d = &self.dev;
         let Some(r) = d.rings.get(index as usize) else {
             return;
         };
         r.irqs.fetch_add(1, Ordering::Relaxed);
         // Give the device its event buffers back (SPEC §3.3).
-        replenish_one(&d.vqs, &d.events, index as usize, bindings::GFP_ATOMIC);
+        d.queues.replenish(irq);
         let (atok, _) = d.csb.entries(r.k);
         atok.appl_disable_notifications();
         if d.kernel_mode.load(Ordering::Acquire) {
             if let Some(nd) = d.netdev.as_ref() {
-                // SAFETY: the net_device lives as long as the device data.
-                unsafe { nd.napi().schedule() };
+                nd.schedule_napi();
             }
         }
         d.wait_for(r.dir).notify_all();

@@ -211,7 +211,10 @@ pub(crate) struct Csb {
 
 impl Csb {
     /// Allocates the two arrays of `num_rings` entries, zeroed.
-    pub(crate) fn alloc(dev: &virtio::Device, num_rings: u32) -> Result<Self> {
+    pub(crate) fn alloc<T: virtio::Driver>(
+        dev: &virtio::Device<T>,
+        num_rings: u32,
+    ) -> Result<Self> {
         if num_rings == 0 {
             return Err(EINVAL);
         }
