@@ -469,6 +469,244 @@ fn locate_rings(
     Ok((nif, offs))
 }
 
+// Probe, step by step. Each step logs why it fails; `probe` undoes what the steps before
+// it did.
+
+/// Checks what the device offers before anything is set up: `VIRTIO_F_VERSION_1`, a
+/// geometry within ptnet's limits (`ptnet_spec::device`), and a shared-memory region 0 that
+/// holds `mem_size` bytes. Returns the configuration and region 0's window.
+fn check_device(dev: &Device) -> Result<(PtnetConfig, virtio::ShmRegion)> {
+    if !dev.has_feature(VIRTIO_F_VERSION_1) {
+        dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
+        return Err(ENODEV);
+    }
+    let cfg = read_config(dev);
+    if let Err(e) = cfg.validate_geometry() {
+        dev_err!(dev.as_dev(), "bad geometry: {:?}\n", e);
+        return Err(EINVAL);
+    }
+    let window = dev.shm_region(PTNET_SHMID_ALLOCATOR).ok_or_else(|| {
+        dev_err!(
+            dev.as_dev(),
+            "no shared-memory region {}\n",
+            PTNET_SHMID_ALLOCATOR
+        );
+        ENODEV
+    })?;
+    if cfg.mem_size > window.len {
+        dev_err!(
+            dev.as_dev(),
+            "mem_size {:#x} exceeds the {:#x}-byte region\n",
+            cfg.mem_size,
+            window.len
+        );
+        return Err(EINVAL);
+    }
+    Ok((cfg, window))
+}
+
+/// Allocates the CSB (the atok array, then the ktoa array, zeroed, page aligned so 64-byte
+/// aligned, in memory the device can address) and gives the device its addresses.
+fn hand_over_csb(dev: &Device, cfg: &PtnetConfig) -> Result<shm::Csb> {
+    let csb = shm::Csb::alloc(dev, cfg.num_rings())?;
+    dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.atok_addr());
+    dev.write_config_u64(PTNET_CONFIG_CSB_KTOA_OFFSET as u32, csb.ktoa_addr());
+    Ok(csb)
+}
+
+/// Creates one virtqueue per ring, in CSB order (`ptnet-txN`, then `ptnet-rxN`).
+fn find_queues(dev: &Device, cfg: &PtnetConfig) -> Result<KVec<virtio::Virtqueue>> {
+    let nrings = cfg.num_rings() as usize;
+    let ntx = cfg.num_tx_rings as usize;
+    let mut qnames = KVec::with_capacity(nrings, GFP_KERNEL)?;
+    for k in 0..nrings {
+        let name = if k < ntx {
+            ptnet_names::TX[k]
+        } else {
+            ptnet_names::RX[k - ntx]
+        };
+        qnames.push(name, GFP_KERNEL)?;
+    }
+    dev.find_vqs(&qnames)
+}
+
+/// Maps region 0 (`mem_size` bytes of `window`) write-back. A CPU mapping only: nothing
+/// reads it before the device says `MEM_READY`.
+fn map_region(
+    dev: &Device,
+    window: virtio::ShmRegion,
+    cfg: &PtnetConfig,
+) -> Result<Arc<shm::Region>> {
+    let region = shm::Region::map(window, cfg.mem_size as usize).ok_or_else(|| {
+        dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", window.addr);
+        ENOMEM
+    })?;
+    Ok(Arc::new(region, GFP_KERNEL)?)
+}
+
+/// Waits for the device to map its memory (`MEM_READY`: ptnetd cannot send a configuration
+/// interrupt), at most `start_timeout_ms`, then returns the `vnet_hdr_len` it runs with,
+/// checked against the negotiated features.
+fn wait_until_started(dev: &Device) -> Result<u16> {
+    let timeout = module_parameters::start_timeout_ms.value();
+    let mut waited = 0u32;
+    while dev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY == 0 {
+        if waited >= timeout {
+            dev_err!(
+                dev.as_dev(),
+                "device did not map its memory within {} ms\n",
+                timeout
+            );
+            return Err(ETIMEDOUT);
+        }
+        fsleep(Delta::from_millis(10));
+        waited += 10;
+    }
+    // The device learns the negotiated features when it starts (QEMU forwards them at
+    // DRIVER_OK): only now does `vnet_hdr_len` say what the rings carry.
+    let vnet = dev.has_feature(PTNET_F_VNET_HDR);
+    let hdr_len = dev.read_config_u16(VNET_HDR_LEN_OFFSET);
+    let want = if vnet { PTNET_VNET_HDR_LEN } else { 0 };
+    if hdr_len != want {
+        dev_err!(
+            dev.as_dev(),
+            "vnet_hdr_len {} but PTNET_F_VNET_HDR {}\n",
+            hdr_len,
+            if vnet { "negotiated" } else { "not negotiated" }
+        );
+        return Err(EINVAL);
+    }
+    Ok(hdr_len)
+}
+
+/// Locates and checks the port's `netmap_if` and every ring (once: what is found here is
+/// what the driver uses), takes each ring's indices from the CSB, and turns its interrupts
+/// off until someone sleeps on it.
+fn find_rings(
+    dev: &Device,
+    cfg: &PtnetConfig,
+    region: &Arc<shm::Region>,
+    csb: &shm::Csb,
+) -> Result<(NetmapIf, KVec<Ring>)> {
+    let (nif, offs) = locate_rings(dev, cfg, region)?;
+    let mut rings = KVec::with_capacity(offs.len(), GFP_KERNEL)?;
+    for (k, off) in offs.iter().enumerate() {
+        let tx = k < cfg.num_tx_rings as usize;
+        let (atok, ktoa) = csb.entries(k as u32);
+        let n = if tx {
+            cfg.num_tx_slots
+        } else {
+            cfg.num_rx_slots
+        };
+        let kring = kring_from_csb(atok, ktoa, tx, n);
+        // Interrupts stay off until someone sleeps on the ring.
+        atok.appl_disable_notifications();
+        // The header and the ring's slots lie inside the region (locate_rings); its fixed
+        // fields, `buf_ofs` among them, are read once, here.
+        let layout = region.read_ring_layout(*off).ok_or(EINVAL)?;
+        let buf_ofs = layout.buf_ofs;
+        let buf_base = (*off as i64)
+            .checked_add(buf_ofs)
+            .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
+            .ok_or_else(|| {
+                dev_err!(
+                    dev.as_dev(),
+                    "ring {} buffers at {:#x} outside the region\n",
+                    k,
+                    buf_ofs
+                );
+                EINVAL
+            })? as usize;
+        let handle =
+            shm::RingHandle::new(region, layout, n, buf_base, cfg.buf_size, kring).ok_or(EINVAL)?;
+        let ring = Ring {
+            dir: if tx { Dir::Tx } else { Dir::Rx },
+            k: k as u32,
+            shm: handle,
+            users: AtomicU32::new(0),
+            exclusive: AtomicBool::new(false),
+            kicks: AtomicU64::new(0),
+            irqs: AtomicU64::new(0),
+        };
+        rings.push(ring, GFP_KERNEL)?;
+    }
+    Ok((nif, rings))
+}
+
+/// Buffers must hold a virtio-net header and an Ethernet frame's headers.
+fn check_buffers(dev: &Device, cfg: &PtnetConfig) -> Result {
+    if cfg.buf_size < 64 {
+        dev_err!(
+            dev.as_dev(),
+            "buffers of {} bytes are too small\n",
+            cfg.buf_size
+        );
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// Creates and registers the network interface (with the offloads when the rings carry the
+/// virtio-net header).
+fn register_netdev(dev: &Device, d: &Arc<PtnetDev>) -> Result {
+    // SAFETY: the device data outlives the net_device: it is unregistered in `remove` and
+    // freed with the device data; the virtio device is its parent for as long.
+    let nd = unsafe { netdev::NetDev::new(&**d, dev.raw_dev(), d.cfg.mac, d.mtu_max()) };
+    let nd = nd.inspect(|nd| {
+        if d.vnet_hdr() {
+            nd.enable_offloads(d.tso_max_size());
+        }
+    });
+    let nd = nd
+        .and_then(|mut nd| nd.register().map(|()| nd))
+        .inspect_err(|e| {
+            dev_err!(
+                dev.as_dev(),
+                "cannot register the network interface: {:?}\n",
+                e
+            );
+        })?;
+    if d.vnet_hdr() {
+        dev_info!(
+            dev.as_dev(),
+            "ptnet{}: network interface {}, virtio-net header: checksum offload, TSO up to {} bytes\n",
+            d.unit,
+            nd.name(),
+            d.tso_max_size()
+        );
+    } else {
+        dev_info!(
+            dev.as_dev(),
+            "ptnet{}: network interface {}, no virtio-net header (no offloads)\n",
+            d.unit,
+            nd.name()
+        );
+    }
+    d.netdev.populate(nd);
+    Ok(())
+}
+
+/// The probe's last line: what was bound.
+fn announce(dev: &Device, d: &PtnetDev) {
+    let cfg = &d.cfg;
+    dev_info!(
+        dev.as_dev(),
+        "ptnet{}: {} TX + {} RX rings, region {:#x} bytes at {:#x}, mem id {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
+        d.unit,
+        cfg.num_tx_rings,
+        cfg.num_rx_rings,
+        cfg.mem_size,
+        d.region.phys(),
+        cfg.mem_id,
+        cfg.mac[0],
+        cfg.mac[1],
+        cfg.mac[2],
+        cfg.mac[3],
+        cfg.mac[4],
+        cfg.mac[5]
+    );
+}
+
 impl virtio::Driver for PtnetDriver {
     const DEVICE_ID: u32 = VIRTIO_ID_PTNET as u32;
 
@@ -481,51 +719,9 @@ impl virtio::Driver for PtnetDriver {
     }
 
     fn probe(dev: &Device) -> Result<Pin<KBox<Self>>> {
-        if !dev.has_feature(VIRTIO_F_VERSION_1) {
-            dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
-            return Err(ENODEV);
-        }
-        let mut cfg = read_config(dev);
-        if let Err(e) = cfg.validate_geometry() {
-            dev_err!(dev.as_dev(), "bad geometry: {:?}\n", e);
-            return Err(EINVAL);
-        }
-        let region = dev.shm_region(PTNET_SHMID_ALLOCATOR).ok_or_else(|| {
-            dev_err!(
-                dev.as_dev(),
-                "no shared-memory region {}\n",
-                PTNET_SHMID_ALLOCATOR
-            );
-            ENODEV
-        })?;
-        if cfg.mem_size > region.len {
-            dev_err!(
-                dev.as_dev(),
-                "mem_size {:#x} exceeds the {:#x}-byte region\n",
-                cfg.mem_size,
-                region.len
-            );
-            return Err(EINVAL);
-        }
-        let nrings = cfg.num_rings() as usize;
-
-        // The CSB: the atok array, then the ktoa array, zeroed (page aligned, so 64-byte
-        // aligned), in memory the device can address.
-        let csb = shm::Csb::alloc(dev, cfg.num_rings())?;
-        dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.atok_addr());
-        dev.write_config_u64(PTNET_CONFIG_CSB_KTOA_OFFSET as u32, csb.ktoa_addr());
-
-        let mut qnames = KVec::with_capacity(nrings, GFP_KERNEL)?;
-        for k in 0..nrings {
-            let ntx = cfg.num_tx_rings as usize;
-            let name = if k < ntx {
-                ptnet_names::TX[k]
-            } else {
-                ptnet_names::RX[k - ntx]
-            };
-            qnames.push(name, GFP_KERNEL)?;
-        }
-        let vqs = dev.find_vqs(&qnames)?;
+        let (mut cfg, window) = check_device(dev)?;
+        let csb = hand_over_csb(dev, &cfg)?;
+        let vqs = find_queues(dev, &cfg)?;
         // Everything below undoes the queues on failure (the rest is dropped normally).
         let undo = |e: Error| {
             dev.reset();
@@ -534,86 +730,10 @@ impl virtio::Driver for PtnetDriver {
         };
         let mut queues = virtio::EventQueues::new(vqs, EVENT_BUFS, EVENT_BUF_LEN).map_err(undo)?;
         queues.post_all().map_err(undo)?;
-        // A CPU mapping only: nothing reads it before the device says MEM_READY.
-        let mem = shm::Region::map(region, cfg.mem_size as usize).ok_or_else(|| {
-            dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", region.addr);
-            undo(ENOMEM)
-        })?;
-        let mem = Arc::new(mem, GFP_KERNEL).map_err(|e| undo(e.into()))?;
+        let region = map_region(dev, window, &cfg).map_err(undo)?;
         dev.ready();
-
-        // Wait for the device to map its memory (ptnetd cannot send a config interrupt).
-        let timeout = module_parameters::start_timeout_ms.value();
-        let mut waited = 0u32;
-        while dev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY == 0 {
-            if waited >= timeout {
-                dev_err!(
-                    dev.as_dev(),
-                    "device did not map its memory within {} ms\n",
-                    timeout
-                );
-                return Err(undo(ETIMEDOUT));
-            }
-            fsleep(Delta::from_millis(10));
-            waited += 10;
-        }
-        // The device learns the negotiated features when it starts (QEMU forwards them at
-        // DRIVER_OK): only now does `vnet_hdr_len` say what the rings carry.
-        let vnet = dev.has_feature(PTNET_F_VNET_HDR);
-        let hdr_len = dev.read_config_u16(VNET_HDR_LEN_OFFSET);
-        let want = if vnet { PTNET_VNET_HDR_LEN } else { 0 };
-        if hdr_len != want {
-            dev_err!(
-                dev.as_dev(),
-                "vnet_hdr_len {} but PTNET_F_VNET_HDR {}\n",
-                hdr_len,
-                if vnet { "negotiated" } else { "not negotiated" }
-            );
-            return Err(undo(EINVAL));
-        }
-        cfg.vnet_hdr_len = hdr_len;
-        let (nif, offs) = locate_rings(dev, &cfg, &mem).map_err(undo)?;
-        let mut rings = KVec::with_capacity(nrings, GFP_KERNEL).map_err(|e| undo(e.into()))?;
-        for (k, off) in offs.iter().enumerate() {
-            let tx = k < cfg.num_tx_rings as usize;
-            let (atok, ktoa) = csb.entries(k as u32);
-            let n = if tx {
-                cfg.num_tx_slots
-            } else {
-                cfg.num_rx_slots
-            };
-            let kring = kring_from_csb(atok, ktoa, tx, n);
-            // Interrupts stay off until someone sleeps on the ring.
-            atok.appl_disable_notifications();
-            // The header and the ring's slots lie inside the region (locate_rings); its fixed
-            // fields, `buf_ofs` among them, are read once, here.
-            let layout = mem.read_ring_layout(*off).ok_or_else(|| undo(EINVAL))?;
-            let buf_ofs = layout.buf_ofs;
-            let buf_base = (*off as i64)
-                .checked_add(buf_ofs)
-                .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
-                .ok_or_else(|| {
-                    dev_err!(
-                        dev.as_dev(),
-                        "ring {} buffers at {:#x} outside the region\n",
-                        k,
-                        buf_ofs
-                    );
-                    undo(EINVAL)
-                })? as usize;
-            let handle = shm::RingHandle::new(&mem, layout, n, buf_base, cfg.buf_size, kring)
-                .ok_or_else(|| undo(EINVAL))?;
-            let ring = Ring {
-                dir: if tx { Dir::Tx } else { Dir::Rx },
-                k: k as u32,
-                shm: handle,
-                users: AtomicU32::new(0),
-                exclusive: AtomicBool::new(false),
-                kicks: AtomicU64::new(0),
-                irqs: AtomicU64::new(0),
-            };
-            rings.push(ring, GFP_KERNEL).map_err(|e| undo(e.into()))?;
-        }
+        cfg.vnet_hdr_len = wait_until_started(dev).map_err(undo)?;
+        let (nif, rings) = find_rings(dev, &cfg, &region, &csb).map_err(undo)?;
         // Interrupts taken before the driver data exists found no data and left their event
         // buffers completed: take them back and post them again.
         queues.replenish_all();
@@ -627,7 +747,7 @@ impl virtio::Driver for PtnetDriver {
                 unit,
                 cfg,
                 nif,
-                region: mem,
+                region,
                 csb,
                 rings,
                 queues,
@@ -652,72 +772,12 @@ impl virtio::Driver for PtnetDriver {
             netmap::release_unit(unit);
             undo(e)
         })?;
-        if cfg.buf_size < 64 {
-            dev_err!(
-                dev.as_dev(),
-                "buffers of {} bytes are too small\n",
-                cfg.buf_size
-            );
+        if let Err(e) = check_buffers(dev, &cfg).and_then(|()| register_netdev(dev, &dev_arc)) {
             netmap::release_unit(unit);
-            return Err(undo(EINVAL));
-        }
-        // SAFETY: the device data outlives the net_device: it is unregistered in `remove`
-        // and freed with the device data; the virtio device is its parent for as long.
-        let nd =
-            unsafe { netdev::NetDev::new(&*dev_arc, dev.raw_dev(), cfg.mac, dev_arc.mtu_max()) };
-        let nd = nd.inspect(|nd| {
-            if dev_arc.vnet_hdr() {
-                nd.enable_offloads(dev_arc.tso_max_size());
-            }
-        });
-        let registered = nd.and_then(|mut nd| nd.register().map(|()| nd));
-        match registered {
-            Ok(nd) => {
-                if dev_arc.vnet_hdr() {
-                    dev_info!(
-                        dev.as_dev(),
-                        "ptnet{}: network interface {}, virtio-net header: checksum offload, TSO up to {} bytes\n",
-                        unit,
-                        nd.name(),
-                        dev_arc.tso_max_size()
-                    );
-                } else {
-                    dev_info!(
-                        dev.as_dev(),
-                        "ptnet{}: network interface {}, no virtio-net header (no offloads)\n",
-                        unit,
-                        nd.name()
-                    );
-                }
-                dev_arc.netdev.populate(nd);
-            }
-            Err(e) => {
-                dev_err!(
-                    dev.as_dev(),
-                    "cannot register the network interface: {:?}\n",
-                    e
-                );
-                netmap::release_unit(unit);
-                return Err(undo(e));
-            }
+            return Err(undo(e));
         }
         netmap::publish(unit, &dev_arc);
-        dev_info!(
-            dev.as_dev(),
-            "ptnet{}: {} TX + {} RX rings, region {:#x} bytes at {:#x}, mem id {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
-            unit,
-            cfg.num_tx_rings,
-            cfg.num_rx_rings,
-            cfg.mem_size,
-            dev_arc.region.phys(),
-            cfg.mem_id,
-            cfg.mac[0],
-            cfg.mac[1],
-            cfg.mac[2],
-            cfg.mac[3],
-            cfg.mac[4],
-            cfg.mac[5]
-        );
+        announce(dev, &dev_arc);
         KBox::pin(PtnetDriver { dev: dev_arc }, GFP_KERNEL).map_err(|e| {
             netmap::unpublish(unit);
             undo(e.into())
