@@ -36,6 +36,7 @@ use ptnet_spec::{
     ring::{KringIndices, RingError},
 };
 
+mod miscdev;
 mod netdev;
 mod netmap;
 mod nic;
