@@ -14,7 +14,9 @@
 //! Every value read from region 0 is treated as hostile (the guest application shares that
 //! memory, and the device writes it): ring locations are computed and checked once at
 //! start-up and kept in the driver; indices from the rings are validated with netmap's
-//! prologues (`ptnet_spec::ring`); indices from the CSB are range-checked.
+//! prologues (`ptnet_spec::ring`); indices from the CSB are range-checked. Region 0 and the
+//! CSB are only ever touched through [`shm`]; losing the backend and finding it again is
+//! [`recovery`].
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
