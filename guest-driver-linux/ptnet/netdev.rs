@@ -122,9 +122,12 @@ impl NetDev {
         unsafe { &raw mut (*bindings::netdev_priv(self.as_ptr()).cast::<Priv>()).napi }
     }
 
-    /// The NAPI context, for scheduling from an interrupt.
-    pub(crate) fn napi(&self) -> NapiRef {
-        NapiRef(self.napi_ptr())
+    /// Schedules the NAPI poll (if it is enabled and not already scheduled); from any
+    /// context, an interrupt included.
+    pub(crate) fn schedule_napi(&self) {
+        // SAFETY: the NAPI context was added in `new` and lives as long as the device, which
+        // `&self` keeps alive; scheduling is IRQ- and thread-safe.
+        unsafe { bindings::napi_schedule(self.napi_ptr()) };
     }
 
     /// Announces the checksum and TSO offloads of the virtio-net header (before
@@ -321,16 +324,25 @@ pub(crate) struct RxSkb {
 }
 
 impl RxSkb {
-    /// Appends `data`; fails (the frame is to be dropped) when no page can be had or the
-    /// frame would need more fragments than a socket buffer holds.
-    pub(crate) fn push(&mut self, mut data: &[u8]) -> Result {
-        let n = data.len().min(self.head_room as usize);
+    /// Appends the `len` bytes at `src`; fails (the frame is to be dropped) when no page can
+    /// be had or the frame would need more fragments than a socket buffer holds.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `len` bytes for the duration of the call. Others may
+    /// write them meanwhile (shared memory): they are only read with raw copies, no reference
+    /// to them is made.
+    pub(crate) unsafe fn push_raw(&mut self, mut src: *const u8, mut len: usize) -> Result {
+        let n = len.min(self.head_room as usize);
         if n > 0 {
-            self.skb.put(&data[..n]);
+            // SAFETY: `src` is valid for reads of `n <= len` bytes (caller).
+            unsafe { self.skb.put_raw(src, n) };
             self.head_room -= n as u32;
-            data = &data[n..];
+            // SAFETY: `n <= len`: inside the caller's range, or just past its end.
+            src = unsafe { src.add(n) };
+            len -= n;
         }
-        while !data.is_empty() {
+        while len > 0 {
             if self.page.is_none() {
                 if self.frags >= bindings::MAX_SKB_FRAGS {
                     return Err(EMSGSIZE);
@@ -347,16 +359,19 @@ impl RxSkb {
             let Some(pg) = self.page.as_mut() else {
                 return Err(ENOMEM);
             };
-            let n = data.len().min((PAGE_SIZE - pg.used) as usize);
+            let n = len.min((PAGE_SIZE - pg.used) as usize);
             // SAFETY: the page is ours and mapped by `kmap_local_page` for PAGE_SIZE bytes;
-            // `used + n <= PAGE_SIZE`; the mapping is dropped right after the copy.
+            // `used + n <= PAGE_SIZE`; `src` is valid for reads of `n <= len` bytes (caller);
+            // the mapping is dropped right after the copy.
             unsafe {
                 let va = bindings::kmap_local_page(pg.page.as_ptr()).cast::<u8>();
-                core::ptr::copy_nonoverlapping(data.as_ptr(), va.add(pg.used as usize), n);
+                core::ptr::copy_nonoverlapping(src, va.add(pg.used as usize), n);
                 bindings::kunmap_local(va.cast());
             }
             pg.used += n as u32;
-            data = &data[n..];
+            // SAFETY: `n <= len`: inside the caller's range, or just past its end.
+            src = unsafe { src.add(n) };
+            len -= n;
             if pg.used == PAGE_SIZE {
                 self.attach();
             }
@@ -404,27 +419,6 @@ impl Drop for NetDev {
     }
 }
 
-/// A NAPI context that can be scheduled from an interrupt.
-#[derive(Clone, Copy)]
-pub(crate) struct NapiRef(*mut bindings::napi_struct);
-
-// SAFETY: scheduling NAPI is IRQ- and thread-safe.
-unsafe impl Send for NapiRef {}
-// SAFETY: see `Send`.
-unsafe impl Sync for NapiRef {}
-
-impl NapiRef {
-    /// Schedules the poll (if it is enabled and not already scheduled).
-    ///
-    /// # Safety
-    ///
-    /// The device this came from must still exist.
-    pub(crate) unsafe fn schedule(self) {
-        // SAFETY: the NAPI context is live (caller).
-        unsafe { bindings::napi_schedule(self.0) };
-    }
-}
-
 /// An owned socket buffer.
 pub(crate) struct Skb(NonNull<bindings::sk_buff>);
 
@@ -468,13 +462,18 @@ impl Skb {
         })
     }
 
-    /// Appends `data` (the buffer must have been allocated large enough).
-    pub(crate) fn put(&mut self, data: &[u8]) {
-        // SAFETY: owned skb with tailroom for `data` (allocated with the frame's length);
-        // `skb_put` checks and panics on overflow, which the callers' length bounds exclude.
+    /// Appends the `len` bytes at `src` (the buffer must have been allocated large enough).
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `len` bytes; they are read with a raw copy only.
+    pub(crate) unsafe fn put_raw(&mut self, src: *const u8, len: usize) {
+        // SAFETY: owned skb with tailroom for `len` bytes (allocated with the frame's length);
+        // `skb_put` checks and panics on overflow, which the callers' length bounds exclude;
+        // `src` is valid for `len` bytes (caller).
         unsafe {
-            let dst = bindings::skb_put(self.0.as_ptr(), data.len() as c_uint);
-            core::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>(), data.len());
+            let dst = bindings::skb_put(self.0.as_ptr(), len as c_uint);
+            core::ptr::copy_nonoverlapping(src, dst.cast::<u8>(), len);
         }
     }
 }

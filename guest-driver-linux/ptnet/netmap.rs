@@ -8,19 +8,23 @@
 //! and `poll()` woken by the rings' interrupts. Every other request fails with
 //! `EOPNOTSUPP` (logged once). Ports are named `ptnet0`, `ptnet1`, ... in probe order.
 //!
-//! The file operations are a small module-local layer over `struct file_operations`: the
-//! kernel crate's `MiscDevice` has no `poll` and no way to map device memory.
+//! The file operations sit on [`crate::miscdev`], a small module-local layer over
+//! `struct file_operations`: the kernel crate's `MiscDevice` has no `poll` and no way to map
+//! device memory.
 
-use crate::{Dir, PtnetDev, SyncError, MAX_DEVICES};
-use core::{mem::size_of, sync::atomic::Ordering};
+use crate::{
+    miscdev::{read_user, write_user, FileOps, MiscDevice},
+    Dir, PtnetDev, SyncError, MAX_DEVICES,
+};
+use core::sync::atomic::Ordering;
 use kernel::{
     bindings,
     fs::File,
-    global_lock, new_mutex,
+    global_lock,
+    mm::virt::VmaNew,
+    new_mutex,
     prelude::*,
     sync::{poll::PollTable, Arc, Mutex},
-    types::ForeignOwnable,
-    uaccess::{UserPtr, UserSlice},
 };
 use ptnet_spec::netmap::{
     NmreqHeader, NmreqPortInfoGet, NmreqRegister, NETMAP_MAX_API, NETMAP_MIN_API,
@@ -67,39 +71,6 @@ pub(crate) fn publish(unit: usize, dev: &Arc<PtnetDev>) {
 /// Makes a device unreachable for new registrations (open files keep their reference).
 pub(crate) fn unpublish(unit: usize) {
     release_unit(unit);
-}
-
-/// Plain netmap request structs: integers and byte arrays, valid for any bit pattern.
-///
-/// # Safety
-///
-/// Implementors must be `repr(C)` and valid for every bit pattern.
-unsafe trait Pod: Copy {}
-// SAFETY: integers and a byte array (ptnet-spec, `repr(C)`).
-unsafe impl Pod for NmreqHeader {}
-// SAFETY: integers only (ptnet-spec, `repr(C)`).
-unsafe impl Pod for NmreqRegister {}
-// SAFETY: integers only (ptnet-spec, `repr(C)`).
-unsafe impl Pod for NmreqPortInfoGet {}
-
-fn read_user<T: Pod>(addr: u64) -> Result<T> {
-    let mut buf = [0u8; 256];
-    let n = size_of::<T>();
-    let bytes = buf.get_mut(..n).ok_or(EINVAL)?;
-    UserSlice::new(UserPtr::from_addr(addr as usize), n)
-        .reader()
-        .read_slice(bytes)?;
-    // SAFETY: `bytes` holds `size_of::<T>()` initialised bytes and `T: Pod` accepts any.
-    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-fn write_user<T: Pod>(addr: u64, v: &T) -> Result {
-    // SAFETY: `T: Pod` has no padding-dependent invariants; we view its bytes.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) };
-    UserSlice::new(UserPtr::from_addr(addr as usize), bytes.len())
-        .writer()
-        .write_slice(bytes)
 }
 
 /// What a registration holds.
@@ -346,6 +317,40 @@ impl NmFile {
         b.sync_all(dir, dir == Dir::Tx)?;
         Ok(0)
     }
+}
+
+impl FileOps for NmFile {
+    fn open() -> Result<Pin<KBox<Self>>> {
+        KBox::pin_init(
+            pin_init!(NmFile { binding <- new_mutex!(None) }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn release(this: Pin<KBox<Self>>) {
+        if let Some(b) = this.binding.lock().take() {
+            b.release();
+        }
+    }
+
+    fn ioctl(&self, cmd: u32, arg: c_ulong) -> Result<isize> {
+        match cmd {
+            NIOCCTRL => self.ctrl(arg as u64),
+            NIOCTXSYNC => self.sync(Dir::Tx),
+            NIOCRXSYNC => self.sync(Dir::Rx),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    /// The whole region, from offset 0 (as netmap maps its memory).
+    fn mmap(&self, vma: &VmaNew) -> Result {
+        let guard = self.binding.lock();
+        let b = guard.as_ref().ok_or(EINVAL)?;
+        if b.dev.dead.load(Ordering::Acquire) {
+            return Err(ENXIO);
+        }
+        b.dev.region.map_to_user(vma)
+    }
 
     fn poll(&self, file: &File, pt: &PollTable<'_>, events: u32) -> u32 {
         let guard = self.binding.lock();
@@ -387,176 +392,19 @@ impl NmFile {
         }
         mask
     }
-
-    fn mmap(&self, vma: *mut bindings::vm_area_struct) -> Result {
-        let guard = self.binding.lock();
-        let b = guard.as_ref().ok_or(EINVAL)?;
-        if b.dev.dead.load(Ordering::Acquire) {
-            return Err(ENXIO);
-        }
-        // SAFETY: the core passes a live VMA being set up for this file, for this call.
-        let (start, end, pgoff) = unsafe {
-            let v = kernel::mm::virt::VmaNew::from_raw(vma);
-            (v.start(), v.end(), (*vma).vm_pgoff)
-        };
-        let page = bindings::PAGE_SIZE as u64;
-        let len = b.dev.cfg.mem_size.div_ceil(page) * page;
-        if pgoff != 0 || (end - start) as u64 > len || len > b.dev.shm_window {
-            return Err(EINVAL);
-        }
-        // SAFETY: maps `len` bytes of the device's own shared-memory window (checked to fit
-        // above) into this VMA; the helper validates the VMA size against `len`.
-        kernel::error::to_result(unsafe {
-            bindings::vm_iomap_memory(vma, b.dev.shm_phys, len as _)
-        })
-    }
-}
-
-/// The `/dev/netmap` misc device and its file operations (pinned: the misc core keeps
-/// pointers to both).
-struct MiscInner {
-    /// The file operations, with `owner` set to this module.
-    fops: bindings::file_operations,
-    misc: kernel::types::Opaque<bindings::miscdevice>,
 }
 
 /// The registered `/dev/netmap`; deregistered on drop.
 pub(crate) struct NetmapMisc {
-    inner: Pin<KBox<MiscInner>>,
+    _misc: MiscDevice<NmFile>,
 }
-
-// SAFETY: the registration is only touched at module init and exit.
-unsafe impl Send for NetmapMisc {}
-// SAFETY: `&NetmapMisc` exposes nothing.
-unsafe impl Sync for NetmapMisc {}
 
 impl NetmapMisc {
     pub(crate) fn register(module: &'static ThisModule) -> Result<Self> {
         // SAFETY: called once, at module init, before anything can take the lock.
         unsafe { REGISTRY.init() };
-        let mut fops = Fops::VTABLE;
-        fops.owner = module.as_ptr();
-        let inner = KBox::pin(
-            MiscInner {
-                fops,
-                misc: kernel::types::Opaque::zeroed(),
-            },
-            GFP_KERNEL,
-        )?;
-        let m = inner.misc.get();
-        // SAFETY: `m` is the pinned, zeroed miscdevice of `inner`, which outlives the
-        // registration (deregistered in `drop` before the box is freed); `fops` is pinned
-        // in the same box.
-        unsafe {
-            (*m).minor = bindings::MISC_DYNAMIC_MINOR as _;
-            (*m).name = c"netmap".as_char_ptr();
-            (*m).fops = &inner.fops;
-            (*m).mode = 0o600;
-            kernel::error::to_result(bindings::misc_register(m))?;
-        }
-        Ok(NetmapMisc { inner })
-    }
-}
-
-impl Drop for NetmapMisc {
-    fn drop(&mut self) {
-        // SAFETY: registered in `register` (a `NetmapMisc` only exists once it is).
-        unsafe { bindings::misc_deregister(self.inner.misc.get()) };
-    }
-}
-
-struct Fops;
-
-impl Fops {
-    const VTABLE: bindings::file_operations = bindings::file_operations {
-        open: Some(Self::open),
-        release: Some(Self::release),
-        unlocked_ioctl: Some(Self::ioctl),
-        compat_ioctl: Some(Self::ioctl),
-        mmap: Some(Self::mmap),
-        poll: Some(Self::poll),
-        ..pin_init::zeroed()
-    };
-
-    /// # Safety
-    ///
-    /// Called by the VFS with a file being opened on `/dev/netmap`.
-    unsafe extern "C" fn open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
-        let f = match KBox::pin_init(
-            pin_init!(NmFile { binding <- new_mutex!(None) }),
-            GFP_KERNEL,
-        ) {
-            Ok(f) => f,
-            Err(e) => return e.to_errno(),
-        };
-        // SAFETY: the file is being opened; we own its private data from now on.
-        unsafe { (*file).private_data = f.into_foreign().cast() };
-        0
-    }
-
-    /// # Safety
-    ///
-    /// `file` was opened by `open`.
-    unsafe fn nm<'a>(file: *mut bindings::file) -> Pin<&'a NmFile> {
-        // SAFETY: `open` stored a `Pin<KBox<NmFile>>`, given back only in `release`.
-        unsafe { <Pin<KBox<NmFile>> as ForeignOwnable>::borrow((*file).private_data.cast()) }
-    }
-
-    unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
-        // SAFETY: `open` stored the box; release is the last call on the file.
-        let f = unsafe {
-            <Pin<KBox<NmFile>> as ForeignOwnable>::from_foreign((*file).private_data.cast())
-        };
-        if let Some(b) = f.binding.lock().take() {
-            b.release();
-        }
-        0
-    }
-
-    unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-        // SAFETY: the VFS calls ioctl on an opened file.
-        let f = unsafe { Self::nm(file) };
-        let r = match cmd {
-            NIOCCTRL => f.ctrl(arg as u64),
-            NIOCTXSYNC => f.sync(Dir::Tx),
-            NIOCRXSYNC => f.sync(Dir::Rx),
-            _ => Err(ENOTTY),
-        };
-        match r {
-            Ok(v) => v as c_long,
-            Err(e) => e.to_errno() as c_long,
-        }
-    }
-
-    unsafe extern "C" fn mmap(
-        file: *mut bindings::file,
-        vma: *mut bindings::vm_area_struct,
-    ) -> c_int {
-        // SAFETY: the VFS calls mmap on an opened file.
-        let f = unsafe { Self::nm(file) };
-        match f.mmap(vma) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
-    }
-
-    unsafe extern "C" fn poll(
-        file: *mut bindings::file,
-        pt: *mut bindings::poll_table,
-    ) -> bindings::__poll_t {
-        // SAFETY: the VFS calls poll on an opened file.
-        let f = unsafe { Self::nm(file) };
-        // netmap's poll_requested_events(): all events when there is no table.
-        // SAFETY: `pt` is null or a valid poll table for this call.
-        let events = if pt.is_null() {
-            !0
-        } else {
-            unsafe { (*pt)._key }
-        };
-        // SAFETY: `pt` is null or valid for this call.
-        let table = unsafe { PollTable::from_raw(pt) };
-        // SAFETY: `file` is a valid file for the duration of this call.
-        let kfile = unsafe { File::from_raw_file(file) };
-        f.poll(kfile, &table, events)
+        Ok(NetmapMisc {
+            _misc: MiscDevice::register(c"netmap", 0o600, module)?,
+        })
     }
 }

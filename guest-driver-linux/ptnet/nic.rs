@@ -23,13 +23,14 @@
 
 use crate::{
     netdev::{NetDev, Ops, Skb, Stats},
-    Dir, PtnetDev, Ring, SyncError,
+    read_back, Dir, PtnetDev, Ring, SyncError,
 };
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use ptnet_spec::{
-    netmap::{NetmapSlot, NETMAP_MAX_FRAGS, NS_MOREFRAG},
-    ring::{distance, nm_next},
+    appl,
+    netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG},
+    ring::{distance, nm_next, KringIndices},
     vnet::{
         VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
         VNET_HDR_LEN,
@@ -83,8 +84,7 @@ impl PtnetDev {
             nd.napi_enable();
             nd.start_queue();
             // Whatever arrived meanwhile, and the interrupts from now on.
-            // SAFETY: the device exists: `nd` is it.
-            unsafe { nd.napi().schedule() };
+            nd.schedule_napi();
         } else {
             self.kernel_mode.store(false, Ordering::Release);
             nd.stop_queue();
@@ -92,39 +92,26 @@ impl PtnetDev {
         }
     }
 
-    /// Reads the device's indices for a ring held by the kernel (busy flag held).
-    fn refresh(&self, r: &Ring) {
-        // SAFETY: the caller holds `busy`.
-        let kr = unsafe { &mut *r.kring.get() };
-        let (_, ktoa) = self.csb_entries(r.k);
-        let s = ktoa.appl_read();
-        if s.hwcur < kr.num_slots && s.hwtail < kr.num_slots {
-            kr.hwcur = s.hwcur;
-            kr.hwtail = s.hwtail;
-            kr.rtail = s.hwtail;
+    /// Reads the device's indices for ring `r`, held by the kernel as `kr`.
+    fn refresh(&self, r: &Ring, kr: &mut KringIndices) {
+        let (_, ktoa) = self.csb.entries(r.k);
+        read_back(kr, ktoa);
+    }
+
+    /// Publishes the kernel's head/cur for ring `r` (held as `kr`) and kicks if the device
+    /// asked for it and there is news (the kernel never waits for room in the ring, nor
+    /// forces a reclaim).
+    fn publish(&self, r: &Ring, kr: &KringIndices) {
+        let (atok, ktoa) = self.csb.entries(r.k);
+        if appl::publish(atok, ktoa, kr.rhead, kr.rcur, false, false) {
+            self.kick(r);
         }
     }
 
-    /// Publishes the kernel's head/cur for ring `r` (busy held) and kicks if the device
-    /// asked for it and there is news.
-    fn publish(&self, r: &Ring) {
-        // SAFETY: the caller holds `busy`.
-        let kr = unsafe { &mut *r.kring.get() };
-        let (atok, ktoa) = self.csb_entries(r.k);
-        let news = kr.rhead != ktoa.appl_read().hwcur;
-        if atok.appl_publish(ktoa, kr.rhead, kr.rcur) && news {
-            atok.appl_set_sync_flags(0);
-            self.vqs[r.k as usize].notify();
-            r.kicks.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Copies `skb` into TX ring `r` (busy held), behind its virtio-net header if the
+    /// Copies `skb` into TX ring `r` (held as `kr`), behind its virtio-net header if the
     /// device carries one. `Ok(false)`: no room now.
-    fn xmit_locked(&self, r: &Ring, skb: &Skb) -> Result<bool> {
-        self.refresh(r);
-        // SAFETY: the caller holds `busy`.
-        let kr = unsafe { &mut *r.kring.get() };
+    fn xmit_locked(&self, r: &Ring, kr: &mut KringIndices, skb: &Skb) -> Result<bool> {
+        self.refresh(r, kr);
         let len = skb.len();
         let bs = self.cfg.buf_size;
         let max = if self.vnet_hdr() {
@@ -152,31 +139,24 @@ impl PtnetDev {
         let mut i = kr.rcur;
         let mut first = true;
         while off < len {
-            let slot = r.slot(i);
-            // SAFETY: `slot` points into the ring's slot array (bounds checked at probe);
-            // the slot is ours (between cur and tail). Read once: the index is untrusted.
-            let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
-            let buf = self.buffer(r, buf_idx).ok_or(EINVAL)?;
+            // The slot is ours (between cur and tail). Its buffer index is read once: it is
+            // untrusted.
+            let slot = r.shm.slot(i);
+            let buf = r.shm.buf(slot.buf_idx()).ok_or(EINVAL)?;
             // The header opens the chain's first buffer (buffers hold at least 64 bytes).
             let at = match hdr.filter(|_| first) {
                 Some(h) => {
-                    let b = h.to_le_bytes();
-                    // SAFETY: `buf` is `buf_size >= 64` bytes inside region 0 (`buffer`).
-                    unsafe { core::ptr::copy_nonoverlapping(b.as_ptr(), buf, b.len()) };
+                    buf.write(0, &h.to_le_bytes());
                     hlen
                 }
                 None => 0,
             };
             first = false;
             let chunk = (len - off).min(bs - at);
-            // SAFETY: `buf` is `buf_size` bytes inside region 0 and `at + chunk <= bs`.
-            unsafe { skb.copy_to(off, buf.add(at as usize), chunk)? };
+            // `at + chunk <= bs`, the buffer's size.
+            buf.copy_from_skb(at, skb, off, chunk)?;
             let flags = if off + chunk < len { NS_MOREFRAG } else { 0 };
-            // SAFETY: as above; plain stores into our slot.
-            unsafe {
-                core::ptr::write_volatile(&raw mut (*slot).len, (at + chunk) as u16);
-                core::ptr::write_volatile(&raw mut (*slot).flags, flags);
-            }
+            slot.set_len_flags((at + chunk) as u16, flags);
             off += chunk;
             i = nm_next(i, kr.num_slots);
         }
@@ -190,15 +170,13 @@ impl PtnetDev {
         }
         kr.rcur = i;
         kr.rhead = i;
-        self.publish(r);
+        self.publish(r, kr);
         Ok(true)
     }
 
-    /// Receives up to `budget` frames from RX ring `r` (busy held).
-    fn rx_locked(&self, r: &Ring, nd: &NetDev, budget: i32) -> i32 {
-        self.refresh(r);
-        // SAFETY: the caller holds `busy`.
-        let kr = unsafe { &mut *r.kring.get() };
+    /// Receives up to `budget` frames from RX ring `r` (held as `kr`).
+    fn rx_locked(&self, r: &Ring, kr: &mut KringIndices, nd: &NetDev, budget: i32) -> i32 {
+        self.refresh(r, kr);
         let n = kr.num_slots;
         let mut work = 0;
         while work < budget && kr.rcur != kr.rtail {
@@ -209,7 +187,7 @@ impl PtnetDev {
             let mut complete = false;
             let mut bad = false;
             loop {
-                let (len, flags) = r.slot_len_flags(i);
+                let (len, flags) = r.shm.slot(i).len_flags();
                 frags += 1;
                 if len as u32 > self.cfg.buf_size {
                     bad = true;
@@ -239,7 +217,7 @@ impl PtnetDev {
             kr.rhead = end;
             work += 1;
         }
-        self.publish(r);
+        self.publish(r, kr);
         work
     }
 
@@ -247,7 +225,7 @@ impl PtnetDev {
     /// length already checked against the buffer size), behind its virtio-net header if the
     /// device carries one. Drops (and counts) what cannot be received.
     fn rx_frame(&self, r: &Ring, nd: &NetDev, start: u32, end: u32, total: u32) {
-        let n = r.num_slots;
+        let n = r.shm.num_slots();
         let hlen = self.hdr_len();
         let drop_it = |bad_hdr: bool| {
             bump(&self.nic_stats.rx_dropped, 1);
@@ -255,7 +233,7 @@ impl PtnetDev {
                 bump(&self.nic_stats.rx_bad_hdr, 1);
             }
         };
-        let (first_len, _) = r.slot_len_flags(start);
+        let (first_len, _) = r.shm.slot(start).len_flags();
         if u32::from(first_len) < hlen {
             // The header must open the first slot.
             return drop_it(true);
@@ -271,28 +249,26 @@ impl PtnetDev {
         while j != end {
             // Read again, so bounded again: a hostile host may have changed the slot since
             // the caller looked at it.
-            let len = u32::from(r.slot_len_flags(j).0).min(self.cfg.buf_size);
-            let slot = r.slot(j);
-            // SAFETY: `slot` is in the ring's slot array (checked at probe).
-            let buf_idx = unsafe { core::ptr::read_volatile(&raw const (*slot).buf_idx) };
-            let Some(buf) = self.buffer(r, buf_idx) else {
+            let slot = r.shm.slot(j);
+            let len = u32::from(slot.len_flags().0).min(self.cfg.buf_size);
+            let Some(buf) = r.shm.buf(slot.buf_idx()) else {
                 return drop_it(false);
             };
-            // SAFETY: `buf` holds `buf_size >= len` bytes of region 0 (checked by `buffer`,
-            // `len` bounded above); a host writing the buffer meanwhile only garbles this
-            // copy.
-            let data = unsafe { core::slice::from_raw_parts(buf, len as usize) };
-            let data = if j == start && hlen != 0 {
-                let (Some(h), Some(rest)) = (data.get(..hlen as usize), data.get(hlen as usize..))
-                else {
+            // The buffer holds `buf_size >= len` bytes; a host writing it meanwhile only
+            // garbles this copy.
+            let from = if j == start && hlen != 0 {
+                if len < hlen {
                     return drop_it(true);
-                };
-                hdr_bytes.copy_from_slice(h);
-                rest
+                }
+                buf.read(0, &mut hdr_bytes);
+                hlen
             } else {
-                data
+                0
             };
-            if skb.push(data).is_err() {
+            if buf
+                .append_to(from as usize, (len - from) as usize, &mut skb)
+                .is_err()
+            {
                 return drop_it(false);
             }
             j = nm_next(j, n);
@@ -324,14 +300,17 @@ impl PtnetDev {
         let Some(r) = self.ring(Dir::Tx, 0) else {
             return false;
         };
-        if !nd.queue_stopped() || self.try_hold(r).is_err() {
+        let held = if nd.queue_stopped() {
+            self.try_hold(r).ok()
+        } else {
+            None
+        };
+        let Some(mut kr) = held else {
             return nd.queue_stopped();
-        }
-        self.refresh(r);
-        // SAFETY: `busy` is held.
-        let kr = unsafe { &*r.kring.get() };
+        };
+        self.refresh(r, &mut kr);
         let room = distance(kr.rcur, kr.rtail, kr.num_slots);
-        r.release();
+        drop(kr);
         if room >= self.tx_wake_threshold() {
             nd.wake_queue();
             false
@@ -414,23 +393,19 @@ impl Ops for PtnetDev {
             bump(&self.nic_stats.tx_dropped, 1);
             return Ok(());
         }
-        match self.try_hold(r) {
-            Ok(()) => {}
+        let mut kr = match self.try_hold(r) {
+            Ok(kr) => kr,
             Err(SyncError::Busy) => return Err(skb),
             Err(_) => {
                 // No backend: the frame has nowhere to go.
                 bump(&self.nic_stats.tx_dropped, 1);
                 return Ok(());
             }
-        }
-        let len = skb.len();
-        let res = self.xmit_locked(r, &skb);
-        // SAFETY: `busy` is held.
-        let room = {
-            let kr = unsafe { &*r.kring.get() };
-            distance(kr.rcur, kr.rtail, kr.num_slots)
         };
-        r.release();
+        let len = skb.len();
+        let res = self.xmit_locked(r, &mut kr, &skb);
+        let room = distance(kr.rcur, kr.rtail, kr.num_slots);
+        drop(kr);
         let ret = match res {
             Ok(true) => {
                 bump(&self.nic_stats.tx_packets, 1);
@@ -464,11 +439,11 @@ impl Ops for PtnetDev {
             let Some(r) = self.ring(Dir::Rx, i) else {
                 break;
             };
-            if self.try_hold(r).is_err() {
+            let Ok(mut kr) = self.try_hold(r) else {
                 continue;
-            }
-            work += self.rx_locked(r, nd, budget - work);
-            r.release();
+            };
+            work += self.rx_locked(r, &mut kr, nd, budget - work);
+            drop(kr);
             if work >= budget {
                 break;
             }
@@ -487,8 +462,7 @@ impl Ops for PtnetDev {
                 }
             }
             if again {
-                // SAFETY: `nd` is the live device.
-                unsafe { nd.napi().schedule() };
+                nd.schedule_napi();
             }
         }
         work
@@ -503,27 +477,6 @@ impl Ops for PtnetDev {
             tx_bytes: s.tx_bytes.load(Ordering::Relaxed),
             rx_dropped: s.rx_dropped.load(Ordering::Relaxed),
             tx_dropped: s.tx_dropped.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl Ring {
-    /// Slot `i` of this ring (`i` taken modulo the ring size).
-    pub(crate) fn slot(&self, i: u32) -> *mut NetmapSlot {
-        // SAFETY: the slot array of `num_slots` entries lies inside region 0 (checked at
-        // probe) and `i % num_slots` is in range.
-        unsafe { self.slots.as_ptr().add((i % self.num_slots) as usize) }
-    }
-
-    /// A slot's length and flags, read once each.
-    fn slot_len_flags(&self, i: u32) -> (u16, u16) {
-        let s = self.slot(i);
-        // SAFETY: `s` is inside the slot array (see `slot`).
-        unsafe {
-            (
-                core::ptr::read_volatile(&raw const (*s).len),
-                core::ptr::read_volatile(&raw const (*s).flags),
-            )
         }
     }
 }

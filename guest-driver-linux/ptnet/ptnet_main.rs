@@ -14,36 +14,36 @@
 //! Every value read from region 0 is treated as hostile (the guest application shares that
 //! memory, and the device writes it): ring locations are computed and checked once at
 //! start-up and kept in the driver; indices from the rings are validated with netmap's
-//! prologues (`ptnet_spec::ring`); indices from the CSB are range-checked.
+//! prologues (`ptnet_spec::ring`); indices from the CSB are range-checked. Region 0 and the
+//! CSB are only ever touched through [`shm`]; losing the backend and finding it again is
+//! [`recovery`].
 
-use core::{
-    cell::UnsafeCell,
-    ptr::NonNull,
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
-    bindings, new_mutex, new_poll_condvar,
+    new_mutex, new_poll_condvar,
     prelude::*,
     sync::{poll::PollCondVar, Arc, Mutex, SetOnce},
     time::{delay::fsleep, Delta},
-    workqueue::{impl_has_work, new_work, Work, WorkItem},
+    workqueue::{new_work, Work},
 };
 use ptnet_spec::{
-    csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE, NAF_FORCE_RECLAIM},
+    appl,
+    csb::{CsbAtok, CsbKtoa},
     device::{
         PtnetConfig, PTNET_CONFIG_CSB_ATOK_OFFSET, PTNET_CONFIG_CSB_KTOA_OFFSET, PTNET_CONFIG_SIZE,
         PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY,
         PTNET_VNET_HDR_LEN, VIRTIO_F_VERSION_1, VIRTIO_ID_PTNET,
     },
-    netmap::{
-        NetmapIf, NetmapRing, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS,
-    },
+    netmap::{NetmapIf, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS},
     ring::{KringIndices, RingError},
 };
 
+mod miscdev;
 mod netdev;
 mod netmap;
 mod nic;
+mod recovery;
+mod shm;
 mod virtio;
 mod work;
 
@@ -79,28 +79,15 @@ pub(crate) enum Dir {
     Rx,
 }
 
-/// The driver's side of one ring: its kring indices (what the application was last
-/// allowed to see), where the ring lives, and its users.
+/// The driver's side of one ring: where it lives with its kring indices (what the
+/// application was last allowed to see), and its users.
 pub(crate) struct Ring {
     pub(crate) dir: Dir,
     /// Index in CSB order (TX rings, then RX rings) = virtqueue index.
     pub(crate) k: u32,
-    /// The `netmap_ring` header in region 0 (checked at start-up to lie inside it).
-    hdr: NonNull<NetmapRing>,
-    /// Its slot array (inside region 0, `num_slots` entries).
-    slots: NonNull<NetmapSlot>,
-    /// Slots in the ring (from the configuration, not from the shared header).
-    num_slots: u32,
-    /// Offset in region 0 of this ring's buffer 0 (from its `buf_ofs`, read and checked
-    /// once at start-up).
-    buf_base: usize,
-    /// The ring's place and its header's fixed fields as found at probe, rewritten at every
-    /// registration (an earlier application may have scribbled over them).
-    layout: RingLayout,
-    /// Kernel copy of the indices; only touched with `busy` held.
-    kring: UnsafeCell<KringIndices>,
-    /// netmap's `nm_kr_tryget`: one sync at a time per ring (netmap API, NAPI, xmit).
-    busy: AtomicBool,
+    /// Its header, slots and buffers in region 0, and the kring indices behind its `busy`
+    /// flag (checked at start-up to lie inside the region).
+    pub(crate) shm: shm::RingHandle,
     /// Open files registered on this ring.
     pub(crate) users: AtomicU32,
     /// A registration holds the ring exclusively (`NR_EXCLUSIVE`).
@@ -111,21 +98,10 @@ pub(crate) struct Ring {
     irqs: AtomicU64,
 }
 
-impl Ring {
-    /// Ends what [`PtnetDev::try_hold`] started.
-    pub(crate) fn release(&self) {
-        self.busy.store(false, Ordering::Release);
+impl AsRef<shm::RingHandle> for Ring {
+    fn as_ref(&self) -> &shm::RingHandle {
+        &self.shm
     }
-}
-
-/// Where a ring is and what its header's fixed fields were at probe.
-struct RingLayout {
-    /// Offset of the `netmap_ring` in region 0.
-    ofs: usize,
-    buf_ofs: i64,
-    nr_buf_size: u32,
-    ringid: u16,
-    dir: u16,
 }
 
 /// One bound ptnet device.
@@ -136,17 +112,12 @@ pub(crate) struct PtnetDev {
     pub(crate) cfg: PtnetConfig,
     /// The port's `netmap_if` header as found (and checked) at probe.
     nif: NetmapIf,
-    /// Guest-physical base of region 0.
-    pub(crate) shm_phys: u64,
-    /// Length of the device's shared-memory window (at least `cfg.mem_size`).
-    pub(crate) shm_window: u64,
     /// Kernel mapping of region 0 (write-back), `cfg.mem_size` bytes.
-    shm: ShmMapping,
-    csb: virtio::Coherent,
+    pub(crate) region: Arc<shm::Region>,
+    csb: shm::Csb,
     rings: KVec<Ring>,
-    vqs: KVec<virtio::Virtqueue>,
-    /// The event buffers every queue keeps posted (EVENT_BUFS per queue).
-    events: KVec<[u8; EVENT_BUF_LEN]>,
+    /// One virtqueue per ring (CSB order), each with EVENT_BUFS event buffers posted.
+    queues: virtio::EventQueues,
     /// Set once remove has started: no new sync, register or mmap.
     pub(crate) dead: AtomicBool,
     /// The network device for the kernel stack.
@@ -170,7 +141,7 @@ pub(crate) struct PtnetDev {
     #[pin]
     pub(crate) rx_wait: PollCondVar,
     /// The virtio device, for [`PtnetDev::recover`] (configuration space).
-    vdev: virtio::BoundDevice,
+    vdev: virtio::BoundDevice<PtnetDriver>,
     /// The device has no backend that knows this driver (it went away, or a new one has
     /// not started yet: SPEC §3.5): no ring, slot or CSB entry is touched until
     /// [`PtnetDev::recover`] has synchronised them with the new backend.
@@ -181,25 +152,6 @@ pub(crate) struct PtnetDev {
     #[pin]
     recover_work: Work<PtnetDev>,
 }
-
-impl_has_work! {
-    impl HasWork<Self> for PtnetDev { self.recover_work }
-}
-
-impl WorkItem for PtnetDev {
-    type Pointer = Arc<PtnetDev>;
-
-    fn run(this: Arc<PtnetDev>) {
-        this.recover();
-    }
-}
-
-// SAFETY: the raw pointers are into region 0 (device memory mapped for the driver's
-// lifetime) and the CSB (coherent memory); all shared state in them is accessed through
-// atomics, and the kring copies are serialised by each ring's `busy` flag.
-unsafe impl Send for PtnetDev {}
-// SAFETY: see `Send`.
-unsafe impl Sync for PtnetDev {}
 
 /// Why a sync did not happen.
 pub(crate) enum SyncError {
@@ -214,16 +166,17 @@ pub(crate) enum SyncError {
     Lost,
 }
 
-/// A ring's kernel indices as the device published them at start (CSB order `k`).
+/// A ring's kernel indices as the device published them at start (CSB order `k`); a fresh
+/// kring if any of them lies outside the ring.
 fn kring_from_csb(atok: &CsbAtok, ktoa: &CsbKtoa, tx: bool, n: u32) -> KringIndices {
     let a = atok.kern_read();
-    let s = ktoa.appl_read();
     let mut kring = if tx {
         KringIndices::new_tx(n)
     } else {
         KringIndices::new_rx(n)
     };
-    if s.hwcur < n && s.hwtail < n && a.head < n && a.cur < n {
+    let s = appl::read_back(ktoa, n).filter(|_| a.head < n && a.cur < n);
+    if let Some(s) = s {
         kring.hwcur = s.hwcur;
         kring.hwtail = s.hwtail;
         kring.rtail = s.hwtail;
@@ -231,6 +184,16 @@ fn kring_from_csb(atok: &CsbAtok, ktoa: &CsbKtoa, tx: bool, n: u32) -> KringIndi
         kring.rcur = a.cur;
     }
     kring
+}
+
+/// Takes the device's `hwcur`/`hwtail` from `ktoa` into the kring `kr`, unless one lies
+/// outside the ring: the device is not trusted with the driver's indices either.
+fn read_back(kr: &mut KringIndices, ktoa: &CsbKtoa) {
+    if let Some(s) = appl::read_back(ktoa, kr.num_slots) {
+        kr.hwcur = s.hwcur;
+        kr.hwtail = s.hwtail;
+        kr.rtail = s.hwtail;
+    }
 }
 
 impl PtnetDev {
@@ -241,10 +204,6 @@ impl PtnetDev {
             _ => return None,
         };
         self.rings.get(k as usize)
-    }
-
-    fn csb_entries(&self, k: u32) -> (&CsbAtok, &CsbKtoa) {
-        csb_entries(&self.csb, &self.cfg, k)
     }
 
     /// txsync or rxsync of ring `r`, netmap style: validate the application's head/cur
@@ -260,9 +219,9 @@ impl PtnetDev {
         if self.dead.load(Ordering::Acquire) {
             return Err(SyncError::Gone);
         }
-        self.try_hold(r)?;
-        let res = self.sync_locked(r, reclaim && r.dir == Dir::Tx);
-        r.release();
+        let mut kr = self.try_hold(r)?;
+        let res = self.sync_locked(r, &mut kr, reclaim && r.dir == Dir::Tx);
+        drop(kr);
         res
     }
 
@@ -270,26 +229,24 @@ impl PtnetDev {
     /// unless another holds it or the device lost its backend. The order (take, then look
     /// at `lost`, both sequentially consistent) is what lets [`PtnetDev::recover`] wait
     /// for the syncs that started before it set `lost` and know no later one touches the
-    /// ring.
-    pub(crate) fn try_hold(&self, r: &Ring) -> Result<(), SyncError> {
-        if r.busy.swap(true, Ordering::SeqCst) {
-            return Err(SyncError::Busy);
-        }
+    /// ring. The ring is held until the guard is dropped.
+    pub(crate) fn try_hold<'r>(&self, r: &'r Ring) -> Result<shm::KringGuard<'r>, SyncError> {
+        let kr = r.shm.try_take().ok_or(SyncError::Busy)?;
         if self.lost.load(Ordering::SeqCst) {
-            r.release();
+            drop(kr);
             return Err(SyncError::Lost);
         }
-        Ok(())
+        Ok(kr)
     }
 
-    fn sync_locked(&self, r: &Ring, reclaim: bool) -> Result<bool, SyncError> {
-        // SAFETY: `busy` is held, so this is the only access to the kring copy.
-        let kr = unsafe { &mut *r.kring.get() };
-        // SAFETY: `hdr` points into region 0 (checked at start-up), mapped while `self`
-        // lives; its index fields are atomics.
-        let hdr = unsafe { r.hdr.as_ref() };
-        let head = hdr.head.load(Ordering::Acquire);
-        let cur = hdr.cur.load(Ordering::Acquire);
+    /// The sync itself, on ring `r` held as `kr`.
+    fn sync_locked(
+        &self,
+        r: &Ring,
+        kr: &mut KringIndices,
+        reclaim: bool,
+    ) -> Result<bool, SyncError> {
+        let (head, cur) = r.shm.head_cur();
         let v = match r.dir {
             Dir::Tx => kr.txsync_prologue(head, cur),
             Dir::Rx => kr.rxsync_prologue(head, cur),
@@ -298,82 +255,65 @@ impl PtnetDev {
             Ok(v) => v,
             Err(e) => {
                 // netmap_ring_reinit: the application sees the driver's state again.
-                hdr.head.store(kr.rhead, Ordering::Relaxed);
-                hdr.cur.store(kr.rcur, Ordering::Relaxed);
-                hdr.tail.store(kr.rtail, Ordering::Release);
+                r.shm.reinit(kr);
                 return Err(SyncError::Bad(e));
             }
         };
         kr.rhead = v.head;
         kr.rcur = v.cur;
-        let (atok, ktoa) = self.csb_entries(r.k);
-        let before = ktoa.appl_read();
+        let (atok, ktoa) = self.csb.entries(r.k);
         let would_block = r.dir == Dir::Tx && kr.rcur == kr.rtail;
-        let news = kr.rhead != before.hwcur;
-        if (atok.appl_publish(ktoa, kr.rhead, kr.rcur) && (news || would_block)) || reclaim {
-            atok.appl_set_sync_flags(if reclaim { NAF_FORCE_RECLAIM } else { 0 });
-            self.vqs[r.k as usize].notify();
-            r.kicks.fetch_add(1, Ordering::Relaxed);
+        if appl::publish(atok, ktoa, kr.rhead, kr.rcur, would_block, reclaim) {
+            self.kick(r);
         }
-        let s = ktoa.appl_read();
-        // The device is not trusted with our indices either.
-        if s.hwcur < kr.num_slots && s.hwtail < kr.num_slots {
-            kr.hwcur = s.hwcur;
-            kr.hwtail = s.hwtail;
-            kr.rtail = s.hwtail;
-        }
-        hdr.tail.store(kr.rtail, Ordering::Release);
+        read_back(kr, ktoa);
+        r.shm.set_tail(kr.rtail);
         Ok(kr.rcur != kr.rtail)
+    }
+
+    /// Rings ring `r`'s doorbell.
+    pub(crate) fn kick(&self, r: &Ring) {
+        self.queues.notify(r.k as usize);
+        r.kicks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Before sleeping on ring `r`: enable its interrupt with the double check. Returns
     /// whether the device moved meanwhile (the caller should sync again instead of sleeping).
     pub(crate) fn arm(&self, r: &Ring) -> bool {
-        let (atok, ktoa) = self.csb_entries(r.k);
-        match self.try_hold(r) {
-            Ok(()) => {}
+        let (atok, ktoa) = self.csb.entries(r.k);
+        let kr = match self.try_hold(r) {
+            Ok(kr) => kr,
             Err(SyncError::Busy) => return true,
             // Sleep: recovery wakes everyone when the rings are back.
             Err(_) => return false,
-        }
-        // SAFETY: `busy` is held.
-        let kr = unsafe { &*r.kring.get() };
+        };
         let s = atok.appl_enable_notifications(ktoa);
         let moved = s.hwtail != kr.hwtail;
         if moved {
             atok.appl_disable_notifications();
         }
-        r.release();
+        drop(kr);
         moved
     }
 
     /// Rewrites what an application could have scribbled over in the port's layout: the
     /// `netmap_if` header, its ring offsets, and every ring header's fixed fields, from the
     /// copies taken at probe. Called at every registration, so that each application finds
-    /// the layout netmap would give it, whatever the previous one did.
+    /// the layout netmap would give it, whatever the previous one did. All of it lies
+    /// inside the region (`locate_rings` checked at probe).
     pub(crate) fn restore_layout(&self) {
-        let base = self.shm.ptr.as_ptr();
         let nifp = self.cfg.nifp_offset as usize;
         let host_tx = self.nif.ni_host_tx_rings as usize;
-        // SAFETY: `locate_rings` checked at probe that the netmap_if header, its ring offset
-        // entries and every ring header lie inside the mapping; only plain integer fields
-        // are written.
-        unsafe {
-            core::ptr::write_volatile(base.add(nifp).cast::<NetmapIf>(), self.nif);
-            for r in self.rings.iter() {
-                let k = r.k as usize;
-                let slot_ix = if r.dir == Dir::Tx { k } else { k + host_tx };
-                let entry = base
-                    .add(nifp + NETMAP_IF_RING_OFS + slot_ix * 8)
-                    .cast::<i64>();
-                core::ptr::write_volatile(entry, r.layout.ofs as i64 - nifp as i64);
-                let h = r.hdr.as_ptr();
-                core::ptr::write_volatile(&raw mut (*h).buf_ofs, r.layout.buf_ofs);
-                core::ptr::write_volatile(&raw mut (*h).num_slots, r.num_slots);
-                core::ptr::write_volatile(&raw mut (*h).nr_buf_size, r.layout.nr_buf_size);
-                core::ptr::write_volatile(&raw mut (*h).ringid, r.layout.ringid);
-                core::ptr::write_volatile(&raw mut (*h).dir, r.layout.dir);
-            }
+        self.region.write(nifp, self.nif);
+        for r in self.rings.iter() {
+            let k = r.k as usize;
+            let slot_ix = if r.dir == Dir::Tx { k } else { k + host_tx };
+            let ofs = r.shm.layout().ofs;
+            self.region.write(
+                nifp + NETMAP_IF_RING_OFS + slot_ix * 8,
+                ofs as i64 - nifp as i64,
+            );
+            r.shm.restore_header();
         }
     }
 
@@ -386,227 +326,10 @@ impl PtnetDev {
 
     /// Resets the application's view of ring `r` to the driver's (at registration).
     pub(crate) fn reinit_user_ring(&self, r: &Ring) {
-        if self.try_hold(r).is_err() {
+        let Ok(kr) = self.try_hold(r) else {
             return;
-        }
-        // SAFETY: `busy` is held.
-        let kr = unsafe { &*r.kring.get() };
-        // SAFETY: as in `sync_locked`.
-        let hdr = unsafe { r.hdr.as_ref() };
-        hdr.head.store(kr.rhead, Ordering::Relaxed);
-        hdr.cur.store(kr.rcur, Ordering::Relaxed);
-        hdr.tail.store(kr.rtail, Ordering::Release);
-        r.release();
-    }
-
-    /// Waits until no sync runs on any ring (after `dead` or `lost` is set, none starts).
-    fn quiesce(&self) {
-        for r in self.rings.iter() {
-            while r.busy.load(Ordering::SeqCst) {
-                fsleep(Delta::from_millis(1));
-            }
-        }
-    }
-
-    /// Takes ring `r` however long another sync holds it (recovery: `lost` is set, so no
-    /// new sync starts and the wait is short).
-    fn hold_for_recovery(&self, r: &Ring) {
-        while r.busy.swap(true, Ordering::SeqCst) {
-            fsleep(Delta::from_millis(1));
-        }
-    }
-
-    /// After a configuration interrupt (process context): if the device lost its backend
-    /// (QEMU reports a disconnect, a reconnected backend, or a resumed VM whose backend
-    /// stopped the device while it was paused), stop
-    /// touching the rings, give the new backend the CSB addresses again (it starts the port
-    /// on them and maps its memory, SPEC §3.5), and once it says `MEM_READY` check that it
-    /// is the same port and take the rings up where the new backend has them.
-    ///
-    /// What is preserved is the device: the interface, its addresses, open netmap files
-    /// and their mappings. What is not: frames that were in the rings, and the ring indices
-    /// (the new backend's rings start afresh; applications see them reset, as after
-    /// netmap's `netmap_ring_reinit`).
-    fn recover(&self) {
-        if self.dead.load(Ordering::Acquire) {
-            return;
-        }
-        // SAFETY: this runs as `recover_work`, which remove cancels (waiting for a running
-        // instance) before it returns; the device is bound until then.
-        let vdev = unsafe { self.vdev.get() };
-        let _g = self.mode_lock.lock();
-        let status = vdev.read_config_u16(STATUS_OFFSET);
-        let was_lost = self.lost.load(Ordering::SeqCst);
-        if status & PTNET_S_MEM_READY != 0 && !was_lost {
-            return;
-        }
-        if !was_lost {
-            self.lost.store(true, Ordering::SeqCst);
-            dev_warn!(
-                vdev.as_dev(),
-                "ptnet{}: the device stopped under the driver (status {:#x}: backend gone or restarted, or the VM paused); rings on hold\n",
-                self.unit,
-                status
-            );
-            if let Some(nd) = self.netdev.as_ref() {
-                nd.set_carrier(false);
-            }
-        }
-        // Syncs that started before `lost` was set finish; no other starts.
-        self.quiesce();
-        if status & PTNET_S_MEM_READY == 0 && !self.restart_backend(&vdev) {
-            return;
-        }
-        if let Err(why) = self.same_port(&vdev) {
-            dev_err!(
-                vdev.as_dev(),
-                "ptnet{}: the new backend serves a different port ({}); reload the driver\n",
-                self.unit,
-                why
-            );
-            return;
-        }
-        for r in self.rings.iter() {
-            self.hold_for_recovery(r);
-            let (atok, ktoa) = self.csb_entries(r.k);
-            let kring = kring_from_csb(atok, ktoa, r.dir == Dir::Tx, r.num_slots);
-            atok.appl_disable_notifications();
-            // SAFETY: `busy` is held.
-            unsafe { *r.kring.get() = kring };
-            // SAFETY: as in `sync_locked`.
-            let hdr = unsafe { r.hdr.as_ref() };
-            hdr.head.store(kring.rhead, Ordering::Relaxed);
-            hdr.cur.store(kring.rcur, Ordering::Relaxed);
-            hdr.tail.store(kring.rtail, Ordering::Release);
-        }
-        self.restore_layout();
-        self.lost.store(false, Ordering::SeqCst);
-        for r in self.rings.iter() {
-            r.release();
-        }
-        let n = self.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
-        dev_info!(
-            vdev.as_dev(),
-            "ptnet{}: backend back, rings resynchronised (recovery {})\n",
-            self.unit,
-            n
-        );
-        if let Some(nd) = self.netdev.as_ref() {
-            if self.nic_up.load(Ordering::Acquire) {
-                nd.set_carrier(true);
-            }
-            if self.kernel_mode.load(Ordering::Acquire) {
-                // SAFETY: the net_device lives as long as the device data.
-                unsafe { nd.napi().schedule() };
-            }
-        }
-        self.tx_wait.notify_all();
-        self.rx_wait.notify_all();
-    }
-
-    /// Hands the backend the CSB addresses (it starts the port on them and maps its memory,
-    /// as at probe) and waits for `MEM_READY`. Writes them again every 100 ms: a write that
-    /// reached no backend (QEMU drops it between two connections) is not lost for long.
-    /// Gives up when no backend is connected (the configuration reads as zeroes; QEMU
-    /// interrupts again when one connects) or after `start_timeout_ms`.
-    fn restart_backend(&self, vdev: &virtio::Device) -> bool {
-        let timeout = module_parameters::start_timeout_ms.value();
-        let mut waited = 0u32;
-        loop {
-            if vdev.read_config_u16(NUM_TX_RINGS_OFFSET) == 0 {
-                dev_info!(
-                    vdev.as_dev(),
-                    "ptnet{}: no backend connected; waiting for one\n",
-                    self.unit
-                );
-                return false;
-            }
-            vdev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, self.csb.dma_addr());
-            vdev.write_config_u64(
-                PTNET_CONFIG_CSB_KTOA_OFFSET as u32,
-                self.csb.dma_addr() + self.cfg.csb_array_size(),
-            );
-            for _ in 0..10 {
-                if vdev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY != 0 {
-                    return true;
-                }
-                fsleep(Delta::from_millis(10));
-                waited += 10;
-            }
-            if waited >= timeout || self.dead.load(Ordering::Acquire) {
-                dev_info!(
-                    vdev.as_dev(),
-                    "ptnet{}: the backend did not start the device within {} ms; waiting for the next configuration change\n",
-                    self.unit,
-                    waited
-                );
-                return false;
-            }
-        }
-    }
-
-    /// Whether the started device is the port this driver set up at probe: same geometry,
-    /// same `netmap_if` and ring places (a restarted daemon with the same configuration
-    /// builds the same layout).
-    fn same_port(&self, vdev: &virtio::Device) -> core::result::Result<(), &'static str> {
-        let c = read_config(vdev);
-        let o = &self.cfg;
-        if c.mac != o.mac
-            || c.num_tx_rings != o.num_tx_rings
-            || c.num_rx_rings != o.num_rx_rings
-            || c.num_tx_slots != o.num_tx_slots
-            || c.num_rx_slots != o.num_rx_slots
-            || c.nifp_offset != o.nifp_offset
-            || c.mem_size != o.mem_size
-            || c.buf_size != o.buf_size
-        {
-            return Err("geometry changed");
-        }
-        if c.vnet_hdr_len != o.vnet_hdr_len {
-            return Err("virtio-net header length changed");
-        }
-        let (nif, offs) = locate_rings(vdev, &c, self.shm.ptr).map_err(|_| "bad layout")?;
-        if nif.ni_name != self.nif.ni_name {
-            return Err("another netmap_if");
-        }
-        let moved = self
-            .rings
-            .iter()
-            .zip(offs.iter())
-            .any(|(r, off)| r.layout.ofs != *off);
-        if moved {
-            return Err("rings moved");
-        }
-        // The driver finds buffers from what it read at probe (`buf_base`); the new backend
-        // must put them where they were. (`restore_layout` then rewrites these fields anyway,
-        // for the applications.)
-        let bufs_moved = self.rings.iter().any(|r| {
-            // SAFETY: the header lies inside the mapping at the same offset as at probe
-            // (checked just above); plain integer fields, read once each.
-            let (buf_ofs, nr_buf_size) = unsafe {
-                let h = r.hdr.as_ptr();
-                (
-                    core::ptr::read_volatile(&raw const (*h).buf_ofs),
-                    core::ptr::read_volatile(&raw const (*h).nr_buf_size),
-                )
-            };
-            buf_ofs != r.layout.buf_ofs || nr_buf_size != r.layout.nr_buf_size
-        });
-        if bufs_moved {
-            return Err("buffers moved");
-        }
-        Ok(())
-    }
-
-    /// Region 0 buffer `idx` of ring `r`, if it lies inside the region.
-    fn buffer(&self, r: &Ring, idx: u32) -> Option<*mut u8> {
-        let bs = self.cfg.buf_size as usize;
-        let start = (idx as usize).checked_mul(bs)?.checked_add(r.buf_base)?;
-        if start.checked_add(bs)? > self.cfg.mem_size as usize {
-            return None;
-        }
-        // SAFETY: `start + buf_size <= mem_size`, the length of the mapping.
-        Some(unsafe { self.shm.ptr.as_ptr().add(start) })
+        };
+        r.shm.reinit(&kr);
     }
 
     /// A netmap registration starts (`delta` 1) or ends (`-1`): the kernel stack gives the
@@ -636,6 +359,9 @@ struct PtnetDriver {
     dev: Arc<PtnetDev>,
 }
 
+/// A ptnet device as the virtio layer hands it to this driver.
+type Device = virtio::Device<PtnetDriver>;
+
 mod ptnet_names {
     use kernel::prelude::*;
     macro_rules! names {
@@ -653,96 +379,11 @@ mod ptnet_names {
 
 /// Offset of `status` in the configuration space.
 const STATUS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, status) as u32;
-/// Offset of `num_tx_rings` in the configuration space (never 0 while a backend is
-/// connected).
-const NUM_TX_RINGS_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, num_tx_rings) as u32;
 /// Offset of `vnet_hdr_len` in the configuration space.
 const VNET_HDR_LEN_OFFSET: u32 = core::mem::offset_of!(PtnetConfig, vnet_hdr_len) as u32;
 
-/// Region 0 mapped write-back for the driver; unmapped on drop.
-struct ShmMapping {
-    ptr: NonNull<u8>,
-}
-
-impl ShmMapping {
-    fn new(phys: u64, len: usize) -> Option<Self> {
-        // SAFETY: `phys..phys+len` is inside the device's shared-memory window (the
-        // caller checked `len` against the region the transport reported).
-        let p = unsafe { bindings::memremap(phys, len, bindings::MEMREMAP_WB as c_ulong) };
-        NonNull::new(p.cast::<u8>()).map(|ptr| ShmMapping { ptr })
-    }
-}
-
-impl Drop for ShmMapping {
-    fn drop(&mut self) {
-        // SAFETY: returned by `memremap` in `new`; the owner (the device data) is going
-        // away, so nothing uses the mapping any more.
-        unsafe { bindings::memunmap(self.ptr.as_ptr().cast()) };
-    }
-}
-
-/// The CSB entries of ring `k`.
-fn csb_entries<'a>(
-    csb: &'a virtio::Coherent,
-    cfg: &PtnetConfig,
-    k: u32,
-) -> (&'a CsbAtok, &'a CsbKtoa) {
-    let entry = CSB_ENTRY_SIZE as usize;
-    let k = (k % cfg.num_rings()) as usize;
-    let ktoa_off = cfg.csb_array_size() as usize;
-    // SAFETY: the allocation holds two arrays of `num_rings` 64-byte entries (sized in
-    // probe) and `k < num_rings`; both entry types are 64-byte atomics-only structs that
-    // are valid for any bit pattern, and the allocation outlives `'a`.
-    unsafe {
-        let base = csb.cpu_addr();
-        (
-            &*base.add(k * entry).cast::<CsbAtok>(),
-            &*base.add(ktoa_off + k * entry).cast::<CsbKtoa>(),
-        )
-    }
-}
-
-/// Posts event buffer `slot` of queue `k` (SPEC §3.3).
-fn post_event_buffer(
-    vqs: &[virtio::Virtqueue],
-    events: &KVec<[u8; EVENT_BUF_LEN]>,
-    k: usize,
-    slot: usize,
-    gfp: bindings::gfp_t,
-) -> Result {
-    let buf = events[k * EVENT_BUFS + slot].as_ptr().cast_mut();
-    // SAFETY: the event buffers live in the device data, which outlives the queues (they
-    // are deleted in remove before the data is dropped) and the CPU never touches them;
-    // posting on a queue is serialised (probe before the data is published, then only
-    // that queue's interrupt).
-    unsafe { vqs[k].add_inbuf(buf, EVENT_BUF_LEN as u32, buf, gfp) }
-}
-
-/// Takes back every completed event buffer of every queue and posts it again.
-fn replenish(vqs: &[virtio::Virtqueue], events: &KVec<[u8; EVENT_BUF_LEN]>) {
-    for k in 0..vqs.len() {
-        replenish_one(vqs, events, k, bindings::GFP_KERNEL);
-    }
-}
-
-fn replenish_one(
-    vqs: &[virtio::Virtqueue],
-    events: &KVec<[u8; EVENT_BUF_LEN]>,
-    k: usize,
-    gfp: bindings::gfp_t,
-) {
-    let base = events.as_ptr() as usize;
-    // SAFETY: serialised as described in `post_event_buffer`.
-    while let Some(token) = unsafe { vqs[k].get_buf() } {
-        let i = (token.as_ptr() as usize).wrapping_sub(base) / EVENT_BUF_LEN;
-        if i / EVENT_BUFS == k {
-            let _ = post_event_buffer(vqs, events, k, i % EVENT_BUFS, gfp);
-        }
-    }
-}
-
 /// Reads the whole configuration space.
-fn read_config(dev: &virtio::Device) -> PtnetConfig {
+fn read_config(dev: &Device) -> PtnetConfig {
     let mut b = [0u8; PTNET_CONFIG_SIZE as usize];
     dev.read_config(0, &mut b);
     PtnetConfig::from_le_bytes(&b)
@@ -751,9 +392,9 @@ fn read_config(dev: &virtio::Device) -> PtnetConfig {
 /// Checks the `netmap_if` at `nifp_offset` and every ring it points to, returning the ring
 /// headers' offsets in region 0 (CSB order).
 fn locate_rings(
-    dev: &virtio::Device,
+    dev: &Device,
     cfg: &PtnetConfig,
-    shm: NonNull<u8>,
+    region: &shm::Region,
 ) -> Result<(NetmapIf, KVec<usize>)> {
     let mem = cfg.mem_size as usize;
     let nifp = cfg.nifp_offset as usize;
@@ -769,10 +410,8 @@ fn locate_rings(
         );
         return Err(EINVAL);
     }
-    // SAFETY: `nifp + size_of::<NetmapIf>() <= mem_size <= region length` (checked in
-    // probe); the struct is plain integers, read unaligned-safe by value.
-    let nif: NetmapIf =
-        unsafe { core::ptr::read_volatile(shm.as_ptr().add(nifp).cast::<NetmapIf>()) };
+    // `nifp + size_of::<NetmapIf>() <= mem_size`, the region's length (checked above).
+    let nif: NetmapIf = region.read(nifp).ok_or(EINVAL)?;
     let name_len = nif
         .ni_name
         .iter()
@@ -817,8 +456,7 @@ fn locate_rings(
         if ofs_at + 8 > mem {
             return Err(EINVAL);
         }
-        // SAFETY: `ofs_at + 8 <= mem` checked above.
-        let rel = unsafe { core::ptr::read_volatile(shm.as_ptr().add(ofs_at).cast::<i64>()) };
+        let rel: i64 = region.read(ofs_at).ok_or(EINVAL)?;
         let at = (nifp as i64).checked_add(rel).ok_or(EINVAL)?;
         let end = (slots as usize)
             .checked_mul(core::mem::size_of::<NetmapSlot>())
@@ -834,6 +472,244 @@ fn locate_rings(
     Ok((nif, offs))
 }
 
+// Probe, step by step. Each step logs why it fails; `probe` undoes what the steps before
+// it did.
+
+/// Checks what the device offers before anything is set up: `VIRTIO_F_VERSION_1`, a
+/// geometry within ptnet's limits (`ptnet_spec::device`), and a shared-memory region 0 that
+/// holds `mem_size` bytes. Returns the configuration and region 0's window.
+fn check_device(dev: &Device) -> Result<(PtnetConfig, virtio::ShmRegion)> {
+    if !dev.has_feature(VIRTIO_F_VERSION_1) {
+        dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
+        return Err(ENODEV);
+    }
+    let cfg = read_config(dev);
+    if let Err(e) = cfg.validate_geometry() {
+        dev_err!(dev.as_dev(), "bad geometry: {:?}\n", e);
+        return Err(EINVAL);
+    }
+    let window = dev.shm_region(PTNET_SHMID_ALLOCATOR).ok_or_else(|| {
+        dev_err!(
+            dev.as_dev(),
+            "no shared-memory region {}\n",
+            PTNET_SHMID_ALLOCATOR
+        );
+        ENODEV
+    })?;
+    if cfg.mem_size > window.len {
+        dev_err!(
+            dev.as_dev(),
+            "mem_size {:#x} exceeds the {:#x}-byte region\n",
+            cfg.mem_size,
+            window.len
+        );
+        return Err(EINVAL);
+    }
+    Ok((cfg, window))
+}
+
+/// Allocates the CSB (the atok array, then the ktoa array, zeroed, page aligned so 64-byte
+/// aligned, in memory the device can address) and gives the device its addresses.
+fn hand_over_csb(dev: &Device, cfg: &PtnetConfig) -> Result<shm::Csb> {
+    let csb = shm::Csb::alloc(dev, cfg.num_rings())?;
+    dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.atok_addr());
+    dev.write_config_u64(PTNET_CONFIG_CSB_KTOA_OFFSET as u32, csb.ktoa_addr());
+    Ok(csb)
+}
+
+/// Creates one virtqueue per ring, in CSB order (`ptnet-txN`, then `ptnet-rxN`).
+fn find_queues(dev: &Device, cfg: &PtnetConfig) -> Result<KVec<virtio::Virtqueue>> {
+    let nrings = cfg.num_rings() as usize;
+    let ntx = cfg.num_tx_rings as usize;
+    let mut qnames = KVec::with_capacity(nrings, GFP_KERNEL)?;
+    for k in 0..nrings {
+        let name = if k < ntx {
+            ptnet_names::TX[k]
+        } else {
+            ptnet_names::RX[k - ntx]
+        };
+        qnames.push(name, GFP_KERNEL)?;
+    }
+    dev.find_vqs(&qnames)
+}
+
+/// Maps region 0 (`mem_size` bytes of `window`) write-back. A CPU mapping only: nothing
+/// reads it before the device says `MEM_READY`.
+fn map_region(
+    dev: &Device,
+    window: virtio::ShmRegion,
+    cfg: &PtnetConfig,
+) -> Result<Arc<shm::Region>> {
+    let region = shm::Region::map(window, cfg.mem_size as usize).ok_or_else(|| {
+        dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", window.addr);
+        ENOMEM
+    })?;
+    Ok(Arc::new(region, GFP_KERNEL)?)
+}
+
+/// Waits for the device to map its memory (`MEM_READY`: ptnetd cannot send a configuration
+/// interrupt), at most `start_timeout_ms`, then returns the `vnet_hdr_len` it runs with,
+/// checked against the negotiated features.
+fn wait_until_started(dev: &Device) -> Result<u16> {
+    let timeout = module_parameters::start_timeout_ms.value();
+    let mut waited = 0u32;
+    while dev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY == 0 {
+        if waited >= timeout {
+            dev_err!(
+                dev.as_dev(),
+                "device did not map its memory within {} ms\n",
+                timeout
+            );
+            return Err(ETIMEDOUT);
+        }
+        fsleep(Delta::from_millis(10));
+        waited += 10;
+    }
+    // The device learns the negotiated features when it starts (QEMU forwards them at
+    // DRIVER_OK): only now does `vnet_hdr_len` say what the rings carry.
+    let vnet = dev.has_feature(PTNET_F_VNET_HDR);
+    let hdr_len = dev.read_config_u16(VNET_HDR_LEN_OFFSET);
+    let want = if vnet { PTNET_VNET_HDR_LEN } else { 0 };
+    if hdr_len != want {
+        dev_err!(
+            dev.as_dev(),
+            "vnet_hdr_len {} but PTNET_F_VNET_HDR {}\n",
+            hdr_len,
+            if vnet { "negotiated" } else { "not negotiated" }
+        );
+        return Err(EINVAL);
+    }
+    Ok(hdr_len)
+}
+
+/// Locates and checks the port's `netmap_if` and every ring (once: what is found here is
+/// what the driver uses), takes each ring's indices from the CSB, and turns its interrupts
+/// off until someone sleeps on it.
+fn find_rings(
+    dev: &Device,
+    cfg: &PtnetConfig,
+    region: &Arc<shm::Region>,
+    csb: &shm::Csb,
+) -> Result<(NetmapIf, KVec<Ring>)> {
+    let (nif, offs) = locate_rings(dev, cfg, region)?;
+    let mut rings = KVec::with_capacity(offs.len(), GFP_KERNEL)?;
+    for (k, off) in offs.iter().enumerate() {
+        let tx = k < cfg.num_tx_rings as usize;
+        let (atok, ktoa) = csb.entries(k as u32);
+        let n = if tx {
+            cfg.num_tx_slots
+        } else {
+            cfg.num_rx_slots
+        };
+        let kring = kring_from_csb(atok, ktoa, tx, n);
+        // Interrupts stay off until someone sleeps on the ring.
+        atok.appl_disable_notifications();
+        // The header and the ring's slots lie inside the region (locate_rings); its fixed
+        // fields, `buf_ofs` among them, are read once, here.
+        let layout = region.read_ring_layout(*off).ok_or(EINVAL)?;
+        let buf_ofs = layout.buf_ofs;
+        let buf_base = (*off as i64)
+            .checked_add(buf_ofs)
+            .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
+            .ok_or_else(|| {
+                dev_err!(
+                    dev.as_dev(),
+                    "ring {} buffers at {:#x} outside the region\n",
+                    k,
+                    buf_ofs
+                );
+                EINVAL
+            })? as usize;
+        let handle =
+            shm::RingHandle::new(region, layout, n, buf_base, cfg.buf_size, kring).ok_or(EINVAL)?;
+        let ring = Ring {
+            dir: if tx { Dir::Tx } else { Dir::Rx },
+            k: k as u32,
+            shm: handle,
+            users: AtomicU32::new(0),
+            exclusive: AtomicBool::new(false),
+            kicks: AtomicU64::new(0),
+            irqs: AtomicU64::new(0),
+        };
+        rings.push(ring, GFP_KERNEL)?;
+    }
+    Ok((nif, rings))
+}
+
+/// Buffers must hold a virtio-net header and an Ethernet frame's headers.
+fn check_buffers(dev: &Device, cfg: &PtnetConfig) -> Result {
+    if cfg.buf_size < 64 {
+        dev_err!(
+            dev.as_dev(),
+            "buffers of {} bytes are too small\n",
+            cfg.buf_size
+        );
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// Creates and registers the network interface (with the offloads when the rings carry the
+/// virtio-net header).
+fn register_netdev(dev: &Device, d: &Arc<PtnetDev>) -> Result {
+    // SAFETY: the device data outlives the net_device: it is unregistered in `remove` and
+    // freed with the device data; the virtio device is its parent for as long.
+    let nd = unsafe { netdev::NetDev::new(&**d, dev.raw_dev(), d.cfg.mac, d.mtu_max()) };
+    let nd = nd.inspect(|nd| {
+        if d.vnet_hdr() {
+            nd.enable_offloads(d.tso_max_size());
+        }
+    });
+    let nd = nd
+        .and_then(|mut nd| nd.register().map(|()| nd))
+        .inspect_err(|e| {
+            dev_err!(
+                dev.as_dev(),
+                "cannot register the network interface: {:?}\n",
+                e
+            );
+        })?;
+    if d.vnet_hdr() {
+        dev_info!(
+            dev.as_dev(),
+            "ptnet{}: network interface {}, virtio-net header: checksum offload, TSO up to {} bytes\n",
+            d.unit,
+            nd.name(),
+            d.tso_max_size()
+        );
+    } else {
+        dev_info!(
+            dev.as_dev(),
+            "ptnet{}: network interface {}, no virtio-net header (no offloads)\n",
+            d.unit,
+            nd.name()
+        );
+    }
+    d.netdev.populate(nd);
+    Ok(())
+}
+
+/// The probe's last line: what was bound.
+fn announce(dev: &Device, d: &PtnetDev) {
+    let cfg = &d.cfg;
+    dev_info!(
+        dev.as_dev(),
+        "ptnet{}: {} TX + {} RX rings, region {:#x} bytes at {:#x}, mem id {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
+        d.unit,
+        cfg.num_tx_rings,
+        cfg.num_rx_rings,
+        cfg.mem_size,
+        d.region.phys(),
+        cfg.mem_id,
+        cfg.mac[0],
+        cfg.mac[1],
+        cfg.mac[2],
+        cfg.mac[3],
+        cfg.mac[4],
+        cfg.mac[5]
+    );
+}
+
 impl virtio::Driver for PtnetDriver {
     const DEVICE_ID: u32 = VIRTIO_ID_PTNET as u32;
 
@@ -845,182 +721,26 @@ impl virtio::Driver for PtnetDriver {
         }
     }
 
-    fn probe(dev: &virtio::Device) -> Result<Pin<KBox<Self>>> {
-        if !dev.has_feature::<Self>(VIRTIO_F_VERSION_1) {
-            dev_err!(dev.as_dev(), "device does not offer VIRTIO_F_VERSION_1\n");
-            return Err(ENODEV);
-        }
-        let mut cfg = read_config(dev);
-        if let Err(e) = cfg.validate_geometry() {
-            dev_err!(dev.as_dev(), "bad geometry: {:?}\n", e);
-            return Err(EINVAL);
-        }
-        let region = dev.shm_region(PTNET_SHMID_ALLOCATOR).ok_or_else(|| {
-            dev_err!(
-                dev.as_dev(),
-                "no shared-memory region {}\n",
-                PTNET_SHMID_ALLOCATOR
-            );
-            ENODEV
-        })?;
-        if cfg.mem_size > region.len {
-            dev_err!(
-                dev.as_dev(),
-                "mem_size {:#x} exceeds the {:#x}-byte region\n",
-                cfg.mem_size,
-                region.len
-            );
-            return Err(EINVAL);
-        }
-        let nrings = cfg.num_rings() as usize;
-
-        // The CSB: the atok array, then the ktoa array, zeroed (page aligned, so 64-byte
-        // aligned), in memory the device can address.
-        let csb = dev.alloc_coherent(2 * cfg.csb_array_size() as usize)?;
-        dev.write_config_u64(PTNET_CONFIG_CSB_ATOK_OFFSET as u32, csb.dma_addr());
-        dev.write_config_u64(
-            PTNET_CONFIG_CSB_KTOA_OFFSET as u32,
-            csb.dma_addr() + cfg.csb_array_size(),
-        );
-
-        let mut qnames = KVec::with_capacity(nrings, GFP_KERNEL)?;
-        for k in 0..nrings {
-            let ntx = cfg.num_tx_rings as usize;
-            let name = if k < ntx {
-                ptnet_names::TX[k]
-            } else {
-                ptnet_names::RX[k - ntx]
-            };
-            qnames.push(name, GFP_KERNEL)?;
-        }
-        // SAFETY: `PtnetDriver` is this device's driver type.
-        let vqs = unsafe { dev.find_vqs::<PtnetDriver>(&qnames) }?;
+    fn probe(dev: &Device) -> Result<Pin<KBox<Self>>> {
+        let (mut cfg, window) = check_device(dev)?;
+        let csb = hand_over_csb(dev, &cfg)?;
+        let vqs = find_queues(dev, &cfg)?;
         // Everything below undoes the queues on failure (the rest is dropped normally).
         let undo = |e: Error| {
             dev.reset();
             dev.del_vqs();
             e
         };
-        let mut events =
-            KVec::with_capacity(nrings * EVENT_BUFS, GFP_KERNEL).map_err(|e| undo(e.into()))?;
-        for _ in 0..nrings * EVENT_BUFS {
-            events
-                .push([0u8; EVENT_BUF_LEN], GFP_KERNEL)
-                .map_err(|e| undo(e.into()))?;
-        }
-        for k in 0..nrings {
-            for s in 0..EVENT_BUFS {
-                post_event_buffer(&vqs, &events, k, s, bindings::GFP_KERNEL).map_err(undo)?;
-            }
-        }
-        // A CPU mapping only: nothing reads it before the device says MEM_READY.
-        let shm = ShmMapping::new(region.addr, cfg.mem_size as usize).ok_or_else(|| {
-            dev_err!(dev.as_dev(), "cannot map region 0 at {:#x}\n", region.addr);
-            undo(ENOMEM)
-        })?;
+        let mut queues = virtio::EventQueues::new(vqs, EVENT_BUFS, EVENT_BUF_LEN).map_err(undo)?;
+        queues.post_all().map_err(undo)?;
+        let region = map_region(dev, window, &cfg).map_err(undo)?;
         dev.ready();
-
-        // Wait for the device to map its memory (ptnetd cannot send a config interrupt).
-        let timeout = module_parameters::start_timeout_ms.value();
-        let mut waited = 0u32;
-        while dev.read_config_u16(STATUS_OFFSET) & PTNET_S_MEM_READY == 0 {
-            if waited >= timeout {
-                dev_err!(
-                    dev.as_dev(),
-                    "device did not map its memory within {} ms\n",
-                    timeout
-                );
-                return Err(undo(ETIMEDOUT));
-            }
-            fsleep(Delta::from_millis(10));
-            waited += 10;
-        }
-        // The device learns the negotiated features when it starts (QEMU forwards them at
-        // DRIVER_OK): only now does `vnet_hdr_len` say what the rings carry.
-        let vnet = dev.has_feature::<Self>(PTNET_F_VNET_HDR);
-        let hdr_len = dev.read_config_u16(VNET_HDR_LEN_OFFSET);
-        let want = if vnet { PTNET_VNET_HDR_LEN } else { 0 };
-        if hdr_len != want {
-            dev_err!(
-                dev.as_dev(),
-                "vnet_hdr_len {} but PTNET_F_VNET_HDR {}\n",
-                hdr_len,
-                if vnet { "negotiated" } else { "not negotiated" }
-            );
-            return Err(undo(EINVAL));
-        }
-        cfg.vnet_hdr_len = hdr_len;
-        let (nif, offs) = locate_rings(dev, &cfg, shm.ptr).map_err(undo)?;
-        let mut rings = KVec::with_capacity(nrings, GFP_KERNEL).map_err(|e| undo(e.into()))?;
-        for (k, off) in offs.iter().enumerate() {
-            let tx = k < cfg.num_tx_rings as usize;
-            let (atok, ktoa) = csb_entries(&csb, &cfg, k as u32);
-            let n = if tx {
-                cfg.num_tx_slots
-            } else {
-                cfg.num_rx_slots
-            };
-            let kring = kring_from_csb(atok, ktoa, tx, n);
-            // Interrupts stay off until someone sleeps on the ring.
-            atok.appl_disable_notifications();
-            // SAFETY: `off` and the ring's slots lie inside the mapping (locate_rings).
-            let (hdr, slots) = unsafe {
-                let h = shm.ptr.as_ptr().add(*off);
-                (
-                    NonNull::new_unchecked(h.cast::<NetmapRing>()),
-                    NonNull::new_unchecked(h.add(NETMAP_RING_SLOTS_OFS).cast::<NetmapSlot>()),
-                )
-            };
-            // SAFETY: the header lies inside the mapping; `buf_ofs` is read once, here.
-            let (buf_ofs, nr_buf_size, ringid, ring_dir) = unsafe {
-                let h = hdr.as_ptr();
-                (
-                    core::ptr::read_volatile(&raw const (*h).buf_ofs),
-                    core::ptr::read_volatile(&raw const (*h).nr_buf_size),
-                    core::ptr::read_volatile(&raw const (*h).ringid),
-                    core::ptr::read_volatile(&raw const (*h).dir),
-                )
-            };
-            let buf_base = (*off as i64)
-                .checked_add(buf_ofs)
-                .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
-                .ok_or_else(|| {
-                    dev_err!(
-                        dev.as_dev(),
-                        "ring {} buffers at {:#x} outside the region\n",
-                        k,
-                        buf_ofs
-                    );
-                    undo(EINVAL)
-                })? as usize;
-            let ring = Ring {
-                dir: if tx { Dir::Tx } else { Dir::Rx },
-                k: k as u32,
-                hdr,
-                slots,
-                num_slots: n,
-                buf_base,
-                layout: RingLayout {
-                    ofs: *off,
-                    buf_ofs,
-                    nr_buf_size,
-                    ringid,
-                    dir: ring_dir,
-                },
-                kring: UnsafeCell::new(kring),
-                busy: AtomicBool::new(false),
-                users: AtomicU32::new(0),
-                exclusive: AtomicBool::new(false),
-                kicks: AtomicU64::new(0),
-                irqs: AtomicU64::new(0),
-            };
-            rings.push(ring, GFP_KERNEL).map_err(|e| undo(e.into()))?;
-        }
+        cfg.vnet_hdr_len = wait_until_started(dev).map_err(undo)?;
+        let (nif, rings) = find_rings(dev, &cfg, &region, &csb).map_err(undo)?;
         // Interrupts taken before the driver data exists found no data and left their event
         // buffers completed: take them back and post them again.
-        replenish(&vqs, &events);
+        queues.replenish_all();
 
-        let shm_phys = region.addr;
         let unit = netmap::reserve_unit().ok_or_else(|| {
             dev_err!(dev.as_dev(), "more than {} ptnet devices\n", MAX_DEVICES);
             undo(EBUSY)
@@ -1030,13 +750,10 @@ impl virtio::Driver for PtnetDriver {
                 unit,
                 cfg,
                 nif,
-                shm_phys,
-                shm_window: region.len,
-                shm,
+                region,
                 csb,
                 rings,
-                vqs,
-                events,
+                queues,
                 dead: AtomicBool::new(false),
                 netdev: SetOnce::new(),
                 mode_lock <- new_mutex!(()),
@@ -1058,83 +775,23 @@ impl virtio::Driver for PtnetDriver {
             netmap::release_unit(unit);
             undo(e)
         })?;
-        if cfg.buf_size < 64 {
-            dev_err!(
-                dev.as_dev(),
-                "buffers of {} bytes are too small\n",
-                cfg.buf_size
-            );
+        if let Err(e) = check_buffers(dev, &cfg).and_then(|()| register_netdev(dev, &dev_arc)) {
             netmap::release_unit(unit);
-            return Err(undo(EINVAL));
-        }
-        // SAFETY: the device data outlives the net_device: it is unregistered in `remove`
-        // and freed with the device data; the virtio device is its parent for as long.
-        let nd =
-            unsafe { netdev::NetDev::new(&*dev_arc, dev.raw_dev(), cfg.mac, dev_arc.mtu_max()) };
-        let nd = nd.inspect(|nd| {
-            if dev_arc.vnet_hdr() {
-                nd.enable_offloads(dev_arc.tso_max_size());
-            }
-        });
-        let registered = nd.and_then(|mut nd| nd.register().map(|()| nd));
-        match registered {
-            Ok(nd) => {
-                if dev_arc.vnet_hdr() {
-                    dev_info!(
-                        dev.as_dev(),
-                        "ptnet{}: network interface {}, virtio-net header: checksum offload, TSO up to {} bytes\n",
-                        unit,
-                        nd.name(),
-                        dev_arc.tso_max_size()
-                    );
-                } else {
-                    dev_info!(
-                        dev.as_dev(),
-                        "ptnet{}: network interface {}, no virtio-net header (no offloads)\n",
-                        unit,
-                        nd.name()
-                    );
-                }
-                dev_arc.netdev.populate(nd);
-            }
-            Err(e) => {
-                dev_err!(
-                    dev.as_dev(),
-                    "cannot register the network interface: {:?}\n",
-                    e
-                );
-                netmap::release_unit(unit);
-                return Err(undo(e));
-            }
+            return Err(undo(e));
         }
         netmap::publish(unit, &dev_arc);
-        dev_info!(
-            dev.as_dev(),
-            "ptnet{}: {} TX + {} RX rings, region {:#x} bytes at {:#x}, mem id {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
-            unit,
-            cfg.num_tx_rings,
-            cfg.num_rx_rings,
-            cfg.mem_size,
-            shm_phys,
-            cfg.mem_id,
-            cfg.mac[0],
-            cfg.mac[1],
-            cfg.mac[2],
-            cfg.mac[3],
-            cfg.mac[4],
-            cfg.mac[5]
-        );
+        announce(dev, &dev_arc);
         KBox::pin(PtnetDriver { dev: dev_arc }, GFP_KERNEL).map_err(|e| {
             netmap::unpublish(unit);
             undo(e.into())
         })
     }
 
-    fn remove(dev: &virtio::Device, data: Pin<KBox<Self>>) {
+    fn remove(dev: &Device, data: Pin<KBox<Self>>) {
         let d = &data.dev;
         // The core delivers no configuration change from now on: after this, no recovery
         // runs or will.
-        work::cancel_sync(d);
+        recovery::cancel(d);
         if let Some(nd) = d.netdev.as_ref() {
             nd.unregister();
         }
@@ -1175,29 +832,27 @@ impl virtio::Driver for PtnetDriver {
         }
     }
 
-    fn vq_interrupt(&self, index: u32) {
+    fn vq_interrupt(&self, irq: &virtio::QueueIrq<'_>) {
+        let index = irq.index();
         let d = &self.dev;
         let Some(r) = d.rings.get(index as usize) else {
             return;
         };
         r.irqs.fetch_add(1, Ordering::Relaxed);
         // Give the device its event buffers back (SPEC §3.3).
-        replenish_one(&d.vqs, &d.events, index as usize, bindings::GFP_ATOMIC);
-        let (atok, _) = d.csb_entries(r.k);
+        d.queues.replenish(irq);
+        let (atok, _) = d.csb.entries(r.k);
         atok.appl_disable_notifications();
         if d.kernel_mode.load(Ordering::Acquire) {
             if let Some(nd) = d.netdev.as_ref() {
-                // SAFETY: the net_device lives as long as the device data.
-                unsafe { nd.napi().schedule() };
+                nd.schedule_napi();
             }
         }
         d.wait_for(r.dir).notify_all();
     }
 
     fn config_changed(&self) {
-        // Atomic context: the work reads the configuration and may wait for the device. An
-        // already queued run reads it anyway.
-        let _ = work::system_dfl().enqueue(self.dev.clone());
+        recovery::schedule(&self.dev);
     }
 }
 

@@ -12,12 +12,16 @@
 //!
 //! # Invariants
 //!
-//! * A [`Device`] is only ever handed out by this module's probe/remove trampolines, for the
-//!   duration of the callback, so its `struct virtio_device` is alive and bound to our
-//!   driver while the reference exists.
+//! * A [`Device<T>`] is only ever handed out by this module's probe/remove trampolines of
+//!   driver `T`, for the duration of the callback, so its `struct virtio_device` is alive and
+//!   bound to `T` while the reference exists.
 //! * A [`Virtqueue`] is created by [`Device::find_vqs`] and destroyed by [`Device::del_vqs`];
-//!   the driver keeps them in its device data, which is dropped (in `remove`) only after
-//!   `del_vqs`.
+//!   the driver keeps them, in [`EventQueues`] with their event buffers, in its device data,
+//!   which is dropped (in `remove`, or when probe fails) only after `del_vqs`.
+//! * Buffers are posted on and taken back from a queue by [`EventQueues`] alone, and only
+//!   with `&mut self` (which the driver has before it publishes its data, so before any
+//!   interrupt can reach them) or from that queue's own interrupt (a [`QueueIrq`] of it),
+//!   which the core never runs twice at once: calls on one queue are serialised.
 //! * `vdev->priv` holds the driver's `Pin<KBox<T>>` (as a foreign pointer) from the end of a
 //!   successful probe until the start of remove; the virtqueue callback trampoline reads it,
 //!   which is safe because callbacks are only enabled by `device_ready` (after `priv` is set)
@@ -35,28 +39,29 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     fn features() -> &'static [u32];
 
     /// Binds a device. On success the returned data lives until [`Driver::remove`].
-    fn probe(dev: &Device) -> Result<Pin<KBox<Self>>>;
+    fn probe(dev: &Device<Self>) -> Result<Pin<KBox<Self>>>;
 
     /// Unbinds the device: must reset it and delete its virtqueues, then drop `data`.
-    fn remove(dev: &Device, data: Pin<KBox<Self>>);
+    fn remove(dev: &Device<Self>, data: Pin<KBox<Self>>);
 
-    /// A virtqueue's interrupt (hard-IRQ context): `index` is the queue index.
-    fn vq_interrupt(&self, index: u32);
+    /// A virtqueue's interrupt (hard-IRQ context), for the queue `irq.index()`.
+    fn vq_interrupt(&self, irq: &QueueIrq<'_>);
 
     /// The device signalled a configuration change.
     fn config_changed(&self) {}
 }
 
-/// A virtio device bound to (or being probed by) a driver of this module.
-pub(crate) struct Device {
+/// A virtio device bound to (or being probed by) driver `T` of this module.
+pub(crate) struct Device<T: Driver> {
     raw: NonNull<bindings::virtio_device>,
+    _driver: PhantomData<fn() -> T>,
 }
 
 // SAFETY: `struct virtio_device` may be used from any thread; its config accessors and the
 // virtqueue API do their own locking where needed.
-unsafe impl Send for Device {}
+unsafe impl<T: Driver> Send for Device<T> {}
 // SAFETY: see `Send`; the methods take `&self` and only call thread-safe C functions.
-unsafe impl Sync for Device {}
+unsafe impl<T: Driver> Sync for Device<T> {}
 
 /// A bound device kept by the driver beyond a callback, for work it defers to process
 /// context (handling a configuration change can sleep; the callback cannot).
@@ -66,19 +71,23 @@ unsafe impl Sync for Device {}
 /// Only [`BoundDevice::get`] reaches the device, and its caller promises what the type
 /// cannot know: that remove has not returned yet (a driver cancels its deferred work at the
 /// start of remove, after which the core delivers no configuration change).
-pub(crate) struct BoundDevice {
+pub(crate) struct BoundDevice<T: Driver> {
     raw: NonNull<bindings::virtio_device>,
+    _driver: PhantomData<fn() -> T>,
 }
 
 // SAFETY: as for `Device`.
-unsafe impl Send for BoundDevice {}
+unsafe impl<T: Driver> Send for BoundDevice<T> {}
 // SAFETY: as for `Device`.
-unsafe impl Sync for BoundDevice {}
+unsafe impl<T: Driver> Sync for BoundDevice<T> {}
 
-impl BoundDevice {
+impl<T: Driver> BoundDevice<T> {
     /// Keeps `dev` (called in probe).
-    pub(crate) fn new(dev: &Device) -> Self {
-        BoundDevice { raw: dev.raw }
+    pub(crate) fn new(dev: &Device<T>) -> Self {
+        BoundDevice {
+            raw: dev.raw,
+            _driver: PhantomData,
+        }
     }
 
     /// The device.
@@ -87,8 +96,11 @@ impl BoundDevice {
     ///
     /// The device must still be bound to this driver: called from work that remove cancels
     /// (and waits for) before it returns.
-    pub(crate) unsafe fn get(&self) -> Device {
-        Device { raw: self.raw }
+    pub(crate) unsafe fn get(&self) -> Device<T> {
+        Device {
+            raw: self.raw,
+            _driver: PhantomData,
+        }
     }
 }
 
@@ -101,7 +113,7 @@ pub(crate) struct ShmRegion {
     pub len: u64,
 }
 
-impl Device {
+impl<T: Driver> Device<T> {
     fn as_ptr(&self) -> *mut bindings::virtio_device {
         self.raw.as_ptr()
     }
@@ -122,7 +134,7 @@ impl Device {
 
     /// Whether feature bit `bit` was negotiated by driver `T`. A bit `T` did not ask for is
     /// never negotiated (and the core's `virtio_has_feature` would BUG on it).
-    pub(crate) fn has_feature<T: Driver>(&self, bit: u32) -> bool {
+    pub(crate) fn has_feature(&self, bit: u32) -> bool {
         if !T::features().contains(&bit) {
             return false;
         }
@@ -162,16 +174,10 @@ impl Device {
         })
     }
 
-    /// Creates `names.len()` virtqueues whose interrupts call `T::vq_interrupt`.
-    ///
-    /// # Safety
-    ///
-    /// `T` must be the driver type this device was probed with (the callback trampoline
-    /// reads `vdev->priv` as a `Pin<KBox<T>>`).
-    pub(crate) unsafe fn find_vqs<T: Driver>(
-        &self,
-        names: &[&'static CStr],
-    ) -> Result<KVec<Virtqueue>> {
+    /// Creates `names.len()` virtqueues whose interrupts call `T::vq_interrupt` (the
+    /// callback trampoline reads `vdev->priv` as a `Pin<KBox<T>>`: `T` is the driver the
+    /// device is bound to, type invariant).
+    pub(crate) fn find_vqs(&self, names: &[&'static CStr]) -> Result<KVec<Virtqueue>> {
         let n = names.len();
         let mut infos = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut raws: KVec<*mut bindings::virtqueue> = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -299,7 +305,7 @@ impl Drop for Coherent {
     }
 }
 
-/// One virtqueue of a device.
+/// One virtqueue of a device (the driver keeps it in an [`EventQueues`]).
 pub(crate) struct Virtqueue {
     raw: NonNull<bindings::virtqueue>,
     _not_send: PhantomData<*mut ()>,
@@ -314,7 +320,7 @@ unsafe impl Sync for Virtqueue {}
 
 impl Virtqueue {
     /// Rings the queue's doorbell (the device's kick eventfd).
-    pub(crate) fn notify(&self) -> bool {
+    fn notify(&self) -> bool {
         // SAFETY: the queue is live (module invariant); notify only writes the doorbell.
         unsafe { bindings::virtqueue_notify(self.raw.as_ptr()) }
     }
@@ -326,7 +332,7 @@ impl Virtqueue {
     /// `buf` must stay valid and unused by the CPU until the device returns it (through
     /// [`Virtqueue::get_buf`]) or the queue is deleted; the caller serialises calls on
     /// this queue.
-    pub(crate) unsafe fn add_inbuf(
+    unsafe fn add_inbuf(
         &self,
         buf: *mut u8,
         len: u32,
@@ -348,16 +354,134 @@ impl Virtqueue {
     /// # Safety
     ///
     /// The caller serialises calls on this queue.
-    pub(crate) unsafe fn get_buf(&self) -> Option<NonNull<u8>> {
+    unsafe fn get_buf(&self) -> Option<NonNull<u8>> {
         let mut len = 0u32;
         // SAFETY: the queue is live; calls are serialised (caller).
         NonNull::new(unsafe { bindings::virtqueue_get_buf(self.raw.as_ptr(), &mut len) }.cast())
     }
 }
 
+/// The interrupt of one virtqueue, being handled: what [`Driver::vq_interrupt`] gets, for
+/// the duration of the callback (it can be neither kept nor sent elsewhere).
+pub(crate) struct QueueIrq<'a> {
+    vq: NonNull<bindings::virtqueue>,
+    index: u32,
+    _callback: PhantomData<&'a *mut ()>,
+}
+
+impl QueueIrq<'_> {
+    /// The queue's index.
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+/// A device's virtqueues as doorbells and interrupt sources, each keeping `per_queue` event
+/// buffers of `len` bytes posted for the device to complete when it interrupts (ptnet SPEC
+/// §3.3). The CPU never touches the buffers.
+///
+/// Invariants: `bufs` holds `vqs.len() * per_queue` buffers of `len > 0` bytes; buffers are
+/// posted and taken back only as the module invariants say (so calls on a queue are
+/// serialised), and the driver drops this only after deleting the queues.
+pub(crate) struct EventQueues {
+    vqs: KVec<Virtqueue>,
+    bufs: KVec<u8>,
+    per_queue: usize,
+    len: usize,
+}
+
+impl EventQueues {
+    /// Takes the queues `vqs` and allocates `per_queue` zeroed event buffers of `len` bytes
+    /// for each ([`EventQueues::post_all`] posts them).
+    pub(crate) fn new(vqs: KVec<Virtqueue>, per_queue: usize, len: usize) -> Result<Self> {
+        if len == 0 || len > u32::MAX as usize {
+            return Err(EINVAL);
+        }
+        let n = vqs
+            .len()
+            .checked_mul(per_queue)
+            .and_then(|n| n.checked_mul(len))
+            .ok_or(EINVAL)?;
+        Ok(EventQueues {
+            bufs: KVec::from_elem(0u8, n, GFP_KERNEL)?,
+            vqs,
+            per_queue,
+            len,
+        })
+    }
+
+    /// Posts every event buffer on its queue (probe, while the driver holds the queues
+    /// alone). On failure the caller resets the device and deletes the queues before it
+    /// drops `self`.
+    pub(crate) fn post_all(&mut self) -> Result {
+        for k in 0..self.vqs.len() {
+            for slot in 0..self.per_queue {
+                self.post(k, slot, bindings::GFP_KERNEL)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rings the doorbell of queue `k`.
+    pub(crate) fn notify(&self, k: usize) {
+        if let Some(vq) = self.vqs.get(k) {
+            vq.notify();
+        }
+    }
+
+    /// Posts event buffer `slot` of queue `k`. Callers serialise calls on the queue (module
+    /// invariant).
+    fn post(&self, k: usize, slot: usize, gfp: bindings::gfp_t) -> Result {
+        let (Some(vq), true) = (self.vqs.get(k), slot < self.per_queue) else {
+            return Err(EINVAL);
+        };
+        let ofs = (k * self.per_queue + slot) * self.len;
+        let buf = self.bufs.as_ptr().wrapping_add(ofs).cast_mut();
+        // SAFETY: `k < vqs.len()` and `slot < per_queue`, so `buf` is `len` bytes of `bufs`
+        // (type invariant), which live until after the queues are deleted and which the CPU
+        // never touches; calls on the queue are serialised (module invariant).
+        unsafe { vq.add_inbuf(buf, self.len as u32, buf, gfp) }
+    }
+
+    /// Takes back every event buffer queue `k` completed and posts it again. Callers
+    /// serialise calls on the queue (module invariant).
+    fn replenish_one(&self, k: usize, gfp: bindings::gfp_t) {
+        let Some(vq) = self.vqs.get(k) else {
+            return;
+        };
+        let base = self.bufs.as_ptr() as usize;
+        // SAFETY: calls on the queue are serialised (module invariant).
+        while let Some(token) = unsafe { vq.get_buf() } {
+            let i = (token.as_ptr() as usize).wrapping_sub(base) / self.len;
+            if i / self.per_queue == k {
+                let _ = self.post(k, i % self.per_queue, gfp);
+            }
+        }
+    }
+
+    /// Takes back the event buffers the interrupting queue completed and posts them again
+    /// (from [`Driver::vq_interrupt`]). Nothing if `irq` is not one of these queues.
+    pub(crate) fn replenish(&self, irq: &QueueIrq<'_>) {
+        let k = irq.index as usize;
+        if self.vqs.get(k).is_some_and(|vq| vq.raw == irq.vq) {
+            // Serialised: the core runs the queue's callback once at a time.
+            self.replenish_one(k, bindings::GFP_ATOMIC);
+        }
+    }
+
+    /// Takes back the event buffers every queue completed and posts them again (probe, while
+    /// the driver holds the queues alone).
+    pub(crate) fn replenish_all(&mut self) {
+        for k in 0..self.vqs.len() {
+            self.replenish_one(k, bindings::GFP_KERNEL);
+        }
+    }
+}
+
 unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
-    // SAFETY: the core calls this with a live queue of a device bound to `T` (find_vqs'
-    // safety contract), after DRIVER_OK, so `priv` holds the driver data (module invariant).
+    // SAFETY: the core calls this with a live queue of a device bound to `T` (`find_vqs` of
+    // a `Device<T>`), after DRIVER_OK, so `priv` holds the driver data or is null (module
+    // invariant); the core runs one queue's callback once at a time.
     unsafe {
         let vdev = (*vq).vdev;
         let data = (*vdev).priv_;
@@ -365,7 +489,12 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
             return;
         }
         let this = <Pin<KBox<T>> as ForeignOwnable>::borrow(data);
-        this.vq_interrupt((*vq).index);
+        let irq = QueueIrq {
+            vq: NonNull::new_unchecked(vq),
+            index: (*vq).index,
+            _callback: PhantomData,
+        };
+        this.vq_interrupt(&irq);
     }
 }
 
@@ -441,7 +570,10 @@ unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_devic
     let Some(raw) = NonNull::new(vdev) else {
         return EINVAL.to_errno();
     };
-    let dev = Device { raw };
+    let dev = Device {
+        raw,
+        _driver: PhantomData,
+    };
     // SAFETY: the core probes with a live device; `priv` is ours until remove.
     unsafe { (*vdev).priv_ = core::ptr::null_mut() };
     match T::probe(&dev) {
@@ -459,7 +591,10 @@ unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_devi
     let Some(raw) = NonNull::new(vdev) else {
         return;
     };
-    let dev = Device { raw };
+    let dev = Device {
+        raw,
+        _driver: PhantomData,
+    };
     // SAFETY: remove follows a successful probe, which stored the data in `priv`.
     let data = unsafe {
         let p = (*vdev).priv_;
