@@ -102,6 +102,9 @@ pub const PTNET_CONFIG_CSB_ATOK_OFFSET: usize = offset_of!(PtnetConfig, csb_atok
 /// Offset of `csb_ktoa_gpa` in the configuration space.
 pub const PTNET_CONFIG_CSB_KTOA_OFFSET: usize = offset_of!(PtnetConfig, csb_ktoa_gpa);
 
+/// The largest buffer a port has (netmap's buffers are at most 64 KiB).
+pub const MAX_BUF_SIZE: u32 = 65536;
+
 /// Why a configuration (from a daemon, or as written by a driver) is not usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigError {
@@ -113,6 +116,8 @@ pub enum ConfigError {
     CsbAddress(u64),
     /// The netmap_if lies outside the memory the allocator uses.
     NifpOffset(u64),
+    /// The buffer size is not a multiple of 64 in `64..=65536`.
+    BufSize(u32),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -122,6 +127,9 @@ impl core::fmt::Display for ConfigError {
             ConfigError::SlotCount(n) => write!(f, "slot count {n} out of range"),
             ConfigError::CsbAddress(a) => write!(f, "CSB address {a:#x} unusable"),
             ConfigError::NifpOffset(o) => write!(f, "nifp offset {o:#x} outside the region"),
+            ConfigError::BufSize(b) => {
+                write!(f, "buffer size {b} not a multiple of 64 in 64..={MAX_BUF_SIZE}")
+            }
         }
     }
 }
@@ -161,6 +169,10 @@ impl PtnetConfig {
         }
         if self.nifp_offset >= self.mem_size {
             return Err(ConfigError::NifpOffset(self.nifp_offset));
+        }
+        // A driver multiplies it by ring and chain sizes: bounded, nothing overflows.
+        if !(64..=MAX_BUF_SIZE).contains(&self.buf_size) || self.buf_size % 64 != 0 {
+            return Err(ConfigError::BufSize(self.buf_size));
         }
         Ok(())
     }
@@ -279,5 +291,10 @@ mod tests {
         c = sample();
         c.nifp_offset = c.mem_size;
         assert!(c.validate_geometry().is_err());
+        for b in [0, 63, 100, 65600, 1 << 26, u32::MAX] {
+            c = sample();
+            c.buf_size = b;
+            assert_eq!(c.validate_geometry(), Err(ConfigError::BufSize(b)), "{b}");
+        }
     }
 }
