@@ -128,7 +128,10 @@ impl core::fmt::Display for ConfigError {
             ConfigError::CsbAddress(a) => write!(f, "CSB address {a:#x} unusable"),
             ConfigError::NifpOffset(o) => write!(f, "nifp offset {o:#x} outside the region"),
             ConfigError::BufSize(b) => {
-                write!(f, "buffer size {b} not a multiple of 64 in 64..={MAX_BUF_SIZE}")
+                write!(
+                    f,
+                    "buffer size {b} not a multiple of 64 in 64..={MAX_BUF_SIZE}"
+                )
             }
         }
     }

@@ -207,6 +207,77 @@ fn broadcast_reaches_every_other_port_once() {
     assert_eq!(ports[0].stats().snapshot().tx_packets, 1);
 }
 
+/// Waits until `p` has a frame; returns how many it got (0 on timeout).
+fn frames_within(p: &mut Port, wait: Duration, mut each: impl FnMut(&[u8])) -> u32 {
+    let deadline = Instant::now() + wait;
+    let mut got = 0;
+    while got == 0 && Instant::now() < deadline {
+        p.wait(Want::Rx, Some(Duration::from_millis(50))).unwrap();
+        got += p.rx_batch(0, u32::MAX, |buf, _| each(buf));
+        p.rxsync(0);
+    }
+    got
+}
+
+#[test]
+fn a_port_locked_to_its_mac_cannot_take_another_stations_traffic() {
+    let sw = Switch::new("vale7");
+    let spec = VPortSpec {
+        slots: 64,
+        ..Default::default()
+    };
+    let sync = |port| -> Arc<dyn SyncPort> {
+        Arc::new(ValePortSync {
+            switch: Arc::clone(&sw),
+            port,
+        })
+    };
+    let victim = sw.add_port("victim", &spec).unwrap();
+    let thief = sw.add_port("thief", &spec).unwrap();
+    let peer = sw.add_port("peer", &spec).unwrap();
+    thief.set_mac_lock(Some(mac(3)));
+    assert_eq!(thief.mac_lock(), Some(mac(3)));
+    let (_hv, mut pv) = attach(sync(Arc::clone(&victim)), Mode::default());
+    let (_ht, mut pt) = attach(sync(Arc::clone(&thief)), Mode::default());
+    let (_hp, mut pp) = attach(sync(Arc::clone(&peer)), Mode::default());
+    let wait = Duration::from_secs(5);
+    // The victim speaks: the switch learns where mac(1) is.
+    pv.tx_batch(0, 1, |_, buf| frame(buf, [0xff; 6], mac(1), 1, 60));
+    pv.txsync(0);
+    assert_eq!(frames_within(&mut pp, wait, |b| check_frame(b, 1, 60)), 1);
+    assert_eq!(frames_within(&mut pt, wait, |b| check_frame(b, 1, 60)), 1);
+    // The thief claims mac(1): dropped before the switch learns from it or floods it.
+    pt.tx_batch(0, 1, |_, buf| frame(buf, [0xff; 6], mac(1), 2, 60));
+    pt.txsync(0);
+    let deadline = Instant::now() + wait;
+    while thief.stats().snapshot().tx_drops == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the spoofed frame was not dropped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(thief.stats().snapshot().tx_packets, 0);
+    // Traffic for mac(1) still reaches the victim, not the thief.
+    pp.tx_batch(0, 1, |_, buf| frame(buf, mac(1), mac(2), 3, 60));
+    pp.txsync(0);
+    assert_eq!(frames_within(&mut pv, wait, |b| check_frame(b, 3, 60)), 1);
+    // Nobody got the spoofed broadcast; the thief got nothing more.
+    let quiet = Duration::from_millis(200);
+    assert_eq!(frames_within(&mut pv, quiet, |_| ()), 0);
+    assert_eq!(frames_within(&mut pt, quiet, |_| ()), 0);
+    // From its own address it is an ordinary port.
+    pt.tx_batch(0, 1, |_, buf| frame(buf, mac(2), mac(3), 4, 60));
+    pt.txsync(0);
+    assert_eq!(frames_within(&mut pp, wait, |b| check_frame(b, 4, 60)), 1);
+    // Unlocked, a port sends from any address (a VM served with --any-mac, a router).
+    thief.set_mac_lock(None);
+    assert_eq!(thief.mac_lock(), None);
+    pt.tx_batch(0, 1, |_, buf| frame(buf, mac(2), mac(9), 5, 60));
+    pt.txsync(0);
+    assert_eq!(frames_within(&mut pp, wait, |b| check_frame(b, 5, 60)), 1);
+}
+
 #[test]
 fn a_full_destination_drops_and_never_blocks_the_sender() {
     let sw = Switch::new("vale2");

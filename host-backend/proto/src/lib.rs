@@ -81,6 +81,10 @@ pub struct PortRequest {
     /// Run this client's sync loop in busy-poll mode.
     #[serde(default)]
     pub busy_poll: bool,
+    /// VALE ports: the only source MAC the port may send from (`02:00:00:00:00:01`); frames
+    /// from any other are dropped before the switch learns from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_lock: Option<String>,
 }
 
 /// A request.
@@ -203,6 +207,13 @@ pub struct VmRequest {
     /// The device the VM sees (default: ptnet).
     #[serde(default)]
     pub device: VmDevice,
+    /// Port security for a VALE port: `Some(true)` lets the VM send only from its device's
+    /// MAC (`mac`, or the default), so it cannot take another station's traffic by claiming
+    /// its address; `Some(false)` lets it send from any. `None`: locked for a virtio-net
+    /// device (a kernel stack sends from its own MAC), not for a ptnet device (netmap
+    /// applications choose their source addresses: generators, bridges, middleboxes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_lock: Option<bool>,
 }
 
 /// A request with the protocol version.
@@ -296,6 +307,9 @@ pub struct PortEntry {
     /// For a port served to a VM: its vhost-user socket and device state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmEntry>,
+    /// The only source MAC the port may send from, if locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_lock: Option<String>,
 }
 
 /// A port served to a VM (as a ptnet or a virtio-net device).

@@ -60,6 +60,9 @@ enum Cmd {
         /// (and their clients) map too; the switch still copies between ports.
         #[arg(long)]
         trusted: bool,
+        /// The only source MAC the port may send from (port security).
+        #[arg(long)]
+        mac_lock: Option<String>,
     },
     /// Destroy a persistent port (it must not be attached).
     DestroyPort {
@@ -124,6 +127,13 @@ enum Cmd {
         /// Busy-poll this VM's sync loop.
         #[arg(long)]
         busy_poll: bool,
+        /// The VM may send from its device's MAC only (port security; the default for
+        /// serve-virtio-net).
+        #[arg(long, conflicts_with = "any_mac")]
+        mac_lock: bool,
+        /// The VM may send from any source MAC (the default for serve-vm).
+        #[arg(long)]
+        any_mac: bool,
     },
     /// Serve a port to a VM (or a DPDK `virtio_user`) as a virtio-net device over vhost-user
     /// (`-netdev vhost-user` + `virtio-net-pci`); `qemu-args PORT` prints QEMU's arguments,
@@ -140,6 +150,13 @@ enum Cmd {
         /// Busy-poll the device's queue workers.
         #[arg(long)]
         busy_poll: bool,
+        /// The VM may send from its device's MAC only (port security; the default for
+        /// serve-virtio-net).
+        #[arg(long, conflicts_with = "any_mac")]
+        mac_lock: bool,
+        /// The VM may send from any source MAC (the default for serve-vm).
+        #[arg(long)]
+        any_mac: bool,
     },
     /// Stop serving a port to a VM.
     StopVm {
@@ -173,6 +190,7 @@ impl Cmd {
                 slots,
                 extra_bufs,
                 trusted,
+                mac_lock,
             } => (
                 Request::CreatePort(PortRequest {
                     port: name.clone(),
@@ -186,6 +204,7 @@ impl Cmd {
                         Profile::Untrusted
                     },
                     busy_poll: false,
+                    mac_lock: mac_lock.clone(),
                 }),
                 View::All,
             ),
@@ -234,6 +253,8 @@ impl Cmd {
                 trusted,
                 mac,
                 busy_poll,
+                mac_lock: lock,
+                any_mac,
             } => (
                 Request::ServeVm(VmRequest {
                     port: PortRequest {
@@ -249,6 +270,7 @@ impl Cmd {
                     socket: socket.clone(),
                     mac: mac.clone(),
                     device: VmDevice::Ptnet,
+                    mac_lock: mac_lock_choice(*lock, *any_mac),
                 }),
                 View::All,
             ),
@@ -257,6 +279,8 @@ impl Cmd {
                 socket,
                 mac,
                 busy_poll,
+                mac_lock: lock,
+                any_mac,
             } => (
                 Request::ServeVm(VmRequest {
                     port: PortRequest {
@@ -267,6 +291,7 @@ impl Cmd {
                     socket: socket.clone(),
                     mac: mac.clone(),
                     device: VmDevice::VirtioNet,
+                    mac_lock: mac_lock_choice(*lock, *any_mac),
                 }),
                 View::All,
             ),
@@ -294,6 +319,15 @@ enum View {
 
 /// Prints `reply` (as JSON with `json`), a listing as `view` says; the exit code says whether
 /// the request succeeded.
+/// `--mac-lock` / `--any-mac` / neither (the device's default).
+fn mac_lock_choice(lock: bool, any: bool) -> Option<bool> {
+    match (lock, any) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
 fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
     match reply {
         Reply::Ok => {
@@ -481,7 +515,7 @@ fn print_ports(ports: &[&PortEntry]) {
         return;
     }
     println!(
-        "{:<20} {:<5} {:<8} {:>4} {:>9} {:>12} {:>12} {:>10} {:>10} {:>6}",
+        "{:<20} {:<5} {:<8} {:>4} {:>9} {:>12} {:>12} {:>10} {:>10} {:>6}  sends from",
         "port",
         "kind",
         "client",
@@ -495,7 +529,7 @@ fn print_ports(ports: &[&PortEntry]) {
     );
     for p in ports {
         println!(
-            "{:<20} {:<5} {:<8} {:>4} {:>9} {:>12} {:>12} {:>10} {:>10} {:>6}",
+            "{:<20} {:<5} {:<8} {:>4} {:>9} {:>12} {:>12} {:>10} {:>10} {:>6}  {}",
             p.name,
             p.kind,
             if p.attached { "attached" } else { "-" },
@@ -505,7 +539,8 @@ fn print_ports(ports: &[&PortEntry]) {
             p.stats.rx_packets,
             p.stats.rx_drops,
             p.stats.tx_drops,
-            p.stats.ring_resets
+            p.stats.ring_resets,
+            p.mac_lock.as_deref().unwrap_or("any")
         );
     }
     let nics: Vec<(&str, &NicEntry)> = ports

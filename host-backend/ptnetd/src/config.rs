@@ -114,6 +114,9 @@ pub struct PortSection {
     /// The host-stack tap's name (implies `host_stack = true`).
     #[serde(default)]
     pub host_stack_tap: Option<String>,
+    /// VALE ports: the only source MAC the port may send from (`02:..`).
+    #[serde(default)]
+    pub mac_lock: Option<String>,
 }
 
 fn one() -> u32 {
@@ -164,6 +167,10 @@ pub struct VmSection {
     /// `ptnet` (default) or `virtio-net`.
     #[serde(default)]
     pub device: VmDevice,
+    /// `true`: the VM sends from its device's MAC only; `false`: from any; unset: the
+    /// device's default (locked for virtio-net, not for ptnet).
+    #[serde(default)]
+    pub mac_lock: Option<bool>,
 }
 
 /// The configuration used when no file is given.
@@ -307,6 +314,12 @@ impl Config {
                     p.name
                 )));
             }
+            if p.mac_lock.is_some() && !(matches!(n.base, Base::Vale { .. }) && n.pipe.is_none()) {
+                return Err(ConfigError::Invalid(format!(
+                    "port {}: mac_lock applies to switch ports only",
+                    p.name
+                )));
+            }
             if !ports.insert(&p.name) {
                 return Err(ConfigError::Invalid(format!(
                     "port {} listed twice",
@@ -369,6 +382,10 @@ mod tests {
         assert!(
             bad("[[port]]\nname = \"pipe0{1\"\nnic = true").contains("valeX:IFNAME"),
             "NIC options only on switch ports"
+        );
+        assert!(
+            bad("[[port]]\nname = \"pipe0{1\"\nmac_lock = \"02:00:00:00:00:01\"")
+                .contains("switch ports only")
         );
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use ptnet_datapath::switch::vale::mac_str;
 use ptnet_proto::{
     self as proto, Envelope, PROTO_VERSION, PortEntry, Profile, Reply, Request, SwitchEntry,
 };
@@ -219,6 +220,7 @@ pub(crate) fn listing(st: &State) -> Reply {
                         stats: counters(ps.vport.stats()),
                         nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
                         vm: vm_entry(st, ps.vport.name()),
+                        mac_lock: ps.vport.mac_lock().map(mac_str),
                     }
                 })
                 .collect(),
@@ -239,6 +241,7 @@ pub(crate) fn listing(st: &State) -> Reply {
                 stats: counters(end.stats()),
                 nic: None,
                 vm: vm_entry(st, end.name()),
+                mac_lock: None,
             });
         }
     }
@@ -257,6 +260,7 @@ pub(crate) fn listing(st: &State) -> Reply {
             stats: counters(vp.stats()),
             nic: Some(nic_entry(&ds.nic.snapshot())),
             vm: vm_entry(st, ifname),
+            mac_lock: None,
         });
     }
     Reply::Listing { switches, pipes }

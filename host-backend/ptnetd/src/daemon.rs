@@ -55,6 +55,7 @@ impl Daemon {
                     extra_bufs: p.extra_bufs,
                     profile: p.profile,
                     busy_poll: false,
+                    mac_lock: p.mac_lock.clone(),
                 };
                 let _: &PortSection = p;
                 if let Ok(PortName {
@@ -74,6 +75,13 @@ impl Daemon {
                     continue;
                 }
                 if let Some((switch, ifname)) = nic_section(p) {
+                    if p.mac_lock.is_some() {
+                        return Err(DaemonError::Invalid(format!(
+                            "port {}: mac_lock applies to virtual switch ports, not to the \
+                             host interface {ifname}",
+                            p.name
+                        )));
+                    }
                     let req = NicRequest {
                         switch,
                         ifname,
@@ -102,10 +110,12 @@ impl Daemon {
                         extra_bufs: geometry.map_or(0, |p| p.extra_bufs),
                         profile: v.profile,
                         busy_poll: v.busy_poll,
+                        mac_lock: None,
                     },
                     socket: v.socket.display().to_string(),
                     mac: v.mac.clone(),
                     device: v.device,
+                    mac_lock: v.mac_lock,
                 };
                 let mode = d.mode(req.port.busy_poll);
                 st.serve_vm(&req, mode, d.cfg.socket_mode().ok())?;

@@ -44,3 +44,20 @@ pub(crate) fn parse(name: &str) -> Result<PortName<'_>> {
         reason: e.to_string(),
     })
 }
+
+/// Parses a unicast MAC address, `02:00:00:00:00:01`.
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .zip(mac.iter_mut())
+            .all(|(p, b)| p.len() == 2 && u8::from_str_radix(p, 16).map(|v| *b = v).is_ok());
+    if !ok || mac[0] & 1 != 0 {
+        return Err(DaemonError::Invalid(format!(
+            "MAC {s:?}: six hex bytes like 02:00:00:00:00:01, unicast"
+        )));
+    }
+    Ok(mac)
+}

@@ -235,6 +235,7 @@ fn nic_port(
                 slots,
                 nic: Some(nic),
                 host_stack: None,
+                mac_lock: None,
             };
             Ok((ps, entry))
         }
@@ -264,6 +265,7 @@ mod tests {
             buf_size: None,
             host_stack: None,
             host_stack_tap: None,
+            mac_lock: None,
         }
     }
 

@@ -15,7 +15,7 @@ use ptnet_datapath::switch::vale::{Switch, VPort, VPortSpec, ValePortSync};
 use ptnet_proto::{Counters, PortRequest, Profile};
 use ptnet_spec::name::{Base, PipeRole, PortName, RingSelection};
 
-use crate::error::{DaemonError, Result, error_chain, parse};
+use crate::error::{DaemonError, Result, error_chain, parse, parse_mac};
 
 /// Default geometry of ports created on demand.
 pub(crate) const DEFAULT_SLOTS: u32 = 1024;
@@ -42,6 +42,9 @@ pub(crate) struct PortState {
     /// The port of the host stack's tap that came with this interface (`--host-stack`), on the
     /// same switch: it goes when the interface is detached.
     pub(crate) host_stack: Option<String>,
+    /// The source MAC the operator locked the port to (`create-port --mac-lock`); a VM served
+    /// on the port locks it to its device's MAC while it is served, and this comes back after.
+    pub(crate) mac_lock: Option<[u8; 6]>,
 }
 
 pub(crate) struct SwitchState {
@@ -183,6 +186,14 @@ impl State {
                 req.extra_bufs
             )));
         }
+        let mac_lock = req.mac_lock.as_deref().map(parse_mac).transpose()?;
+        if mac_lock.is_some() && !matches!((&name.base, &name.pipe), (Base::Vale { .. }, None)) {
+            return Err(DaemonError::Invalid(format!(
+                "{}: only switch ports can be locked to a MAC (a pipe or a NIC has no \
+                 neighbours to protect)",
+                req.port
+            )));
+        }
         match (name.base, name.pipe) {
             (Base::Vale { switch, port }, None) => {
                 if !self.switches.contains_key(switch) {
@@ -216,6 +227,7 @@ impl State {
                     .sw
                     .add_port(port, &spec)
                     .map_err(|e| DaemonError::Datapath(error_chain(&e)))?;
+                vport.set_mac_lock(mac_lock);
                 ss.ports.insert(
                     port.to_owned(),
                     PortState {
@@ -226,6 +238,7 @@ impl State {
                         slots,
                         nic: None,
                         host_stack: None,
+                        mac_lock,
                     },
                 );
                 Ok(format!("{switch}:{port}"))
@@ -403,6 +416,7 @@ impl State {
                 let remove = match ss.ports.get_mut(port) {
                     Some(ps) => {
                         ps.attached = false;
+                        ps.vport.set_mac_lock(ps.mac_lock);
                         !ps.persistent
                     }
                     None => false,

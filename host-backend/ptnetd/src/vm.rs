@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ptnet_datapath::kloop::Mode;
+use ptnet_datapath::switch::vale::mac_str;
+use ptnet_device::default_mac;
 use ptnet_proto::{VmDevice, VmEntry, VmRequest};
 use ptnet_spec::name::PortKey;
 
-use crate::error::{DaemonError, Result, error_chain, parse};
-use crate::registry::{State, VmHandle, VmState};
+use crate::error::{DaemonError, Result, error_chain, parse, parse_mac};
+use crate::registry::{Key, State, VmHandle, VmState};
 
 impl State {
     /// Serves a port to a VM over vhost-user (the port is created, persistent, if needed),
@@ -32,6 +34,13 @@ impl State {
             None => None,
         };
         let (key, port) = self.claim(&req.port, true)?;
+        let mac = match self.lock_to_device_mac(&key, mac, req.mac_lock, req.device) {
+            Ok(mac) => mac,
+            Err(e) => {
+                self.release(&key);
+                return Err(e);
+            }
+        };
         let socket = PathBuf::from(&req.socket);
         let served = match req.device {
             VmDevice::Ptnet => {
@@ -81,6 +90,50 @@ impl State {
                 Err(DaemonError::Datapath(e))
             }
         }
+    }
+
+    /// Port security for a switch port served to a VM. The VM may send only from its
+    /// device's MAC (`mac`, else the one the operator locked the port to, else the port's
+    /// default) when `choice` says so, or when it says nothing and the operator locked the
+    /// port or the device is virtio-net (whose kernel stack sends from its own MAC; netmap
+    /// applications on a ptnet device choose theirs). Returns the device's MAC.
+    /// [`State::release`] restores the operator's lock.
+    fn lock_to_device_mac(
+        &mut self,
+        key: &Key,
+        mac: Option<[u8; 6]>,
+        choice: Option<bool>,
+        device: VmDevice,
+    ) -> Result<Option<[u8; 6]>> {
+        let Key::Vale { switch, port } = key else {
+            // A pipe's other end or a host NIC is the VM's only neighbour: nothing to protect.
+            return match choice {
+                Some(true) => Err(DaemonError::Invalid(
+                    "only switch ports can be locked to a MAC (a pipe or a NIC has no \
+                     neighbours to protect)"
+                        .into(),
+                )),
+                _ => Ok(mac),
+            };
+        };
+        let Some(ps) = self.switches.get(switch).and_then(|s| s.ports.get(port)) else {
+            return Ok(mac);
+        };
+        let name = ps.vport.name();
+        let lock = choice.unwrap_or(ps.mac_lock.is_some() || device == VmDevice::VirtioNet);
+        if let (true, Some(want), Some(locked)) = (lock, mac, ps.mac_lock) {
+            if want != locked {
+                return Err(DaemonError::Invalid(format!(
+                    "{name} may send from {} only (create-port --mac-lock): a VM with MAC \
+                     {} could send nothing; drop --mac, give it that one, or --any-mac",
+                    mac_str(locked),
+                    mac_str(want)
+                )));
+            }
+        }
+        let device_mac = mac.or(ps.mac_lock).unwrap_or_else(|| default_mac(name));
+        ps.vport.set_mac_lock(lock.then_some(device_mac));
+        Ok(Some(device_mac))
     }
 
     /// Stops serving a port to a VM and releases it.
@@ -153,20 +206,4 @@ pub(crate) fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
             }
         }
     })
-}
-
-pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .zip(mac.iter_mut())
-            .all(|(p, b)| p.len() == 2 && u8::from_str_radix(p, 16).map(|v| *b = v).is_ok());
-    if !ok || mac[0] & 1 != 0 {
-        return Err(DaemonError::Invalid(format!(
-            "MAC {s:?}: six hex bytes like 02:00:00:00:00:01, unicast"
-        )));
-    }
-    Ok(mac)
 }

@@ -272,6 +272,102 @@ fn requests_beyond_the_limits_are_refused_with_the_limit_and_the_daemon_stays_sm
 }
 
 #[test]
+fn an_operator_locks_a_port_to_one_source_mac_and_a_vm_served_on_it_keeps_that_lock() {
+    use ptnet_client::proto::VmRequest;
+    let mut d = Daemon::start("maclock");
+    let call = |r: Request| proto::call(&d.socket, r).expect("call").0;
+    let create = |port: &str, mac: &str| {
+        call(Request::CreatePort(PortRequest {
+            port: port.into(),
+            mac_lock: Some(mac.into()),
+            ..Default::default()
+        }))
+    };
+    let error = |r: Reply| match r {
+        Reply::Error { message } => message,
+        r => panic!("not refused: {r:?}"),
+    };
+    assert!(error(create("vale0:a", "02:00:00:00:00")).contains("six hex bytes"));
+    assert!(error(create("vale0:a", "03:00:00:00:00:01")).contains("unicast"));
+    assert!(error(create("pp{0", "02:00:00:00:00:01")).contains("only switch ports"));
+    assert_eq!(create("vale0:a", "02:00:00:00:00:0a"), Reply::Ok);
+    assert_eq!(
+        d.port("vale0:a").and_then(|e| e.mac_lock).as_deref(),
+        Some("02:00:00:00:00:0a")
+    );
+    let vsock = d.dir.join("a.sock").to_string_lossy().into_owned();
+    let serve = |mac: Option<&str>, mac_lock: Option<bool>| {
+        call(Request::ServeVm(VmRequest {
+            port: PortRequest {
+                port: "vale0:a".into(),
+                ..Default::default()
+            },
+            socket: vsock.clone(),
+            mac: mac.map(Into::into),
+            device: proto::VmDevice::VirtioNet,
+            mac_lock,
+        }))
+    };
+    // A VM given another MAC would send nothing: refused, and the port is free again.
+    let m = error(serve(Some("02:00:00:00:00:0b"), None));
+    assert!(m.contains("may send from 02:00:00:00:00:0a only"), "{m}");
+    // Without --mac the device takes the locked one.
+    assert_eq!(serve(None, None), Reply::Ok);
+    match call(Request::QemuArgs {
+        port: "vale0:a".into(),
+    }) {
+        Reply::QemuArgs { args } => {
+            assert!(args.join(" ").contains("mac=02:00:00:00:00:0a"), "{args:?}")
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        call(Request::StopVm {
+            port: "vale0:a".into()
+        }),
+        Reply::Ok
+    );
+    // --any-mac lifts the lock while the VM is served; it comes back after.
+    assert_eq!(serve(Some("02:00:00:00:00:0b"), Some(false)), Reply::Ok);
+    assert_eq!(d.port("vale0:a").and_then(|e| e.mac_lock), None);
+    assert_eq!(
+        call(Request::StopVm {
+            port: "vale0:a".into()
+        }),
+        Reply::Ok
+    );
+    assert_eq!(
+        d.port("vale0:a").and_then(|e| e.mac_lock).as_deref(),
+        Some("02:00:00:00:00:0a")
+    );
+    // By default a virtio-net device's port is locked to its MAC, a ptnet device's is not
+    // (netmap applications choose their source addresses).
+    for (port, device, locked) in [
+        (
+            "vale0:v",
+            proto::VmDevice::VirtioNet,
+            Some("02:00:00:00:00:0c"),
+        ),
+        ("vale0:p", proto::VmDevice::Ptnet, None),
+    ] {
+        let sock = d.dir.join(format!("{device}.sock"));
+        let r = call(Request::ServeVm(VmRequest {
+            port: PortRequest {
+                port: port.into(),
+                ..Default::default()
+            },
+            socket: sock.to_string_lossy().into_owned(),
+            mac: Some("02:00:00:00:00:0c".into()),
+            device,
+            mac_lock: None,
+        }));
+        assert_eq!(r, Reply::Ok, "{port}");
+        assert_eq!(d.port(port).and_then(|e| e.mac_lock).as_deref(), locked);
+    }
+    assert!(d.alive());
+}
+
+#[test]
 fn attach_errors_say_why() {
     let d = Daemon::start("errors");
     let err = |name: &str| match Port::attach(
@@ -318,6 +414,8 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
             socket: socket.into(),
             mac: Some("02:00:00:00:00:42".into()),
             device: proto::VmDevice::Ptnet,
+            // Switch ports locked to the device's MAC (`--mac-lock`); a pipe end cannot be.
+            mac_lock: port.starts_with("vale").then_some(true),
         }))
     };
     assert_eq!(
@@ -348,6 +446,8 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
         r => panic!("{r:?}"),
     }
     let entry = d.port("vale0:vm1").expect("listed");
+    // Port security: the VM may send only from its device's MAC.
+    assert_eq!(entry.mac_lock.as_deref(), Some("02:00:00:00:00:42"));
     let vm = entry.vm.expect("listed as served to a VM");
     assert_eq!(vm.socket, vsock);
     assert!(!vm.running && !vm.mem_ready, "no QEMU yet");
@@ -376,6 +476,11 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
         Reply::Ok
     );
     assert!(!std::path::Path::new(&vsock).exists());
+    assert_eq!(
+        d.port("vale0:vm1").and_then(|e| e.mac_lock),
+        None,
+        "the lock goes with the VM"
+    );
     let p = Port::attach(
         &d.socket,
         PortRequest {

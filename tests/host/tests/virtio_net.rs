@@ -232,6 +232,8 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
         "vale0:mq",
         "--socket",
         &sock3.display().to_string(),
+        "--mac",
+        "02:00:00:00:01:03",
     ]);
     assert!(ok, "serve-virtio-net vale0:mq: {out}");
     let mut mq = Command::new("timeout");

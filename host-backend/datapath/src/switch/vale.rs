@@ -97,6 +97,17 @@ impl Default for LearningBridge {
     }
 }
 
+/// Marks a locked MAC in [`VPort`]'s `mac_lock` word (above the 48 bits of the address).
+const MAC_LOCKED: u64 = 1 << 48;
+
+/// A MAC address as people write it, `02:00:00:00:00:01`.
+pub fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 fn mac_u64(b: &[u8]) -> u64 {
     b[..6].iter().fold(0u64, |a, &x| (a << 8) | u64::from(x))
 }
@@ -379,6 +390,9 @@ pub struct VPort {
     stats: PortStats,
     /// Length of the virtio-net header in front of this port's frames (0 or 12).
     vnet_hdr_len: AtomicU32,
+    /// The only source MAC the port may send from, as [`mac_u64`] gives it with bit 48 set;
+    /// 0 when the port may send from any.
+    mac_lock: AtomicU64,
 }
 
 impl fmt::Debug for VPort {
@@ -424,6 +438,7 @@ impl VPort {
             rx,
             stats: PortStats::default(),
             vnet_hdr_len: AtomicU32::new(0),
+            mac_lock: AtomicU64::new(0),
         }
     }
 
@@ -464,6 +479,29 @@ impl VPort {
     /// The port's virtio-net header length.
     pub fn vnet_hdr_len(&self) -> u32 {
         self.vnet_hdr_len.load(Ordering::Acquire)
+    }
+
+    /// Locks the port to one source MAC (port security): its frames from any other source
+    /// are dropped (counted in `tx_drops`) before the switch looks at them, so the port
+    /// cannot take another station's traffic by claiming its address. `None` unlocks.
+    pub fn set_mac_lock(&self, mac: Option<[u8; 6]>) {
+        let v = mac.map_or(0, |m| mac_u64(&m) | MAC_LOCKED);
+        let old = self.mac_lock.swap(v, Ordering::AcqRel);
+        if old != v {
+            match mac {
+                Some(m) => log::info!("{}: may send from {} only", self.name, mac_str(m)),
+                None => log::info!("{}: may send from any MAC", self.name),
+            }
+        }
+    }
+
+    /// The MAC the port is locked to, if any.
+    pub fn mac_lock(&self) -> Option<[u8; 6]> {
+        let v = self.mac_lock.load(Ordering::Acquire);
+        (v & MAC_LOCKED != 0).then(|| {
+            let b = v.to_be_bytes();
+            [b[2], b[3], b[4], b[5], b[6], b[7]]
+        })
     }
 
     /// Binds (or, with `None`, unbinds) a client to every ring; rings are reset and every
@@ -715,6 +753,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     let mut tx_pkts = 0u64;
     let mut tx_bytes = 0u64;
     let mut dropped = 0u64;
+    let mac_lock = src.mac_lock.load(Ordering::Relaxed);
 
     for (pi, p) in pkts.iter_mut().enumerate() {
         let frags = &ft[usize::from(p.first)..usize::from(p.first) + usize::from(p.frags)];
@@ -730,6 +769,12 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
             // The Ethernet header follows the virtio-net one, maybe in the next fragment.
             copy_chain(region, frags, src_hdr as usize, &mut hdr[..hlen])
         };
+        // Port security: a locked port's frame from another source goes nowhere, and the
+        // switch does not learn from it.
+        if mac_lock != 0 && (k < 12 || mac_u64(&hdr[6..12]) | MAC_LOCKED != mac_lock) {
+            dropped += 1;
+            continue;
+        }
         let frame = FrameHead {
             bytes: &hdr[..k],
             len: p.bytes,
