@@ -221,12 +221,19 @@ fn sender(
             sh.tx.fetch_add(sent, Ordering::Relaxed);
         }
         if sent == 0 {
-            if !busy && ports.len() == 1 {
-                let _ = ports[0].wait(Want::Tx, Some(Duration::from_millis(100)));
-            } else {
-                thread::yield_now();
-            }
+            idle(&mut ports, busy, Want::Tx);
         }
+    }
+}
+
+/// A side that moved nothing: one port in eventfd mode sleeps on it, otherwise the thread
+/// yields (several ports have no one fd to sleep on).
+fn idle(ports: &mut [Port], busy: bool, want: Want) {
+    match ports {
+        [p] if !busy => {
+            let _ = p.wait(want, Some(Duration::from_millis(100)));
+        }
+        _ => thread::yield_now(),
     }
 }
 
@@ -246,11 +253,7 @@ fn receiver(mut ports: Vec<Port>, busy: bool, sh: &Shared) {
             sh.rx.fetch_add(got, Ordering::Relaxed);
         }
         if got == 0 {
-            if !busy && ports.len() == 1 {
-                let _ = ports[0].wait(Want::Rx, Some(Duration::from_millis(100)));
-            } else {
-                thread::yield_now();
-            }
+            idle(&mut ports, busy, Want::Rx);
         }
     }
 }

@@ -113,50 +113,18 @@ enum Cmd {
     /// Serve a port to a VM as a ptnet device over vhost-user (the port is created if needed
     /// and belongs to the VM while served); then `qemu-args PORT` prints QEMU's arguments.
     ServeVm {
-        /// Port name (`valeX:Y`, or a pipe end).
-        port: String,
-        /// vhost-user socket QEMU connects to.
-        #[arg(long)]
-        socket: String,
+        #[command(flatten)]
+        vm: VmArgs,
         /// Trusted profile (needed for pipe ends and shared-region ports).
         #[arg(long)]
         trusted: bool,
-        /// MAC address the guest sees.
-        #[arg(long)]
-        mac: Option<String>,
-        /// Busy-poll this VM's sync loop.
-        #[arg(long)]
-        busy_poll: bool,
-        /// The VM may send from its device's MAC only (port security; the default for
-        /// serve-virtio-net).
-        #[arg(long, conflicts_with = "any_mac")]
-        mac_lock: bool,
-        /// The VM may send from any source MAC (the default for serve-vm).
-        #[arg(long)]
-        any_mac: bool,
     },
     /// Serve a port to a VM (or a DPDK `virtio_user`) as a virtio-net device over vhost-user
     /// (`-netdev vhost-user` + `virtio-net-pci`); `qemu-args PORT` prints QEMU's arguments,
     /// `stop-vm PORT` ends it.
     ServeVirtioNet {
-        /// Port name (`valeX:Y`, or a pipe end).
-        port: String,
-        /// vhost-user socket the frontend connects to.
-        #[arg(long)]
-        socket: String,
-        /// MAC address the guest sees.
-        #[arg(long)]
-        mac: Option<String>,
-        /// Busy-poll the device's queue workers.
-        #[arg(long)]
-        busy_poll: bool,
-        /// The VM may send from its device's MAC only (port security; the default for
-        /// serve-virtio-net).
-        #[arg(long, conflicts_with = "any_mac")]
-        mac_lock: bool,
-        /// The VM may send from any source MAC (the default for serve-vm).
-        #[arg(long)]
-        any_mac: bool,
+        #[command(flatten)]
+        vm: VmArgs,
     },
     /// Stop serving a port to a VM.
     StopVm {
@@ -247,52 +215,16 @@ impl Cmd {
                 },
                 View::All,
             ),
-            Cmd::ServeVm {
-                port,
-                socket,
-                trusted,
-                mac,
-                busy_poll,
-                mac_lock: lock,
-                any_mac,
-            } => (
-                Request::ServeVm(VmRequest {
-                    port: PortRequest {
-                        port: port.clone(),
-                        profile: if *trusted {
-                            Profile::Trusted
-                        } else {
-                            Profile::Untrusted
-                        },
-                        busy_poll: *busy_poll,
-                        ..Default::default()
-                    },
-                    socket: socket.clone(),
-                    mac: mac.clone(),
-                    device: VmDevice::Ptnet,
-                    mac_lock: mac_lock_choice(*lock, *any_mac),
-                }),
-                View::All,
-            ),
-            Cmd::ServeVirtioNet {
-                port,
-                socket,
-                mac,
-                busy_poll,
-                mac_lock: lock,
-                any_mac,
-            } => (
-                Request::ServeVm(VmRequest {
-                    port: PortRequest {
-                        port: port.clone(),
-                        busy_poll: *busy_poll,
-                        ..Default::default()
-                    },
-                    socket: socket.clone(),
-                    mac: mac.clone(),
-                    device: VmDevice::VirtioNet,
-                    mac_lock: mac_lock_choice(*lock, *any_mac),
-                }),
+            Cmd::ServeVm { vm, trusted } => {
+                let profile = if *trusted {
+                    Profile::Trusted
+                } else {
+                    Profile::Untrusted
+                };
+                (vm.request(VmDevice::Ptnet, profile), View::All)
+            }
+            Cmd::ServeVirtioNet { vm } => (
+                vm.request(VmDevice::VirtioNet, Profile::Untrusted),
                 View::All,
             ),
             Cmd::StopVm { port } => (Request::StopVm { port: port.clone() }, View::All),
@@ -319,12 +251,48 @@ enum View {
 
 /// Prints `reply` (as JSON with `json`), a listing as `view` says; the exit code says whether
 /// the request succeeded.
-/// `--mac-lock` / `--any-mac` / neither (the device's default).
-fn mac_lock_choice(lock: bool, any: bool) -> Option<bool> {
-    match (lock, any) {
-        (true, _) => Some(true),
-        (_, true) => Some(false),
-        _ => None,
+/// What serving a port to a VM takes, whichever the device.
+#[derive(Debug, clap::Args)]
+struct VmArgs {
+    /// Port name (`valeX:Y`, or a pipe end).
+    port: String,
+    /// vhost-user socket the frontend (QEMU, DPDK) connects to.
+    #[arg(long)]
+    socket: String,
+    /// MAC address the guest sees.
+    #[arg(long)]
+    mac: Option<String>,
+    /// Busy-poll the device (its sync loop or queue workers).
+    #[arg(long)]
+    busy_poll: bool,
+    /// The VM may send from its device's MAC only (port security; the default for
+    /// serve-virtio-net).
+    #[arg(long, conflicts_with = "any_mac")]
+    mac_lock: bool,
+    /// The VM may send from any source MAC (the default for serve-vm).
+    #[arg(long)]
+    any_mac: bool,
+}
+
+impl VmArgs {
+    fn request(&self, device: VmDevice, profile: Profile) -> Request {
+        Request::ServeVm(VmRequest {
+            port: PortRequest {
+                port: self.port.clone(),
+                profile,
+                busy_poll: self.busy_poll,
+                ..Default::default()
+            },
+            socket: self.socket.clone(),
+            mac: self.mac.clone(),
+            device,
+            // Neither flag: the device's default.
+            mac_lock: match (self.mac_lock, self.any_mac) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+        })
     }
 }
 

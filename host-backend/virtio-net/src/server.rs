@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::port::SyncPort;
+use ptnet_datapath::switch::vale::mac_str;
 use ptnet_vhost_user::{self as vhu, default_mac};
 
 use crate::device::{self, DeviceOptions, NetDevice, NetStats, NetStatsSnapshot};
@@ -51,11 +52,7 @@ impl Default for ServeConfig {
 /// guest RAM: `-object memory-backend-memfd,id=mem,size=...,share=on -machine
 /// memory-backend=mem`).
 pub fn qemu_args(socket: &Path, id: &str, mac: [u8; 6], pairs: u16) -> Vec<String> {
-    let mac = mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let mac = mac_str(mac);
     let mq = if pairs > 1 {
         format!(",mq=on,vectors={}", 2 * pairs + 2)
     } else {

@@ -538,14 +538,7 @@ impl AfPacketBackend {
         max_frame: u32,
         fanout: Option<u16>,
     ) -> Result<Self, NicError> {
-        let io = |what| {
-            let ifname = ifname.to_owned();
-            move |source| NicError::Io {
-                what,
-                ifname,
-                source,
-            }
-        };
+        let io = |what| NicError::io(what, ifname);
         // RX: 64 blocks of 128 KiB, retired after 1 ms (the latency bound of a lone frame).
         let block = (128u32 << 10).max((max_frame + 128).next_power_of_two());
         let rx = PacketRing::open(

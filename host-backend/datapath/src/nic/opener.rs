@@ -3,9 +3,9 @@
 
 use super::afpacket::AfPacketBackend;
 use super::backend::{
-    BackendChoice, BackendKind, L2_OVERHEAD, Link, NicBackend, NicError, NicOpener, error_chain,
+    BackendChoice, BackendKind, Link, NicBackend, NicError, NicOpener, check_mtu, error_chain,
 };
-use super::ifnet::{ifindex, link_state, mtu, netmap_present};
+use super::ifnet::{ifindex, link_state, netmap_present};
 use super::xdp::XdpBackend;
 
 /// A real host interface: checks its MTU against the port's buffers and opens the backend
@@ -26,21 +26,7 @@ impl HostInterface {
         if ifindex(&self.ifname) == 0 {
             return Err(NicError::NoInterface(self.ifname.clone()));
         }
-        let m = mtu(&self.ifname).map_err(|source| NicError::Io {
-            what: "reading the MTU",
-            ifname: self.ifname.clone(),
-            source,
-        })?;
-        let need = m.saturating_add(L2_OVERHEAD);
-        if need > self.max_frame {
-            return Err(NicError::Mtu {
-                ifname: self.ifname.clone(),
-                mtu: m,
-                need,
-                max: self.max_frame,
-                fit: self.max_frame.saturating_sub(L2_OVERHEAD),
-            });
-        }
+        check_mtu(&self.ifname, self.max_frame)?;
         Ok(())
     }
 

@@ -47,14 +47,7 @@ impl NicPort {
         mut opener: Box<dyn NicOpener>,
     ) -> Result<Self, NicError> {
         let ifname = opener.ifname().to_owned();
-        let ioerr = |what| {
-            let ifname = ifname.clone();
-            move |source| NicError::Io {
-                what,
-                ifname,
-                source,
-            }
-        };
+        let ioerr = |what| NicError::io(what, &ifname);
         let (backend, note) = opener.open()?;
         let ifc = port.interface();
         let n = (ifc.tx.len() + ifc.rx.len()) as u32;

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::backend::{BackendKind, L2_OVERHEAD, Link, NicBackend, NicError, NicOpener};
+use super::backend::{BackendKind, Link, NicBackend, NicError, NicOpener, check_mtu};
 
 /// Most frames one wake-up reads from the tap, and most frames queued for it before a flush.
 pub const TAP_BATCH: usize = 256;
@@ -83,14 +83,7 @@ impl TapDevice {
     /// stack with finished checksums and at most MTU long), gives it `mac` if set, and brings
     /// it up. Fails if an interface of that name exists.
     pub fn create(ifname: &str, mac: Option<[u8; 6]>) -> Result<Self, NicError> {
-        let io = |what| {
-            let ifname = ifname.to_owned();
-            move |source| NicError::Io {
-                what,
-                ifname,
-                source,
-            }
-        };
+        let io = |what| NicError::io(what, ifname);
         if crate::nic::ifindex(ifname) != 0 {
             return Err(NicError::Config(format!(
                 "{ifname} exists already: give the host-stack tap another name"
@@ -180,26 +173,12 @@ impl NicOpener for TapOpener {
 
     fn open(&mut self) -> Result<(Box<dyn NicBackend>, Option<String>), NicError> {
         let ifname = self.tap.ifname.clone();
-        let mtu = crate::nic::mtu(&ifname).map_err(|source| NicError::Io {
-            what: "reading the MTU",
-            ifname: ifname.clone(),
-            source,
-        })?;
-        let need = mtu.saturating_add(L2_OVERHEAD);
-        if need > self.max_frame {
-            return Err(NicError::Mtu {
-                ifname,
-                mtu,
-                need,
-                max: self.max_frame,
-                fit: self.max_frame.saturating_sub(L2_OVERHEAD),
-            });
-        }
-        let fd = self.tap.fd.try_clone().map_err(|source| NicError::Io {
-            what: "duplicating the tap descriptor",
-            ifname: ifname.clone(),
-            source,
-        })?;
+        check_mtu(&ifname, self.max_frame)?;
+        let fd = self
+            .tap
+            .fd
+            .try_clone()
+            .map_err(NicError::io("duplicating the tap descriptor", &ifname))?;
         let frame = self.max_frame as usize;
         Ok((
             Box::new(TapBackend {
