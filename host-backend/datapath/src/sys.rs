@@ -95,6 +95,17 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     }
 }
 
+/// Polls one descriptor for `events`; returns its `revents` (0 on timeout).
+pub fn poll_one(fd: &impl std::os::fd::AsRawFd, events: i16, timeout_ms: i32) -> io::Result<i16> {
+    let mut pfd = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    }];
+    poll(&mut pfd, timeout_ms)?;
+    Ok(pfd[0].revents)
+}
+
 /// Shuts a socket down both ways: a thread blocked in `accept` or `read` on it returns.
 pub fn shutdown(fd: &impl std::os::fd::AsRawFd) {
     // SAFETY: shutdown only changes the state of the socket; an error (not a socket) is

@@ -540,16 +540,7 @@ impl Sock for Socket {
     }
 
     fn poll(&mut self, events: i16, timeout_ms: i32) -> io::Result<i16> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, for the duration of the call.
-        if unsafe { libc::poll(&mut pfd, 1, timeout_ms) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(pfd.revents)
+        ptnet_datapath::sys::poll_one(&self.fd, events, timeout_ms)
     }
 
     fn take_error(&mut self) -> io::Error {

@@ -405,18 +405,12 @@ impl PacketRing {
 
     /// Waits up to `timeout_ms` for the socket to become readable (RX) or writable (TX).
     pub fn poll(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: if self.dir == Direction::Rx {
-                libc::POLLIN
-            } else {
-                libc::POLLOUT
-            },
-            revents: 0,
+        let events = if self.dir == Direction::Rx {
+            libc::POLLIN
+        } else {
+            libc::POLLOUT
         };
-        // SAFETY: one valid pollfd.
-        let r = cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })?;
-        Ok(r > 0)
+        Ok(crate::sys::poll_one(&self.fd, events, timeout_ms)? != 0)
     }
 
     /// TX: fills up to `n` free frame slots with `fill` (which writes a frame and returns its
