@@ -132,22 +132,6 @@ impl NicError {
     }
 }
 
-/// Reads `ifname`'s MTU and checks that its frames fit in `max_frame` bytes; returns the MTU.
-pub fn check_mtu(ifname: &str, max_frame: u32) -> Result<u32, NicError> {
-    let mtu = super::ifnet::mtu(ifname).map_err(NicError::io("reading the MTU", ifname))?;
-    let need = mtu.saturating_add(L2_OVERHEAD);
-    if need > max_frame {
-        return Err(NicError::Mtu {
-            ifname: ifname.to_owned(),
-            mtu,
-            need,
-            max: max_frame,
-            fit: max_frame.saturating_sub(L2_OVERHEAD),
-        });
-    }
-    Ok(mtu)
-}
-
 /// A host interface backend as the worker drives it.
 pub trait NicBackend: Send {
     /// Which backend this is.

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::io;
 
-use super::backend::Link;
+use super::backend::{L2_OVERHEAD, Link, NicError};
 
 /// One ioctl on an interface by name (SIOCGIFFLAGS, SIOCGIFMTU).
 fn if_ioctl(ifname: &str, req: libc::c_ulong) -> io::Result<libc::ifreq> {
@@ -69,4 +69,20 @@ pub fn link_state(ifname: &str) -> (Link, u32) {
 /// Whether the netmap kernel module is there.
 pub fn netmap_present() -> bool {
     std::path::Path::new("/dev/netmap").exists()
+}
+
+/// Reads `ifname`'s MTU and checks that its frames fit in `max_frame` bytes; returns the MTU.
+pub fn check_mtu(ifname: &str, max_frame: u32) -> Result<u32, NicError> {
+    let mtu = mtu(ifname).map_err(NicError::io("reading the MTU", ifname))?;
+    let need = mtu.saturating_add(L2_OVERHEAD);
+    if need > max_frame {
+        return Err(NicError::Mtu {
+            ifname: ifname.to_owned(),
+            mtu,
+            need,
+            max: max_frame,
+            fit: max_frame.saturating_sub(L2_OVERHEAD),
+        });
+    }
+    Ok(mtu)
 }

@@ -3,9 +3,9 @@
 
 use super::afpacket::AfPacketBackend;
 use super::backend::{
-    BackendChoice, BackendKind, Link, NicBackend, NicError, NicOpener, check_mtu, error_chain,
+    BackendChoice, BackendKind, Link, NicBackend, NicError, NicOpener, error_chain,
 };
-use super::ifnet::{ifindex, link_state, netmap_present};
+use super::ifnet::{check_mtu, ifindex, link_state, netmap_present};
 use super::xdp::XdpBackend;
 
 /// A real host interface: checks its MTU against the port's buffers and opens the backend

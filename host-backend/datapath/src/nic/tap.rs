@@ -20,7 +20,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::backend::{BackendKind, Link, NicBackend, NicError, NicOpener, check_mtu};
+use super::backend::{BackendKind, Link, NicBackend, NicError, NicOpener};
+use super::ifnet::check_mtu;
 
 /// Most frames one wake-up reads from the tap, and most frames queued for it before a flush.
 pub const TAP_BATCH: usize = 256;
