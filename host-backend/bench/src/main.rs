@@ -146,8 +146,7 @@ fn attach(port: Arc<dyn SyncPort>, mode: Mode, client_linger: Duration) -> (Host
 
 /// CPU seconds used so far by this process's threads, by name prefix.
 fn thread_cpu() -> HashMap<String, f64> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = ptnet_datapath::sys::clock_ticks();
     let mut out = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -361,18 +360,16 @@ fn af_packet(a: &Args) -> Result {
 fn enter_netns(name: &str) {
     let f = std::fs::File::open(format!("/run/netns/{name}"))
         .unwrap_or_else(|e| panic!("namespace {name}: {e} (bench/nic.sh makes it)"));
-    use std::os::fd::AsRawFd;
-    // SAFETY: a namespace descriptor; setns changes only this thread's network namespace.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert!(r == 0, "setns {name}: {}", std::io::Error::last_os_error());
+    if let Err(e) = ptnet_datapath::sys::enter_net_namespace(&f) {
+        panic!("setns {name}: {e}");
+    }
 }
 
 /// CPU seconds the machine spent in softirq (the kernel's packet processing, which this
 /// kernel accounts apart from the tasks it interrupts), and busy CPU seconds of the machine,
 /// from /proc/stat.
 fn kernel_cpu() -> (f64, f64) {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = ptnet_datapath::sys::clock_ticks();
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {

@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io;
 use std::mem::offset_of;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,12 +43,9 @@ pub enum ClientError {
     Io(#[from] io::Error),
 }
 
-/// An eventfd the daemon sent.
+/// An eventfd the daemon sent (an eventfd of its creation per ring, in these positions).
 fn eventfd(f: File) -> EventFd {
-    // SAFETY: the daemon sent eventfds in these positions (an eventfd of its creation per
-    // ring); EventFd only reads and writes 8-byte counters, harmless on any descriptor, and
-    // takes over the descriptor `into_raw_fd` gave up.
-    unsafe { EventFd::from_raw_fd(OwnedFd::from(f).into_raw_fd()) }
+    ptnet_datapath::sys::file_eventfd(f)
 }
 
 /// The client's view of one ring (netmap's guest-side kring): the application side of the

@@ -119,6 +119,33 @@ pub fn eventfd_file(e: vmm_sys_util::eventfd::EventFd) -> File {
     unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(e)) }
 }
 
+/// A descriptor received from another process used as an eventfd (the inverse of
+/// [`eventfd_file`]). `EventFd` only reads and writes 8-byte counters: on a descriptor that
+/// is not an eventfd those calls fail, nothing worse.
+pub fn file_eventfd(f: File) -> vmm_sys_util::eventfd::EventFd {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `into_raw_fd` gives up the descriptor, which the EventFd then owns alone.
+    unsafe { vmm_sys_util::eventfd::EventFd::from_raw_fd(f.into_raw_fd()) }
+}
+
+/// Clock ticks per second, the unit of `/proc`'s CPU times (`sysconf(_SC_CLK_TCK)`).
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// Moves the calling thread into the network namespace `ns` is a descriptor of.
+pub fn enter_net_namespace(ns: &File) -> io::Result<()> {
+    // SAFETY: setns changes only this thread's network namespace; a descriptor of anything
+    // else makes it fail.
+    let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A `MAP_SHARED` read-write mapping of a whole file, with one inaccessible guard page on each
 /// side, so that an access running off either end faults instead of touching other memory.
 ///
