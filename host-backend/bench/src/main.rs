@@ -281,22 +281,7 @@ fn af_packet(a: &Args) -> Result {
     let t = thread::Builder::new()
         .name("bench-tx".into())
         .spawn(move || {
-            while !sh_t.stop.load(Ordering::Relaxed) {
-                let n = tx
-                    .tx_burst(batch, |buf| {
-                        buf[..6].copy_from_slice(&mac(2));
-                        buf[6..12].copy_from_slice(&mac(1));
-                        buf[12..14].copy_from_slice(&[0x88, 0xb5]);
-                        size
-                    })
-                    .unwrap_or(0);
-                if sh_t.measuring.load(Ordering::Relaxed) {
-                    sh_t.tx.fetch_add(u64::from(n), Ordering::Relaxed);
-                }
-                if n == 0 {
-                    let _ = tx.poll(10);
-                }
-            }
+            packet_sender(&mut tx, batch, mac(2), size, &sh_t);
         })
         .expect("spawn");
     let sh_r = Arc::clone(&sh);
@@ -356,6 +341,33 @@ fn af_packet(a: &Args) -> Result {
     }
 }
 
+/// Sends frames of `size` bytes to `dst` on an AF_PACKET TX ring, `batch` at a time, until
+/// told to stop, counting them while measuring.
+fn packet_sender(
+    tx: &mut ptnet_datapath::nic::afpacket::PacketRing,
+    batch: u32,
+    dst: [u8; 6],
+    size: usize,
+    sh: &Shared,
+) {
+    while !sh.stop.load(Ordering::Relaxed) {
+        let n = tx
+            .tx_burst(batch, |buf| {
+                buf[..6].copy_from_slice(&dst);
+                buf[6..12].copy_from_slice(&mac(1));
+                buf[12..14].copy_from_slice(&[0x88, 0xb5]);
+                size
+            })
+            .unwrap_or(0);
+        if sh.measuring.load(Ordering::Relaxed) {
+            sh.tx.fetch_add(u64::from(n), Ordering::Relaxed);
+        }
+        if n == 0 {
+            let _ = tx.poll(10);
+        }
+    }
+}
+
 /// Moves the calling thread into network namespace `name` (made by `ip netns add`).
 fn enter_netns(name: &str) {
     let f = std::fs::File::open(format!("/run/netns/{name}"))
@@ -403,22 +415,7 @@ fn generator(
             enter_netns(&ns);
             let mut tx = PacketRing::open(&ifname, Direction::Tx, RingConfig::default())
                 .unwrap_or_else(|e| panic!("TX ring on {ifname} in {ns}: {e}"));
-            while !sh.stop.load(Ordering::Relaxed) {
-                let n = tx
-                    .tx_burst(batch, |buf| {
-                        buf[..6].copy_from_slice(&dst);
-                        buf[6..12].copy_from_slice(&mac(1));
-                        buf[12..14].copy_from_slice(&[0x88, 0xb5]);
-                        size
-                    })
-                    .unwrap_or(0);
-                if sh.measuring.load(Ordering::Relaxed) {
-                    sh.tx.fetch_add(u64::from(n), Ordering::Relaxed);
-                }
-                if n == 0 {
-                    let _ = tx.poll(10);
-                }
-            }
+            packet_sender(&mut tx, batch, dst, size, &sh);
         })
         .expect("spawn")
 }
