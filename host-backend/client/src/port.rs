@@ -383,6 +383,14 @@ impl Port {
         let _ = self.kicks[k].write(1);
     }
 
+    /// Protocol-breaking access for tests: asks for ring `k`'s interrupts (CSB order) and
+    /// leaves them asked for, whatever the client then does with its eventfds.
+    #[doc(hidden)]
+    pub fn unchecked_enable_notifications(&mut self, k: usize) {
+        let k = k.min(self.rings.len() - 1);
+        let _ = self.rings[k].app.enable_notifications();
+    }
+
     /// Consumes up to `max` received frames of RX ring `r`: `eat(buf, slot)` sees each
     /// fragment's bytes and its slot. Advances `head` and `cur`; returns the number of slots
     /// consumed. Call [`Port::rxsync`] to give them back.

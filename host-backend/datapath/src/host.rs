@@ -1,7 +1,7 @@
 //! Attaching a host client to a port: the daemon side of the control protocol's `attach`.
 //!
 //! The daemon creates the client's CSB (a memfd) and one kick and one interrupt eventfd per
-//! ring, binds them to the port's rings, starts the client's sync loop, and hands the client
+//! ring (the client holds them too: the daemon only touches them through [`crate::peer`]), binds them to the port's rings, starts the client's sync loop, and hands the client
 //! duplicates of the region memfd, the CSB memfd and the eventfds. Detaching stops the loop and
 //! unbinds the rings; the port itself stays.
 
@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use crate::csb::CsbMem;
 use crate::kloop::{self, KloopHandle, Mode};
 use crate::kring::ClientBinding;
+use crate::peer::PeerEventFd;
 use crate::port::SyncPort;
 
 /// A host client attached to a port.
@@ -43,7 +44,7 @@ impl HostClient {
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<io::Result<Vec<_>>>()?;
         let irqs = (0..n)
-            .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
+            .map(|_| EventFd::new(EFD_NONBLOCK).map(|e| Arc::new(PeerEventFd::new(e))))
             .collect::<io::Result<Vec<_>>>()?;
         let mut files = Vec::with_capacity(2 + 2 * n as usize);
         files.push(ifc.region().file().try_clone()?);
@@ -52,7 +53,7 @@ impl HostClient {
             files.push(dup_eventfd(k)?);
         }
         for i in &irqs {
-            files.push(dup_eventfd(i)?);
+            files.push(dup_eventfd(i.eventfd())?);
         }
         let binding = ClientBinding::new(csb.clone(), irqs)
             .ok_or_else(|| io::Error::other("binding does not match the CSB"))?;

@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use ptnet_spec::csb::CsbAtok;
 
 use crate::csb::CsbRef;
+use crate::peer;
 use crate::port::{PortStats, SyncOutcome, SyncPort};
 
 /// Syncs of one ring per wake-up before the loop moves on to the others (fairness against a
@@ -233,7 +234,8 @@ impl Kloop {
             for ev in &events[..n] {
                 match self.kicks.get(ev.data() as usize) {
                     Some(k) => {
-                        let _ = k.read();
+                        // The client holds this eventfd too: never a read that could wait.
+                        peer::drain(k);
                         kicks += 1;
                         // The client is active again: let lingering try again.
                         if let (Mode::Eventfd { linger }, Some(c)) =

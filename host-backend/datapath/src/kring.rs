@@ -11,10 +11,13 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::csb::CsbRef;
 use crate::mem::RingView;
+use crate::peer::PeerEventFd;
 
 /// How the daemon interrupts a client about one ring.
 ///
-/// A host client's interrupt is a plain eventfd. A VM's is a virtqueue: Linux's
+/// A host client's interrupt is an eventfd the client shares ([`PeerEventFd`]); a port the
+/// daemon drives itself (a NIC worker, a virtio-net queue worker) has a private eventfd. A VM's
+/// is a virtqueue: Linux's
 /// `vring_interrupt()` ignores an interrupt that completed no buffer, so raising it first
 /// completes one driver-posted event buffer, then signals the call eventfd (see ptnet-device).
 ///
@@ -27,11 +30,21 @@ pub trait Interrupt: Send + Sync + fmt::Debug {
     fn raise(&self);
 }
 
+/// A private eventfd: only the daemon holds it, so its `O_NONBLOCK` holds and a full counter
+/// (`EAGAIN`) already means "pending": nothing is lost.
 impl Interrupt for EventFd {
     #[inline]
     fn raise(&self) {
-        // A full counter (EAGAIN) already means "pending": nothing is lost.
         let _ = self.write(1);
+    }
+}
+
+/// An eventfd a client shares: written so that the client cannot make the writer wait
+/// (see [`crate::peer`]).
+impl Interrupt for PeerEventFd {
+    #[inline]
+    fn raise(&self) {
+        self.signal();
     }
 }
 
@@ -54,9 +67,9 @@ pub struct ClientBinding {
 }
 
 impl ClientBinding {
-    /// A binding whose interrupts are plain eventfds (host clients); `irqs` must have one
-    /// eventfd per CSB entry.
-    pub fn new(csb: CsbRef, irqs: Vec<Arc<EventFd>>) -> Option<Self> {
+    /// A binding whose interrupts are all of one kind (eventfds); `irqs` must have one per
+    /// CSB entry.
+    pub fn new<I: Interrupt + 'static>(csb: CsbRef, irqs: Vec<Arc<I>>) -> Option<Self> {
         Self::with_interrupts(
             csb,
             irqs.into_iter().map(|e| e as Arc<dyn Interrupt>).collect(),

@@ -10,6 +10,8 @@
 //! * [`kring`]: kernel-side rings, their binding to a client, the sync prologue,
 //!   publication, RX leases;
 //! * [`port`]: what the sync loop needs from a port, and per-port counters;
+//! * [`peer`]: eventfds a client or QEMU also holds, read and written so that they cannot
+//!   stop a daemon thread;
 //! * [`kloop`]: the per-client sync loop;
 //! * [`app`]: the application side of a port's ring, for the ports the daemon drives itself;
 //! * [`host`]: attaching host clients (the daemon side of `attach`).
@@ -27,6 +29,7 @@ pub mod kloop;
 pub mod kring;
 pub mod mem;
 pub mod nic;
+pub mod peer;
 pub mod port;
 pub mod switch;
 pub mod sys;

@@ -1,5 +1,6 @@
 //! The few system calls the datapath makes that `vmm-sys-util` does not wrap: memfds and
-//! shared mappings surrounded by guard pages. All `unsafe` for memory mappings lives here.
+//! shared mappings surrounded by guard pages, eventfd reads and writes that say exactly what
+//! they may wait for, signals to one thread. All `unsafe` for memory mappings lives here.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -126,6 +127,75 @@ pub fn file_eventfd(f: File) -> vmm_sys_util::eventfd::EventFd {
     use std::os::fd::{FromRawFd, IntoRawFd};
     // SAFETY: `into_raw_fd` gives up the descriptor, which the EventFd then owns alone.
     unsafe { vmm_sys_util::eventfd::EventFd::from_raw_fd(f.into_raw_fd()) }
+}
+
+/// Reads an eventfd's counter (and resets it) without ever waiting, whatever the open file's
+/// `O_NONBLOCK` says: `preadv2(RWF_NOWAIT)`. `Ok(None)` when the counter is zero. Kernels
+/// before 5.12 refuse the flag on eventfds (`EOPNOTSUPP`).
+pub fn eventfd_read_nowait(fd: &impl AsRawFd) -> io::Result<Option<u64>> {
+    let mut v = 0u64;
+    let iov = libc::iovec {
+        iov_base: (&raw mut v).cast(),
+        iov_len: 8,
+    };
+    // SAFETY: one iovec over the 8 bytes of `v`, which the kernel may fill; offset -1 reads
+    // at the file's position, as `read` does.
+    let r = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    match r {
+        8 => Ok(Some(v)),
+        r if r < 0 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+        _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+    }
+}
+
+/// `read(2)` of an eventfd's counter: waits while it is zero if the open file is blocking.
+pub fn eventfd_read(fd: &impl AsRawFd) -> io::Result<u64> {
+    let mut v = [0u8; 8];
+    // SAFETY: the kernel writes at most 8 bytes into `v`.
+    let r = unsafe { libc::read(fd.as_raw_fd(), v.as_mut_ptr().cast(), 8) };
+    match r {
+        8 => Ok(u64::from_ne_bytes(v)),
+        r if r < 0 => Err(io::Error::last_os_error()),
+        _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+    }
+}
+
+/// `write(2)` of `v` to an eventfd: waits while the counter cannot take it if the open file
+/// is blocking.
+pub fn eventfd_write(fd: &impl AsRawFd, v: u64) -> io::Result<()> {
+    let b = v.to_ne_bytes();
+    // SAFETY: the kernel reads the 8 bytes of `b`.
+    let r = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) };
+    match r {
+        8 => Ok(()),
+        r if r < 0 => Err(io::Error::last_os_error()),
+        _ => Err(io::Error::from(io::ErrorKind::WriteZero)),
+    }
+}
+
+/// The calling thread's kernel id.
+pub fn thread_id() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Sends `sig` to thread `tid` of this process (`tgkill`). A thread that has exited gives
+/// `ESRCH`; no other process can be reached.
+pub fn signal_thread(tid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: tgkill reads no memory of ours; the thread group is our own.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Clock ticks per second, the unit of `/proc`'s CPU times (`sysconf(_SC_CLK_TCK)`).

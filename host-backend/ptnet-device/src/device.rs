@@ -479,7 +479,7 @@ impl Device {
                 );
             }
             irqs.push(Arc::new(VirtqueueInterrupt::new(
-                v.inner().clone(),
+                v.clone(),
                 self.mem.clone(),
                 Arc::clone(&self.stats.irq),
             )));

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ptnet_datapath::kring::Interrupt;
-use vhost_user_backend::{VringRwLock, VringT};
+use ptnet_vhost_user::vring::HookedVring;
+use vhost_user_backend::VringT;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
@@ -32,7 +33,7 @@ pub struct IrqStats {
 /// The interrupt of one ring of a VM: completes an event buffer on its virtqueue, then signals
 /// the call eventfd.
 pub struct VirtqueueInterrupt {
-    vring: VringRwLock<GuestMem>,
+    vring: HookedVring,
     mem: GuestMem,
     /// Cleared when the device stops; checked under the vring lock, so that once
     /// [`VirtqueueInterrupt::deactivate`] returns no raise touches the virtqueue again.
@@ -50,7 +51,7 @@ impl std::fmt::Debug for VirtqueueInterrupt {
 
 impl VirtqueueInterrupt {
     /// The interrupt of the ring whose virtqueue is `vring`.
-    pub fn new(vring: VringRwLock<GuestMem>, mem: GuestMem, stats: Arc<IrqStats>) -> Self {
+    pub fn new(vring: HookedVring, mem: GuestMem, stats: Arc<IrqStats>) -> Self {
         VirtqueueInterrupt {
             vring,
             mem,
@@ -74,6 +75,7 @@ impl Interrupt for VirtqueueInterrupt {
         if !self.active.load(Ordering::Acquire) {
             return;
         }
+        let call = self.vring.call();
         if st.get_queue().ready() {
             let mem = self.mem.memory();
             match complete_one(st.get_queue_mut(), &mem) {
@@ -96,8 +98,12 @@ impl Interrupt for VirtqueueInterrupt {
                 }
             }
         }
-        // The call eventfd was checked to be a non-blocking eventfd when it arrived.
-        let _ = st.signal_used_queue();
+        // Signalled with the lock dropped, and never waiting: QEMU shares the call eventfd,
+        // and a sender of another VM may be the one raising.
+        drop(st);
+        if let Some(c) = call {
+            c.signal();
+        }
         self.stats.raised.fetch_add(1, Ordering::Relaxed);
     }
 }

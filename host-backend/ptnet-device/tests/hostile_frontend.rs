@@ -8,7 +8,7 @@
 mod sim;
 
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -442,7 +442,6 @@ fn guest_memory_past_the_end_of_its_file_is_refused_before_anything_touches_it()
     // A 4 KiB memfd announced as 4 MiB of guest RAM: mapping it works, touching it past the
     // first page would kill the daemon with SIGBUS. The memory table is refused (the
     // connection ends), and the next frontend is served.
-    use std::os::fd::AsRawFd;
     use vhost::VhostUserMemoryRegionInfo;
     use vhost::vhost_user::Frontend;
     let mut r = rig("vale-h7");
@@ -468,5 +467,61 @@ fn guest_memory_past_the_end_of_its_file_is_refused_before_anything_touches_it()
     );
     drop(fe);
     r.bystanders_work();
+    r.a_good_vm_works();
+}
+
+#[test]
+fn a_frontend_that_blocks_its_call_eventfd_stops_nobody_but_its_vm() {
+    // QEMU shares its call eventfds with the daemon. This one clears O_NONBLOCK on the RX
+    // queue's (the open file is shared, so the daemon's copy blocks too), fills its counter and
+    // has its guest ask for RX interrupts. A bystander's broadcast then makes the bystander's
+    // sync loop raise the VM's interrupt: the write gives up once instead of waiting with the
+    // switch's port list locked, and nothing else notices.
+    let mut r = rig("vale-h9");
+    let mut vm = Vm::connect(&r.path);
+    let sim::GuestPort { mut port, virq } = vm.driver_start();
+    // Nobody reads the call eventfds from now on.
+    drop(virq);
+    let rx = port.num_tx_rings() as usize;
+    let fd = vm.calls[rx].as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor the simulated frontend owns.
+    let cleared = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) == 0
+    };
+    assert!(cleared);
+    vm.calls[rx].write(u64::MAX - 1).unwrap();
+    port.unchecked_enable_notifications(rx);
+    let a = &mut r.a.1;
+    assert_eq!(
+        a.tx_batch(0, 4, |i, buf| sim::frame(
+            buf,
+            [0xff; 6],
+            mac(11),
+            u64::from(i),
+            60
+        )),
+        4
+    );
+    a.txsync(0);
+    // b gets the broadcast too (from a's sync loop, which raised the VM's interrupt first).
+    let mut got = 0;
+    let b = &mut r.b.1;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            b.rxsync(0);
+            got += b.rx_batch(0, u32::MAX, |_, _| {});
+            b.rxsync(0);
+            got >= 4
+        }),
+        "b received {got} of a's 4 broadcast frames"
+    );
+    r.bystanders_work();
+    // The counter is as the frontend left it: the daemon gave up on it instead of waiting.
+    assert_eq!(vm.calls[rx].read().unwrap(), u64::MAX - 1);
+    assert!(ptnet_datapath::peer::interrupted_calls() >= 1);
+    drop(port);
+    vm.stop_queues();
+    drop(vm);
     r.a_good_vm_works();
 }

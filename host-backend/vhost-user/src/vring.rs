@@ -5,7 +5,10 @@
 //!
 //! It also screens the frontend's descriptors: a kick or call descriptor that is not an
 //! eventfd is dropped (the queue then never becomes ready), and accepted ones are made
-//! non-blocking.
+//! non-blocking. The frontend keeps sharing them, so the daemon reads kicks and signals calls
+//! only through `ptnet_datapath::peer` (a frontend that clears `O_NONBLOCK` again cannot make
+//! a daemon thread wait): [`HookedVring::call`] hands out the call eventfd for that, to be
+//! signalled after the queue's lock is dropped.
 //!
 //! The handler creates the queues itself (`VringT::new`, inside `VhostUserDaemon::new`, on the
 //! calling thread), so the device collects them through [`collect`].
@@ -13,7 +16,9 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use ptnet_datapath::peer::{self, PeerEventFd};
 
 use vhost_user_backend::{VringRwLock, VringState, VringStateGuard, VringStateMutGuard, VringT};
 use virtio_queue::{Error as VirtQueError, QueueT};
@@ -44,6 +49,8 @@ pub trait VringHook: Send + Sync {
 pub struct HookedVring {
     inner: VringRwLock<GuestMem>,
     hook: Arc<OnceLock<(Weak<dyn VringHook>, u16)>>,
+    /// A duplicate of the call eventfd the queue holds, for signalling without its lock.
+    call: Arc<Mutex<Option<Arc<PeerEventFd>>>>,
 }
 
 thread_local! {
@@ -73,6 +80,18 @@ impl HookedVring {
     /// The queue itself, for the interrupt path.
     pub fn inner(&self) -> &VringRwLock<GuestMem> {
         &self.inner
+    }
+
+    /// The queue's call eventfd, if the frontend gave one: signal it with no lock held.
+    pub fn call(&self) -> Option<Arc<PeerEventFd>> {
+        self.call.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Signals the call eventfd (interrupts the guest), never waiting on the frontend.
+    pub fn signal_guest(&self) {
+        if let Some(c) = self.call() {
+            c.signal();
+        }
     }
 
     fn notify(&self, what: Change) {
@@ -109,6 +128,7 @@ impl VringT<GuestMem> for HookedVring {
         let v = HookedVring {
             inner: VringRwLock::new(mem, max_queue_size)?,
             hook: Arc::new(OnceLock::new()),
+            call: Arc::new(Mutex::new(None)),
         };
         CREATED.with(|c| {
             if let Some(list) = c.borrow_mut().as_mut() {
@@ -131,7 +151,8 @@ impl VringT<GuestMem> for HookedVring {
     }
 
     fn signal_used_queue(&self) -> io::Result<()> {
-        self.inner.signal_used_queue()
+        self.signal_guest();
+        Ok(())
     }
 
     fn enable_notification(&self) -> Result<bool, VirtQueError> {
@@ -196,11 +217,28 @@ impl VringT<GuestMem> for HookedVring {
     }
 
     fn read_kick(&self) -> io::Result<bool> {
-        self.inner.read_kick()
+        let st = self.inner.get_ref();
+        if let Some(k) = st.get_kick() {
+            peer::drain(k);
+        }
+        Ok(st.is_enabled())
     }
 
     fn set_call(&self, file: Option<File>) {
         let file = self.screen(file, "call");
+        let dup = match file.as_ref().map(File::try_clone) {
+            Some(Ok(f)) => Some(Arc::new(PeerEventFd::new(
+                ptnet_datapath::sys::file_eventfd(f),
+            ))),
+            Some(Err(e)) => {
+                log::warn!(
+                    "call descriptor: cannot duplicate it ({e}); the guest gets no interrupts"
+                );
+                None
+            }
+            None => None,
+        };
+        *self.call.lock().unwrap_or_else(|e| e.into_inner()) = dup;
         self.inner.set_call(file);
         self.notify(Change::Call);
     }

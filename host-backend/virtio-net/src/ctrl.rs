@@ -138,8 +138,9 @@ impl Ctrl {
             queue: "control",
             source,
         })?;
+        drop(vr);
         if notify {
-            let _ = vr.signal_used_queue();
+            self.vring.signal_guest();
         }
         Ok(n)
     }

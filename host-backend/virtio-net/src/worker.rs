@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use ptnet_datapath::app::{AppRing, slots_for};
 use ptnet_datapath::csb::CsbRef;
 use ptnet_datapath::kloop::{Mode, kick_epoll};
+use ptnet_datapath::peer;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use ptnet_spec::ring::nm_next;
@@ -387,11 +388,13 @@ impl Pair {
                 queue: "TX",
                 source,
             })?;
+        // Signalled with the queue unlocked and never waiting: the frontend shares the call
+        // eventfd.
+        drop(vr);
         if notify {
-            let _ = vr.signal_used_queue();
+            self.txq.signal_guest();
             NetStats::add(&self.stats.tx_notifies, 1);
         }
-        drop(vr);
         if c.packets > 0 {
             self.tx.txsync(&*self.port);
         }
@@ -489,11 +492,13 @@ impl Pair {
                 queue: "RX",
                 source,
             })?;
+        // Signalled with the queue unlocked and never waiting: the frontend shares the call
+        // eventfd.
+        drop(vr);
         if notify {
-            let _ = vr.signal_used_queue();
+            self.rxq.signal_guest();
             NetStats::add(&self.stats.rx_notifies, 1);
         }
-        drop(vr);
         if consumed > 0 {
             self.rx.advance(consumed);
             self.rx.rxsync(&*self.port);
@@ -788,7 +793,8 @@ impl Pair {
             };
             for ev in &events[..n] {
                 if let Some(k) = kicks.get(ev.data() as usize) {
-                    let _ = k.read();
+                    // The frontend holds the kick eventfd too: never a read that could wait.
+                    peer::drain(k);
                 }
             }
             NetStats::add(&self.stats.wakeups, 1);
