@@ -8,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use ptnet_proto::{Envelope, Request};
 use ptnetd::config::Config;
 use ptnetd::daemon::Daemon;
+use ptnetd::policy::Caller;
 
 fn daemon() -> &'static Arc<Daemon> {
     static D: OnceLock<Arc<Daemon>> = OnceLock::new();
@@ -30,7 +31,14 @@ fuzz_target!(|data: &[u8]| {
         // Would bind sockets at paths the input chooses.
         | Request::ServeVm(_) => {}
         r => {
-            let _ = daemon().handle(r);
+            // As an administrator, or as a client (the policy let the request through; the
+            // ownership checks are the daemon's).
+            let caller = if data.len() % 2 == 1 {
+                Caller::Client { uid: 1000 }
+            } else {
+                Caller::Admin
+            };
+            let _ = daemon().handle(r, caller);
         }
     }
 });

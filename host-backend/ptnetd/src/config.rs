@@ -41,6 +41,11 @@ pub struct DaemonSection {
     pub socket: PathBuf,
     /// Permission bits of the socket (octal string, e.g. "0660").
     pub socket_mode: String,
+    /// Group that owns the socket (name or number): with `socket_mode` "0660", its members
+    /// can connect. Unset: the daemon's group.
+    pub socket_group: Option<String>,
+    /// Members of this group (name or number) may do everything root may over the socket.
+    pub admin_group: Option<String>,
     /// Run every client's sync loop in busy-poll mode unless the client asks otherwise.
     pub busy_poll: bool,
     /// Most switches created on demand by clients.
@@ -54,6 +59,8 @@ impl Default for DaemonSection {
         DaemonSection {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_mode: "0660".into(),
+            socket_group: None,
+            admin_group: None,
             busy_poll: false,
             max_switches: 64,
             linger_us: ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64,
@@ -70,6 +77,13 @@ pub struct SwitchSection {
     /// Trusted ports this switch's shared region can hold.
     #[serde(default = "default_trusted_ports")]
     pub trusted_ports: u32,
+    /// Users (names or numbers) who may attach to this switch's ports and create and destroy
+    /// their own, without being administrators.
+    #[serde(default)]
+    pub open_to_users: Vec<String>,
+    /// Groups (names or numbers) whose members may, likewise.
+    #[serde(default)]
+    pub open_to_groups: Vec<String>,
 }
 
 fn default_trusted_ports() -> u32 {
@@ -220,6 +234,21 @@ impl Config {
                     self.daemon.socket_mode
                 ))
             })
+    }
+
+    /// The socket's group as an id (`socket_group` resolved), if set.
+    pub fn socket_group(&self) -> Result<Option<u32>, ConfigError> {
+        self.daemon
+            .socket_group
+            .as_deref()
+            .map(|g| {
+                crate::creds::gid_of(g).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "[daemon] socket_group: no group {g:?} on this system"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -1,4 +1,5 @@
-//! The control socket: one thread per connection reads one request and answers it. An
+//! The control socket: one thread per connection reads one request, checks it against the
+//! [`policy`](crate::policy) for the peer the kernel says connected, and answers it. An
 //! `attach` keeps the connection (and the thread, asleep in `read`) for as long as the client
 //! stays; when the connection closes, for whatever reason, the client's sync loop stops and
 //! its port is released (an on-demand port is removed, a configured one stays).
@@ -17,15 +18,17 @@ use ptnet_proto::{
     self as proto, Envelope, PROTO_VERSION, PortEntry, Profile, Reply, Request, SwitchEntry,
 };
 
+use crate::creds;
 use crate::daemon::Daemon;
 use crate::error::{DaemonError, error_chain};
 use crate::nic::{HostStack, NicRequest, nic_entry};
+use crate::policy::{Caller, Refusal};
 use crate::registry::{DEFAULT_SLOTS, State, counters};
 use crate::vm::vm_entry;
 
 impl Daemon {
-    /// Answers a management request.
-    pub fn handle(&self, req: Request) -> Reply {
+    /// Answers a management request from `caller` (the policy let it through).
+    pub fn handle(&self, req: Request, caller: Caller) -> Reply {
         let mut st = self.lock();
         let r = match req {
             Request::Attach(_) => Err(DaemonError::Invalid(
@@ -34,8 +37,17 @@ impl Daemon {
             Request::List => return listing(&st),
             Request::CreateSwitch { name } => st.create_switch(&name, 8),
             Request::DestroySwitch { name } => st.destroy_switch(&name),
-            Request::CreatePort(req) => st.create_port(&req, true).map(|_| ()),
-            Request::DestroyPort { port } => st.destroy_port(&port),
+            Request::CreatePort(req) => st.create_port(&req, true).map(|name| {
+                if let Caller::Client { uid } = caller {
+                    st.set_port_owner(&name, uid);
+                }
+            }),
+            Request::DestroyPort { port } => match caller {
+                Caller::Client { uid } if st.port_owner(&port) != Some(uid) => {
+                    return refusal(&Refusal::NotOwner { port, uid });
+                }
+                _ => st.destroy_port(&port),
+            },
             Request::AttachNic {
                 switch,
                 ifname,
@@ -155,8 +167,29 @@ impl Daemon {
             );
             return;
         }
+        let who = match creds::peer_cred(&conn) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = proto::send(
+                    &conn,
+                    &Reply::Error {
+                        message: format!("cannot read the caller's credentials: {e}"),
+                    },
+                    &[],
+                );
+                return;
+            }
+        };
+        let caller = match self.policy.check(&who, &env.request) {
+            Ok(c) => c,
+            Err(r) => {
+                log::info!("pid {} uid {}: {r}", who.pid, who.uid);
+                let _ = proto::send(&conn, &refusal(&r), &[]);
+                return;
+            }
+        };
         let Request::Attach(req) = env.request else {
-            let reply = self.handle(env.request);
+            let reply = self.handle(env.request, caller);
             if let Err(e) = proto::send(&conn, &reply, &[]) {
                 log::debug!("reply lost: {e}");
             }
@@ -193,6 +226,12 @@ impl Daemon {
             }
         }
         self.detach(att);
+    }
+}
+
+fn refusal(r: &Refusal) -> Reply {
+    Reply::Error {
+        message: r.to_string(),
     }
 }
 
@@ -267,8 +306,8 @@ pub(crate) fn listing(st: &State) -> Reply {
 }
 
 /// Binds the control socket: creates its directory, replaces a stale socket (one nobody
-/// listens on), refuses to steal a live one, and sets its permissions.
-pub fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
+/// listens on), refuses to steal a live one, and sets its group (`gid`) and permissions.
+pub fn bind_socket(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -282,6 +321,9 @@ pub fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let l = UnixListener::bind(path)?;
+    if gid.is_some() {
+        std::os::unix::fs::lchown(path, None, gid)?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
 }

@@ -13,9 +13,11 @@ use ptnet_proto::{PortRequest, VmRequest};
 use ptnet_spec::name::{Base, PortName};
 
 use crate::config::{Config, PortSection};
+use crate::creds;
 use crate::error::Result;
 pub use crate::error::{DaemonError, error_chain};
 use crate::nic::{HostStack, NicRequest, nic_section};
+use crate::policy::Policy;
 use crate::registry::{Key, State};
 
 /// A client's hold on a port.
@@ -28,13 +30,17 @@ pub struct Attachment {
 /// The daemon.
 pub struct Daemon {
     pub(crate) cfg: Config,
+    pub(crate) policy: Policy,
     state: Mutex<State>,
 }
 
 impl Daemon {
     /// Builds the daemon's state from its configuration: switches and persistent ports.
     pub fn new(cfg: Config) -> Result<Arc<Self>> {
+        let policy = Policy::new(&cfg, creds::effective_uid())
+            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let d = Arc::new(Daemon {
+            policy,
             state: Mutex::new(State {
                 max_switches: cfg.daemon.max_switches,
                 ..State::default()

@@ -8,13 +8,16 @@
 //! * `nic`: host interfaces on switches or given directly to a client;
 //! * `vm`: ports served to VMs over vhost-user;
 //! * [`control`]: the control socket and its requests;
+//! * [`policy`]: who may do what over it, from [`creds`] (the kernel's word on who connected);
 //! * [`signals`]: the termination signals, taken by one thread.
 
 pub mod config;
 pub mod control;
+pub mod creds;
 pub mod daemon;
 mod error;
 mod nic;
+pub mod policy;
 mod registry;
 pub mod signals;
 mod vm;

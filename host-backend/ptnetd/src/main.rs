@@ -74,6 +74,13 @@ fn main() -> ExitCode {
     let socket = cfg.daemon.socket.clone();
     ptnetd::signals::block_termination();
     let mode = cfg.socket_mode().unwrap_or(0o660);
+    let group = match cfg.socket_group() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("ptnetd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let d = match Daemon::new(cfg) {
         Ok(d) => d,
         Err(e) => {
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match ptnetd::control::bind_socket(&socket, mode) {
+    let listener = match ptnetd::control::bind_socket(&socket, mode, group) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("ptnetd: cannot listen on {}: {e}", socket.display());

@@ -236,6 +236,7 @@ fn nic_port(
                 nic: Some(nic),
                 host_stack: None,
                 mac_lock: None,
+                owner: None,
             };
             Ok((ps, entry))
         }

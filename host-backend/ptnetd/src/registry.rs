@@ -45,6 +45,9 @@ pub(crate) struct PortState {
     /// The source MAC the operator locked the port to (`create-port --mac-lock`); a VM served
     /// on the port locks it to its device's MAC while it is served, and this comes back after.
     pub(crate) mac_lock: Option<[u8; 6]>,
+    /// The client (not an administrator) that created the port with `create-port`: the one
+    /// client that may destroy it.
+    pub(crate) owner: Option<u32>,
 }
 
 pub(crate) struct SwitchState {
@@ -239,6 +242,7 @@ impl State {
                         nic: None,
                         host_stack: None,
                         mac_lock,
+                        owner: None,
                     },
                 );
                 Ok(format!("{switch}:{port}"))
@@ -546,6 +550,36 @@ impl State {
         }
         log::info!("switch {name} destroyed");
         Ok(())
+    }
+
+    /// The client that created VALE port `port`, if a client did.
+    pub(crate) fn port_owner(&self, port: &str) -> Option<u32> {
+        match parse(port).ok()? {
+            PortName {
+                base: Base::Vale { switch, port },
+                pipe: None,
+                ..
+            } => self.switches.get(switch)?.ports.get(port)?.owner,
+            _ => None,
+        }
+    }
+
+    /// Records that client `uid` created VALE port `port` (canonical name).
+    pub(crate) fn set_port_owner(&mut self, port: &str, uid: u32) {
+        if let Ok(PortName {
+            base: Base::Vale { switch, port },
+            pipe: None,
+            ..
+        }) = parse(port)
+        {
+            if let Some(ps) = self
+                .switches
+                .get_mut(switch)
+                .and_then(|s| s.ports.get_mut(port))
+            {
+                ps.owner = Some(uid);
+            }
+        }
     }
 
     pub(crate) fn destroy_port(&mut self, port: &str) -> Result<()> {

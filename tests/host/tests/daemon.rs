@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ptnet_client::proto::{self, PortRequest, Reply, Request};
@@ -489,4 +490,112 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
         },
     );
     assert!(p.is_ok(), "free again: {:?}", p.err());
+}
+
+/// Issue 13, item 5: only administrators change the daemon, and clients use only the switches
+/// the configuration opens to them. Four users made up for the test (numeric ids, no
+/// accounts needed): a member of the socket's group that `vale0` is opened to, an
+/// administrator (the admin group), and an outsider; root is the fourth.
+#[test]
+fn only_administrators_change_the_daemon_and_clients_use_only_the_switches_opened_to_them() {
+    const MEMBER: u32 = 61_001;
+    const ADMIN: u32 = 61_002;
+    const OUTSIDER: u32 = 61_003;
+    const GROUP: u32 = 61_010;
+    const ADMINS: u32 = 61_020;
+    let d = Daemon::start_with_config(
+        "policy",
+        &format!(
+            r#"
+[daemon]
+socket_mode = "0660"
+socket_group = "{GROUP}"
+admin_group = "{ADMINS}"
+
+[[switch]]
+name = "vale0"
+open_to_groups = ["{GROUP}"]
+
+[[switch]]
+name = "vale1"
+"#
+        ),
+    );
+    let ctl = d.public_bin(&common::target_bin("ptnetctl"));
+    let client = d.public_bin(Path::new(env!("CARGO_BIN_EXE_ptnet-test-client")));
+    let member = |args: &[&str]| d.run_as(MEMBER, &[GROUP], &ctl, args);
+
+    // The socket's mode and group keep the outsider out altogether.
+    let (ok, out) = d.run_as(OUTSIDER, &[], &ctl, &["list"]);
+    assert!(!ok && out.contains("ermission denied"), "{out}");
+
+    // A member may list, and use vale0: attach (a real client, its frames sent) ...
+    let (ok, out) = member(&["list"]);
+    assert!(ok, "{out}");
+    let (ok, out) = d.run_as(
+        MEMBER,
+        &[GROUP],
+        &client,
+        &[
+            "send", "-p", "vale0:m1", "--to", "255", "-c", "10", "-s", &d.socket,
+        ],
+    );
+    assert!(ok, "a member's client on vale0: {out}");
+    // ... and create a port there, and destroy it, but not root's.
+    assert!(d.ctl(&["create-port", "vale0:roots"]).0);
+    let (ok, out) = member(&["create-port", "vale0:mine"]);
+    assert!(ok, "{out}");
+    let (ok, out) = member(&["destroy-port", "vale0:roots"]);
+    assert!(!ok && out.contains("did not create vale0:roots"), "{out}");
+    let (ok, out) = member(&["destroy-port", "vale0:mine"]);
+    assert!(ok, "{out}");
+    assert!(d.port("vale0:mine").is_none() && d.port("vale0:roots").is_some());
+
+    // Not vale1, not the trusted profile, not pipes or interfaces.
+    let (ok, out) = d.run_as(
+        MEMBER,
+        &[GROUP],
+        &client,
+        &[
+            "send", "-p", "vale1:m1", "--to", "255", "-c", "1", "-s", &d.socket,
+        ],
+    );
+    assert!(
+        !ok && out.contains("switch vale1 is not open to uid 61001"),
+        "{out}"
+    );
+    let (ok, out) = member(&["create-port", "vale0:t", "--trusted"]);
+    assert!(!ok && out.contains("trusted profile"), "{out}");
+    let (ok, out) = member(&["create-port", "p{0"]);
+    assert!(!ok && out.contains("not a port of a switch"), "{out}");
+
+    // Every administrative request is refused, naming the rule.
+    for args in [
+        &["create-switch", "vale5"][..],
+        &["destroy-switch", "vale0"],
+        &["attach-nic", "vale0", "lo"],
+        &["detach-nic", "vale0", "lo"],
+        &["create-nic-port", "lo"],
+        &["serve-vm", "vale0:vm", "--socket", "/tmp/x.sock"],
+        &["stop-vm", "vale0:roots"],
+        &["qemu-args", "vale0:roots"],
+    ] {
+        let (ok, out) = member(args);
+        assert!(
+            !ok && out.contains("is for administrators") && out.contains("uid 61001 is not one"),
+            "{args:?}: {out}"
+        );
+    }
+    assert!(d.port("vale0:roots").is_some());
+
+    // The admin group may do what root may.
+    let (ok, out) = d.run_as(ADMIN, &[GROUP, ADMINS], &ctl, &["create-switch", "vale5"]);
+    assert!(ok, "{out}");
+    let (ok, out) = d.run_as(
+        ADMIN,
+        &[GROUP, ADMINS],
+        &ctl,
+        &["destroy-port", "vale0:roots"],
+    );
+    assert!(ok, "{out}");
 }

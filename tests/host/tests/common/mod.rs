@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,12 +39,30 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(test: &str) -> Self {
+        Self::start_with(test, None)
+    }
+
+    /// Starts the daemon with the configuration `toml` (on the private socket all the same).
+    pub fn start_with_config(test: &str, toml: &str) -> Self {
+        Self::start_with(test, Some(toml))
+    }
+
+    fn start_with(test: &str, toml: Option<&str>) -> Self {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Other users' clients reach the socket in here (the socket's mode then decides).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.join("ptnetd.sock").to_string_lossy().into_owned();
         let log = std::fs::File::create(dir.join("ptnetd.log")).unwrap();
-        let child = Command::new(target_bin("ptnetd"))
+        let mut cmd = Command::new(target_bin("ptnetd"));
+        if let Some(t) = toml {
+            let path = dir.join("ptnetd.toml");
+            std::fs::write(&path, t).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
             .args(["--socket", &socket])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -81,6 +99,40 @@ impl Daemon {
         let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&o.stderr));
         (o.status.success(), text)
+    }
+
+    /// Runs `prog` (a [`Daemon::public_bin`]) with `args` as user `uid` (group `uid`) with
+    /// the supplementary `groups`, through util-linux's `setpriv`; `$PTNET_SOCKET` names this
+    /// daemon's socket.
+    pub fn run_as(&self, uid: u32, groups: &[u32], prog: &Path, args: &[&str]) -> (bool, String) {
+        let groups = if groups.is_empty() {
+            "--clear-groups".to_owned()
+        } else {
+            let g: Vec<String> = groups.iter().map(u32::to_string).collect();
+            format!("--groups={}", g.join(","))
+        };
+        let o = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg(groups)
+            .arg(prog)
+            .args(args)
+            .env("PTNET_SOCKET", &self.socket)
+            .output()
+            .expect("setpriv");
+        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), text)
+    }
+
+    /// A copy of binary `path` in the daemon's directory that any user may run (the build
+    /// can live under a directory only root enters, such as `/root`).
+    pub fn public_bin(&self, path: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let to = self.dir.join(path.file_name().expect("a binary's name"));
+        std::fs::copy(path, &to).expect("copy the binary");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
     }
 
     pub fn list(&self) -> (Vec<proto::SwitchEntry>, Vec<proto::PortEntry>) {
