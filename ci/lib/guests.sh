@@ -29,10 +29,11 @@ guests_prepare() {
 }
 
 # guests_daemon DIR: starts ptnetd (embedded default: vale0) on DIR/ptnetd.sock, its log in
-# DIR/ptnetd.log; appends its PID to the caller's `pids` array. Sets GUEST_SOCK.
+# DIR/ptnetd.log, VMs' sockets (serve-vm --socket NAME) in DIR; appends its PID to the
+# caller's `pids` array. Sets GUEST_SOCK.
 guests_daemon() {
     GUEST_SOCK=$1/ptnetd.sock
-    "$HOST_BIN/ptnetd" --socket "$GUEST_SOCK" 2> "$1/ptnetd.log" &
+    "$HOST_BIN/ptnetd" --socket "$GUEST_SOCK" --vm-socket-dir "$1" 2> "$1/ptnetd.log" &
     pids+=($!)
     local _
     for _ in $(seq 100); do [ -S "$GUEST_SOCK" ] && return 0; sleep 0.05; done

@@ -110,11 +110,11 @@ pair() {
     # A port is served once; later sizes reuse it (each guest is a new frontend connection).
     if ! gctl --json qemu-args "$a" >/dev/null 2>&1; then
         if [ "$kind" = ptnet ]; then
-            gctl serve-vm "$a" --socket "$dir/$tag-a.sock" "${profile[@]}" >/dev/null
-            gctl serve-vm "$b" --socket "$dir/$tag-b.sock" "${profile[@]}" >/dev/null
+            gctl serve-vm "$a" --socket "$tag-a.sock" "${profile[@]}" >/dev/null
+            gctl serve-vm "$b" --socket "$tag-b.sock" "${profile[@]}" >/dev/null
         else
-            gctl serve-virtio-net "$a" --socket "$dir/$tag-a.sock" >/dev/null
-            gctl serve-virtio-net "$b" --socket "$dir/$tag-b.sock" >/dev/null
+            gctl serve-virtio-net "$a" --socket "$tag-a.sock" >/dev/null
+            gctl serve-virtio-net "$b" --socket "$tag-b.sock" >/dev/null
         fi
     fi
     if [ "$kind" = ptnet ]; then

@@ -162,13 +162,14 @@ ptnetd_run() {
     local mode=$1 size=$2 args=() pid line
     [ "$mode" = busypoll ] && args=(--busy-poll)
     rm -f "$tmp"/*.sock
-    RUST_LOG=warn "$bin/ptnetd" --socket "$tmp/ctl.sock" "${args[@]}" > "$tmp/ptnetd.log" 2>&1 &
+    RUST_LOG=warn "$bin/ptnetd" --socket "$tmp/ctl.sock" --vm-socket-dir "$tmp" "${args[@]}" \
+        > "$tmp/ptnetd.log" 2>&1 &
     pid=$!
     echo "$pid" >> "$tmp/pids"
     for _ in $(seq 50); do [ -S "$tmp/ctl.sock" ] && break; sleep 0.1; done
-    "$bin/ptnetctl" --socket "$tmp/ctl.sock" serve-virtio-net vale0:vm1 --socket "$tmp/vm1.sock" \
+    "$bin/ptnetctl" --socket "$tmp/ctl.sock" serve-virtio-net vale0:vm1 --socket vm1.sock \
         --mac 02:00:00:00:00:01 >/dev/null
-    "$bin/ptnetctl" --socket "$tmp/ctl.sock" serve-virtio-net vale0:vm2 --socket "$tmp/vm2.sock" \
+    "$bin/ptnetctl" --socket "$tmp/ctl.sock" serve-virtio-net vale0:vm2 --socket vm2.sock \
         --mac 02:00:00:00:00:02 >/dev/null
     line=$(clients "$pid" "$tmp/vm1.sock" "$tmp/vm2.sock" "$size")
     kill "$pid"

@@ -199,8 +199,11 @@ pub struct VmRequest {
     /// The port (geometry and profile as in [`PortRequest`]).
     #[serde(flatten)]
     pub port: PortRequest,
-    /// vhost-user socket QEMU connects to.
-    pub socket: String,
+    /// The vhost-user socket QEMU connects to: a file name (no `/`) in the daemon's VM socket
+    /// directory (`[daemon] vm_socket_dir`). `None`: named after the port. `qemu-args` prints
+    /// the whole path.
+    #[serde(default)]
+    pub socket: Option<String>,
     /// MAC address the guest sees (`02:..`), default derived from the port name.
     #[serde(default)]
     pub mac: Option<String>,
@@ -462,6 +465,36 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> Result<(
 
 /// Reads one frame and the descriptors that came with it (owned `File`s).
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> Result<(T, Vec<File>), ProtoError> {
+    recv_by(sock, None)
+}
+
+/// As [`recv`], but the whole frame must have arrived by `deadline` (however the sender
+/// spreads its bytes; a timeout per read would let one byte every few seconds hold a reader
+/// forever): after it, `Io` with `WouldBlock` or `TimedOut`. Changes the socket's read timeout.
+pub fn recv_within<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+    deadline: std::time::Instant,
+) -> Result<(T, Vec<File>), ProtoError> {
+    recv_by(sock, Some(deadline))
+}
+
+/// Sets the read timeout to what is left until `deadline` (at least 1 ms: zero means "none").
+fn time_left(sock: &UnixStream, deadline: Option<std::time::Instant>) -> io::Result<()> {
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        sock.set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))))?;
+    }
+    Ok(())
+}
+
+fn recv_by<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+    deadline: Option<std::time::Instant>,
+) -> Result<(T, Vec<File>), ProtoError> {
+    time_left(sock, deadline)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut raw = [-1 as RawFd; MAX_FDS];
     let mut iov = [libc::iovec {
@@ -481,6 +514,7 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> Result<(T, Vec<F
     }
     let mut have = n;
     while have < 4 {
+        time_left(sock, deadline)?;
         let k = (&*sock).read(&mut buf[have..])?;
         if k == 0 {
             return Err(ProtoError::Closed);
@@ -495,6 +529,7 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> Result<(T, Vec<F
         buf.resize(4 + len, 0);
     }
     while have < 4 + len {
+        time_left(sock, deadline)?;
         let k = (&*sock).read(&mut buf[have..4 + len])?;
         if k == 0 {
             return Err(ProtoError::Closed);

@@ -256,9 +256,11 @@ enum View {
 struct VmArgs {
     /// Port name (`valeX:Y`, or a pipe end).
     port: String,
-    /// vhost-user socket the frontend (QEMU, DPDK) connects to.
-    #[arg(long)]
-    socket: String,
+    /// Name of the vhost-user socket the frontend (QEMU, DPDK) connects to, a file in the
+    /// daemon's VM socket directory (`[daemon] vm_socket_dir`, default /run/ptnetd/vm);
+    /// default: after the port (`vale0:vm1` → `vale0-vm1.sock`). `qemu-args` prints the path.
+    #[arg(long, value_name = "NAME")]
+    socket: Option<String>,
     /// MAC address the guest sees.
     #[arg(long)]
     mac: Option<String>,

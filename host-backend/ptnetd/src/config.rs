@@ -46,6 +46,9 @@ pub struct DaemonSection {
     pub socket_group: Option<String>,
     /// Members of this group (name or number) may do everything root may over the socket.
     pub admin_group: Option<String>,
+    /// Where VMs' vhost-user sockets are made (created if missing; must be writable by the
+    /// daemon's user only).
+    pub vm_socket_dir: PathBuf,
     /// Run every client's sync loop in busy-poll mode unless the client asks otherwise.
     pub busy_poll: bool,
     /// Most switches created on demand by clients.
@@ -61,6 +64,7 @@ impl Default for DaemonSection {
             socket_mode: "0660".into(),
             socket_group: None,
             admin_group: None,
+            vm_socket_dir: PathBuf::from(DEFAULT_VM_SOCKET_DIR),
             busy_poll: false,
             max_switches: 64,
             linger_us: ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64,
@@ -167,8 +171,9 @@ pub struct Config {
 pub struct VmSection {
     /// `valeX:Y`, or a pipe end.
     pub port: String,
-    /// vhost-user socket path.
-    pub socket: PathBuf,
+    /// The vhost-user socket's name in `[daemon] vm_socket_dir` (default: after the port).
+    #[serde(default)]
+    pub socket: Option<String>,
     /// Trust profile (a pipe end or a shared-region port needs `trusted`).
     #[serde(default)]
     pub profile: Profile,
@@ -186,6 +191,9 @@ pub struct VmSection {
     #[serde(default)]
     pub mac_lock: Option<bool>,
 }
+
+/// Where VMs' vhost-user sockets go unless `[daemon] vm_socket_dir` says otherwise.
+pub const DEFAULT_VM_SOCKET_DIR: &str = "/run/ptnetd/vm";
 
 /// The configuration used when no file is given.
 pub const EMBEDDED_DEFAULT: &str = r#"
@@ -257,10 +265,11 @@ impl Config {
         for v in &self.vms {
             PortName::parse(&v.port)
                 .map_err(|e| ConfigError::Invalid(format!("[[vm]] port {:?}: {e}", v.port)))?;
-            if !sockets.insert(&v.socket) {
+            let name = crate::vm::socket_name(v.socket.as_deref(), &v.port)
+                .map_err(|e| ConfigError::Invalid(format!("[[vm]] port {}: {e}", v.port)))?;
+            if !sockets.insert(name.clone()) {
                 return Err(ConfigError::Invalid(format!(
-                    "[[vm]] socket {} used twice",
-                    v.socket.display()
+                    "[[vm]] socket {name} used twice"
                 )));
             }
         }
@@ -470,10 +479,9 @@ mod tests {
             r#"
             [[vm]]
             port = "vale0:a"
-            socket = "/tmp/a.sock"
+            socket = "a.sock"
             [[vm]]
             port = "vale0:b"
-            socket = "/tmp/b.sock"
             device = "virtio-net"
             "#,
             "t.toml".into(),
@@ -481,12 +489,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.vms[0].device, VmDevice::Ptnet);
         assert_eq!(c.vms[1].device, VmDevice::VirtioNet);
+        assert_eq!(c.vms[1].socket, None);
         assert!(
             Config::parse(
-                "[[vm]]\nport = \"vale0:a\"\nsocket = \"/x\"\ndevice = \"e1000\"\n",
+                "[[vm]]\nport = \"vale0:a\"\nsocket = \"x\"\ndevice = \"e1000\"\n",
                 "t.toml".into()
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn vm_sockets_are_names_and_each_is_used_once() {
+        let bad = |t: &str| Config::parse(t, "t.toml".into()).unwrap_err().to_string();
+        let e = bad("[[vm]]\nport = \"vale0:a\"\nsocket = \"/tmp/a.sock\"\n");
+        assert!(e.contains("not a path"), "{e}");
+        // Named after the port by default: vale0:a's would be vale0-a.sock.
+        let e = bad(
+            "[[vm]]\nport = \"vale0:a\"\n[[vm]]\nport = \"vale0:b\"\nsocket = \"vale0-a.sock\"\n",
+        );
+        assert!(e.contains("vale0-a.sock used twice"), "{e}");
     }
 }

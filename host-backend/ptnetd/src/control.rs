@@ -4,21 +4,22 @@
 //! stays; when the connection closes, for whatever reason, the client's sync loop stops and
 //! its port is released (an on-demand port is removed, a configured one stays).
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ptnet_datapath::switch::vale::mac_str;
 use ptnet_proto::{
     self as proto, Envelope, PROTO_VERSION, PortEntry, Profile, Reply, Request, SwitchEntry,
 };
 
-use crate::creds;
+use crate::creds::{self, PeerCred};
 use crate::daemon::Daemon;
 use crate::error::{DaemonError, error_chain};
 use crate::nic::{HostStack, NicRequest, nic_entry};
@@ -95,7 +96,12 @@ impl Daemon {
             ),
             Request::ServeVm(req) => {
                 let mode = self.mode(req.port.busy_poll);
-                st.serve_vm(&req, mode, self.cfg.socket_mode().ok())
+                st.serve_vm(
+                    &req,
+                    mode,
+                    &self.cfg.daemon.vm_socket_dir,
+                    self.cfg.socket_mode().ok(),
+                )
             }
             Request::StopVm { port } => st.stop_vm(&port),
             Request::QemuArgs { port } => {
@@ -117,6 +123,7 @@ impl Daemon {
 
     /// Serves the control socket forever (until the listener fails).
     pub fn serve(self: &Arc<Self>, listener: UnixListener) -> io::Result<()> {
+        let pending = Arc::new(Mutex::new(Pending::default()));
         for conn in listener.incoming() {
             let conn = match conn {
                 Ok(c) => c,
@@ -127,10 +134,28 @@ impl Daemon {
                     continue;
                 }
             };
+            // Replies never wait long for a client that does not read them.
+            let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
+            let who = match creds::peer_cred(&conn) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("cannot read a caller's credentials: {e}");
+                    continue;
+                }
+            };
+            let slot = match Pending::admit(&pending, &who, self.policy.caller(&who)) {
+                Ok(s) => s,
+                Err(why) => {
+                    let _ = conn.set_nonblocking(true);
+                    let _ = proto::send(&conn, &Reply::Error { message: why }, &[]);
+                    continue;
+                }
+            };
             let d = Arc::clone(self);
             let spawned = thread::Builder::new()
                 .name("ctl-conn".into())
-                .spawn(move || d.connection(conn));
+                .stack_size(CONN_STACK)
+                .spawn(move || d.connection(conn, who, slot));
             if let Err(e) = spawned {
                 log::error!("cannot start a connection thread: {e}");
             }
@@ -138,9 +163,11 @@ impl Daemon {
         Ok(())
     }
 
-    fn connection(&self, conn: UnixStream) {
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-        let env: Envelope = match proto::recv(&conn) {
+    fn connection(&self, conn: UnixStream, who: PeerCred, slot: PendingSlot) {
+        let got = proto::recv_within(&conn, Instant::now() + REQUEST_DEADLINE);
+        // The request is in (or never will be): the connection no longer counts as pending.
+        drop(slot);
+        let env: Envelope = match got {
             Ok((env, _)) => env,
             Err(proto::ProtoError::Closed) => return,
             Err(e) => {
@@ -167,19 +194,6 @@ impl Daemon {
             );
             return;
         }
-        let who = match creds::peer_cred(&conn) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = proto::send(
-                    &conn,
-                    &Reply::Error {
-                        message: format!("cannot read the caller's credentials: {e}"),
-                    },
-                    &[],
-                );
-                return;
-            }
-        };
         let caller = match self.policy.check(&who, &env.request) {
             Ok(c) => c,
             Err(r) => {
@@ -226,6 +240,71 @@ impl Daemon {
             }
         }
         self.detach(att);
+    }
+}
+
+/// How long a connection has to send its whole request (and a client to take a reply).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections that have not sent their request yet: at most this many per user who is not
+/// an administrator...
+pub const MAX_PENDING_PER_USER: usize = 16;
+/// ... and this many from all such users together (administrators are always served).
+pub const MAX_PENDING: usize = 256;
+/// A connection thread's stack: it parses one request and sleeps in `read` while attached.
+const CONN_STACK: usize = 256 * 1024;
+
+/// The connections that have not sent their request, by user (administrators' not counted).
+#[derive(Debug, Default)]
+struct Pending {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// One pending connection's place; given back when dropped.
+struct PendingSlot(Option<(Arc<Mutex<Pending>>, u32)>);
+
+impl Pending {
+    /// Admits a new connection from `who`, or says why not.
+    fn admit(
+        this: &Arc<Mutex<Pending>>,
+        who: &PeerCred,
+        caller: Caller,
+    ) -> Result<PendingSlot, String> {
+        if caller == Caller::Admin {
+            return Ok(PendingSlot(None));
+        }
+        let mut p = this.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = p.by_uid.get(&who.uid).copied().unwrap_or(0);
+        if mine >= MAX_PENDING_PER_USER || p.total >= MAX_PENDING {
+            log::info!(
+                "pid {} uid {}: connection refused ({mine} of its own and {} in all waiting for their request)",
+                who.pid,
+                who.uid,
+                p.total
+            );
+            return Err(format!(
+                "refused: too many connections waiting to send their request (uid {} has {mine}; at most {MAX_PENDING_PER_USER} per user and {MAX_PENDING} in all)",
+                who.uid
+            ));
+        }
+        p.total += 1;
+        *p.by_uid.entry(who.uid).or_insert(0) += 1;
+        Ok(PendingSlot(Some((Arc::clone(this), who.uid))))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        if let Some((pending, uid)) = self.0.take() {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.total = p.total.saturating_sub(1);
+            if let Some(n) = p.by_uid.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    p.by_uid.remove(&uid);
+                }
+            }
+        }
     }
 }
 

@@ -118,13 +118,18 @@ impl Daemon {
                         busy_poll: v.busy_poll,
                         mac_lock: None,
                     },
-                    socket: v.socket.display().to_string(),
+                    socket: v.socket.clone(),
                     mac: v.mac.clone(),
                     device: v.device,
                     mac_lock: v.mac_lock,
                 };
                 let mode = d.mode(req.port.busy_poll);
-                st.serve_vm(&req, mode, d.cfg.socket_mode().ok())?;
+                st.serve_vm(
+                    &req,
+                    mode,
+                    &d.cfg.daemon.vm_socket_dir,
+                    d.cfg.socket_mode().ok(),
+                )?;
             }
         }
         Ok(d)

@@ -21,6 +21,9 @@ struct Args {
     /// Control socket permissions, octal (overrides the file).
     #[arg(long)]
     socket_mode: Option<String>,
+    /// Directory of VMs' vhost-user sockets (overrides the file; default /run/ptnetd/vm).
+    #[arg(long)]
+    vm_socket_dir: Option<PathBuf>,
     /// Run every client's sync loop in busy-poll mode.
     #[arg(long)]
     busy_poll: bool,
@@ -46,6 +49,9 @@ impl TryFrom<Args> for Config {
         if let Some(m) = a.socket_mode {
             c.daemon.socket_mode = m;
             c.socket_mode()?;
+        }
+        if let Some(d) = a.vm_socket_dir {
+            c.daemon.vm_socket_dir = d;
         }
         c.daemon.busy_poll |= a.busy_poll;
         if let Some(l) = a.linger_us {

@@ -1,7 +1,12 @@
 //! Ports served to VMs over vhost-user: as a ptnet device (`ptnet-device`) or as a
 //! virtio-net device (`ptnet-virtio-net`). A served port is claimed like an attachment.
+//!
+//! Their sockets live in one directory the daemon owns (`[daemon] vm_socket_dir`), named by a
+//! file name, never a path: root then creates, replaces and removes only its own files there,
+//! whatever a request says, and nobody else can swap an entry (or a symlink) in.
 
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::sync::Arc;
 
 use ptnet_datapath::kloop::Mode;
@@ -13,13 +18,77 @@ use ptnet_spec::name::PortKey;
 use crate::error::{DaemonError, Result, error_chain, parse, parse_mac};
 use crate::registry::{Key, State, VmHandle, VmState};
 
+/// Longest socket name (a Unix socket's path, directory included, must fit 107 bytes).
+pub(crate) const MAX_SOCKET_NAME: usize = 64;
+
+/// The file name of a VM's socket: `name` checked (letters, digits, `.`, `_`, `-`; not
+/// starting with `.`; at most [`MAX_SOCKET_NAME`] bytes), or one made from the port's
+/// canonical name (`vale0:vm1` → `vale0-vm1.sock`, `pipe0{1` → `pipe0-m1.sock`).
+pub(crate) fn socket_name(name: Option<&str>, port: &str) -> Result<String> {
+    let Some(n) = name else {
+        let canonical = PortKey(&parse(port)?).to_string();
+        let mut s = String::with_capacity(canonical.len() + 6);
+        for c in canonical.chars() {
+            match c {
+                ':' => s.push('-'),
+                '{' => s.push_str("-m"),
+                '}' => s.push_str("-s"),
+                c if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' => s.push(c),
+                _ => s.push('_'),
+            }
+        }
+        s.push_str(".sock");
+        return Ok(s);
+    };
+    let ok = !n.is_empty()
+        && n.len() <= MAX_SOCKET_NAME
+        && !n.starts_with('.')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if !ok {
+        return Err(DaemonError::Invalid(format!(
+            "socket {n:?}: a file name in the daemon's VM socket directory (letters, digits, \
+             '.', '_', '-', at most {MAX_SOCKET_NAME} bytes, not starting with '.'), not a path"
+        )));
+    }
+    Ok(n.to_owned())
+}
+
+/// Makes the VM socket directory if it is missing, and checks that only the daemon's user
+/// can change it (else another user could swap a file or a symlink in under a socket's name).
+pub(crate) fn prepare_socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let fail =
+        |why: String| DaemonError::Invalid(format!("vm_socket_dir {}: {why}", dir.display()));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
+    if !m.is_dir() {
+        return Err(fail("not a directory (a symlink is not followed)".into()));
+    }
+    if m.uid() != crate::creds::effective_uid() || m.mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "owned by uid {} with mode {:o}: it must be the daemon's and writable by it only",
+            m.uid(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 impl State {
     /// Serves a port to a VM over vhost-user (the port is created, persistent, if needed),
-    /// its device running in `mode`, its socket with permissions `socket_mode`.
+    /// its device running in `mode`, its socket in `dir` with permissions `socket_mode`.
     pub(crate) fn serve_vm(
         &mut self,
         req: &VmRequest,
         mode: Mode,
+        dir: &Path,
         socket_mode: Option<u32>,
     ) -> Result<()> {
         let canonical = PortKey(&parse(&req.port.port)?).to_string();
@@ -28,6 +97,30 @@ impl State {
                 "{canonical} (already served to a VM at {})",
                 v.socket.display()
             )));
+        }
+        let socket = dir.join(socket_name(req.socket.as_deref(), &req.port.port)?);
+        if let Some((p, _)) = self.vms.iter().find(|(_, v)| v.socket == socket) {
+            return Err(DaemonError::Busy(format!(
+                "socket {} (it serves {p})",
+                socket.display()
+            )));
+        }
+        prepare_socket_dir(dir)?;
+        // Only the daemon writes here: a socket under this name that no served VM holds was
+        // left by an earlier run, and is replaced without connecting to it (a listener that
+        // never accepts would hang the connect); anything else is left alone.
+        match std::fs::symlink_metadata(&socket) {
+            Ok(m) if m.file_type().is_socket() => {
+                std::fs::remove_file(&socket)
+                    .map_err(|e| DaemonError::Invalid(format!("{}: {e}", socket.display())))?;
+            }
+            Ok(_) => {
+                return Err(DaemonError::Invalid(format!(
+                    "{} exists and is not a socket",
+                    socket.display()
+                )));
+            }
+            Err(_) => {}
         }
         let mac = match &req.mac {
             Some(m) => Some(parse_mac(m)?),
@@ -41,7 +134,6 @@ impl State {
                 return Err(e);
             }
         };
-        let socket = PathBuf::from(&req.socket);
         let served = match req.device {
             VmDevice::Ptnet => {
                 let cfg = ptnet_device::ServeConfig {

@@ -86,16 +86,17 @@ chmod +x "$tmp/root/init"
 cat > "$tmp/ptnetd.toml" <<TOML
 [daemon]
 socket = "$tmp/ctl.sock"
+vm_socket_dir = "$tmp"
 [[switch]]
 name = "vale0"
 [[vm]]
 port = "vale0:g1"
-socket = "$tmp/g1.sock"
+socket = "g1.sock"
 device = "virtio-net"
 mac = "02:00:00:00:09:01"
 [[vm]]
 port = "vale0:g2"
-socket = "$tmp/g2.sock"
+socket = "g2.sock"
 device = "virtio-net"
 mac = "02:00:00:00:09:02"
 TOML

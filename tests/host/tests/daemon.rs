@@ -296,14 +296,13 @@ fn an_operator_locks_a_port_to_one_source_mac_and_a_vm_served_on_it_keeps_that_l
         d.port("vale0:a").and_then(|e| e.mac_lock).as_deref(),
         Some("02:00:00:00:00:0a")
     );
-    let vsock = d.dir.join("a.sock").to_string_lossy().into_owned();
     let serve = |mac: Option<&str>, mac_lock: Option<bool>| {
         call(Request::ServeVm(VmRequest {
             port: PortRequest {
                 port: "vale0:a".into(),
                 ..Default::default()
             },
-            socket: vsock.clone(),
+            socket: Some("a.sock".into()),
             mac: mac.map(Into::into),
             device: proto::VmDevice::VirtioNet,
             mac_lock,
@@ -351,13 +350,12 @@ fn an_operator_locks_a_port_to_one_source_mac_and_a_vm_served_on_it_keeps_that_l
         ),
         ("vale0:p", proto::VmDevice::Ptnet, None),
     ] {
-        let sock = d.dir.join(format!("{device}.sock"));
         let r = call(Request::ServeVm(VmRequest {
             port: PortRequest {
                 port: port.into(),
                 ..Default::default()
             },
-            socket: sock.to_string_lossy().into_owned(),
+            socket: Some(format!("{device}.sock")),
             mac: Some("02:00:00:00:00:0c".into()),
             device,
             mac_lock: None,
@@ -412,7 +410,7 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
                 profile,
                 ..Default::default()
             },
-            socket: socket.into(),
+            socket: Some(socket.into()),
             mac: Some("02:00:00:00:00:42".into()),
             device: proto::VmDevice::Ptnet,
             // Switch ports locked to the device's MAC (`--mac-lock`); a pipe end cannot be.
@@ -420,7 +418,7 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
         }))
     };
     assert_eq!(
-        serve("vale0:vm1", &vsock, proto::Profile::Untrusted),
+        serve("vale0:vm1", "vm1.sock", proto::Profile::Untrusted),
         Reply::Ok
     );
     assert!(
@@ -436,13 +434,13 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
         },
     );
     assert!(matches!(taken, Err(ClientError::Refused(m)) if m.contains("busy")));
-    let other = d.dir.join("vm1b.sock").to_string_lossy().into_owned();
+    let other = "vm1b.sock";
     assert!(matches!(
-        serve("vale0:vm1", &other, proto::Profile::Untrusted),
+        serve("vale0:vm1", other, proto::Profile::Untrusted),
         Reply::Error { .. }
     ));
     // A pipe end needs the trusted profile.
-    match serve("pp{0", &other, proto::Profile::Untrusted) {
+    match serve("pp{0", other, proto::Profile::Untrusted) {
         Reply::Error { message } => assert!(message.contains("trusted"), "{message}"),
         r => panic!("{r:?}"),
     }
@@ -576,7 +574,7 @@ name = "vale1"
         &["attach-nic", "vale0", "lo"],
         &["detach-nic", "vale0", "lo"],
         &["create-nic-port", "lo"],
-        &["serve-vm", "vale0:vm", "--socket", "/tmp/x.sock"],
+        &["serve-vm", "vale0:vm", "--socket", "x.sock"],
         &["stop-vm", "vale0:roots"],
         &["qemu-args", "vale0:roots"],
     ] {
@@ -598,4 +596,136 @@ name = "vale1"
         &["destroy-port", "vale0:roots"],
     );
     assert!(ok, "{out}");
+}
+
+/// Issue 13, item 4: connections that have not sent their request are bounded per user and
+/// in all, each has five seconds to send it whole (not five per read), and administrators
+/// are served whatever the crowd. A member of the socket's group opens 1,000 silent
+/// connections; another dribbles its request a byte at a time.
+#[test]
+fn an_idle_crowd_on_the_control_socket_is_bounded_and_root_is_still_served() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    const MEMBER: u32 = 61_101;
+    const GROUP: u32 = 61_110;
+    let d = Daemon::start_with_config(
+        "crowd",
+        &format!(
+            "[daemon]\nsocket_group = \"{GROUP}\"\n\n[[switch]]\nname = \"vale0\"\nopen_to_groups = [\"{GROUP}\"]\n"
+        ),
+    );
+    let ctl = d.public_bin(&common::target_bin("ptnetctl"));
+    let client = d.public_bin(Path::new(env!("CARGO_BIN_EXE_ptnet-test-client")));
+    let mut crowd = Command::new("setpriv")
+        .args([
+            format!("--reuid={MEMBER}"),
+            format!("--regid={MEMBER}"),
+            format!("--groups={GROUP}"),
+        ])
+        .arg(&client)
+        .args([
+            "hold",
+            "-p",
+            "-",
+            "-s",
+            &d.socket,
+            "-c",
+            "1000",
+            "--timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    let mut line = String::new();
+    BufReader::new(crowd.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim().trim_start_matches("ready ")).expect(&line);
+    assert!(
+        v["refused"].as_u64().unwrap() >= 1000 - 16,
+        "the daemon kept more than 16 of one user's silent connections: {v}"
+    );
+
+    // Root is served at once, and the daemon's threads and memory did not follow the crowd.
+    let t = Instant::now();
+    let (ok, out) = d.ctl(&["list"]);
+    assert!(ok && t.elapsed() < Duration::from_secs(2), "{out}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let field = |k: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    assert!(field("Threads:") < 40, "{status}");
+    assert!(field("VmRSS:") < 200 * 1024, "{status}");
+    // The member's next connection is refused at once, and says why.
+    let (ok, out) = d.run_as(MEMBER, &[GROUP], &ctl, &["list"]);
+    assert!(!ok && out.contains("too many connections waiting"), "{out}");
+
+    // A request dribbled a byte every three seconds is cut off five seconds after it began.
+    let mut slow = UnixStream::connect(&d.socket).unwrap();
+    slow.write_all(&[8]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = slow.write_all(&[0]);
+    std::thread::sleep(Duration::from_secs(3));
+    slow.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut b = [0u8; 512];
+    assert!(
+        slow.read(&mut b).is_ok(),
+        "the daemon still waits for a request begun six seconds ago"
+    );
+
+    // The crowd's connections timed out too: the member is served again.
+    let (ok, out) = d.run_as(MEMBER, &[GROUP], &ctl, &["list"]);
+    assert!(ok, "{out}");
+    let _ = crowd.kill();
+    let _ = crowd.wait();
+}
+
+/// Issue 13, item 3: a VM's vhost-user socket is a name in the daemon's own directory, never
+/// a path a request chooses: paths and dot-names are refused, a file that is not a socket is
+/// left alone, a stale socket is replaced without connecting to it (a live listener that never
+/// accepts cannot hang the daemon), and a directory others can write is refused.
+#[test]
+fn vm_sockets_are_names_in_the_daemons_own_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start("vmdir");
+    for bad in ["/etc/passwd", "../x.sock", ".hidden", "a/b.sock", ""] {
+        let (ok, out) = d.ctl(&["serve-vm", "vale0:v1", "--socket", bad]);
+        assert!(!ok && out.contains("not a path"), "{bad:?}: {out}");
+    }
+    // A plain file under the name is not taken over.
+    std::fs::write(d.dir.join("file.sock"), b"keep").unwrap();
+    let (ok, out) = d.ctl(&["serve-vm", "vale0:v1", "--socket", "file.sock"]);
+    assert!(!ok && out.contains("not a socket"), "{out}");
+    assert_eq!(std::fs::read(d.dir.join("file.sock")).unwrap(), b"keep");
+    // A listener that never accepts: replaced at once, without a connection to it.
+    let _stuck = std::os::unix::net::UnixListener::bind(d.dir.join("busy.sock")).unwrap();
+    let t = Instant::now();
+    let (ok, out) = d.ctl(&["serve-vm", "vale0:v1", "--socket", "busy.sock"]);
+    assert!(ok && t.elapsed() < Duration::from_secs(3), "{out}");
+    // The default name comes from the port; qemu-args gives the path.
+    let (ok, out) = d.ctl(&["serve-virtio-net", "vale0:v2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = d.ctl(&["qemu-args", "vale0:v2"]);
+    let want = d.dir.join("vale0-v2.sock");
+    assert!(ok && out.contains(&*want.to_string_lossy()), "{out}");
+    assert!(d.ctl(&["stop-vm", "vale0:v2"]).0);
+    assert!(!want.exists(), "stop-vm removes the socket");
+
+    // A VM socket directory others may write is refused.
+    let open = d.dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d2 = Daemon::start_with_config(
+        "vmdir-open",
+        &format!("[daemon]\nvm_socket_dir = \"{}\"\n", open.display()),
+    );
+    let (ok, out) = d2.ctl(&["serve-vm", "vale0:v1"]);
+    assert!(!ok && out.contains("writable by it only"), "{out}");
 }

@@ -98,7 +98,7 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
             "serve-virtio-net",
             port,
             "--socket",
-            &sock.display().to_string(),
+            &sock.file_name().unwrap().to_string_lossy(),
             "--mac",
             mac,
         ]);
@@ -231,7 +231,7 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
         "serve-virtio-net",
         "vale0:mq",
         "--socket",
-        &sock3.display().to_string(),
+        "mq.sock",
         "--mac",
         "02:00:00:00:01:03",
     ]);

@@ -124,6 +124,10 @@ impl Ptnetd {
             Some(c) => cmd.arg("--config").arg(c),
             None => cmd.arg("--socket").arg(&socket),
         };
+        // VMs' sockets beside the control socket (see `vm_socket`).
+        if let Some(dir) = socket.parent() {
+            cmd.arg("--vm-socket-dir").arg(dir);
+        }
         let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -181,15 +185,30 @@ impl Ptnetd {
         }
     }
 
-    /// Serves `port` to a VM on the vhost-user socket `socket` and returns the QEMU
-    /// arguments of its ptnet device (guest RAM must be shared: [`crate::VmConfig::shared_memory`]).
+    /// The name under which the daemon makes the VM socket `socket`: VM sockets are names in
+    /// the daemon's own directory, here the one of its control socket.
+    fn vm_socket(&self, socket: &Path) -> Result<String, DaemonError> {
+        match (socket.parent(), socket.file_name()) {
+            (Some(dir), Some(name)) if Some(dir) == self.socket.parent() => {
+                Ok(name.to_string_lossy().into_owned())
+            }
+            _ => Err(DaemonError::Ctl {
+                args: format!("serve {}", socket.display()),
+                output: "a VM socket must be in the daemon's directory".into(),
+            }),
+        }
+    }
+
+    /// Serves `port` to a VM on the vhost-user socket `socket` (in the daemon's directory)
+    /// and returns the QEMU arguments of its ptnet device (guest RAM must be shared:
+    /// [`crate::VmConfig::shared_memory`]).
     pub fn serve_vm(
         &self,
         port: &str,
         socket: &Path,
         trusted: bool,
     ) -> Result<Vec<String>, DaemonError> {
-        let sock = socket.to_string_lossy();
+        let sock = self.vm_socket(socket)?;
         let mut args = vec!["serve-vm", port, "--socket", &sock];
         if trusted {
             args.push("--trusted");
@@ -201,7 +220,7 @@ impl Ptnetd {
     /// Serves `port` to a VM as a virtio-net device (vhost-user, for the stock `virtio_net`
     /// driver) on `socket` and returns its QEMU arguments.
     pub fn serve_virtio_net(&self, port: &str, socket: &Path) -> Result<Vec<String>, DaemonError> {
-        let sock = socket.to_string_lossy();
+        let sock = self.vm_socket(socket)?;
         self.ctl(&["serve-virtio-net", port, "--socket", &sock])?;
         self.qemu_args(port)
     }

@@ -30,5 +30,9 @@ pub fn work_dir(test: &str) -> PathBuf {
     let dir = target.join("tmp").join("vmtest").join(test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the test's work directory");
+    // The daemon makes VMs' sockets here, and wants a directory only it may write.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the test's work directory");
     dir
 }

@@ -1218,10 +1218,7 @@ fn daemon_serving_two_vms(
         Ptnetd::socket_in(dir).display()
     );
     for (name, extra) in vms {
-        toml += &format!(
-            "\n[[vm]]\nport = \"vale0:{name}\"\nsocket = \"{}/{name}.sock\"\n{extra}",
-            dir.display()
-        );
+        toml += &format!("\n[[vm]]\nport = \"vale0:{name}\"\nsocket = \"{name}.sock\"\n{extra}");
     }
     let d = Ptnetd::start_with_config(dir, &toml).expect("start ptnetd from a config");
     let args = |name: &str| {

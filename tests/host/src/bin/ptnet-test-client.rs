@@ -15,6 +15,36 @@ enum Role {
     Send,
     /// Receive until `count` frames arrived (or `--timeout`), checking order and payload.
     Recv,
+    /// Open `count` connections to the control socket and send nothing on them (an idle
+    /// crowd); print how many the daemon refused at once, then hold them for `--timeout`.
+    Hold,
+}
+
+/// Opens `n` silent connections; the number the daemon answered at once with an error (it
+/// refused them) is printed with "ready".
+fn hold(socket: &str, n: u64, timeout: Duration) -> ExitCode {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mut held = Vec::new();
+    let mut refused = 0u64;
+    for _ in 0..n {
+        match UnixStream::connect(socket) {
+            Ok(c) => held.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    // A refused connection gets its error at once and is closed: readable within a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &held {
+        let _ = c.set_nonblocking(true);
+        let mut b = [0u8; 1];
+        if (&*c).read(&mut b).is_ok() {
+            refused += 1;
+        }
+    }
+    println!("ready {{\"refused\": {refused}, \"opened\": {n}}}");
+    std::thread::sleep(timeout);
+    ExitCode::SUCCESS
 }
 
 /// Scripted ptnet host client.
@@ -91,6 +121,9 @@ fn wait_ack(p: &mut Port, deadline: Instant) -> bool {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if a.role == Role::Hold {
+        return hold(&a.socket, a.count, Duration::from_secs(a.timeout));
+    }
     let req = PortRequest {
         port: a.port.clone(),
         tx_rings: (a.rings > 0).then_some(a.rings),
@@ -208,5 +241,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        // Handled before attaching.
+        Role::Hold => ExitCode::SUCCESS,
     }
 }

@@ -62,6 +62,10 @@ impl Daemon {
             std::fs::write(&path, t).unwrap();
             cmd.arg("--config").arg(path);
         }
+        // VMs' sockets in the test's directory, unless the configuration says where.
+        if !toml.is_some_and(|t| t.contains("vm_socket_dir")) {
+            cmd.arg("--vm-socket-dir").arg(&dir);
+        }
         let child = cmd
             .args(["--socket", &socket])
             .env("RUST_LOG", "info")
