@@ -8,7 +8,8 @@
 # cold) and the project's modules, then runs `cargo test -p ptnet-vmtest --features
 # vm-tests` with the inputs in PTNET_* variables. Extra arguments go to cargo test (e.g. a
 # test name filter). PTNET_QEMU and PTNET_ACCEL, if set, choose the QEMU binary and
-# accelerator (default: the patched QEMU built by qemu-patches/build-qemu.sh, tcg).
+# accelerator (default: the patched QEMU built by qemu-patches/build-qemu.sh, tcg). Without a
+# filter it then runs the README's main job, ci/demo, and checks that frames moved.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
@@ -61,12 +62,17 @@ PTNET_GUEST_NM_HOSTILE=${guest_tools[2]:-}
 [ -x "$PTNET_GUEST_PKTGEN" ] && [ -x "$PTNET_GUEST_NM_TX_RX" ] && [ -x "$PTNET_GUEST_NM_HOSTILE" ] \
     || die "build-guest-tools.sh did not print the three guest binaries (got: ${guest_tools[*]:-nothing})"
 
-step "host side of the VM tests (ptnetd, ptnetctl, ptnet-pktgen)"
+step "host side of the VM tests (ptnetd, ptnetctl, ptnet-pktgen, a lying ptnet device)"
 cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-pktgen
+cargo build --quiet -p ptnet-device --example ptnet-hostile-device
 PTNET_BIN_DIR="$PTNET_ROOT/target/debug"
+PTNET_HOSTILE_DEVICE="$PTNET_ROOT/target/debug/examples/ptnet-hostile-device"
 
 PTNET_INITRAMFS_SCRIPT="$PTNET_ROOT/vm-images/build-initramfs.sh"
-export PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT \
+# Debian's own QEMU (ci/prereqs.sh qemu), for the virtio-net guests that need no patch.
+PTNET_STOCK_QEMU=$(command -v qemu-system-x86_64) || die "no stock qemu-system-x86_64"
+export PTNET_STOCK_QEMU
+export PTNET_HOSTILE_DEVICE PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT \
     PTNET_GUEST_PKTGEN PTNET_GUEST_NM_TX_RX PTNET_GUEST_NM_HOSTILE
 log "PTNET_KERNEL_DIR=$PTNET_KERNEL_DIR"
 log "PTNET_HELLO_KO=$PTNET_HELLO_KO"
@@ -75,5 +81,20 @@ log "QEMU: $(${PTNET_QEMU:-qemu-system-x86_64} --version | head -n1), accel ${PT
 
 step "cargo test -p ptnet-vmtest --features vm-tests"
 cargo test -p ptnet-vmtest --features vm-tests "$@"
+
+if [ $# -eq 0 ]; then
+    # The README's main job exactly as a user runs it (its own builds, the cached kernel and
+    # QEMU): two guests on vale0, netmap pktgen between them; both must have moved frames.
+    step "the README's main job: ci/demo --seconds 2"
+    demo_out=$(mktemp)
+    if ! ci/demo --seconds 2 > "$demo_out" 2>&1; then
+        cat "$demo_out" >&2
+        die "ci/demo failed"
+    fi
+    cat "$demo_out" >&2
+    grep -qE '^tx .*: [1-9][0-9]* packets' "$demo_out" || die "ci/demo: guest A sent nothing"
+    grep -qE '^rx .*: [1-9][0-9]* packets' "$demo_out" || die "ci/demo: guest B received nothing"
+    rm -f "$demo_out"
+fi
 
 log "tier3: wall time $(( $(date +%s) - start )) s"
