@@ -34,7 +34,9 @@ use ptnet_spec::{
         PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_SHMID_ALLOCATOR, PTNET_S_MEM_READY,
         PTNET_VNET_HDR_LEN, VIRTIO_F_VERSION_1, VIRTIO_ID_PTNET,
     },
-    netmap::{NetmapIf, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS},
+    netmap::{
+        NetmapIf, NetmapRing, NetmapSlot, NETMAP_API, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS,
+    },
     ring::{KringIndices, RingError},
 };
 
@@ -465,6 +467,21 @@ fn locate_rings(
             .ok_or(EINVAL)?;
         if at < 0 || at as usize % 8 != 0 || end > mem {
             dev_err!(dev.as_dev(), "ring {} at {:#x} outside the region\n", k, at);
+            return Err(EINVAL);
+        }
+        // The ring the device built and the geometry it announces must agree: a driver that
+        // believed a smaller ring would misread every index the device publishes.
+        let built: u32 = region
+            .read(at as usize + core::mem::offset_of!(NetmapRing, num_slots))
+            .ok_or(EINVAL)?;
+        if built != slots {
+            dev_err!(
+                dev.as_dev(),
+                "ring {} has {} slots, the device says {}\n",
+                k,
+                built,
+                slots
+            );
             return Err(EINVAL);
         }
         offs.push(at as usize, GFP_KERNEL)?;

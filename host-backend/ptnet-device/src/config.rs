@@ -62,6 +62,11 @@ impl DeviceConfig {
         &self.cfg
     }
 
+    /// Changes the configuration with `f` (tests: a device that lies to the driver).
+    pub fn tamper(&mut self, f: fn(&mut PtnetConfig)) {
+        f(&mut self.cfg);
+    }
+
     /// `GET_CONFIG`: `size` bytes at `offset`, or nothing if the range is outside the space
     /// (the vhost crate then answers with an empty payload, which tells QEMU it failed).
     pub fn read(&self, offset: u32, size: u32) -> Vec<u8> {

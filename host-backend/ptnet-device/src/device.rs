@@ -153,6 +153,9 @@ pub struct DeviceOptions {
     /// each to the sync loop through an eventfd of ours (the design this crate rejects; see
     /// the module documentation and `tests/kick_path.rs`). At most 64 queues.
     pub kicks_via_worker: bool,
+    /// Tests only: what the frontend reads of the config space is passed through this first
+    /// (a device that lies about its geometry, for the guest driver's hostile-device test).
+    pub tamper: Option<fn(&mut ptnet_spec::device::PtnetConfig)>,
 }
 
 /// Why the device did not start (it starts at the next change that completes its set-up).
@@ -758,7 +761,15 @@ impl VhostUserBackend for Device {
     fn set_event_idx(&self, _enabled: bool) {}
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        self.lock().config.read(offset, size)
+        let st = self.lock();
+        match self.opts.tamper {
+            None => st.config.read(offset, size),
+            Some(lie) => {
+                let mut told = st.config.clone();
+                told.tamper(lie);
+                told.read(offset, size)
+            }
+        }
     }
 
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {

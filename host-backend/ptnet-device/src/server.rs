@@ -59,6 +59,10 @@ pub struct ServeConfig {
     /// worker thread before they reach the sync loop.
     #[doc(hidden)]
     pub kicks_via_worker: bool,
+    /// Tests only (`examples/ptnet-hostile-device.rs`): the geometry the guest reads is
+    /// passed through this first.
+    #[doc(hidden)]
+    pub tamper: Option<fn(&mut ptnet_spec::device::PtnetConfig)>,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +74,7 @@ impl Default for ServeConfig {
             max_queue_size: 1024,
             socket_mode: None,
             kicks_via_worker: false,
+            tamper: None,
         }
     }
 }
@@ -129,6 +134,7 @@ pub fn serve(
         mode: cfg.mode,
         max_queue_size: cfg.max_queue_size,
         kicks_via_worker: cfg.kicks_via_worker,
+        tamper: cfg.tamper,
     };
     let stats = Arc::new(DeviceStats::default());
     let h = vhu::serve::<Device>(socket, cfg.socket_mode, port, opts, stats)?;

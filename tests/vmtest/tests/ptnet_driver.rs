@@ -63,6 +63,18 @@ fn start_guest(
     device_args: Vec<String>,
     script: String,
 ) -> Vm {
+    start_guest_on(inp, dir, name, device_args, script, None)
+}
+
+/// [`start_guest`] on the QEMU binary `qemu` (default: `PTNET_QEMU`'s).
+fn start_guest_on(
+    inp: &Inputs,
+    dir: &std::path::Path,
+    name: &str,
+    device_args: Vec<String>,
+    script: String,
+    qemu: Option<&std::path::Path>,
+) -> Vm {
     let initrd = Initramfs::new(script)
         .module(&inp.ko)
         .bin(&inp.pktgen)
@@ -70,18 +82,22 @@ fn start_guest(
         .bin(&inp.nm_hostile)
         .build(&dir.join(format!("{name}.initrd.gz")))
         .unwrap_or_else(|e| panic!("building the initramfs failed: {e}"));
-    let config = VmConfig::new(
+    let mut config = VmConfig::new(
         name,
         &inp.kernel,
         initrd,
         dir.join(format!("{name}.console.log")),
     )
-    .expect("guest configuration from PTNET_QEMU/PTNET_ACCEL")
-    .cpus(1)
-    .memory_mib(256)
-    .shared_memory()
-    .qemu_args(device_args)
-    .timeout(Duration::from_secs(240));
+    .expect("guest configuration from PTNET_QEMU/PTNET_ACCEL");
+    if let Some(q) = qemu {
+        config.qemu = q.to_owned();
+    }
+    let config = config
+        .cpus(1)
+        .memory_mib(256)
+        .shared_memory()
+        .qemu_args(device_args)
+        .timeout(Duration::from_secs(240));
     Vm::start(config).unwrap_or_else(|e| panic!("starting guest {name} failed: {e}"))
 }
 
@@ -341,6 +357,7 @@ fn ptnet_guest(args: Vec<String>, addr: &str, params: &str) -> Guest {
         args,
         up: nic_up(addr, params),
         down: "rmmod ptnet\n",
+        qemu: None,
     }
 }
 
@@ -704,6 +721,8 @@ struct Guest {
     args: Vec<String>,
     up: String,
     down: &'static str,
+    /// Another QEMU binary than `PTNET_QEMU`'s.
+    qemu: Option<std::path::PathBuf>,
 }
 
 /// A stock virtio_net guest of [`ping_and_tcp`] at `addr`.
@@ -712,6 +731,7 @@ fn virtio_net_guest(args: Vec<String>, addr: &str) -> Guest {
         args,
         up: virtio_net_up(addr),
         down: "",
+        qemu: None,
     }
 }
 
@@ -763,10 +783,24 @@ fn ping_and_tcp(test: &str, server: Guest, client: Guest) -> Transfer {
          cat /proc/net/dev\n{}",
         client.up, client.down
     );
-    let mut a = start_guest(&inp, &dir, "server", server.args, server_script);
+    let mut a = start_guest_on(
+        &inp,
+        &dir,
+        "server",
+        server.args,
+        server_script,
+        server.qemu.as_deref(),
+    );
     a.wait_for_console("server-ready", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
-    let b = start_guest(&inp, &dir, "client", client.args, client_script);
+    let b = start_guest_on(
+        &inp,
+        &dir,
+        "client",
+        client.args,
+        client_script,
+        client.qemu.as_deref(),
+    );
     let b_out = finish(b, &dir, "client");
     let a_out = finish(a, &dir, "server");
     for (name, o) in [("client", &b_out), ("server", &a_out)] {
@@ -848,6 +882,39 @@ fn two_virtio_net_guests_over_vale0() {
         "vnet",
         virtio_net_guest(a, "10.0.0.1"),
         virtio_net_guest(b, "10.0.0.2"),
+    );
+}
+
+/// Issue 18: the user guide says any QEMU will do for a virtio-net port. Two stock
+/// `virtio_net` guests on Debian's own `qemu-system-x86_64` (`PTNET_STOCK_QEMU`: tier 3 sets it
+/// to bookworm-backports' binary, not the patched build): ping and a TCP transfer over vale0.
+#[test]
+fn two_virtio_net_guests_on_debians_stock_qemu() {
+    let stock = required_path(
+        "PTNET_STOCK_QEMU",
+        "Debian's stock qemu-system-x86_64 (ci/prereqs.sh qemu)",
+    );
+    let version = std::process::Command::new(&stock)
+        .arg("--version")
+        .output()
+        .expect("stock QEMU --version");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    eprintln!("stock QEMU: {}", version.lines().next().unwrap_or_default());
+    assert!(version.contains("Debian"), "not Debian's QEMU: {version}");
+    let dir = work_dir("vnet_stock_daemon");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let guest = |port: &str, sock: &str, addr: &str| Guest {
+        qemu: Some(stock.clone()),
+        ..virtio_net_guest(
+            d.serve_virtio_net(port, &dir.join(sock))
+                .expect("serve virtio-net"),
+            addr,
+        )
+    };
+    ping_and_tcp(
+        "vnet_stock",
+        guest("vale0:sa", "a.sock", "10.0.0.1"),
+        guest("vale0:sb", "b.sock", "10.0.0.2"),
     );
 }
 
@@ -1397,4 +1464,75 @@ fn a_netmap_application_keeps_its_rings_across_a_daemon_restart() {
         rx_out.console,
         d.log()
     );
+}
+
+/// Issue 13, item 9: a hostile device. Seven ptnet devices whose config spaces lie to the
+/// driver (`ptnet-device`'s `ptnet-hostile-device` example: buffer sizes, ring and slot counts,
+/// the `netmap_if` outside the memory, memory beyond the BAR), all in one guest: the driver
+/// binds none of them and says why for each, the kernel neither oopses nor warns, and the
+/// module unloads.
+#[test]
+fn the_driver_refuses_devices_that_lie_about_their_geometry() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let inp = inputs();
+    let dir = work_dir("ptnet_hostile_device");
+    let bin = required_path(
+        "PTNET_HOSTILE_DEVICE",
+        "the ptnet-hostile-device example of ptnet-device (ci/tier3-vm.sh builds it)",
+    );
+    let log = std::fs::File::create(dir.join("hostile-device.log")).expect("log file");
+    let mut liar = Command::new(bin)
+        .arg(&dir)
+        .arg("300")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start ptnet-hostile-device");
+    let mut lies = Vec::new();
+    let mut args = Vec::new();
+    for line in BufReader::new(liar.stdout.take().expect("stdout")).lines() {
+        let line = line.expect("read ptnet-hostile-device");
+        if line == "ready" {
+            break;
+        }
+        let rest = line.strip_prefix("lie ").expect("a lie line");
+        let (name, qemu) = rest.split_once(' ').expect("name and arguments");
+        lies.push(name.to_owned());
+        args.extend(qemu.split('\t').map(str::to_owned));
+    }
+    assert_eq!(lies.len(), 7, "{lies:?}");
+    let script = "insmod /modules/ptnet.ko\n\
+         echo \"bound $(ls -d /sys/bus/virtio/drivers/ptnet/virtio* 2>/dev/null | wc -l)\"\n\
+         echo \"refused $(dmesg | grep -cE 'ptnet virtio[0-9]+: (bad geometry|mem_size|ring [0-9]+ has)')\"\n\
+         rmmod ptnet\n\
+         echo unloaded\n"
+        .to_owned();
+    let vm = start_guest(&inp, &dir, "guest", args, script);
+    let outcome = finish(vm, &dir, "guest");
+    let _ = liar.kill();
+    let _ = liar.wait();
+    if let Err(e) = outcome.check() {
+        panic!("{e}");
+    }
+    let console = &outcome.console;
+    assert!(
+        console.contains("bound 0"),
+        "a lying device was bound:\n{console}"
+    );
+    assert!(
+        console.contains("refused 7"),
+        "not every lie refused:\n{console}"
+    );
+    assert!(console.contains("unloaded"), "{console}");
+    for bad in [
+        "Oops",
+        "BUG:",
+        "WARNING:",
+        "Kernel panic",
+        "general protection",
+        "Call Trace",
+    ] {
+        assert!(!console.contains(bad), "{bad} on the console:\n{console}");
+    }
 }
