@@ -12,6 +12,7 @@
 #   qemu             stock qemu-system-x86 from bookworm-backports (the virtio-net guests can
 #                    run on it; ptnet devices need the patched build of qemu-patches/)
 #   fuzz             cargo-fuzz, built into $PTNET_CACHE/tools (used with stable + RUSTC_BOOTSTRAP)
+#   prometheus       Debian's Prometheus (promtool, and a server the metrics test runs)
 #   dpdk             bookworm's DPDK 22.11 with dpdk-testpmd (benchmark peers, virtio-user client)
 #   ovs-dpdk         bookworm's Open vSwitch 3.1 built with DPDK (openvswitch-switch-dpdk; the
 #                    virtio-net benchmark's third switch). The benchmark runs a private instance;
@@ -114,6 +115,23 @@ group_fuzz() {
     mkdir -p "$PTNET_CACHE/tools"
     flock /tmp/ptnet-heavy.lock "$cargo" install --quiet --locked --root "$root" cargo-fuzz \
         || die "cargo install cargo-fuzz failed"
+}
+
+group_prometheus() {
+    # Debian's Prometheus 2.42: promtool checks ptnetd's exposition, and a private server
+    # scrapes it in a tier-2 test. If this install is what brings the package, the system
+    # service its postinst starts is stopped again (the test runs its own instance).
+    local fresh=0
+    dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed' || fresh=1
+    apt_install prometheus
+    command -v promtool >/dev/null || die "promtool missing after installing prometheus"
+    if [ "$fresh" = 1 ]; then
+        if [ -d /run/systemd/system ]; then
+            systemctl stop prometheus.service 2>/dev/null || true
+        elif [ -x /etc/init.d/prometheus ]; then
+            /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+        fi
+    fi
 }
 
 group_dpdk() {

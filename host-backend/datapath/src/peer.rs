@@ -233,14 +233,16 @@ mod tests {
         theirs.write(u64::MAX - 1).unwrap();
         let t = Instant::now();
         peer.signal();
+        // Two ticks when the watchdog runs on time; generous here, where other tests (or
+        // other work on the machine) compete for the CPUs: the point is "not forever".
         let first = t.elapsed();
-        assert!(first < TICK * 4, "the first signal waited {first:?}");
+        assert!(first < Duration::from_secs(5), "the first signal waited {first:?}");
         assert!(peer.is_stuck());
         let t = Instant::now();
         for _ in 0..1000 {
             peer.signal();
         }
-        assert!(t.elapsed() < Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_secs(1));
         assert!(interrupted_calls() >= 1);
         assert_eq!(theirs.read().unwrap(), u64::MAX - 1);
     }
@@ -262,7 +264,7 @@ mod tests {
         make_blocking(&kick);
         let t = Instant::now();
         assert!(!drain(&kick));
-        assert!(t.elapsed() < TICK * 4);
+        assert!(t.elapsed() < Duration::from_secs(1));
         kick.write(2).unwrap();
         assert!(drain(&kick));
         assert!(!drain(&kick));

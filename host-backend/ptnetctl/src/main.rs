@@ -1,9 +1,12 @@
 //! `ptnetctl`: list, create and destroy ptnetd's switches and ports, attach host interfaces to
 //! switches or give them to one client, serve ports to VMs (and print their QEMU arguments),
-//! and show the counters. One module: the commands, the request each sends, and how each
-//! reply prints.
+//! and show the counters. This module: the commands, the request each sends, and how each
+//! reply prints; `top`: the live views (`top`, `list --watch`).
+
+mod top;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ptnet_proto::{
@@ -27,7 +30,21 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Switches, ports and pipes, with their counters.
-    List,
+    List {
+        /// Print it again every SECONDS, in place (Ctrl-C ends).
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+    /// A live table of every port's rates (frames, bits, drops, kicks and interrupts per
+    /// second), busiest first, refreshed in place (Ctrl-C ends).
+    Top {
+        /// Seconds between tables.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many tables (and print them one after the other, not in place).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Counters of one port (or all).
     Stats {
         /// Port name; all ports if omitted.
@@ -146,7 +163,7 @@ impl Cmd {
     /// The request this command sends, and what of a listing it prints.
     fn request(&self) -> (Request, View) {
         match self {
-            Cmd::List => (Request::List, View::All),
+            Cmd::List { .. } | Cmd::Top { .. } => (Request::List, View::All),
             Cmd::Stats { port } => (Request::List, View::Ports(port.clone())),
             Cmd::CreateSwitch { name } => (Request::CreateSwitch { name: name.clone() }, View::All),
             Cmd::DestroySwitch { name } => {
@@ -420,6 +437,20 @@ fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
 fn main() -> ExitCode {
     let a = Args::parse();
     let socket = a.socket.clone().unwrap_or_else(proto::socket_path);
+    let every = |s: f64| Duration::from_secs_f64(s.clamp(0.1, 3600.0));
+    match a.cmd {
+        Cmd::Top { interval, count } => {
+            return top::top(&socket, every(interval), count, count.is_none());
+        }
+        Cmd::List { watch: Some(s) } => {
+            let view = View::All;
+            return top::repeat(&socket, every(s), None, |reply| {
+                print!("\x1b[H\x1b[2J");
+                show(reply, a.json, &view) == ExitCode::SUCCESS
+            });
+        }
+        _ => {}
+    }
     let (request, view) = a.cmd.request();
     match proto::call(&socket, request) {
         Ok((reply, _, _)) => show(reply, a.json, &view),

@@ -49,6 +49,8 @@ pub struct DaemonSection {
     /// Where VMs' vhost-user sockets are made (created if missing; must be writable by the
     /// daemon's user only).
     pub vm_socket_dir: PathBuf,
+    /// Serve Prometheus metrics on this TCP address (`127.0.0.1:9477`); unset: none.
+    pub metrics: Option<String>,
     /// Run every client's sync loop in busy-poll mode unless the client asks otherwise.
     pub busy_poll: bool,
     /// Most switches created on demand by clients.
@@ -65,6 +67,7 @@ impl Default for DaemonSection {
             socket_group: None,
             admin_group: None,
             vm_socket_dir: PathBuf::from(DEFAULT_VM_SOCKET_DIR),
+            metrics: None,
             busy_poll: false,
             max_switches: 64,
             linger_us: ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64,

@@ -9,6 +9,7 @@
 //! * `vm`: ports served to VMs over vhost-user;
 //! * [`control`]: the control socket and its requests;
 //! * [`policy`]: who may do what over it, from [`creds`] (the kernel's word on who connected);
+//! * [`metrics`]: the Prometheus exposition of the same counters;
 //! * [`signals`]: the termination signals, taken by one thread.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod creds;
 pub mod daemon;
 mod error;
+pub mod metrics;
 mod nic;
 pub mod policy;
 mod registry;

@@ -24,6 +24,10 @@ struct Args {
     /// Directory of VMs' vhost-user sockets (overrides the file; default /run/ptnetd/vm).
     #[arg(long)]
     vm_socket_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on this TCP address, e.g. 127.0.0.1:9477 (overrides the
+    /// file).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Run every client's sync loop in busy-poll mode.
     #[arg(long)]
     busy_poll: bool,
@@ -53,6 +57,9 @@ impl TryFrom<Args> for Config {
         if let Some(d) = a.vm_socket_dir {
             c.daemon.vm_socket_dir = d;
         }
+        if let Some(m) = a.metrics {
+            c.daemon.metrics = Some(m);
+        }
         c.daemon.busy_poll |= a.busy_poll;
         if let Some(l) = a.linger_us {
             c.daemon.linger_us = l;
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
     // Termination signals are taken by one thread (blocked everywhere else), which removes
     // the socket and exits.
     let socket = cfg.daemon.socket.clone();
+    let metrics = cfg.daemon.metrics.clone();
     ptnetd::signals::block_termination();
     let mode = cfg.socket_mode().unwrap_or(0o660);
     let group = match cfg.socket_group() {
@@ -101,6 +109,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = metrics {
+        let served = std::net::TcpListener::bind(&addr)
+            .and_then(|l| ptnetd::metrics::serve(std::sync::Arc::clone(&d), l));
+        match served {
+            Ok(()) => log::info!("metrics on http://{addr}/metrics"),
+            Err(e) => {
+                eprintln!("ptnetd: cannot serve metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let s2 = socket.clone();
     std::thread::Builder::new()
         .name("signals".into())
