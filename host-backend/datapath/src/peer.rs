@@ -236,7 +236,10 @@ mod tests {
         // Two ticks when the watchdog runs on time; generous here, where other tests (or
         // other work on the machine) compete for the CPUs: the point is "not forever".
         let first = t.elapsed();
-        assert!(first < Duration::from_secs(5), "the first signal waited {first:?}");
+        assert!(
+            first < Duration::from_secs(5),
+            "the first signal waited {first:?}"
+        );
         assert!(peer.is_stuck());
         let t = Instant::now();
         for _ in 0..1000 {

@@ -31,6 +31,64 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A value is out of range or inconsistent, at a known place.
+    #[error("{place}: {msg}")]
+    At {
+        /// `FILE:LINE: [section] key` (the line when the key, or its section, is found).
+        place: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Where a configuration came from: its path and text, to say where a value is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    path: PathBuf,
+    text: String,
+}
+
+impl Origin {
+    /// The line (1-based) of `key` in section `table` (`[table]`, or the `index`th
+    /// `[[table]]`), else of the section's header; `None` if neither is found (a value from
+    /// the defaults or the command line, or an unusual layout).
+    fn line_of(&self, table: &str, index: Option<usize>, key: &str) -> Option<usize> {
+        let (one, many) = (format!("[{table}]"), format!("[[{table}]]"));
+        let (mut seen, mut inside, mut header) = (0usize, false, None);
+        for (n, raw) in self.text.lines().enumerate() {
+            let l = raw.split('#').next().unwrap_or("").trim();
+            if l.starts_with('[') {
+                inside = match index {
+                    None => l == one,
+                    Some(i) if l == many => {
+                        seen += 1;
+                        seen == i + 1
+                    }
+                    Some(_) => false,
+                };
+                if inside {
+                    header = Some(n + 1);
+                }
+                continue;
+            }
+            if inside && l.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+                return Some(n + 1);
+            }
+        }
+        header
+    }
+
+    /// `FILE:LINE: [table] key`, for messages.
+    pub fn place(&self, table: &str, index: Option<usize>, key: &str) -> String {
+        let section = match index {
+            Some(_) => format!("[[{table}]]"),
+            None => format!("[{table}]"),
+        };
+        match self.line_of(table, index, key) {
+            Some(line) => format!("{}:{line}: {section} {key}", self.path.display()),
+            None => format!("{}: {section} {key}", self.path.display()),
+        }
+    }
 }
 
 /// `[daemon]`.
@@ -164,6 +222,9 @@ pub struct Config {
     /// Ports served to VMs as ptnet devices over vhost-user.
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmSection>,
+    /// Where the text came from (for messages that say where a value is).
+    #[serde(skip)]
+    pub origin: Origin,
 }
 
 /// `[[vm]]`: serve a port (created if needed, with the geometry of its `[[port]]` section or
@@ -211,10 +272,14 @@ name = "vale0"
 impl Config {
     /// Parses and validates TOML text (`path` is for messages).
     pub fn parse(text: &str, path: PathBuf) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path,
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
             source: Box::new(e),
         })?;
+        cfg.origin = Origin {
+            path,
+            text: text.to_owned(),
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -254,30 +319,46 @@ impl Config {
             .as_deref()
             .map(|g| {
                 crate::creds::gid_of(g).ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "[daemon] socket_group: no group {g:?} on this system"
-                    ))
+                    self.bad(
+                        "daemon",
+                        None,
+                        "socket_group",
+                        format!("no group {g:?} on this system"),
+                    )
                 })
             })
             .transpose()
     }
 
+    /// An error about `key` of section `table` (`index`: which `[[table]]`).
+    pub fn bad(&self, table: &str, index: Option<usize>, key: &str, msg: String) -> ConfigError {
+        ConfigError::At {
+            place: self.origin.place(table, index, key),
+            msg,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        self.socket_mode()?;
+        self.socket_mode().map_err(|e| {
+            let msg = match e {
+                ConfigError::Invalid(m) => m,
+                e => e.to_string(),
+            };
+            self.bad("daemon", None, "socket_mode", msg)
+        })?;
         let mut sockets = std::collections::HashSet::new();
-        for v in &self.vms {
+        for (i, v) in self.vms.iter().enumerate() {
             PortName::parse(&v.port)
-                .map_err(|e| ConfigError::Invalid(format!("[[vm]] port {:?}: {e}", v.port)))?;
+                .map_err(|e| self.bad("vm", Some(i), "port", format!("{:?}: {e}", v.port)))?;
             let name = crate::vm::socket_name(v.socket.as_deref(), &v.port)
-                .map_err(|e| ConfigError::Invalid(format!("[[vm]] port {}: {e}", v.port)))?;
+                .map_err(|e| self.bad("vm", Some(i), "socket", e.to_string()))?;
             if !sockets.insert(name.clone()) {
-                return Err(ConfigError::Invalid(format!(
-                    "[[vm]] socket {name} used twice"
-                )));
+                return Err(self.bad("vm", Some(i), "socket", format!("socket {name} used twice")));
             }
         }
         let mut names = std::collections::HashSet::new();
-        for s in &self.switches {
+        for (i, s) in self.switches.iter().enumerate() {
+            let bad = |msg: String| self.bad("switch", Some(i), "name", msg);
             if !s.name.starts_with("vale")
                 || s.name.len() > 15
                 || !s
@@ -285,64 +366,76 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             {
-                return Err(ConfigError::Invalid(format!(
+                return Err(bad(format!(
                     "switch name {:?}: VALE switches are named vale[0-9A-Za-z_]*, at most 15 bytes",
                     s.name
                 )));
             }
             if !names.insert(&s.name) {
-                return Err(ConfigError::Invalid(format!(
-                    "switch {} listed twice",
-                    s.name
-                )));
+                return Err(bad(format!("switch {} listed twice", s.name)));
             }
         }
         let mut ports = std::collections::HashSet::new();
-        for p in &self.ports {
+        for (i, p) in self.ports.iter().enumerate() {
+            let bad = |key: &str, msg: String| self.bad("port", Some(i), key, msg);
             let n = PortName::parse(&p.name)
-                .map_err(|e| ConfigError::Invalid(format!("port {:?}: {e}", p.name)))?;
+                .map_err(|e| bad("name", format!("port {:?}: {e}", p.name)))?;
             if let (Base::Vale { switch, .. }, None) = (n.base, n.pipe) {
                 if !names.contains(&switch.to_owned()) {
-                    return Err(ConfigError::Invalid(format!(
-                        "port {}: switch {switch} is not configured (add a [[switch]])",
-                        p.name
-                    )));
+                    return Err(bad(
+                        "name",
+                        format!(
+                            "port {}: switch {switch} is not configured (add a [[switch]])",
+                            p.name
+                        ),
+                    ));
                 }
             } else if n.pipe.is_none() {
                 // `IF` or `netmap:IF`: the interface given directly to one client.
                 if p.tx_rings != p.rx_rings
                     || p.tx_rings > ptnet_datapath::nic::direct::MAX_DIRECT_RINGS
                 {
-                    return Err(ConfigError::Invalid(format!(
-                        "port {}: a NIC port given directly to a client has as many TX as RX \
-                         rings, at most {}",
-                        p.name,
-                        ptnet_datapath::nic::direct::MAX_DIRECT_RINGS
-                    )));
+                    return Err(bad(
+                        "tx_rings",
+                        format!(
+                            "port {}: a NIC port given directly to a client has as many TX as \
+                             RX rings, at most {}",
+                            p.name,
+                            ptnet_datapath::nic::direct::MAX_DIRECT_RINGS
+                        ),
+                    ));
                 }
                 if p.host_stack.is_some() || p.host_stack_tap.is_some() {
-                    return Err(ConfigError::Invalid(format!(
-                        "port {}: host_stack connects the host to a switch: name the port \
-                         valeX:IFNAME",
-                        p.name
-                    )));
+                    return Err(bad(
+                        "host_stack",
+                        format!(
+                            "port {}: host_stack connects the host to a switch: name the port \
+                             valeX:IFNAME",
+                            p.name
+                        ),
+                    ));
                 }
             }
             if !(1..=64).contains(&p.tx_rings) || !(1..=64).contains(&p.rx_rings) {
-                return Err(ConfigError::Invalid(format!(
-                    "port {}: 1..=64 rings per direction",
-                    p.name
-                )));
+                let key = if (1..=64).contains(&p.tx_rings) {
+                    "rx_rings"
+                } else {
+                    "tx_rings"
+                };
+                return Err(bad(
+                    key,
+                    format!("port {}: 1..=64 rings per direction", p.name),
+                ));
             }
             if !(64..=16384).contains(&p.slots) {
-                return Err(ConfigError::Invalid(format!(
-                    "port {}: slots must be in 64..=16384",
-                    p.name
-                )));
+                return Err(bad(
+                    "slots",
+                    format!("port {}: slots must be in 64..=16384", p.name),
+                ));
             }
             if let Some(b) = &p.backend {
                 b.parse::<ptnet_datapath::nic::BackendChoice>()
-                    .map_err(|e| ConfigError::Invalid(format!("port {}: {e}", p.name)))?;
+                    .map_err(|e| bad("backend", format!("port {}: {e}", p.name)))?;
             }
             if (p.nic == Some(true)
                 || p.backend.is_some()
@@ -350,31 +443,38 @@ impl Config {
                 || p.host_stack_tap.is_some())
                 && n.pipe.is_some()
             {
-                return Err(ConfigError::Invalid(format!(
-                    "port {}: NIC options apply to valeX:IFNAME and IFNAME ports, not to pipe ends",
-                    p.name
-                )));
+                return Err(bad(
+                    "name",
+                    format!(
+                        "port {}: NIC options apply to valeX:IFNAME and IFNAME ports, not to \
+                         pipe ends",
+                        p.name
+                    ),
+                ));
             }
             if p.mac_lock.is_some() && !(matches!(n.base, Base::Vale { .. }) && n.pipe.is_none()) {
-                return Err(ConfigError::Invalid(format!(
-                    "port {}: mac_lock applies to switch ports only",
-                    p.name
-                )));
+                return Err(bad(
+                    "mac_lock",
+                    format!("port {}: mac_lock applies to switch ports only", p.name),
+                ));
             }
             if !ports.insert(&p.name) {
-                return Err(ConfigError::Invalid(format!(
-                    "port {} listed twice",
-                    p.name
-                )));
+                return Err(bad("name", format!("port {} listed twice", p.name)));
             }
         }
         if self.daemon.linger_us > 1_000_000 {
-            return Err(ConfigError::Invalid(
+            return Err(self.bad(
+                "daemon",
+                None,
+                "linger_us",
                 "linger_us must be at most 1000000 (1 s)".into(),
             ));
         }
         if self.daemon.max_switches == 0 {
-            return Err(ConfigError::Invalid(
+            return Err(self.bad(
+                "daemon",
+                None,
+                "max_switches",
                 "max_switches must be at least 1".into(),
             ));
         }
@@ -500,6 +600,75 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_file_the_line_and_the_key() {
+        let text = "\
+# ptnetd
+[daemon]
+linger_us = 5000000
+
+[[switch]]
+name = \"vale0\"
+
+[[port]]
+name = \"vale0:a\"
+
+[[port]]
+name = \"vale0:b\"
+slots = 3
+";
+        let e = Config::parse(text, "/etc/ptnetd.toml".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/etc/ptnetd.toml:13: [[port]] slots: port vale0:b: slots"),
+            "{e}"
+        );
+        let e = Config::parse(&text.replace("slots = 3", ""), "p.toml".into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:3: [daemon] linger_us: "), "{e}");
+        let e = Config::parse(
+            "[[switch]]\nname = \"vale0\"\n[[switch]]\nname = \"bad!\"\n",
+            "s.toml".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("s.toml:4: [[switch]] name: "), "{e}");
+        // A key that makes no sense for the section's port: its own line.
+        let e = Config::parse(
+            "[[switch]]\nname = \"vale0\"\n\n[[port]]\nname = \"pipe0{1\"\nmac_lock = \"02:00:00:00:00:01\"\n",
+            "m.toml".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("m.toml:6: [[port]] mac_lock: "), "{e}");
+    }
+
+    #[test]
+    fn the_daemon_and_the_policy_name_the_line_too() {
+        let cfg = Config::parse(
+            "[[switch]]\nname = \"vale0\"\nopen_to_groups = [\"no-such-group-ptnet\"]\n",
+            "g.toml".into(),
+        )
+        .unwrap();
+        let e = crate::policy::Policy::new(&cfg, 0).unwrap_err().to_string();
+        assert!(
+            e.starts_with("g.toml:3: [[switch]] open_to_groups: no group"),
+            "{e}"
+        );
+        let cfg = Config::parse(
+            "[[switch]]\nname = \"vale0\"\n\n[[port]]\nname = \"vale0:a\"\nextra_bufs = 4000000\n",
+            "x.toml".into(),
+        )
+        .unwrap();
+        let e = match crate::daemon::Daemon::new(cfg) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("4,000,000 extra buffers accepted"),
+        };
+        assert!(e.starts_with("x.toml:5: [[port]] name: "), "{e}");
     }
 
     #[test]

@@ -49,10 +49,16 @@ impl Daemon {
         });
         {
             let mut st = d.lock();
-            for s in &d.cfg.switches {
-                st.create_switch(&s.name, s.trusted_ports)?;
+            // What fails here names the section it came from (file, line, key).
+            let at = |table: &str, i: usize, key: &str| {
+                let place = d.cfg.origin.place(table, Some(i), key);
+                move |e: DaemonError| DaemonError::Invalid(format!("{place}: {e}"))
+            };
+            for (i, s) in d.cfg.switches.iter().enumerate() {
+                st.create_switch(&s.name, s.trusted_ports)
+                    .map_err(at("switch", i, "name"))?;
             }
-            for p in &d.cfg.ports {
+            for (i, p) in d.cfg.ports.iter().enumerate() {
                 let req = PortRequest {
                     port: p.name.clone(),
                     tx_rings: Some(p.tx_rings),
@@ -77,16 +83,17 @@ impl Daemon {
                         p.tx_rings,
                         Some(p.slots),
                         true,
-                    )?;
+                    )
+                    .map_err(at("port", i, "name"))?;
                     continue;
                 }
                 if let Some((switch, ifname)) = nic_section(p) {
                     if p.mac_lock.is_some() {
-                        return Err(DaemonError::Invalid(format!(
+                        return Err(at("port", i, "mac_lock")(DaemonError::Invalid(format!(
                             "port {}: mac_lock applies to virtual switch ports, not to the \
                              host interface {ifname}",
                             p.name
-                        )));
+                        ))));
                     }
                     let req = NicRequest {
                         switch,
@@ -99,12 +106,12 @@ impl Daemon {
                             p.host_stack.unwrap_or(false),
                         ),
                     };
-                    st.attach_nic(&req)?;
+                    st.attach_nic(&req).map_err(at("port", i, "name"))?;
                     continue;
                 }
-                st.create_port(&req, true)?;
+                st.create_port(&req, true).map_err(at("port", i, "name"))?;
             }
-            for v in &d.cfg.vms {
+            for (i, v) in d.cfg.vms.iter().enumerate() {
                 // The geometry of the port's own [[port]] section, if it has one.
                 let geometry = d.cfg.ports.iter().find(|p| p.name == v.port);
                 let req = VmRequest {
@@ -129,7 +136,8 @@ impl Daemon {
                     mode,
                     &d.cfg.daemon.vm_socket_dir,
                     d.cfg.socket_mode().ok(),
-                )?;
+                )
+                .map_err(at("vm", i, "port"))?;
             }
         }
         Ok(d)

@@ -108,22 +108,26 @@ impl Policy {
     /// runs as.
     pub fn new(cfg: &Config, daemon_uid: u32) -> Result<Self, ConfigError> {
         let admin_group = match &cfg.daemon.admin_group {
-            Some(g) => Some((g.clone(), resolve_gid("[daemon] admin_group", g)?)),
+            Some(g) => {
+                let gid = creds::gid_of(g)
+                    .ok_or_else(|| unknown(cfg, ("daemon", None, "admin_group"), "group", g))?;
+                Some((g.clone(), gid))
+            }
             None => None,
         };
         let mut open = BTreeMap::new();
-        for s in &cfg.switches {
-            let what = format!("[[switch]] {} open_to_users", s.name);
+        for (i, s) in cfg.switches.iter().enumerate() {
+            let at = ("switch", Some(i), "open_to_users");
             let uids = s
                 .open_to_users
                 .iter()
-                .map(|u| creds::uid_of(u).ok_or_else(|| unknown(&what, "user", u)))
+                .map(|u| creds::uid_of(u).ok_or_else(|| unknown(cfg, at, "user", u)))
                 .collect::<Result<_, _>>()?;
-            let what = format!("[[switch]] {} open_to_groups", s.name);
+            let at = ("switch", Some(i), "open_to_groups");
             let gids = s
                 .open_to_groups
                 .iter()
-                .map(|g| resolve_gid(&what, g))
+                .map(|g| creds::gid_of(g).ok_or_else(|| unknown(cfg, at, "group", g)))
                 .collect::<Result<_, _>>()?;
             open.insert(s.name.clone(), Opening { uids, gids });
         }
@@ -205,12 +209,19 @@ impl Policy {
     }
 }
 
-fn resolve_gid(what: &str, g: &str) -> Result<u32, ConfigError> {
-    creds::gid_of(g).ok_or_else(|| unknown(what, "group", g))
-}
-
-fn unknown(what: &str, kind: &str, name: &str) -> ConfigError {
-    ConfigError::Invalid(format!("{what}: no {kind} {name:?} on this system"))
+/// A user or group name the system does not know, at `(table, index, key)` of `cfg`.
+fn unknown(
+    cfg: &Config,
+    (table, index, key): (&str, Option<usize>, &str),
+    kind: &str,
+    name: &str,
+) -> ConfigError {
+    cfg.bad(
+        table,
+        index,
+        key,
+        format!("no {kind} {name:?} on this system"),
+    )
 }
 
 /// The `ptnetctl` command a request comes from, for refusals.
