@@ -96,11 +96,12 @@ impl Daemon {
             ),
             Request::ServeVm(req) => {
                 let mode = self.mode(req.port.busy_poll);
+                let cfg = self.cfg();
                 st.serve_vm(
                     &req,
                     mode,
-                    &self.cfg.daemon.vm_socket_dir,
-                    self.cfg.socket_mode().ok(),
+                    &cfg.daemon.vm_socket_dir,
+                    cfg.socket_mode().ok(),
                 )
             }
             Request::StopVm { port } => st.stop_vm(&port),
@@ -143,7 +144,7 @@ impl Daemon {
                     continue;
                 }
             };
-            let slot = match Pending::admit(&pending, &who, self.policy.caller(&who)) {
+            let slot = match Pending::admit(&pending, &who, self.policy().caller(&who)) {
                 Ok(s) => s,
                 Err(why) => {
                     let _ = conn.set_nonblocking(true);
@@ -194,7 +195,7 @@ impl Daemon {
             );
             return;
         }
-        let caller = match self.policy.check(&who, &env.request) {
+        let caller = match self.policy().check(&who, &env.request) {
             Ok(c) => c,
             Err(r) => {
                 log::info!("pid {} uid {}: {r}", who.pid, who.uid);

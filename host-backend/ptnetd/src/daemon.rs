@@ -4,7 +4,7 @@
 //! control socket above it is [`control`](crate::control).
 
 use std::fs::File;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use ptnet_datapath::host::HostClient;
@@ -29,9 +29,22 @@ pub struct Attachment {
 
 /// The daemon.
 pub struct Daemon {
-    pub(crate) cfg: Config,
-    pub(crate) policy: Policy,
+    /// The configuration in force (a reload replaces it).
+    cfg: RwLock<Arc<Config>>,
+    /// The control socket's rules, from that configuration.
+    policy: RwLock<Arc<Policy>>,
     state: Mutex<State>,
+}
+
+/// The sync loop mode for a client that asked (or not) for busy polling, under `cfg`.
+fn mode_for(cfg: &Config, busy_poll: bool) -> Mode {
+    if busy_poll || cfg.daemon.busy_poll {
+        Mode::BusyPoll
+    } else {
+        Mode::Eventfd {
+            linger: Duration::from_micros(cfg.daemon.linger_us),
+        }
+    }
 }
 
 impl Daemon {
@@ -40,107 +53,31 @@ impl Daemon {
         let policy = Policy::new(&cfg, creds::effective_uid())
             .map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let d = Arc::new(Daemon {
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             state: Mutex::new(State {
                 max_switches: cfg.daemon.max_switches,
                 ..State::default()
             }),
-            cfg,
+            cfg: RwLock::new(Arc::new(cfg.clone())),
         });
-        {
-            let mut st = d.lock();
-            // What fails here names the section it came from (file, line, key).
-            let at = |table: &str, i: usize, key: &str| {
-                let place = d.cfg.origin.place(table, Some(i), key);
-                move |e: DaemonError| DaemonError::Invalid(format!("{place}: {e}"))
-            };
-            for (i, s) in d.cfg.switches.iter().enumerate() {
-                st.create_switch(&s.name, s.trusted_ports)
-                    .map_err(at("switch", i, "name"))?;
-            }
-            for (i, p) in d.cfg.ports.iter().enumerate() {
-                let req = PortRequest {
-                    port: p.name.clone(),
-                    tx_rings: Some(p.tx_rings),
-                    rx_rings: Some(p.rx_rings),
-                    slots: Some(p.slots),
-                    extra_bufs: p.extra_bufs,
-                    profile: p.profile,
-                    busy_poll: false,
-                    mac_lock: p.mac_lock.clone(),
-                };
-                let _: &PortSection = p;
-                if let Ok(PortName {
-                    base: Base::Nic { ifname },
-                    pipe: None,
-                    ..
-                }) = PortName::parse(&p.name)
-                {
-                    st.create_direct(
-                        ifname,
-                        p.backend.as_deref(),
-                        p.buf_size,
-                        p.tx_rings,
-                        Some(p.slots),
-                        true,
-                    )
-                    .map_err(at("port", i, "name"))?;
-                    continue;
-                }
-                if let Some((switch, ifname)) = nic_section(p) {
-                    if p.mac_lock.is_some() {
-                        return Err(at("port", i, "mac_lock")(DaemonError::Invalid(format!(
-                            "port {}: mac_lock applies to virtual switch ports, not to the \
-                             host interface {ifname}",
-                            p.name
-                        ))));
-                    }
-                    let req = NicRequest {
-                        switch,
-                        ifname,
-                        backend: p.backend.as_deref(),
-                        buf_size: p.buf_size,
-                        slots: p.slots,
-                        host_stack: HostStack::new(
-                            p.host_stack_tap.as_deref(),
-                            p.host_stack.unwrap_or(false),
-                        ),
-                    };
-                    st.attach_nic(&req).map_err(at("port", i, "name"))?;
-                    continue;
-                }
-                st.create_port(&req, true).map_err(at("port", i, "name"))?;
-            }
-            for (i, v) in d.cfg.vms.iter().enumerate() {
-                // The geometry of the port's own [[port]] section, if it has one.
-                let geometry = d.cfg.ports.iter().find(|p| p.name == v.port);
-                let req = VmRequest {
-                    port: PortRequest {
-                        port: v.port.clone(),
-                        tx_rings: geometry.map(|p| p.tx_rings),
-                        rx_rings: geometry.map(|p| p.rx_rings),
-                        slots: geometry.map(|p| p.slots),
-                        extra_bufs: geometry.map_or(0, |p| p.extra_bufs),
-                        profile: v.profile,
-                        busy_poll: v.busy_poll,
-                        mac_lock: None,
-                    },
-                    socket: v.socket.clone(),
-                    mac: v.mac.clone(),
-                    device: v.device,
-                    mac_lock: v.mac_lock,
-                };
-                let mode = d.mode(req.port.busy_poll);
-                st.serve_vm(
-                    &req,
-                    mode,
-                    &d.cfg.daemon.vm_socket_dir,
-                    d.cfg.socket_mode().ok(),
-                )
-                .map_err(at("vm", i, "port"))?;
-            }
-        }
+        create_sections(&mut d.lock(), &cfg, None)?;
         Ok(d)
+    }
+
+    /// The configuration in force.
+    pub fn cfg(&self) -> Arc<Config> {
+        Arc::clone(&self.cfg.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The control socket's rules in force.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `cfg` and its `policy` in force (a reload, once the state follows them).
+    pub(crate) fn replace_config(&self, cfg: Config, policy: Policy) {
+        *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -163,13 +100,7 @@ impl Daemon {
 
     /// The sync loop mode for a client that asked (or not) for busy polling.
     pub(crate) fn mode(&self, busy_poll: bool) -> Mode {
-        if busy_poll || self.cfg.daemon.busy_poll {
-            Mode::BusyPoll
-        } else {
-            Mode::Eventfd {
-                linger: Duration::from_micros(self.cfg.daemon.linger_us),
-            }
-        }
+        mode_for(&self.cfg(), busy_poll)
     }
 
     /// Detaches a client; an on-demand port without clients is removed.
@@ -179,4 +110,115 @@ impl Daemon {
         let mut st = self.lock();
         st.release(&key);
     }
+}
+
+/// Creates what `cfg` lists — switches, persistent ports (NIC ports too), VMs — that `old` (the
+/// configuration in force before a reload) did not list; everything at start-up (`None`).
+/// What fails names the section it came from (file, line, key). Returns what was created.
+pub(crate) fn create_sections(
+    st: &mut State,
+    cfg: &Config,
+    old: Option<&Config>,
+) -> Result<Vec<String>> {
+    let at = |table: &str, i: usize, key: &str| {
+        let place = cfg.origin.place(table, Some(i), key);
+        move |e: DaemonError| DaemonError::Invalid(format!("{place}: {e}"))
+    };
+    let mut done = Vec::new();
+    for (i, s) in cfg.switches.iter().enumerate() {
+        if old.is_some_and(|o| o.switches.iter().any(|x| x.name == s.name)) {
+            continue;
+        }
+        st.create_switch(&s.name, s.trusted_ports)
+            .map_err(at("switch", i, "name"))?;
+        done.push(format!("switch {}", s.name));
+    }
+    for (i, p) in cfg.ports.iter().enumerate() {
+        if old.is_some_and(|o| o.ports.iter().any(|x| x.name == p.name)) {
+            continue;
+        }
+        create_port_section(st, p).map_err(at("port", i, "name"))?;
+        done.push(format!("port {}", p.name));
+    }
+    for (i, v) in cfg.vms.iter().enumerate() {
+        if old.is_some_and(|o| o.vms.iter().any(|x| x.port == v.port)) {
+            continue;
+        }
+        // The geometry of the port's own [[port]] section, if it has one.
+        let geometry = cfg.ports.iter().find(|p| p.name == v.port);
+        let req = VmRequest {
+            port: PortRequest {
+                port: v.port.clone(),
+                tx_rings: geometry.map(|p| p.tx_rings),
+                rx_rings: geometry.map(|p| p.rx_rings),
+                slots: geometry.map(|p| p.slots),
+                extra_bufs: geometry.map_or(0, |p| p.extra_bufs),
+                profile: v.profile,
+                busy_poll: v.busy_poll,
+                mac_lock: None,
+            },
+            socket: v.socket.clone(),
+            mac: v.mac.clone(),
+            device: v.device,
+            mac_lock: v.mac_lock,
+        };
+        st.serve_vm(
+            &req,
+            mode_for(cfg, req.port.busy_poll),
+            &cfg.daemon.vm_socket_dir,
+            cfg.socket_mode().ok(),
+        )
+        .map_err(at("vm", i, "port"))?;
+        done.push(format!("VM on {}", v.port));
+    }
+    Ok(done)
+}
+
+/// One `[[port]]` section: a host interface given directly to clients, one on a switch, or a
+/// virtual port or pipe.
+fn create_port_section(st: &mut State, p: &PortSection) -> Result<()> {
+    let req = PortRequest {
+        port: p.name.clone(),
+        tx_rings: Some(p.tx_rings),
+        rx_rings: Some(p.rx_rings),
+        slots: Some(p.slots),
+        extra_bufs: p.extra_bufs,
+        profile: p.profile,
+        busy_poll: false,
+        mac_lock: p.mac_lock.clone(),
+    };
+    if let Ok(PortName {
+        base: Base::Nic { ifname },
+        pipe: None,
+        ..
+    }) = PortName::parse(&p.name)
+    {
+        return st.create_direct(
+            ifname,
+            p.backend.as_deref(),
+            p.buf_size,
+            p.tx_rings,
+            Some(p.slots),
+            true,
+        );
+    }
+    if let Some((switch, ifname)) = nic_section(p) {
+        if p.mac_lock.is_some() {
+            return Err(DaemonError::Invalid(format!(
+                "port {}: mac_lock applies to virtual switch ports, not to the host interface \
+                 {ifname}",
+                p.name
+            )));
+        }
+        let req = NicRequest {
+            switch,
+            ifname,
+            backend: p.backend.as_deref(),
+            buf_size: p.buf_size,
+            slots: p.slots,
+            host_stack: HostStack::new(p.host_stack_tap.as_deref(), p.host_stack.unwrap_or(false)),
+        };
+        return st.attach_nic(&req).map(|_| ());
+    }
+    st.create_port(&req, true).map(|_| ())
 }

@@ -9,6 +9,7 @@
 //! * `vm`: ports served to VMs over vhost-user;
 //! * [`control`]: the control socket and its requests;
 //! * [`policy`]: who may do what over it, from [`creds`] (the kernel's word on who connected);
+//! * `reload`: `SIGHUP`, the configuration read again and applied;
 //! * [`metrics`]: the Prometheus exposition of the same counters;
 //! * [`signals`]: the termination signals, taken by one thread.
 
@@ -21,5 +22,6 @@ pub mod metrics;
 mod nic;
 pub mod policy;
 mod registry;
+mod reload;
 pub mod signals;
 mod vm;

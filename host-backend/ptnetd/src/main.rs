@@ -9,7 +9,7 @@ use ptnetd::config::{Config, ConfigError};
 use ptnetd::daemon::{self, Daemon};
 
 /// The ptnet host daemon.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 struct Args {
     /// Configuration file (TOML); without it, the embedded default (switch vale0).
@@ -68,6 +68,27 @@ impl TryFrom<Args> for Config {
     }
 }
 
+/// SIGHUP: the configuration file again (with the same overrides), applied; what changed is
+/// logged, and a file that does not parse changes nothing.
+fn reload(d: &Daemon, args: &Args) {
+    if args.config.is_none() {
+        log::warn!("SIGHUP: no configuration file (the embedded default): nothing to reload");
+        return;
+    }
+    match Config::try_from(args.clone()) {
+        Ok(cfg) => match d.reload(cfg) {
+            Ok(changes) => {
+                log::info!("SIGHUP: configuration reloaded");
+                for c in changes {
+                    log::info!("reload: {c}");
+                }
+            }
+            Err(e) => log::error!("reload: {e}"),
+        },
+        Err(e) => log::error!("SIGHUP: {} (nothing changed)", daemon::error_chain(&e)),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
@@ -75,6 +96,8 @@ fn main() -> ExitCode {
         print!("{}", ptnetd::config::EMBEDDED_DEFAULT);
         return ExitCode::SUCCESS;
     }
+    // SIGHUP reads the file again, with the same command-line overrides.
+    let reload_args = args.clone();
     let cfg = match Config::try_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -82,8 +105,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Termination signals are taken by one thread (blocked everywhere else), which removes
-    // the socket and exits.
+    // SIGINT, SIGTERM and SIGHUP are taken by one thread (blocked everywhere else): the first
+    // two remove the socket and exit, SIGHUP reloads the configuration.
     let socket = cfg.daemon.socket.clone();
     let metrics = cfg.daemon.metrics.clone();
     ptnetd::signals::block_termination();
@@ -121,13 +144,20 @@ fn main() -> ExitCode {
         }
     }
     let s2 = socket.clone();
+    let d2 = std::sync::Arc::clone(&d);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let sig = ptnetd::signals::wait_termination();
-            log::info!("signal {sig}: shutting down");
-            let _ = std::fs::remove_file(&s2);
-            std::process::exit(0);
+            loop {
+                let sig = ptnetd::signals::wait_termination();
+                if sig == libc::SIGHUP {
+                    reload(&d2, &reload_args);
+                    continue;
+                }
+                log::info!("signal {sig}: shutting down");
+                let _ = std::fs::remove_file(&s2);
+                std::process::exit(0);
+            }
         })
         .expect("spawn the signal thread");
     log::info!("ptnetd listening on {}", socket.display());

@@ -1,5 +1,6 @@
-//! The daemon's termination signals: blocked in every thread, taken by one that waits for
-//! them (so the socket is removed and the ports released however the daemon is stopped).
+//! The daemon's signals: SIGINT, SIGTERM and SIGHUP blocked in every thread, taken by one
+//! that waits for them (so the socket is removed and the ports released however the daemon
+//! is stopped, and SIGHUP reloads the configuration).
 
 fn termination_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise the set we own; the signal numbers are valid.

@@ -729,3 +729,93 @@ fn vm_sockets_are_names_in_the_daemons_own_directory() {
     let (ok, out) = d2.ctl(&["serve-vm", "vale0:v1"]);
     assert!(!ok && out.contains("writable by it only"), "{out}");
 }
+
+/// Issue 18: SIGHUP brings the daemon to its edited configuration: what the new file adds is
+/// created, what it drops is removed (a port a client still holds is kept, and the log says
+/// so), and a file that does not parse changes nothing and the log names its line.
+#[test]
+fn sighup_brings_the_daemon_to_its_edited_configuration() {
+    let d = Daemon::start_with_config(
+        "reload",
+        "[[switch]]\nname = \"vale0\"\n\n[[switch]]\nname = \"vale1\"\n\n\
+         [[port]]\nname = \"vale0:p1\"\n\n[[port]]\nname = \"vale0:held\"\n",
+    );
+    let _holder = Port::attach(
+        &d.socket,
+        PortRequest {
+            port: "vale0:held".into(),
+            ..Default::default()
+        },
+    )
+    .expect("attach to vale0:held");
+    let file = d.dir.join("ptnetd.toml");
+    let log = || std::fs::read_to_string(d.dir.join("ptnetd.log")).unwrap_or_default();
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &d.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -HUP");
+    };
+    let names = || {
+        let (sw, pipes) = d.list();
+        let mut n: Vec<String> = sw.iter().map(|s| s.name.clone()).collect();
+        n.extend(sw.into_iter().flat_map(|s| s.ports).map(|p| p.name));
+        n.extend(pipes.into_iter().map(|p| p.name));
+        n.sort();
+        n
+    };
+    std::fs::write(
+        &file,
+        "[[switch]]\nname = \"vale0\"\n\n[[switch]]\nname = \"vale2\"\n\n\
+         [[port]]\nname = \"vale0:p2\"\nslots = 256\n",
+    )
+    .unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("SIGHUP: configuration reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload in the log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // vale1 and vale0:p1 are gone, vale2 and vale0:p2 are new; vale0:held is kept (held).
+    assert_eq!(
+        names(),
+        ["vale0", "vale0:held", "vale0:p2", "vale2"],
+        "{}",
+        log()
+    );
+    let l = log();
+    for line in [
+        "reload: port vale0:p1 removed",
+        "reload: port vale0:held kept",
+        "reload: switch vale1 removed",
+        "reload: switch vale2 created",
+        "reload: port vale0:p2 created",
+    ] {
+        assert!(l.contains(line), "{line:?} missing:\n{l}");
+    }
+
+    // A file with an error: nothing changes, and the log says where.
+    std::fs::write(
+        &file,
+        "[[switch]]\nname = \"vale0\"\n\n[[port]]\nname = \"vale0:q\"\nslots = 3\n",
+    )
+    .unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("(nothing changed)") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal in the log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(log().contains(":6: [[port]] slots"), "{}", log());
+    assert_eq!(names(), ["vale0", "vale0:held", "vale0:p2", "vale2"]);
+}
