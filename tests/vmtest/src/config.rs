@@ -201,6 +201,15 @@ impl VmConfig {
         PathBuf::from(p)
     }
 
+    /// The QEMU monitor (HMP) socket the runner asks for the vCPUs' state when the guest
+    /// times out, next to the console log; `None` when that path is too long for a Unix
+    /// socket (then a hung guest is only killed).
+    pub fn monitor_socket(&self) -> Option<PathBuf> {
+        let mut p = self.console_log.clone().into_os_string();
+        p.push(".monitor");
+        (p.len() < 100).then(|| PathBuf::from(p))
+    }
+
     /// The kernel command line.
     pub fn kernel_cmdline(&self) -> String {
         // panic=-1: a guest kernel panic reboots at once, and -no-reboot turns that into
@@ -253,6 +262,10 @@ impl VmConfig {
         ));
         push("-serial");
         push(&format!("chardev:{CONSOLE_CHARDEV_ID}"));
+        if let Some(m) = self.monitor_socket() {
+            push("-monitor");
+            push(&format!("unix:{},server=on,wait=off", qemu_opt_escape(&m)));
+        }
         push("-kernel");
         args.push(self.kernel.clone().into_os_string());
         args.push("-initrd".into());

@@ -371,6 +371,11 @@ impl Vm {
             }
             if Instant::now() >= deadline {
                 timed_out = true;
+                // Where the guest is stuck, before it is gone: the vCPUs' registers from the
+                // monitor, the instruction pointer named from the kernel's System.map.
+                if let Some(sock) = self.config.monitor_socket() {
+                    report_vcpu_state(&name, &sock);
+                }
                 log::warn!(
                     "VM {name} timed out after {:.1} s, killing QEMU (pid {})",
                     self.config.timeout.as_secs_f64(),
@@ -455,8 +460,76 @@ fn exit_status_unknown() -> ExitStatus {
     ExitStatus::from_raw(255 << 8)
 }
 
+/// Asks a timed-out guest's monitor for its vCPUs' state (`info registers`, `info cpus`),
+/// keeps it next to the console log (`.state`) and prints where each vCPU's RIP is (a symbol
+/// of `$PTNET_KERNEL_DIR/System.map` when there is one). Best effort: a monitor that does not
+/// answer within 2 s is left alone.
+fn report_vcpu_state(name: &str, sock: &Path) {
+    use std::os::unix::net::UnixStream;
+    let ask = || -> std::io::Result<String> {
+        let mut s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.write_all(b"info cpus\ninfo registers -a\n")?;
+        let mut text = Vec::new();
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+                Err(_) if !text.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    };
+    let Ok(state) = ask() else { return };
+    let path = sock.with_extension("state");
+    let _ = std::fs::write(&path, &state);
+    let map = std::env::var_os("PTNET_KERNEL_DIR")
+        .map(|d| PathBuf::from(d).join("System.map"))
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    for rip in state
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("RIP="))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+    {
+        let symbol = map.as_deref().and_then(|m| symbol_of(m, rip));
+        eprintln!(
+            "VM {name} timed out with a vCPU at RIP {rip:#x}{} (state: {})",
+            symbol.map(|s| format!(" = {s}")).unwrap_or_default(),
+            path.display()
+        );
+    }
+}
+
+/// The `System.map` symbol `addr` falls in, as `name+0xoffset`.
+fn symbol_of(map: &str, addr: u64) -> Option<String> {
+    map.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let a = u64::from_str_radix(w.next()?, 16).ok()?;
+            let _kind = w.next()?;
+            Some((a, w.next()?))
+        })
+        .filter(|(a, _)| *a <= addr)
+        .max_by_key(|(a, _)| *a)
+        .map(|(a, n)| format!("{n}+{:#x}", addr - a))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_address_is_named_after_the_symbol_it_falls_in() {
+        let map =
+            "ffffffff81000000 T _stext\nffffffff81001000 T do_idle\nffffffff81002000 t later\n";
+        assert_eq!(
+            super::symbol_of(map, 0xffff_ffff_8100_1234).as_deref(),
+            Some("do_idle+0x234")
+        );
+        assert_eq!(super::symbol_of(map, 0x1000), None);
+    }
+
     use super::*;
     use crate::config::Accel;
     use crate::scratch::ScratchDir;
