@@ -541,18 +541,34 @@ fn recv_by<T: for<'de> Deserialize<'de>>(
 
 /// Sends `request` over a new connection and returns the reply, its descriptors and the
 /// connection (keep it open to stay attached).
+///
+/// A daemon that refuses a connection outright (too many waiting) answers and closes it at
+/// once, maybe before the request is written: the write then fails (`EPIPE`), but the answer
+/// is already there to read, and it is what the caller gets.
 pub fn call(path: &str, request: Request) -> Result<(Reply, Vec<File>, UnixStream), ProtoError> {
     let sock = UnixStream::connect(path)?;
-    send(
+    let sent = send(
         &sock,
         &Envelope {
             version: PROTO_VERSION,
             request,
         },
         &[],
-    )?;
-    let (reply, files) = recv(&sock)?;
-    Ok((reply, files, sock))
+    );
+    let refused_early = |e: &ProtoError| {
+        matches!(e, ProtoError::Io(io) if matches!(
+            io.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ))
+    };
+    match sent {
+        Err(e) if !refused_early(&e) => return Err(e),
+        _ => {}
+    }
+    match recv(&sock) {
+        Ok((reply, files)) => Ok((reply, files, sock)),
+        Err(e) => Err(sent.err().unwrap_or(e)),
+    }
 }
 
 #[cfg(test)]
