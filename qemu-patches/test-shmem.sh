@@ -103,7 +103,12 @@ wait_for_socket() {
     die "$1 did not appear"
 }
 
+# start_probe [ENV...]: a fresh probe backend; one still running from an earlier step (a
+# backend outlives its QEMU: it waits for the next frontend) is stopped first, so none is
+# left behind when the script ends.
 start_probe() {
+    stop_pid "$probe_pid"
+    probe_pid=""
     rm -f "$dir/vu.sock" "$dir/ctl.sock"
     env "$@" "$probe" "$dir/vu.sock" "$dir/ctl.sock" 2>>"$dir/probe.log" &
     probe_pid=$!
