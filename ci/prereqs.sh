@@ -12,6 +12,8 @@
 #   qemu             stock qemu-system-x86 from bookworm-backports (the virtio-net guests can
 #                    run on it; ptnet devices need the patched build of qemu-patches/)
 #   fuzz             cargo-fuzz, built into $PTNET_CACHE/tools (used with stable + RUSTC_BOOTSTRAP)
+#   cargo-deb        cargo-deb $CARGO_DEB_VERSION, built into $PTNET_CACHE/tools (packaging/build-deb.sh),
+#                    and systemd (systemd-analyze verifies the unit offline; not started)
 #   prometheus       Debian's Prometheus (promtool, and a server the metrics test runs)
 #   dpdk             bookworm's DPDK 22.11 with dpdk-testpmd (benchmark peers, virtio-user client)
 #   ovs-dpdk         bookworm's Open vSwitch 3.1 built with DPDK (openvswitch-switch-dpdk; the
@@ -115,6 +117,19 @@ group_fuzz() {
     mkdir -p "$PTNET_CACHE/tools"
     flock /tmp/ptnet-heavy.lock "$cargo" install --quiet --locked --root "$root" cargo-fuzz \
         || die "cargo install cargo-fuzz failed"
+}
+
+group_cargo_deb() {
+    # systemd brings systemd-analyze; installing it starts nothing (no systemd PID 1 here).
+    apt_install systemd
+    local root="$PTNET_CACHE/tools/cargo-deb-$CARGO_DEB_VERSION" cargo
+    [ -x "$root/bin/cargo-deb" ] && return 0
+    cargo=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+    log "cargo install cargo-deb $CARGO_DEB_VERSION (waits for /tmp/ptnet-heavy.lock)"
+    mkdir -p "$PTNET_CACHE/tools"
+    flock /tmp/ptnet-heavy.lock "$cargo" install --quiet --locked --root "$root" \
+        cargo-deb --version "$CARGO_DEB_VERSION" \
+        || die "cargo install cargo-deb $CARGO_DEB_VERSION failed"
 }
 
 group_prometheus() {

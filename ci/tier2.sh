@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tier 2: host integration. The real daemon and client processes over its control socket,
 # network namespaces and veth pairs for the NIC ports, DPDK's virtio_user as a virtio-net
-# client, the ptnet device driven by a frontend simulator, a short run of every fuzz target,
-# and smoke runs of the benchmarks. Root.
+# client, the ptnet device driven by a frontend simulator, the Debian package installed and
+# removed, a short run of every fuzz target, and smoke runs of the benchmarks. Root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
@@ -39,6 +39,9 @@ if [ -d host-backend/pktgen ]; then
     cargo build --quiet -p ptnet-pktgen
     run_tests cargo test --quiet -p ptnet-pktgen --features host-tests
 fi
+
+log "the Debian package: build, verify the unit, install, run the demo, remove"
+ci/test-package.sh
 
 log "fuzz: every target, briefly"
 ci/fuzz.sh "${PTNET_FUZZ_SECONDS:-15}"

@@ -9,6 +9,8 @@
 PTNET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PTNET_CACHE=${PTNET_CACHE:-/var/cache/ptnet}
 export PTNET_ROOT PTNET_CACHE
+# The cargo-deb that packaging/build-deb.sh uses (ci/prereqs.sh cargo-deb installs it).
+CARGO_DEB_VERSION=3.8.0
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

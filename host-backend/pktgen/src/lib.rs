@@ -7,6 +7,7 @@
 //! * [`netmap`]: the netmap backend (`NIOCCTRL`, `mmap`, `NIOCTXSYNC`/`NIOCRXSYNC`, `poll`);
 //! * [`nifp`]: a `netmap_if` and its rings in any mapped region, validated, netmap's rules;
 //! * [`packet`]: the AF_PACKET backend (`sendmmsg`/`recvmmsg` batches, `poll`);
+//! * [`cli`]: the command line (and the man page's source);
 //! * [`config`]: the validated command line, and the errors with their exit codes;
 //! * [`payload`]: the frame format (sequence number, timestamp, pattern) and `rx --check`;
 //! * [`rate`]: the token bucket behind `--rate`, consulted per batch;
@@ -15,6 +16,7 @@
 //! * [`sys`]: signals that end a run, the process's CPU time.
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 #[cfg(test)]
 mod fake;

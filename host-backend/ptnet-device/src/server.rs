@@ -52,9 +52,8 @@ pub struct ServeConfig {
     /// Largest virtqueue a frontend may configure (a power of two; QEMU's default `vq_size`
     /// is 64).
     pub max_queue_size: u16,
-    /// Permissions of the socket (e.g. 0o660 with a group QEMU runs in); `None` keeps what
-    /// the umask gives.
-    pub socket_mode: Option<u32>,
+    /// Permissions and group of the socket (e.g. 0o660 with a group QEMU runs in).
+    pub access: vhu::Access,
     /// Measurement only (`tests/kick_path.rs`): kicks pass through vhost-user-backend's vring
     /// worker thread before they reach the sync loop.
     #[doc(hidden)]
@@ -72,7 +71,7 @@ impl Default for ServeConfig {
             profile: Profile::Untrusted,
             mode: Mode::default(),
             max_queue_size: 1024,
-            socket_mode: None,
+            access: vhu::Access::default(),
             kicks_via_worker: false,
             tamper: None,
         }
@@ -137,7 +136,7 @@ pub fn serve(
         tamper: cfg.tamper,
     };
     let stats = Arc::new(DeviceStats::default());
-    let h = vhu::serve::<Device>(socket, cfg.socket_mode, port, opts, stats)?;
+    let h = vhu::serve::<Device>(socket, cfg.access, port, opts, stats)?;
     log::info!(
         "{}: serving {} as a ptnet device on {} ({:?})",
         name,
@@ -177,7 +176,10 @@ mod tests {
         // A stale socket (its listener is gone) is replaced.
         drop(UnixListener::bind(&path).unwrap());
         let cfg = ServeConfig {
-            socket_mode: Some(0o660),
+            access: vhu::Access {
+                mode: Some(0o660),
+                group: None,
+            },
             ..Default::default()
         };
         let h = serve(&path, Arc::clone(&port), cfg.clone()).unwrap();

@@ -330,6 +330,15 @@ impl Config {
             .transpose()
     }
 
+    /// Who may connect to VMs' vhost-user sockets: the control socket's mode and group
+    /// (checked when the daemon starts, so a value that does not resolve is left unset).
+    pub fn vm_socket_access(&self) -> ptnet_vhost_user::Access {
+        ptnet_vhost_user::Access {
+            mode: self.socket_mode().ok(),
+            group: self.socket_group().ok().flatten(),
+        }
+    }
+
     /// An error about `key` of section `table` (`index`: which `[[table]]`).
     pub fn bad(&self, table: &str, index: Option<usize>, key: &str, msg: String) -> ConfigError {
         ConfigError::At {

@@ -101,7 +101,7 @@ impl Daemon {
                     &req,
                     mode,
                     &cfg.daemon.vm_socket_dir,
-                    cfg.socket_mode().ok(),
+                    cfg.vm_socket_access(),
                 )
             }
             Request::StopVm { port } => st.stop_vm(&port),

@@ -166,7 +166,7 @@ pub(crate) fn create_sections(
             &req,
             mode_for(cfg, req.port.busy_poll),
             &cfg.daemon.vm_socket_dir,
-            cfg.socket_mode().ok(),
+            cfg.vm_socket_access(),
         )
         .map_err(at("vm", i, "port"))?;
         done.push(format!("VM on {}", v.port));

@@ -1,6 +1,7 @@
 //! ptnetd: the ptnet host daemon as a library (the binary is a thin wrapper), so tests can
 //! run it in-process too.
 //!
+//! * [`cli`]: the command line (and the man page's source);
 //! * [`config`]: the TOML configuration and its embedded default;
 //! * [`daemon`]: the daemon, its state's lock, host clients' attachments;
 //! * `error`: what a client is told when a request fails;
@@ -11,8 +12,10 @@
 //! * [`policy`]: who may do what over it, from [`creds`] (the kernel's word on who connected);
 //! * `reload`: `SIGHUP`, the configuration read again and applied;
 //! * [`metrics`]: the Prometheus exposition of the same counters;
-//! * [`signals`]: the termination signals, taken by one thread.
+//! * [`signals`]: the termination signals, taken by one thread;
+//! * [`notify`]: systemd's readiness notifications (`Type=notify`).
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod creds;
@@ -20,6 +23,7 @@ pub mod daemon;
 mod error;
 pub mod metrics;
 mod nic;
+pub mod notify;
 pub mod policy;
 mod registry;
 mod reload;

@@ -1,72 +1,12 @@
 //! `ptnetd`: owns VALE switches, netmap pipes and host NIC ports, and serves them to host
 //! clients over a control socket and to VMs over vhost-user.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ptnetd::config::{Config, ConfigError};
+use ptnetd::cli::Args;
+use ptnetd::config::Config;
 use ptnetd::daemon::{self, Daemon};
-
-/// The ptnet host daemon.
-#[derive(Debug, Clone, Parser)]
-#[command(version, about)]
-struct Args {
-    /// Configuration file (TOML); without it, the embedded default (switch vale0).
-    #[arg(short, long)]
-    config: Option<PathBuf>,
-    /// Control socket path (overrides the file).
-    #[arg(short, long)]
-    socket: Option<PathBuf>,
-    /// Control socket permissions, octal (overrides the file).
-    #[arg(long)]
-    socket_mode: Option<String>,
-    /// Directory of VMs' vhost-user sockets (overrides the file; default /run/ptnetd/vm).
-    #[arg(long)]
-    vm_socket_dir: Option<PathBuf>,
-    /// Serve Prometheus metrics on this TCP address, e.g. 127.0.0.1:9477 (overrides the
-    /// file).
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<String>,
-    /// Run every client's sync loop in busy-poll mode.
-    #[arg(long)]
-    busy_poll: bool,
-    /// Microseconds an idle sync loop keeps polling before it sleeps (overrides the file).
-    #[arg(long)]
-    linger_us: Option<u64>,
-    /// Print the embedded default configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
-}
-
-impl TryFrom<Args> for Config {
-    type Error = ConfigError;
-
-    fn try_from(a: Args) -> Result<Self, Self::Error> {
-        let mut c = match &a.config {
-            Some(p) => Config::load(p)?,
-            None => Config::embedded(),
-        };
-        if let Some(s) = a.socket {
-            c.daemon.socket = s;
-        }
-        if let Some(m) = a.socket_mode {
-            c.daemon.socket_mode = m;
-            c.socket_mode()?;
-        }
-        if let Some(d) = a.vm_socket_dir {
-            c.daemon.vm_socket_dir = d;
-        }
-        if let Some(m) = a.metrics {
-            c.daemon.metrics = Some(m);
-        }
-        c.daemon.busy_poll |= a.busy_poll;
-        if let Some(l) = a.linger_us {
-            c.daemon.linger_us = l;
-        }
-        Ok(c)
-    }
-}
 
 /// SIGHUP: the configuration file again (with the same overrides), applied; what changed is
 /// logged, and a file that does not parse changes nothing.
@@ -75,6 +15,7 @@ fn reload(d: &Daemon, args: &Args) {
         log::warn!("SIGHUP: no configuration file (the embedded default): nothing to reload");
         return;
     }
+    ptnetd::notify::notify("RELOADING=1");
     match Config::try_from(args.clone()) {
         Ok(cfg) => match d.reload(cfg) {
             Ok(changes) => {
@@ -87,6 +28,7 @@ fn reload(d: &Daemon, args: &Args) {
         },
         Err(e) => log::error!("SIGHUP: {} (nothing changed)", daemon::error_chain(&e)),
     }
+    ptnetd::notify::ready("reloaded");
 }
 
 fn main() -> ExitCode {
@@ -155,12 +97,14 @@ fn main() -> ExitCode {
                     continue;
                 }
                 log::info!("signal {sig}: shutting down");
+                ptnetd::notify::notify("STOPPING=1");
                 let _ = std::fs::remove_file(&s2);
                 std::process::exit(0);
             }
         })
         .expect("spawn the signal thread");
     log::info!("ptnetd listening on {}", socket.display());
+    ptnetd::notify::ready(&format!("listening on {}", socket.display()));
     if let Err(e) = d.serve(listener) {
         eprintln!("ptnetd: {e}");
         return ExitCode::FAILURE;

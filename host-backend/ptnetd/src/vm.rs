@@ -83,13 +83,13 @@ pub(crate) fn prepare_socket_dir(dir: &Path) -> Result<()> {
 
 impl State {
     /// Serves a port to a VM over vhost-user (the port is created, persistent, if needed),
-    /// its device running in `mode`, its socket in `dir` with permissions `socket_mode`.
+    /// its device running in `mode`, its socket in `dir` with permissions and group `access`.
     pub(crate) fn serve_vm(
         &mut self,
         req: &VmRequest,
         mode: Mode,
         dir: &Path,
-        socket_mode: Option<u32>,
+        access: ptnet_vhost_user::Access,
     ) -> Result<()> {
         let canonical = PortKey(&parse(&req.port.port)?).to_string();
         if let Some(v) = self.vms.get(&canonical) {
@@ -140,7 +140,7 @@ impl State {
                     mac,
                     profile: req.port.profile,
                     mode,
-                    socket_mode,
+                    access,
                     ..Default::default()
                 };
                 ptnet_device::serve(&socket, Arc::clone(&port), cfg)
@@ -151,7 +151,7 @@ impl State {
                 let cfg = ptnet_virtio_net::ServeConfig {
                     mac,
                     mode,
-                    socket_mode,
+                    access,
                     ..Default::default()
                 };
                 ptnet_virtio_net::serve(&socket, Arc::clone(&port), cfg)

@@ -20,7 +20,7 @@ pub mod vring;
 
 pub use guest::GuestMem;
 pub use server::{PortDevice, ServeError, ServeHandle, default_mac, serve};
-pub use socket::thread_name;
+pub use socket::{Access, thread_name};
 pub use vring::{Change, HookedVring, VringHook};
 
 #[cfg(test)]

@@ -172,13 +172,13 @@ impl<D: PortDevice> Drop for ServeHandle<D> {
     }
 }
 
-/// Serves `port` as a `D` on the vhost-user socket `socket` (permissions `socket_mode`, if
-/// given) until the handle is stopped or dropped. One frontend at a time; each connection gets
-/// a fresh device, and the port is reclaimed (unbound, free for the next client) when the
+/// Serves `port` as a `D` on the vhost-user socket `socket` (permissions and group from
+/// `access`) until the handle is stopped or dropped. One frontend at a time; each connection
+/// gets a fresh device, and the port is reclaimed (unbound, free for the next client) when the
 /// frontend disconnects. The caller validated `port` and `opts` for the device kind.
 pub fn serve<D: PortDevice>(
     socket: &Path,
-    socket_mode: Option<u32>,
+    access: socket::Access,
     port: Arc<dyn SyncPort>,
     opts: D::Options,
     stats: Arc<D::Stats>,
@@ -187,7 +187,7 @@ pub fn serve<D: PortDevice>(
         path: socket.to_owned(),
         source,
     };
-    let listener = socket::claim(socket, socket_mode)?;
+    let listener = socket::claim(socket, access)?;
     let shared = Arc::new(Shared::<D> {
         stop: Stop::new().map_err(io_err)?,
         opts: Mutex::new(opts),

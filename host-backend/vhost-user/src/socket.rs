@@ -43,10 +43,20 @@ pub enum ClaimError {
     },
 }
 
-/// Binds a listening socket at `socket` (with permissions `mode`, if given). A socket nobody
-/// listens on any more (a crashed earlier run) is replaced; a live one, or any other file,
-/// is left alone.
-pub fn claim(socket: &Path, mode: Option<u32>) -> Result<UnixListener, ClaimError> {
+/// Who may connect to a served socket: its permission bits and group (e.g. 0o660 and a group
+/// QEMU runs in); `None` keeps what the umask and the process's group give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Owning group (a gid).
+    pub group: Option<u32>,
+}
+
+/// Binds a listening socket at `socket` (with the permissions and group `access` gives). A
+/// socket nobody listens on any more (a crashed earlier run) is replaced; a live one, or any
+/// other file, is left alone.
+pub fn claim(socket: &Path, access: Access) -> Result<UnixListener, ClaimError> {
     let io_err = |source| ClaimError::Io {
         path: socket.to_owned(),
         source,
@@ -62,7 +72,11 @@ pub fn claim(socket: &Path, mode: Option<u32>) -> Result<UnixListener, ClaimErro
         Err(_) => {}
     }
     let listener = UnixListener::bind(socket).map_err(io_err)?;
-    if let Some(mode) = mode {
+    // The group first: until the mode is set, the umask's bits keep others out.
+    if let Some(gid) = access.group {
+        std::os::unix::fs::lchown(socket, None, Some(gid)).map_err(io_err)?;
+    }
+    if let Some(mode) = access.mode {
         fs::set_permissions(socket, fs::Permissions::from_mode(mode)).map_err(io_err)?;
     }
     Ok(listener)

@@ -33,8 +33,8 @@ pub struct ServeConfig {
     pub mode: Mode,
     /// Largest virtqueue a frontend may configure (a power of two).
     pub max_queue_size: u16,
-    /// Permissions of the socket; `None` keeps what the umask gives.
-    pub socket_mode: Option<u32>,
+    /// Permissions and group of the socket.
+    pub access: vhu::Access,
 }
 
 impl Default for ServeConfig {
@@ -43,7 +43,7 @@ impl Default for ServeConfig {
             mac: None,
             mode: Mode::default(),
             max_queue_size: 1024,
-            socket_mode: None,
+            access: vhu::Access::default(),
         }
     }
 }
@@ -140,7 +140,7 @@ pub fn serve(
     };
     let pairs = device::pairs_of(&*port);
     let stats = Arc::new(NetStats::default());
-    let inner = vhu::serve::<NetDevice>(socket, cfg.socket_mode, port, opts, stats)?;
+    let inner = vhu::serve::<NetDevice>(socket, cfg.access, port, opts, stats)?;
     log::info!(
         "{name}: serving as a virtio-net device on {} ({pairs} queue pair(s))",
         socket.display()

@@ -596,6 +596,18 @@ name = "vale1"
         &["destroy-port", "vale0:roots"],
     );
     assert!(ok, "{out}");
+
+    // VMs' vhost-user sockets take the control socket's mode and group: a QEMU running in
+    // GROUP (libvirt's, say) reaches them, others do not.
+    let (ok, out) = d.ctl(&["serve-virtio-net", "vale0:vm"]);
+    assert!(ok, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(d.dir.join("vale0-vm.sock")).unwrap();
+    assert_eq!(
+        (m.gid(), m.mode() & 0o777),
+        (GROUP, 0o660),
+        "the VM socket's group and mode"
+    );
 }
 
 /// Issue 13, item 4: connections that have not sent their request are bounded per user and
@@ -818,4 +830,69 @@ fn sighup_brings_the_daemon_to_its_edited_configuration() {
     }
     assert!(log().contains(":6: [[port]] slots"), "{}", log());
     assert_eq!(names(), ["vale0", "vale0:held", "vale0:p2", "vale2"]);
+}
+
+/// `Type=notify`: systemd hears `READY=1` (with the daemon's PID) only once the control socket
+/// answers, `RELOADING=1` then `READY=1` around a `SIGHUP`, and `STOPPING=1` on `SIGTERM`.
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-notify", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = UnixDatagram::bind(dir.join("notify")).unwrap();
+    listen
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config = dir.join("ptnetd.toml");
+    std::fs::write(&config, "[[switch]]\nname = \"vale0\"\n").unwrap();
+    let socket = dir.join("ptnetd.sock");
+    /// Kills the daemon if an assertion ends the test early.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(common::target_bin("ptnetd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--vm-socket-dir")
+        .arg(&dir)
+        .env("NOTIFY_SOCKET", dir.join("notify"))
+        .stderr(std::fs::File::create(dir.join("ptnetd.log")).unwrap())
+        .spawn()
+        .map(Reap)
+        .expect("start ptnetd");
+    let pid = child.0.id();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = listen.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+    assert!(ready.contains(&format!("MAINPID={pid}\n")), "{ready:?}");
+    assert!(
+        UnixStream::connect(&socket).is_ok(),
+        "READY=1 before the socket answers"
+    );
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    };
+    signal("-HUP");
+    assert_eq!(next(), "RELOADING=1");
+    assert!(next().starts_with("READY=1\n"));
+    signal("-TERM");
+    assert_eq!(next(), "STOPPING=1");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
