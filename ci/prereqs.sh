@@ -14,6 +14,8 @@
 #   fuzz             cargo-fuzz, built into $PTNET_CACHE/tools (used with stable + RUSTC_BOOTSTRAP)
 #   cargo-deb        cargo-deb $CARGO_DEB_VERSION, built into $PTNET_CACHE/tools (packaging/build-deb.sh),
 #                    and systemd (systemd-analyze verifies the unit offline; not started)
+#   libvirt          Debian's libvirt (libvirt-daemon-system, virsh) for the tier-3 libvirt test,
+#                    and libvirt's QEMU user in the ptnet group, as the user guide tells operators
 #   prometheus       Debian's Prometheus (promtool, and a server the metrics test runs)
 #   dpdk             bookworm's DPDK 22.11 with dpdk-testpmd (benchmark peers, virtio-user client)
 #   ovs-dpdk         bookworm's Open vSwitch 3.1 built with DPDK (openvswitch-switch-dpdk; the
@@ -130,6 +132,18 @@ group_cargo_deb() {
     flock /tmp/ptnet-heavy.lock "$cargo" install --quiet --locked --root "$root" \
         cargo-deb --version "$CARGO_DEB_VERSION" \
         || die "cargo install cargo-deb $CARGO_DEB_VERSION failed"
+}
+
+group_libvirt() {
+    # bookworm's libvirt 9.0 (its qemu driver drives backports' QEMU 10.0 and the patched
+    # build). Installing it starts nothing here (policy-rc.d, no systemd): the test starts
+    # libvirtd itself when none runs.
+    apt_install libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+    getent group ptnet > /dev/null || addgroup --quiet --system ptnet
+    if ! id -nG libvirt-qemu | tr ' ' '\n' | grep -qx ptnet; then
+        log "adding libvirt-qemu to group ptnet (its QEMU reaches ptnetd's sockets)"
+        adduser --quiet libvirt-qemu ptnet
+    fi
 }
 
 group_prometheus() {

@@ -19,7 +19,7 @@ need_root "ci/tier3-vm.sh"
 start=$(date +%s)
 step() { log "tier3: $* ($(( $(date +%s) - start )) s)"; }
 
-ci/prereqs.sh base guest-toolchain qemu
+ci/prereqs.sh base guest-toolchain qemu libvirt
 ensure_cargo
 
 step "guest kernel"

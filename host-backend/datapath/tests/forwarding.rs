@@ -205,6 +205,9 @@ fn broadcast_reaches_every_other_port_once() {
         "the sender does not hear its own broadcast"
     );
     assert_eq!(ports[0].stats().snapshot().tx_packets, 1);
+    // The switch counted one lookup, one flood, and learned the sender.
+    let c = sw.counters();
+    assert_eq!((c.lookups, c.floods, c.learned), (1, 1, Some(1)), "{c:?}");
 }
 
 /// Waits until `p` has a frame; returns how many it got (0 on timeout).

@@ -342,6 +342,12 @@ pub struct VmEntry {
     /// negotiated the offloads runs, else 0).
     #[serde(default)]
     pub vnet_hdr_len: u32,
+    /// virtio-net only: the MAC address the device offers (`02:..`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// virtio-net only: queue pairs offered (0 for a ptnet device).
+    #[serde(default)]
+    pub queue_pairs: u16,
 }
 
 /// The host-interface side of a NIC port (the interface's point of view: `rx` came in from the
@@ -381,6 +387,15 @@ pub struct SwitchEntry {
     pub name: String,
     /// Its ports.
     pub ports: Vec<PortEntry>,
+    /// Frames looked up by its forwarding module so far.
+    #[serde(default)]
+    pub lookups: u64,
+    /// Frames flooded to every other port so far (broadcast, multicast, unknown unicast).
+    #[serde(default)]
+    pub floods: u64,
+    /// Stations (source MACs) learned now; absent for a module that does not learn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<u64>,
 }
 
 /// A reply.

@@ -152,6 +152,16 @@ pub enum Cmd {
         #[arg(long, default_value = "1G")]
         mem: String,
     },
+    /// Print libvirt domain XML for a served port: the pieces to add to a domain (`virsh
+    /// edit`), or with --domain a whole domain (`virsh define`). virtio-net ports become an
+    /// `<interface type='vhostuser'>`, ptnet devices `<qemu:commandline>` arguments.
+    LibvirtXml {
+        /// Port name.
+        port: String,
+        /// What a whole domain needs.
+        #[command(flatten)]
+        domain: crate::libvirt::DomainArgs,
+    },
 }
 
 impl Cmd {
@@ -244,6 +254,8 @@ impl Cmd {
                 Request::QemuArgs { port: port.clone() },
                 View::QemuArgs { mem: mem.clone() },
             ),
+            // Its first request; `libvirt::run` makes the second (a ptnet device's arguments).
+            Cmd::LibvirtXml { .. } => (Request::List, View::All),
         }
     }
 }

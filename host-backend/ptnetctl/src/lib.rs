@@ -4,8 +4,10 @@
 //!
 //! * [`cli`]: the commands, and the request each sends;
 //! * [`show`]: how each reply prints;
+//! * [`libvirt`]: domain XML for served ports (`libvirt-xml`);
 //! * [`top`]: the live views (`top`, `list --watch`).
 
 pub mod cli;
+pub mod libvirt;
 pub mod show;
 pub mod top;

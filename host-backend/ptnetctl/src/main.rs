@@ -7,7 +7,7 @@ use clap::Parser;
 use ptnet_proto as proto;
 use ptnetctl::cli::{Args, Cmd, View};
 use ptnetctl::show::show;
-use ptnetctl::top;
+use ptnetctl::{libvirt, top};
 
 fn main() -> ExitCode {
     let a = Args::parse();
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
                 show(reply, a.json, &view) == ExitCode::SUCCESS
             });
         }
+        Cmd::LibvirtXml { port, domain } => return libvirt::run(&socket, &port, &domain),
         _ => {}
     }
     let (request, view) = a.cmd.request();

@@ -50,7 +50,15 @@ pub fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
                 println!("{}", v.unwrap_or_default());
             } else if let View::All = view {
                 for s in &switches {
-                    println!("{} ({} ports)", s.name, s.ports.len());
+                    let learned = s.learned.map(|n| format!(", {n} stations learned"));
+                    println!(
+                        "{} ({} ports, {} frames looked up, {} flooded{})",
+                        s.name,
+                        s.ports.len(),
+                        s.lookups,
+                        s.floods,
+                        learned.unwrap_or_default()
+                    );
                 }
                 print_ports(&ports);
                 print_vms(&ports);

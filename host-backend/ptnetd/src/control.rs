@@ -320,8 +320,12 @@ pub(crate) fn listing(st: &State) -> Reply {
     let switches = st
         .switches
         .iter()
-        .map(|(name, ss)| SwitchEntry {
+        .map(|(name, ss)| (name, ss, ss.sw.counters()))
+        .map(|(name, ss, c)| SwitchEntry {
             name: name.clone(),
+            lookups: c.lookups,
+            floods: c.floods,
+            learned: c.learned,
             ports: ss
                 .ports
                 .values()

@@ -186,13 +186,40 @@ pub fn render(daemon: &Daemon) -> String {
         );
     }
 
-    out.family("ptnet_switch_ports", "Ports of the switch.", "gauge");
-    for s in &switches {
-        out.sample(
-            "ptnet_switch_ports",
-            &format!("switch=\"{}\"", escape(&s.name)),
-            s.ports.len() as u64,
-        );
+    // One family per switch counter; a switch whose module does not learn has no sample in
+    // the last.
+    type PerSwitch = fn(&ptnet_proto::SwitchEntry) -> Option<u64>;
+    let per_switch: [(&str, &str, &str, PerSwitch); 4] = [
+        ("ptnet_switch_ports", "Ports of the switch.", "gauge", |s| {
+            Some(s.ports.len() as u64)
+        }),
+        (
+            "ptnet_switch_lookups_total",
+            "Frames the switch's forwarding module looked up.",
+            "counter",
+            |s| Some(s.lookups),
+        ),
+        (
+            "ptnet_switch_floods_total",
+            "Frames the switch flooded to every other port (broadcast, multicast, unknown \
+             unicast).",
+            "counter",
+            |s| Some(s.floods),
+        ),
+        (
+            "ptnet_switch_learned_addresses",
+            "Stations (source MACs) the switch has learned.",
+            "gauge",
+            |s| s.learned,
+        ),
+    ];
+    for (family, help, kind, value) in per_switch {
+        out.family(family, help, kind);
+        for s in &switches {
+            if let Some(v) = value(s) {
+                out.sample(family, &format!("switch=\"{}\"", escape(&s.name)), v);
+            }
+        }
     }
 
     let nics: Vec<_> = ports

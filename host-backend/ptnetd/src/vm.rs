@@ -280,6 +280,8 @@ pub(crate) fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
                 irqs: s.irqs_raised,
                 bad_chains: 0,
                 vnet_hdr_len,
+                mac: None,
+                queue_pairs: 0,
             }
         }
         VmHandle::VirtioNet(h) => {
@@ -295,6 +297,8 @@ pub(crate) fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
                 irqs: s.tx_notifies + s.rx_notifies,
                 bad_chains: s.tx_bad + s.rx_bad,
                 vnet_hdr_len,
+                mac: Some(mac_str(h.mac())),
+                queue_pairs: h.pairs(),
             }
         }
     })

@@ -126,6 +126,13 @@ fn a_scrape_passes_promtool_and_a_prometheus_server_sees_a_ports_frame_rate() {
     ] {
         assert!(scrape.contains(&format!("# TYPE {family} ")), "{family}");
     }
+    // The switch looked the traffic up and learned its stations (the receiver announces
+    // itself, the sender's frames teach the rest).
+    let lookups = sample(&scrape, "ptnet_switch_lookups_total{switch=\"vale0\"}");
+    assert!(lookups.is_some_and(|v| v > 0), "{scrape}");
+    assert!(sample(&scrape, "ptnet_switch_floods_total{switch=\"vale0\"}").is_some());
+    let learned = sample(&scrape, "ptnet_switch_learned_addresses{switch=\"vale0\"}");
+    assert!(learned.is_some_and(|v| v >= 1), "{scrape}");
 
     // `ptnetctl top` sees the same traffic as rates.
     let (ok, out) = d.ctl(&["top", "--count", "1", "--interval", "1"]);

@@ -14,10 +14,12 @@
 //! - [`scratch`]: a private scratch directory for a test's logs and images.
 //! - [`testenv`]: the VM tests' inputs from the environment and their work folders.
 //! - [`daemon`]: the host side: `ptnetd` on a private socket, `ptnetctl`, host clients.
+//! - [`libvirt`]: the system libvirtd (started if none runs) and domains defined from XML.
 
 pub mod config;
 pub mod daemon;
 pub mod initramfs;
+pub mod libvirt;
 pub mod scratch;
 pub mod testenv;
 pub mod vm;

@@ -1536,3 +1536,170 @@ fn the_driver_refuses_devices_that_lie_about_their_geometry() {
         assert!(!console.contains(bad), "{bad} on the console:\n{console}");
     }
 }
+
+/// Issue 18, libvirt: a ptnet guest (the patched QEMU as the domain's emulator, the device
+/// through `<qemu:commandline>`) and a stock virtio_net guest (libvirt's own
+/// `<interface type='vhostuser'>` on Debian's QEMU) defined from `ptnetctl libvirt-xml
+/// --domain` and started by the system libvirtd, whose QEMU runs as `libvirt-qemu`: it
+/// reaches the daemon's sockets only through their group (`socket_group = "ptnet"`, of which
+/// `ci/prereqs.sh libvirt` makes `libvirt-qemu` a member). Ping and TCP across vale0, then
+/// `virsh destroy` of the ptnet guest and its port is reclaimed.
+#[test]
+fn libvirt_domains_of_both_kinds_on_vale0() {
+    use ptnet_vmtest::libvirt::{Domain, Libvirtd};
+    let inp = inputs();
+    let patched = required_path(
+        "PTNET_QEMU",
+        "the patched QEMU (qemu-patches/build-qemu.sh)",
+    );
+    let dir = work_dir("libvirt");
+    let _libvirtd = Libvirtd::ensure(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let d = Ptnetd::start_with_config(
+        &dir,
+        &format!(
+            "[daemon]\nsocket = \"{}\"\nsocket_group = \"ptnet\"\nsocket_mode = \"0660\"\n",
+            Ptnetd::socket_in(&dir).display()
+        ),
+    )
+    .expect("start ptnetd");
+    d.ctl(&["serve-vm", "vale0:lp", "--socket", "lp.sock"])
+        .expect("serve-vm");
+    d.ctl(&["serve-virtio-net", "vale0:lv", "--socket", "lv.sock"])
+        .expect("serve-virtio-net");
+    // libvirt hands the kernel to its QEMU user (and gives it back): a copy of our own.
+    let kernel = dir.join("bzImage");
+    std::fs::copy(&inp.kernel, &kernel).expect("copy the kernel");
+    let accel = match ptnet_vmtest::Accel::from_env().expect("PTNET_ACCEL") {
+        ptnet_vmtest::Accel::Tcg => "tcg",
+        ptnet_vmtest::Accel::Kvm => "kvm",
+    };
+    let bytes = tcp_bytes();
+    let guest = |name: &str, port: &str, script: String, emulator: Option<&std::path::Path>| {
+        let initrd = Initramfs::new(script)
+            .module(&inp.ko)
+            .build(&dir.join(format!("{name}.initrd.gz")))
+            .unwrap_or_else(|e| panic!("building the initramfs failed: {e}"));
+        let console = dir.join(format!("{name}.console.log"));
+        let (k, i, c) = (
+            kernel.to_string_lossy().into_owned(),
+            initrd.to_string_lossy().into_owned(),
+            console.to_string_lossy().into_owned(),
+        );
+        let mut args = vec![
+            "libvirt-xml",
+            port,
+            "--domain",
+            name,
+            "--accel",
+            accel,
+            "--memory",
+            "256",
+            "--kernel",
+            &k,
+            "--initrd",
+            &i,
+            "--cmdline",
+            "console=ttyS0 panic=-1",
+            "--serial-log",
+            &c,
+        ];
+        let e = emulator.map(|e| e.to_string_lossy().into_owned());
+        if let Some(e) = &e {
+            args.extend(["--emulator", e.as_str()]);
+        }
+        let xml = d.ctl(&args).expect("ptnetctl libvirt-xml");
+        let dom = Domain::define(name, &xml, &dir.join(format!("{name}.xml")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dom, console)
+    };
+    let console = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let wait_for = |p: &std::path::Path, needle: &str, secs: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !console(p).contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} within {secs} s on {}:\n{}\n--- ptnetd ---\n{}",
+                p.display(),
+                console(p),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+
+    // The ptnet guest serves a file, then waits to be destroyed.
+    let (server, server_log) = guest(
+        "ptnet-t3-server",
+        "vale0:lp",
+        format!(
+            "{}dd if=/dev/urandom of=/tmp/f bs=64k count={} 2>/dev/null\n\
+             echo sent-sha\n\
+             sha256sum /tmp/f\n\
+             echo server-ready\n\
+             nc -l -p 5000 -e cat /tmp/f\n\
+             echo served\n\
+             sleep 3600\n",
+            nic_up("10.0.0.1", ""),
+            bytes >> 16
+        ),
+        Some(&patched),
+    );
+    // The virtio_net guest, on libvirt's default emulator (Debian's QEMU), fetches it.
+    let (client, client_log) = guest(
+        "ptnet-t3-client",
+        "vale0:lv",
+        format!(
+            "{}ping -c 3 -W 10 10.0.0.1\n\
+             nc 10.0.0.1 5000 > /tmp/f\n\
+             echo got-sha\n\
+             sha256sum /tmp/f\n",
+            virtio_net_up("10.0.0.2")
+        ),
+        None,
+    );
+    server.start().unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&server_log, "server-ready", 180);
+    client.start().unwrap_or_else(|e| panic!("{e}"));
+    client
+        .wait_shut_off(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}:\n{}", console(&client_log)));
+    let c = console(&client_log);
+    assert_eq!(
+        ptnet_vmtest::parse_exit_status(&c),
+        Some(0),
+        "the virtio_net guest failed:\n{c}"
+    );
+    assert!(
+        c.contains("3 packets transmitted, 3 packets received"),
+        "ping failed:\n{c}"
+    );
+    wait_for(&server_log, "served", 60);
+    assert_eq!(
+        sha_after(&console(&server_log), "sent-sha"),
+        sha_after(&c, "got-sha"),
+        "the file changed on the way"
+    );
+
+    // Both VMs' devices ran; the ptnet one still does until its domain is destroyed.
+    let vm = d.vm_entry("vale0:lp").expect("vale0:lp's VM");
+    assert_eq!(vm["running"], true, "{vm}");
+    assert!(vm["starts"].as_u64().unwrap_or(0) >= 1, "{vm}");
+    server.destroy().unwrap_or_else(|e| panic!("{e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let vm = d.vm_entry("vale0:lp").expect("vale0:lp's VM");
+        if vm["running"] == false && vm["mem_ready"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vale0:lp not reclaimed after virsh destroy: {vm}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for port in ["vale0:lp", "vale0:lv"] {
+        d.ctl(&["stop-vm", port]).expect("stop-vm");
+        d.ctl(&["destroy-port", port])
+            .unwrap_or_else(|e| panic!("{port} is still held after its VM went: {e}"));
+    }
+}

@@ -70,6 +70,11 @@ pub trait Lookup: Send + Sync + fmt::Debug {
     fn lookup(&self, frame: &FrameHead<'_>, src: u8) -> Dest;
     /// Port `port` left the switch: forget what points at it.
     fn port_removed(&self, _port: u8) {}
+    /// How many stations the module has learned, if it learns (for the counters; a scan is
+    /// fine, it is called per scrape, not per frame).
+    fn learned(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Entries in the learning bridge's hash table (netmap's `NM_BDG_HASH`).
@@ -155,6 +160,15 @@ impl Lookup for LearningBridge {
         Dest::Broadcast
     }
 
+    fn learned(&self) -> Option<usize> {
+        Some(
+            self.table
+                .iter()
+                .filter(|e| e.load(Ordering::Relaxed) != 0)
+                .count(),
+        )
+    }
+
     fn port_removed(&self, port: u8) {
         for e in self.table.iter() {
             let v = e.load(Ordering::Relaxed);
@@ -212,11 +226,32 @@ impl Default for VPortSpec {
     }
 }
 
+/// What a switch counts across its ports (added once per batch, never per frame).
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    /// Frames given to the forwarding module.
+    pub lookups: AtomicU64,
+    /// Frames sent to every other port (broadcast, multicast, unknown unicast).
+    pub floods: AtomicU64,
+}
+
+/// A snapshot of [`SwitchStats`] and the module's learned stations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwitchCounters {
+    /// Frames looked up.
+    pub lookups: u64,
+    /// Frames flooded.
+    pub floods: u64,
+    /// Stations learned now (`None`: the module does not learn).
+    pub learned: Option<u64>,
+}
+
 /// A VALE switch.
 pub struct Switch {
     name: String,
     ports: RwLock<Vec<Option<Arc<VPort>>>>,
     lookup: Box<dyn Lookup>,
+    stats: SwitchStats,
 }
 
 impl fmt::Debug for Switch {
@@ -237,6 +272,7 @@ impl Switch {
             name: name.to_owned(),
             ports: RwLock::new(vec![None; VALE_MAX_PORTS]),
             lookup,
+            stats: SwitchStats::default(),
         })
     }
 
@@ -248,6 +284,15 @@ impl Switch {
     /// The forwarding module.
     pub fn lookup(&self) -> &dyn Lookup {
         &*self.lookup
+    }
+
+    /// Frames looked up and flooded so far, and the stations learned now.
+    pub fn counters(&self) -> SwitchCounters {
+        SwitchCounters {
+            lookups: self.stats.lookups.load(Ordering::Relaxed),
+            floods: self.stats.floods.load(Ordering::Relaxed),
+            learned: self.lookup.learned().map(|n| n as u64),
+        }
     }
 
     /// Creates port `name` (the part after `valeX:`).
@@ -753,6 +798,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     let mut tx_pkts = 0u64;
     let mut tx_bytes = 0u64;
     let mut dropped = 0u64;
+    let (mut lookups, mut floods) = (0u64, 0u64);
     let mac_lock = src.mac_lock.load(Ordering::Relaxed);
 
     for (pi, p) in pkts.iter_mut().enumerate() {
@@ -789,6 +835,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
             }
             lists[d].push(pi as u16);
         };
+        lookups += 1;
         match lookup.lookup(&frame, src.idx) {
             Dest::Port { port, ring } => {
                 let d = usize::from(port);
@@ -800,6 +847,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
                 add(d, lists, touched);
             }
             Dest::Broadcast => {
+                floods += 1;
                 p.ring = 0;
                 for (d, q) in ports.iter().enumerate() {
                     if q.is_some() && d != usize::from(src.idx) {
@@ -818,6 +866,8 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     PortStats::add(&src.stats.tx_packets, tx_pkts);
     PortStats::add(&src.stats.tx_bytes, tx_bytes);
     PortStats::add(&src.stats.tx_drops, dropped);
+    PortStats::add(&sw.stats.lookups, lookups);
+    PortStats::add(&sw.stats.floods, floods);
 
     for &d in touched.iter() {
         let list = &mut lists[usize::from(d)];
