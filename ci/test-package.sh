@@ -18,14 +18,8 @@ unit=/lib/systemd/system/ptnetd.service
 member=ptnet-pkgtest
 work=$(mktemp -d /tmp/ptnet-pkgtest.XXXXXX)
 
-# PIDs of live processes running the installed daemon (a zombie has no exe to read).
-live_daemons() {
-    local p exe
-    for p in /proc/[0-9]*; do
-        exe=$(readlink "$p/exe" 2> /dev/null) || continue
-        case "$exe" in /usr/sbin/ptnetd | "/usr/sbin/ptnetd (deleted)") echo "${p#/proc/}" ;; esac
-    done
-}
+# PIDs of live processes running the installed daemon.
+live_daemons() { live_pids /usr/sbin/ptnetd; }
 
 installed() { dpkg-query -W -f='${Status}' ptnet 2> /dev/null | grep -q 'ok installed'; }
 

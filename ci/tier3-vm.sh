@@ -4,12 +4,14 @@
 #   ci/tier3-vm.sh [CARGO TEST ARGS...]
 #
 # Standalone on a fresh bookworm machine: installs the prerequisites (ci/prereqs.sh base
-# guest-toolchain qemu), builds the guest kernel (cached under $PTNET_CACHE/kernel, ~5-6 min
+# guest-toolchain qemu libvirt), builds the guest kernel (cached under $PTNET_CACHE/kernel, ~5-6 min
 # cold) and the project's modules, then runs `cargo test -p ptnet-vmtest --features
 # vm-tests` with the inputs in PTNET_* variables. Extra arguments go to cargo test (e.g. a
 # test name filter). PTNET_QEMU and PTNET_ACCEL, if set, choose the QEMU binary and
 # accelerator (default: the patched QEMU built by qemu-patches/build-qemu.sh, tcg). Without a
-# filter it then runs the README's main job, ci/demo, and checks that frames moved.
+# filter it then walks the operator's path (ci/test-operator-path.sh: the Debian package, a
+# libvirt VM, ptnetctl top, Prometheus) and runs the README's main job, ci/demo, and checks
+# that frames moved.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/common.sh
@@ -83,6 +85,11 @@ step "cargo test -p ptnet-vmtest --features vm-tests"
 cargo test -p ptnet-vmtest --features vm-tests "$@"
 
 if [ $# -eq 0 ]; then
+    # The user guide's operator path: the Debian package installed and its service started,
+    # a VM added with libvirt, watched in ptnetctl top and Prometheus, then removed.
+    step "the operator's path (ci/test-operator-path.sh)"
+    ci/test-operator-path.sh
+
     # The README's main job exactly as a user runs it (its own builds, the cached kernel and
     # QEMU): two guests on vale0, netmap pktgen between them; both must have moved frames.
     step "the README's main job: ci/demo --seconds 2"

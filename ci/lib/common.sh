@@ -120,3 +120,15 @@ hash_inputs() {
         done
     } | sha256sum | cut -c1-16
 }
+
+# live_pids EXE: PIDs of live processes running the executable EXE (also once deleted); a
+# zombie has no executable to read, so it is not counted (on machines whose PID 1 does not
+# reap, a stopped daemon stays a zombie).
+live_pids() {
+    local p exe
+    for p in /proc/[0-9]*; do
+        exe=$(readlink "$p/exe" 2> /dev/null) || continue
+        [ "$exe" = "$1" ] || [ "$exe" = "$1 (deleted)" ] && echo "${p#/proc/}"
+    done
+    return 0
+}

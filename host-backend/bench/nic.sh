@@ -11,7 +11,7 @@
 #   bridge         the same generator → veth → Linux bridge → veth → AF_PACKET TPACKET_V3
 #                  receiver in namespace ptbench-rx (ptnet-bench bridge)
 # The namespaces, veths and the bridge are made here and removed on exit. Prints the table
-# (report.py --nic) and leaves the rows in DIR/nic.jsonl.
+# (report.py --nic), draws it in DIR/nic.svg and leaves the rows in DIR/nic.jsonl.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
@@ -74,4 +74,4 @@ for size in 60 1514; do
     run bridge --size "$size" --netns ptbench-gen --rx-netns ptbench-rx --rx-if eth0
 done
 
-python3 "$here/report.py" --nic "$res"
+python3 "$here/report.py" --nic "$res" --svg "$out/nic.svg"

@@ -21,6 +21,10 @@ LABELS = {  # scenario -> row label
 }
 
 
+# Scenarios that are peers, not ptnet (their bars are grey).
+PEERS = {"dpdk-memif", "veth-af_packet", "veth-af_packet-v3", "bridge", "dpdk-vhost", "ovs-dpdk"}
+
+
 def virtio_net_table(rows):
     """The virtio-net benchmark (bench/virtio-net.sh), with the ratio to DPDK's vhost switch
     at the same frame size."""
@@ -86,26 +90,53 @@ def table(rows):
     return "\n".join(out)
 
 
-def svg(rows, path):
-    rows = [r for r in rows if r["size"] <= 64]
-    w, bar, gap, left = 900, 22, 8, 330
-    h = 40 + len(rows) * (bar + gap)
-    top = max([r["rx_mpps"] for r in rows] + [1.0])
+def bar_chart(path, title, bars, left=430):
+    """A horizontal bar chart: `bars` is a list of (label, value, colour, value text)."""
+    w, bar, gap = 900, 22, 8
+    h = 40 + len(bars) * (bar + gap)
+    top = max([v for _, v, _, _ in bars] + [1.0])
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
              'font-family="sans-serif" font-size="12">' % (w, h),
-             '<text x="10" y="20" font-size="14">64-byte frames: Mpps received '
-             '(ptnet in blue, peers in grey)</text>']
-    for i, r in enumerate(rows):
+             '<text x="10" y="20" font-size="14">%s</text>' % title]
+    for i, (what, value, color, text) in enumerate(bars):
         y = 35 + i * (bar + gap)
-        length = (w - left - 80) * r["rx_mpps"] / top
-        color = "#999999" if r.get("peer") or r["mode"] == "kernel" else "#2a6fdb"
-        parts.append('<text x="10" y="%d">%s (%s)</text>' % (y + 15, label(r), r["mode"]))
+        length = (w - left - 80) * value / top
+        parts.append('<text x="10" y="%d">%s</text>' % (y + 15, what))
         parts.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
                      % (left, y, length, bar, color))
-        parts.append('<text x="%.1f" y="%d">%.2f</text>' % (left + length + 5, y + 15, r["rx_mpps"]))
+        parts.append('<text x="%.1f" y="%d">%s</text>' % (left + length + 5, y + 15, text))
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")
+
+
+BLUE, GREY = "#2a6fdb", "#999999"
+
+
+def svg(rows, path, title="64-byte frames: Mpps received (ptnet in blue, peers in grey)",
+        sizes=(64,)):
+    """A bar per row of `sizes` (frame sizes up to 64 count as 64): received Mpps, ptnet's
+    rows blue, peers' grey, the frame size in the label when several are drawn."""
+    def size_of(r):
+        return 64 if r["size"] <= 64 else r["size"]
+    bars = []
+    for r in (r for r in rows if size_of(r) in sizes):
+        peer = r.get("peer") or r["mode"] == "kernel" or r["scenario"] in PEERS
+        what = "%s (%s)" % (label(r), r["mode"]) if len(sizes) == 1 else \
+            "%s, %d B" % (label(r), r["size"])
+        bars.append((what, r["rx_mpps"], GREY if peer else BLUE, "%.2f" % r["rx_mpps"]))
+    bar_chart(path, title, bars)
+
+
+def kick_path(rows, path):
+    """The kick-path measurement (ptnet-device's kick_path test): median round trips, with
+    the stream rate in each label."""
+    bars = [("%s, %.2f Mpps stream" % (r["path"], r["stream_mpps"]), r["rtt_p50_us"],
+             GREY if r["path"].startswith("host") else BLUE,
+             "%.1f µs (%.1f–%.1f)" % (r["rtt_p50_us"], r["rtt_p50_us_min"], r["rtt_p50_us_max"]))
+            for r in rows]
+    bar_chart(path, "One-frame round trip, median µs (lower is better; the host client in grey)",
+              bars, left=480)
 
 
 def main():
@@ -115,13 +146,26 @@ def main():
     ap.add_argument("--nic", action="store_true", help="the NIC benchmark's table (nic.sh)")
     ap.add_argument("--virtio-net", action="store_true",
                     help="the virtio-net benchmark's table (virtio-net.sh)")
+    ap.add_argument("--kick-path", action="store_true",
+                    help="the kick-path measurement's plot (PTNET_KICK_PATH_OUT lines)")
     a = ap.parse_args()
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
+    if a.kick_path:
+        kick_path(rows, a.svg or "kick-path.svg")
+        return
     if a.nic:
         print(nic_table(rows))
+        if a.svg:
+            svg(rows, a.svg, "NIC ports and the Linux bridge: Mpps received (ptnet in blue, "
+                "the peer in grey)", sizes=(64, 1514))
+            print("\nplot: %s" % a.svg, file=sys.stderr)
         return
     if a.virtio_net:
         print(virtio_net_table(rows))
+        if a.svg:
+            svg(rows, a.svg, "virtio_user → switch → virtio_user: Mpps received (ptnet in blue, "
+                "peers in grey; unpinned, 2 vCPUs)", sizes=(64, 1514))
+            print("\nplot: %s" % a.svg, file=sys.stderr)
         return
     print(table(rows))
     if a.svg:

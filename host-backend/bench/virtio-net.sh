@@ -42,8 +42,8 @@
 # the two clients' forwarding cores are pinned to different CPUs and the switch (ptnetd's
 # workers, or DPDK's forwarding core) shares them. Sent and received rates are the testpmd
 # totals over the sender's S seconds; `switch_cpu` is the switch process's CPU time over the
-# same window, in cores. Prints the table (report.py --virtio-net) and leaves the rows in
-# DIR/virtio-net.jsonl.
+# same window, in cores. Prints the table (report.py --virtio-net), draws it in
+# DIR/virtio-net.svg and leaves the rows in DIR/virtio-net.jsonl.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
@@ -363,4 +363,4 @@ for size in 64 1514; do
     done
 done
 
-python3 "$here/report.py" --virtio-net "$res"
+python3 "$here/report.py" --virtio-net "$res" --svg "$out/virtio-net.svg"

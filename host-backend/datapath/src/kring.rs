@@ -260,6 +260,27 @@ impl Kring {
         }
     }
 
+    /// Slots in use now: TX, filled by the client and not yet consumed (`hwcur` to its
+    /// `head`); RX, holding frames the client has not released (its `head` to `hwtail`). The
+    /// client's `head` is read from the CSB and used only if it passes the sync prologue's
+    /// checks (else the last validated one), so a hostile value cannot skew the count; it is
+    /// read because ports reclaim released RX slots lazily.
+    pub fn used(&self) -> u32 {
+        let n = self.k.num_slots;
+        let head = self
+            .entries()
+            .map(|(atok, _)| atok.kern_read())
+            .and_then(|a| match self.dir {
+                Dir::Tx => self.k.txsync_prologue(a.head, a.cur).ok(),
+                Dir::Rx => self.k.rxsync_prologue(a.head, a.cur).ok(),
+            })
+            .map_or(self.k.rhead, |v| v.head);
+        match self.dir {
+            Dir::Tx => ptnet_spec::ring::distance(self.k.hwcur, head, n),
+            Dir::Rx => ptnet_spec::ring::distance(head, self.k.hwtail, n),
+        }
+    }
+
     /// TX: everything up to `rhead` was consumed; the whole ring is free again (VALE).
     #[inline]
     pub fn tx_consumed_all(&mut self, upto: u32) {

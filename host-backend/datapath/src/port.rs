@@ -116,6 +116,15 @@ pub struct PortStats {
 /// A point-in-time copy of [`PortStats`]: the control protocol's counters, field for field.
 pub type StatsSnapshot = ptnet_proto::Counters;
 
+/// How full a port's rings are (the control protocol's type).
+pub use ptnet_proto::RingUse;
+
+/// A ring's lock, taken even if a thread panicked holding it (the indices it guards are
+/// validated on every sync anyway).
+pub fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl PortStats {
     /// Adds to a counter (relaxed: counters order nothing).
     #[inline]

@@ -599,3 +599,49 @@ fn a_frame_longer_than_a_slot_can_say_reaches_a_port_of_64_kib_buffers_whole() {
     assert_eq!(got[0].len(), 65549);
     assert_eq!(got[0][..], big[12..]);
 }
+
+/// The ring occupancy the daemon reports (listings, metrics): frames delivered and not yet
+/// released by the receiving client, from the daemon's own indices; zero once released.
+#[test]
+fn ring_use_counts_the_frames_a_client_has_not_released() {
+    let sw = Switch::new("vale8");
+    let spec = VPortSpec {
+        slots: 64,
+        ..Default::default()
+    };
+    let (pa, pb) = (
+        sw.add_port("a", &spec).unwrap(),
+        sw.add_port("b", &spec).unwrap(),
+    );
+    let sync = |p: &Arc<ptnet_datapath::switch::vale::VPort>| -> Arc<dyn SyncPort> {
+        Arc::new(ValePortSync {
+            switch: Arc::clone(&sw),
+            port: Arc::clone(p),
+        })
+    };
+    let (_ha, mut a) = attach(sync(&pa), Mode::default());
+    let (_hb, mut b) = attach(sync(&pb), Mode::default());
+    assert_eq!(
+        a.tx_batch(0, 10, |i, buf| frame(buf, mac(2), mac(1), u64::from(i), 60)),
+        10
+    );
+    a.txsync(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pb.ring_use().rx < 10 {
+        assert!(Instant::now() < deadline, "{:?}", pb.ring_use());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pb.ring_use().rx, 10);
+    let mut got = 0;
+    while got < 10 {
+        assert!(Instant::now() < deadline, "received {got}");
+        b.wait(Want::Rx, Some(Duration::from_millis(100))).unwrap();
+        got += b.rx_batch(0, u32::MAX, |_, _| {});
+    }
+    b.rxsync(0);
+    while pb.ring_use().rx != 0 {
+        assert!(Instant::now() < deadline, "{:?}", pb.ring_use());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pa.ring_use().tx, 0, "the sender's slots were consumed");
+}

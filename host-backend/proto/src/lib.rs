@@ -259,6 +259,15 @@ pub struct AttachInfo {
     pub busy_poll: bool,
 }
 
+/// How full a port's rings are now, summed over its rings, from the daemon's own indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RingUse {
+    /// TX slots the client filled that the port has not consumed yet.
+    pub tx: u64,
+    /// RX slots holding frames the client has not released yet.
+    pub rx: u64,
+}
+
 /// Counters of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Counters {
@@ -313,6 +322,9 @@ pub struct PortEntry {
     /// The only source MAC the port may send from, if locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_lock: Option<String>,
+    /// How full its rings are now.
+    #[serde(default)]
+    pub ring_use: RingUse,
 }
 
 /// A port served to a VM (as a ptnet or a virtio-net device).

@@ -210,7 +210,9 @@ fn both_kick_paths_carry_traffic() {
 
 /// The measurement behind docs/benchmarks.md ("who reads a VM's kicks"). It asserts no timing
 /// (these machines are shared); CI runs it once per path in debug mode, which keeps the code
-/// working; `PTNET_KICK_PATH_RUNS=3` with `--release --nocapture` gives the table's medians.
+/// working; `PTNET_KICK_PATH_RUNS=3` with `--release --nocapture` gives the table's medians,
+/// and `PTNET_KICK_PATH_OUT=FILE` also writes them as JSON lines (the plot's input:
+/// `host-backend/bench/report.py --kick-path FILE --svg PLOT`).
 #[test]
 fn kick_path_rtt_and_stream_rate() {
     init_log();
@@ -233,6 +235,7 @@ fn kick_path_rtt_and_stream_rate() {
     };
     println!("\n| kicks read by | rtt_p50_us (min-max) | rtt_p90_us | stream_mpps (min-max) |");
     println!("|---|---|---|---|");
+    let mut lines = String::new();
     for (k, p) in paths.iter().enumerate() {
         let (r50, r50lo, r50hi) = med(&mut results[k].iter().map(|s| s.rtt_p50_us).collect());
         let (r90, _, _) = med(&mut results[k].iter().map(|s| s.rtt_p90_us).collect());
@@ -245,5 +248,13 @@ fn kick_path_rtt_and_stream_rate() {
         println!(
             "| {name} | {r50:.1} ({r50lo:.1}-{r50hi:.1}) | {r90:.1} | {m:.2} ({mlo:.2}-{mhi:.2}) |"
         );
+        lines.push_str(&format!(
+            "{{\"path\": \"{name}\", \"runs\": {runs}, \"rtt_p50_us\": {r50:.1}, \
+             \"rtt_p50_us_min\": {r50lo:.1}, \"rtt_p50_us_max\": {r50hi:.1}, \"rtt_p90_us\": {r90:.1}, \
+             \"stream_mpps\": {m:.2}, \"stream_mpps_min\": {mlo:.2}, \"stream_mpps_max\": {mhi:.2}}}\n"
+        ));
+    }
+    if let Some(out) = std::env::var_os("PTNET_KICK_PATH_OUT") {
+        std::fs::write(&out, lines).expect("write PTNET_KICK_PATH_OUT");
     }
 }

@@ -344,6 +344,7 @@ pub(crate) fn listing(st: &State) -> Reply {
                         nic: ps.nic.as_ref().map(|n| nic_entry(&n.snapshot())),
                         vm: vm_entry(st, ps.vport.name()),
                         mac_lock: ps.vport.mac_lock().map(mac_str),
+                        ring_use: ps.vport.ring_use(),
                     }
                 })
                 .collect(),
@@ -365,6 +366,7 @@ pub(crate) fn listing(st: &State) -> Reply {
                 nic: None,
                 vm: vm_entry(st, end.name()),
                 mac_lock: None,
+                ring_use: end.ring_use(),
             });
         }
     }
@@ -384,6 +386,7 @@ pub(crate) fn listing(st: &State) -> Reply {
             nic: Some(nic_entry(&ds.nic.snapshot())),
             vm: vm_entry(st, ifname),
             mac_lock: None,
+            ring_use: vp.ring_use(),
         });
     }
     Reply::Listing { switches, pipes }

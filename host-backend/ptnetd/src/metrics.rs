@@ -185,6 +185,18 @@ pub fn render(daemon: &Daemon) -> String {
             u64::from(p.slots),
         );
     }
+    out.family(
+        "ptnet_port_ring_used_slots",
+        "Slots in use now, over all the port's rings of a direction: tx, filled by the client \
+         and not yet consumed; rx, holding frames the client has not released.",
+        "gauge",
+    );
+    for (sw, p) in &ports {
+        for (dir, v) in [("tx", p.ring_use.tx), ("rx", p.ring_use.rx)] {
+            let labels = format!("{},direction=\"{dir}\"", port_labels(*sw, p));
+            out.sample("ptnet_port_ring_used_slots", &labels, v);
+        }
+    }
 
     // One family per switch counter; a switch whose module does not learn has no sample in
     // the last.

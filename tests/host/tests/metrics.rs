@@ -121,6 +121,7 @@ fn a_scrape_passes_promtool_and_a_prometheus_server_sees_a_ports_frame_rate() {
         "ptnet_port_tx_frames_total",
         "ptnet_port_kicks_total",
         "ptnet_switch_ports",
+        "ptnet_port_ring_used_slots",
         "ptnet_daemon_threads",
         "ptnet_daemon_resident_memory_bytes",
     ] {

@@ -19,7 +19,7 @@ use ptnet_spec::ring::{nm_next, nm_prev};
 use crate::kring::ClientBinding;
 use crate::kring::{Dir, Interrupt, Kring, raise};
 use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig};
-use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
+use crate::port::{PortStats, RingUse, SyncOutcome, SyncPort, locked, report_bad_ring};
 
 /// One direction: the sender's TX kring and the receiver's RX kring.
 struct PipeDir {
@@ -171,6 +171,22 @@ impl PipeEnd {
     /// Counters.
     pub fn stats(&self) -> &PortStats {
         &self.stats
+    }
+
+    /// How full this end's rings are now (each direction's lock taken briefly).
+    pub fn ring_use(&self) -> RingUse {
+        RingUse {
+            tx: self
+                .send
+                .iter()
+                .map(|m| u64::from(locked(m).tx.used()))
+                .sum(),
+            rx: self
+                .recv
+                .iter()
+                .map(|m| u64::from(locked(m).rx.used()))
+                .sum(),
+        }
     }
 
     /// Binds (or unbinds) a client. The rings keep their state, so packets in flight survive

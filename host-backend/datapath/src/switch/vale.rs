@@ -21,7 +21,7 @@ use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
 
 use crate::kring::{Dir, Kring, Lease, Leases, raise};
 use crate::mem::{Interface, InterfaceSpec, MemError, Region, RegionConfig, RingView};
-use crate::port::{PortStats, SyncOutcome, SyncPort, report_bad_ring};
+use crate::port::{PortStats, RingUse, SyncOutcome, SyncPort, locked, report_bad_ring};
 use crate::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 
 /// Most ports on one switch (index 254 and 255 are netmap's broadcast and drop).
@@ -537,6 +537,14 @@ impl VPort {
                 Some(m) => log::info!("{}: may send from {} only", self.name, mac_str(m)),
                 None => log::info!("{}: may send from any MAC", self.name),
             }
+        }
+    }
+
+    /// How full its rings are now (each ring's lock taken briefly, as a sync does).
+    pub fn ring_use(&self) -> RingUse {
+        RingUse {
+            tx: self.tx.iter().map(|m| u64::from(locked(m).kr.used())).sum(),
+            rx: self.rx.iter().map(|m| u64::from(locked(m).kr.used())).sum(),
         }
     }
 
