@@ -139,6 +139,28 @@ def kick_path(rows, path):
               bars, left=480)
 
 
+def pair_cost(rows, path=None):
+    """pair-cost runs (virtio-net's example): per frame size and flooding, the median ns per
+    frame with its range; the table, and bars if `path`."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["frame_bytes"], r.get("flooded", False)), []).append(r["ns_per_frame"])
+    out = ["| frame B | ns / frame, whole daemon path (3 copies, VALE, both used rings) "
+           "(min–max) | Mpps per core | runs |", "|---:|---:|---:|---:|"]
+    bars = []
+    for (size, flooded), v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        v.sort()
+        med = v[len(v) // 2]
+        what = "%d%s" % (size, ", receiver unknown (flooded)" if flooded else "")
+        out.append("| %s | %.0f (%.0f–%.0f) | %.2f | %d |" % (what, med, v[0], v[-1], 1e3 / med,
+                                                            len(v)))
+        bars.append(("%s B" % what, med, BLUE, "%.0f ns (%.0f–%.0f)" % (med, v[0], v[-1])))
+    if path:
+        bar_chart(path, "virtio-net → VALE → virtio-net on one core: ns per frame (lower is "
+                  "better)", bars)
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -146,10 +168,15 @@ def main():
     ap.add_argument("--nic", action="store_true", help="the NIC benchmark's table (nic.sh)")
     ap.add_argument("--virtio-net", action="store_true",
                     help="the virtio-net benchmark's table (virtio-net.sh)")
+    ap.add_argument("--pair-cost", action="store_true",
+                    help="pair-cost runs (ptnet-virtio-net's example): table and plot")
     ap.add_argument("--kick-path", action="store_true",
                     help="the kick-path measurement's plot (PTNET_KICK_PATH_OUT lines)")
     a = ap.parse_args()
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
+    if a.pair_cost:
+        print(pair_cost(rows, a.svg))
+        return
     if a.kick_path:
         kick_path(rows, a.svg or "kick-path.svg")
         return

@@ -6,6 +6,8 @@
 //! switch, the switch's own copy, both used rings).
 //!
 //! `cargo run --release -p ptnet-virtio-net --example pair-cost -- [FRAME_BYTES] [FRAMES]`
+//! (`PAIR_COST_FLOOD=1`: the receiver's MAC unknown, every frame flooded). One JSON line;
+//! `host-backend/bench/report.py --pair-cost` turns a file of them into the table and a plot.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,7 +116,8 @@ fn main() {
     };
     let mut a = mk(&pa, rxq_a, txq_a);
     let mut b = mk(&pb, rxq_b, txq_b);
-    if std::env::var_os("PAIR_COST_FLOOD").is_none() {
+    let flooded = std::env::var_os("PAIR_COST_FLOOD").is_some();
+    if !flooded {
         // Teach the switch where B is (one frame from B), so A's frames are unicast and
         // not flooded (set PAIR_COST_FLOOD to measure the flooding path).
         let m = mem.memory();
@@ -145,7 +148,7 @@ fn main() {
     let dt = t0.elapsed();
     let s = pb.stats().snapshot();
     println!(
-        "{{\"frame_bytes\":{size},\"frames\":{moved},\"ns_per_frame\":{:.1},\"mpps\":{:.2},\"port_b_rx_drops\":{}}}",
+        "{{\"frame_bytes\":{size},\"flooded\":{flooded},\"frames\":{moved},\"ns_per_frame\":{:.1},\"mpps\":{:.2},\"port_b_rx_drops\":{}}}",
         dt.as_nanos() as f64 / moved as f64,
         moved as f64 / dt.as_secs_f64() / 1e6,
         s.rx_drops
