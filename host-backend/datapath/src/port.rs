@@ -105,6 +105,14 @@ pub struct PortStats {
     pub rx_drops: AtomicU64,
     /// Packets from this port dropped (bad slot, no destination, runt frame).
     pub tx_drops: AtomicU64,
+    /// Of those: bad slots.
+    pub tx_drops_bad_slot: AtomicU64,
+    /// Of those: no destination.
+    pub tx_drops_no_destination: AtomicU64,
+    /// Of those: dropped by the forwarding module.
+    pub tx_drops_lookup: AtomicU64,
+    /// Of those: a source MAC the port is not locked to.
+    pub tx_drops_mac_lock: AtomicU64,
     /// Rings reset after the client published invalid pointers.
     pub ring_resets: AtomicU64,
     /// Sync loop wake-ups caused by client kicks.
@@ -144,6 +152,10 @@ impl PortStats {
             rx_bytes: r(&self.rx_bytes),
             rx_drops: r(&self.rx_drops),
             tx_drops: r(&self.tx_drops),
+            tx_drops_bad_slot: r(&self.tx_drops_bad_slot),
+            tx_drops_no_destination: r(&self.tx_drops_no_destination),
+            tx_drops_lookup: r(&self.tx_drops_lookup),
+            tx_drops_mac_lock: r(&self.tx_drops_mac_lock),
             ring_resets: r(&self.ring_resets),
             kicks: r(&self.kicks),
             irqs: r(&self.irqs),

@@ -260,7 +260,13 @@ fn a_port_locked_to_its_mac_cannot_take_another_stations_traffic() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(thief.stats().snapshot().tx_packets, 0);
+    let s = thief.stats().snapshot();
+    assert_eq!(s.tx_packets, 0);
+    assert_eq!(
+        (s.tx_drops, s.tx_drops_mac_lock),
+        (1, 1),
+        "the cause: {s:?}"
+    );
     // Traffic for mac(1) still reaches the victim, not the thief.
     pp.tx_batch(0, 1, |_, buf| frame(buf, mac(1), mac(2), 3, 60));
     pp.txsync(0);

@@ -180,6 +180,12 @@ fn hostile_client_cannot_disturb_the_switch_or_other_ports() {
     let hs = h.stats().snapshot();
     assert!(hs.ring_resets > 0, "bad pointers must reset the ring");
     assert!(hs.tx_drops > 0, "bad slots must be dropped");
+    assert_eq!(
+        hs.tx_drops,
+        hs.tx_drops_bad_slot + hs.tx_drops_no_destination + hs.tx_drops_lookup,
+        "every drop has its cause: {hs:?}"
+    );
+    assert!(hs.tx_drops_bad_slot > 0, "{hs:?}");
 
     // Other regions: the buffers the daemon may never write are untouched.
     let after: Vec<_> = [&b, &c]

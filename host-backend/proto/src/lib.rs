@@ -281,8 +281,22 @@ pub struct Counters {
     pub rx_bytes: u64,
     /// Packets for the port dropped because its RX ring was full.
     pub rx_drops: u64,
-    /// Packets from the port dropped (bad slot, no destination, runt).
+    /// Packets from the port dropped, for any of the causes below.
     pub tx_drops: u64,
+    /// Of those: bad slots (a buffer index or length outside the port's memory).
+    #[serde(default)]
+    pub tx_drops_bad_slot: u64,
+    /// Of those: no destination (the switch's module pointed back at the sender or at a
+    /// port that is gone).
+    #[serde(default)]
+    pub tx_drops_no_destination: u64,
+    /// Of those: dropped by the switch's forwarding module (a runt frame, for the learning
+    /// bridge).
+    #[serde(default)]
+    pub tx_drops_lookup: u64,
+    /// Of those: a source MAC other than the one the port is locked to.
+    #[serde(default)]
+    pub tx_drops_mac_lock: u64,
     /// Ring resets after invalid client pointers.
     pub ring_resets: u64,
     /// Kicks received.

@@ -112,7 +112,7 @@ pub fn render(daemon: &Daemon) -> String {
         )
     };
     type PortValue = fn(&PortEntry) -> u64;
-    let port_counters: [(&str, &str, PortValue); 9] = [
+    let port_counters: [(&str, &str, PortValue); 8] = [
         (
             "ptnet_port_tx_frames_total",
             "Frames the port's client transmitted and the port accepted.",
@@ -135,11 +135,6 @@ pub fn render(daemon: &Daemon) -> String {
             |p| p.stats.rx_drops,
         ),
         (
-            "ptnet_port_tx_dropped_frames_total",
-            "Frames from the port dropped (bad slot, no destination, runt, locked source MAC).",
-            |p| p.stats.tx_drops,
-        ),
-        (
             "ptnet_port_ring_resets_total",
             "Rings reset after invalid indices from the client.",
             |p| p.stats.ring_resets,
@@ -159,6 +154,26 @@ pub fn render(daemon: &Daemon) -> String {
         out.family(name, help, "counter");
         for (sw, p) in &ports {
             out.sample(name, &port_labels(*sw, p), value(p));
+        }
+    }
+    // Sums to the listing's tx_drops.
+    let tx_drop_causes: [(&str, PortValue); 4] = [
+        ("bad_slot", |p| p.stats.tx_drops_bad_slot),
+        ("no_destination", |p| p.stats.tx_drops_no_destination),
+        ("lookup", |p| p.stats.tx_drops_lookup),
+        ("mac_lock", |p| p.stats.tx_drops_mac_lock),
+    ];
+    out.family(
+        "ptnet_port_tx_dropped_frames_total",
+        "Frames from the port dropped, by cause: bad_slot (buffer index or length outside its \
+         memory), no_destination, lookup (the switch's module dropped it: a runt), mac_lock \
+         (a source MAC the port is not locked to).",
+        "counter",
+    );
+    for (sw, p) in &ports {
+        for (cause, value) in tx_drop_causes {
+            let labels = format!("{},cause=\"{cause}\"", port_labels(*sw, p));
+            out.sample("ptnet_port_tx_dropped_frames_total", &labels, value(p));
         }
     }
     out.family(

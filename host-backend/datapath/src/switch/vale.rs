@@ -782,6 +782,7 @@ fn forward(sw: &Switch, src: &VPort, tx: &mut TxSide, head: u32) -> u32 {
         j = chain_start;
     }
     PortStats::add(&src.stats.tx_drops, bad_frames);
+    PortStats::add(&src.stats.tx_drops_bad_slot, bad_frames);
     if !tx.pkts.is_empty() {
         flush(sw, src, tx, &region);
     }
@@ -805,7 +806,8 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     let mut hdr = [0u8; MAX_HEADER];
     let mut tx_pkts = 0u64;
     let mut tx_bytes = 0u64;
-    let mut dropped = 0u64;
+    // Drops by cause: a locked source MAC, no destination, the module's own verdict.
+    let (mut locked_out, mut no_dest, mut refused) = (0u64, 0u64, 0u64);
     let (mut lookups, mut floods) = (0u64, 0u64);
     let mac_lock = src.mac_lock.load(Ordering::Relaxed);
 
@@ -826,7 +828,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
         // Port security: a locked port's frame from another source goes nowhere, and the
         // switch does not learn from it.
         if mac_lock != 0 && (k < 12 || mac_u64(&hdr[6..12]) | MAC_LOCKED != mac_lock) {
-            dropped += 1;
+            locked_out += 1;
             continue;
         }
         let frame = FrameHead {
@@ -848,7 +850,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
             Dest::Port { port, ring } => {
                 let d = usize::from(port);
                 if d == usize::from(src.idx) || ports.get(d).is_none_or(Option::is_none) {
-                    dropped += 1;
+                    no_dest += 1;
                     continue;
                 }
                 p.ring = ring;
@@ -864,7 +866,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
                 }
             }
             Dest::Drop => {
-                dropped += 1;
+                refused += 1;
                 continue;
             }
         }
@@ -873,7 +875,10 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
     }
     PortStats::add(&src.stats.tx_packets, tx_pkts);
     PortStats::add(&src.stats.tx_bytes, tx_bytes);
-    PortStats::add(&src.stats.tx_drops, dropped);
+    PortStats::add(&src.stats.tx_drops, locked_out + no_dest + refused);
+    PortStats::add(&src.stats.tx_drops_mac_lock, locked_out);
+    PortStats::add(&src.stats.tx_drops_no_destination, no_dest);
+    PortStats::add(&src.stats.tx_drops_lookup, refused);
     PortStats::add(&sw.stats.lookups, lookups);
     PortStats::add(&sw.stats.floods, floods);
 
