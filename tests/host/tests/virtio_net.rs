@@ -6,56 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Proc, target_bin};
+use common::{Daemon, Proc, TESTPMD, target_bin, testpmd, totals};
 use ptnet_client::proto::PortEntry;
-
-const TESTPMD: &str = "dpdk-testpmd";
-
-/// `dpdk-testpmd` with one virtio-user port on `socket`, in `mode` (`txonly`, `rxonly`),
-/// stopped with SIGINT after `secs` (testpmd prints its totals on the way out).
-fn testpmd(socket: &Path, prefix: &str, mac: &str, mode: &str, secs: u32) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["-s", "INT", &secs.to_string(), TESTPMD])
-        .args(["-l", "0,1", "--no-huge", "-m", "512", "--no-pci"])
-        .arg(format!("--file-prefix={prefix}"))
-        .arg("--vdev")
-        .arg(format!(
-            "net_virtio_user0,path={},queues=1,mac={mac}",
-            socket.display()
-        ))
-        .args([
-            "--",
-            "--nb-cores=1",
-            "--total-num-mbufs=16384",
-            "--stats-period",
-            "1",
-        ])
-        .arg(format!("--forward-mode={mode}"));
-    c.stdin(Stdio::null());
-    c
-}
-
-/// The port-0 totals testpmd printed at exit: (RX-packets, TX-packets).
-fn totals(o: &Output) -> (u64, u64) {
-    let text = String::from_utf8_lossy(&o.stdout);
-    let block = text
-        .split("Forward statistics for port 0")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no totals in testpmd's output:\n{text}"));
-    let field = |name: &str| -> u64 {
-        block
-            .split(name)
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in testpmd's totals:\n{block}"))
-    };
-    (field("RX-packets:"), field("TX-packets:"))
-}
 
 fn port(d: &Daemon, name: &str) -> PortEntry {
     d.port(name)
