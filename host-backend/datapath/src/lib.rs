@@ -5,6 +5,7 @@
 //! and the sync loop.
 //!
 //! * [`sys`]: memfds and shared mappings between guard pages;
+//! * [`fault`]: surviving a SIGBUS in memory another process took away;
 //! * [`mem`]: netmap-layout memory regions, interfaces, rings and bounded buffer handles;
 //! * [`csb`]: where a client's CSB lives and safe access to its entries;
 //! * [`kring`]: kernel-side rings, their binding to a client, the sync prologue,
@@ -24,6 +25,7 @@
 
 pub mod app;
 pub mod csb;
+pub mod fault;
 pub mod host;
 pub mod kloop;
 pub mod kring;

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ptnet_spec::netmap::{
@@ -22,6 +22,7 @@ use ptnet_spec::netmap::{
 use ptnet_spec::ring::{MAX_SLOTS, MIN_SLOTS};
 use vm_memory::VolatileSlice;
 
+use crate::fault;
 use crate::sys::{self, GuardedMapping, HUGE_PAGE_SIZE, PAGE_SIZE, round_up};
 
 /// Errors of region creation and object allocation.
@@ -33,6 +34,9 @@ pub enum MemError {
     /// The memfd or its mapping could not be created.
     #[error("cannot create the shared memory region")]
     Sys(#[source] std::io::Error),
+    /// A hugetlb region's mapping cannot be watched for lost pages.
+    #[error("cannot watch the region's mapping")]
+    Watch(#[source] fault::WatchError),
     /// The region has no room left for the objects asked for.
     #[error("region {id} is out of {what}")]
     Exhausted {
@@ -256,6 +260,31 @@ impl Drop for IdGuard {
     }
 }
 
+/// Watches a hugetlb region's mapping: a page a holder of the memfd punched out (and the
+/// pool could not refill) reads as zeros from then on, in the daemon only. That holder is one
+/// of the region's own clients (or its VM's QEMU): it cut itself off from its ports; the
+/// other regions, and so the other tenants of an untrusted switch, are not touched.
+fn watch_region(
+    id: u16,
+    name: &str,
+    map: &GuardedMapping,
+    faults: &Arc<AtomicU64>,
+) -> Result<fault::Watch, MemError> {
+    let (base, name, count) = (map.base() as usize, name.to_owned(), Arc::clone(faults));
+    fault::watch(base, map.len(), HUGE_PAGE_SIZE, move |f| {
+        count.fetch_add(f.count, Ordering::Relaxed);
+        log::error!(
+            "region {id} ({name}): {} huge page(s) taken away under the daemon, the last at \
+             offset {:#x} (a holder of the region's memfd punched a hole the pool could not \
+             refill); the daemon now sees zeros there, and its ports no longer share that \
+             memory with their clients",
+            f.count,
+            f.addr.wrapping_sub(base)
+        );
+    })
+    .map_err(MemError::Watch)
+}
+
 /// One shared memory region: a memfd laid out as a netmap allocator, mapped by the daemon.
 #[derive(Debug)]
 pub struct Region {
@@ -264,6 +293,12 @@ pub struct Region {
     /// creator's).
     _id: Option<IdGuard>,
     file: File,
+    /// A hugetlb region's pages can be taken away by anyone holding the memfd (a punched hole
+    /// the pool cannot refill): the daemon survives touching such a page (see [`fault`]).
+    /// Dropped before `map`, as a watch must be.
+    _watch: Option<fault::Watch>,
+    /// Faults survived in this region.
+    faults: Arc<AtomicU64>,
     map: GuardedMapping,
     layout: RegionLayout,
     huge: bool,
@@ -278,25 +313,33 @@ impl Region {
         let cname = CString::new(format!("ptnet-{name}"))
             .map_err(|_| MemError::Config("region name contains NUL"))?;
         let try_huge = cfg.huge_pages == HugePages::Auto && huge_pages_available();
-        let (file, map, layout, huge) = if try_huge {
-            let layout = RegionLayout::new(cfg, HUGE_PAGE_SIZE)?;
-            match sys::memfd(&cname, layout.size, true).and_then(|f| {
-                GuardedMapping::with_align(&f, layout.size, HUGE_PAGE_SIZE).map(|m| (f, m))
-            }) {
-                Ok((f, m)) => (f, m, layout, true),
-                Err(e) => {
-                    log::debug!("region {id}: hugetlb unavailable ({e}), using plain pages");
-                    let layout = RegionLayout::new(cfg, PAGE_SIZE)?;
-                    let f = sys::memfd(&cname, layout.size, false).map_err(MemError::Sys)?;
-                    let m = GuardedMapping::new(&f, layout.size).map_err(MemError::Sys)?;
-                    (f, m, layout, false)
-                }
+        let faults = Arc::new(AtomicU64::new(0));
+        let huge = try_huge
+            .then(|| {
+                let layout = RegionLayout::new(cfg, HUGE_PAGE_SIZE)?;
+                let f = sys::memfd(&cname, layout.size, true).map_err(MemError::Sys)?;
+                let m = GuardedMapping::with_align(&f, layout.size, HUGE_PAGE_SIZE)
+                    .map_err(MemError::Sys)?;
+                // A plain memfd's pages cannot disappear: it is sealed against shrinking, and
+                // a hole punched in shmem reads back as zeros. A hugetlb page punched out may
+                // not come back (the pool may be empty by then).
+                let w = watch_region(id, name, &m, &faults)?;
+                Ok::<_, MemError>((f, m, layout, Some(w)))
+            })
+            .and_then(|r| {
+                r.inspect_err(|e| {
+                    log::debug!("region {id}: hugetlb unavailable ({e}), using plain pages")
+                })
+                .ok()
+            });
+        let (file, map, layout, watch, huge) = match huge {
+            Some((f, m, layout, w)) => (f, m, layout, w, true),
+            None => {
+                let layout = RegionLayout::new(cfg, PAGE_SIZE)?;
+                let f = sys::memfd(&cname, layout.size, false).map_err(MemError::Sys)?;
+                let m = GuardedMapping::new(&f, layout.size).map_err(MemError::Sys)?;
+                (f, m, layout, None, false)
             }
-        } else {
-            let layout = RegionLayout::new(cfg, PAGE_SIZE)?;
-            let f = sys::memfd(&cname, layout.size, false).map_err(MemError::Sys)?;
-            let m = GuardedMapping::new(&f, layout.size).map_err(MemError::Sys)?;
-            (f, m, layout, false)
         };
         let pools = Pools {
             free_ifs: (0..layout.if_objtotal).rev().collect(),
@@ -307,6 +350,8 @@ impl Region {
             id,
             _id: Some(guard),
             file,
+            _watch: watch,
+            faults,
             map,
             layout,
             huge,
@@ -352,6 +397,8 @@ impl Region {
             id,
             _id: None,
             file,
+            _watch: None,
+            faults: Arc::new(AtomicU64::new(0)),
             map,
             layout,
             huge: false,
@@ -378,6 +425,12 @@ impl Region {
         self.layout.buf_size = buf_size;
         self.layout.num_bufs = u32::try_from(n).unwrap_or(u32::MAX);
         Ok(())
+    }
+
+    /// SIGBUS faults the daemon survived in this region: pages a holder of its memfd took
+    /// away (always 0 for regions on plain pages).
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
     }
 
     /// The region's id (netmap's `nr_mem_id`).

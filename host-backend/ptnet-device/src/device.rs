@@ -57,7 +57,7 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use ptnet_vhost_user::guest::{self, CsbError, FileId, GuestMem};
+use ptnet_vhost_user::guest::{self, CsbError, FileId, GuestMem, MemWatch};
 use ptnet_vhost_user::relay::{BACKEND_REQ_TIMEOUT, BackendChannel, Watchdog};
 use ptnet_vhost_user::vring::{self, Change, HookedVring, VringHook};
 use ptnet_vhost_user::{PortDevice, thread_name};
@@ -258,6 +258,8 @@ pub struct Device {
     /// The port takes a virtio-net header: the device offers `PTNET_F_VNET_HDR`.
     vnet_hdr_ok: bool,
     mem: GuestMem,
+    /// Watches every memory table the frontend sends (see [`MemWatch`]).
+    watch: MemWatch,
     stats: Arc<DeviceStats>,
     state: Mutex<State>,
     mapper: Mutex<Option<Sender<Job>>>,
@@ -315,6 +317,7 @@ impl Device {
         let nrings = (ifc.tx.len() + ifc.rx.len()) as u32;
         let config = DeviceConfig::for_port(&*port, opts.mac);
         let vnet_hdr_ok = port_takes_vnet_hdr(&*port);
+        let watch = MemWatch::new(port.name());
         let (tx, rx) = mpsc::channel();
         let dev = Arc::new(Device {
             name: port.name().to_owned(),
@@ -326,6 +329,7 @@ impl Device {
             nrings,
             vnet_hdr_ok,
             mem: GuestMem::new(vm_memory::GuestMemoryMmap::new()),
+            watch,
             stats,
             state: Mutex::new(State {
                 config,
@@ -678,6 +682,10 @@ impl PortDevice for Device {
         self.mem.clone()
     }
 
+    fn memory_watch(&self) -> &MemWatch {
+        &self.watch
+    }
+
     fn set_vrings(&self, vrings: Vec<HookedVring>) {
         self.lock().vrings = vrings;
     }
@@ -806,7 +814,7 @@ impl VhostUserBackend for Device {
         // The handler updated the GuestMemoryAtomic we gave it, which every part of the device
         // shares (a running CSB keeps the mapping it was placed in). An error ends the
         // connection before anything touches the new memory.
-        match guest::check_mem_table(&mem.memory()) {
+        match self.watch.accept(&mem.memory()) {
             Ok(0) => Ok(()),
             Ok(n) => {
                 log::debug!(

@@ -525,3 +525,37 @@ fn a_frontend_that_blocks_its_call_eventfd_stops_nobody_but_its_vm() {
     drop(vm);
     r.a_good_vm_works();
 }
+
+#[test]
+fn guest_ram_cut_short_under_a_running_device_ends_only_its_connection() {
+    // QEMU's memory-backend-file cannot seal guest RAM: the frontend (or anything holding the
+    // file) may cut it short while the device runs. The CSB lives there; the device's next
+    // look at it is a SIGBUS, survived: it reads zeros, the connection is ended and the port
+    // reclaimed, and the next frontend is served.
+    let mut r = rig("vale-h10");
+    let mut vm = Vm::connect(&r.path);
+    let sim::GuestPort { mut port, virq } = vm.driver_start();
+    let e = exchange(&mut port, &mut r.a.1, mac(11), mac(10), 500, 60);
+    assert_eq!(e.timeouts, 0);
+    // The simulated driver lets go of its CSB before the RAM goes (it would fault too).
+    drop(port);
+    let before = ptnet_datapath::fault::faults();
+    vm.high.file.set_len(0).unwrap();
+    for k in &vm.kicks {
+        k.write(1).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || ptnet_datapath::fault::faults()
+            > before),
+        "the device never looked at its CSB"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || vm.fe.get_features().is_err()),
+        "the connection was not ended"
+    );
+    assert!(eventually(Duration::from_secs(5), || !r.h.stats().running));
+    drop(virq);
+    drop(vm);
+    r.bystanders_work();
+    r.a_good_vm_works();
+}

@@ -380,6 +380,17 @@ pub fn render(daemon: &Daemon) -> String {
         "gauge",
     );
     out.sample("ptnet_daemon_resident_memory_bytes", "", rss);
+    out.family(
+        "ptnet_daemon_memory_faults_total",
+        "SIGBUS faults survived in memory another process took away (guest RAM cut short, \
+         huge pages punched out of a region).",
+        "counter",
+    );
+    out.sample(
+        "ptnet_daemon_memory_faults_total",
+        "",
+        ptnet_datapath::fault::faults(),
+    );
     out.text
 }
 

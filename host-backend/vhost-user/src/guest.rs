@@ -11,13 +11,16 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ptnet_datapath::csb::CsbRef;
+use ptnet_datapath::fault;
 use ptnet_spec::csb::{CSB_ENTRY_SIZE, CsbAtok, CsbKtoa};
+use vhost_user_backend::ShutdownHandle;
 use vm_memory::{
     GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion,
+    GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -129,7 +132,8 @@ pub fn guest_csb(
     }
     // SAFETY: both arrays were checked to lie entirely inside one mapped, read-write guest RAM
     // region each (the vhost-user memory table maps regions PROT_READ | PROT_WRITE, and
-    // `check_mem_table` refused regions past the end of their file), and to be
+    // `MemWatch::accept` refused regions past the end of their file, and watches them for pages
+    // taken away later), and to be
     // 64-byte aligned on the host. The mapping is kept alive by `GuestBacking`, which holds the
     // memory snapshot the pointers were taken from. The guest may write the memory at any time;
     // CsbRef only accesses it through the entries' atomics.
@@ -144,8 +148,20 @@ pub fn guest_csb(
 }
 
 /// Why a guest memory table is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MemTableError {
+    /// The connection has had [`MAX_WATCHED_RANGES`] distinct ranges already.
+    #[error("more than {MAX_WATCHED_RANGES} guest memory ranges in one connection")]
+    TooManyRanges,
+    /// A region cannot be watched for pages taken away.
+    #[error("guest memory region at {gpa:#x} cannot be watched")]
+    Unwatched {
+        /// Guest-physical address of the region.
+        gpa: u64,
+        /// Why.
+        #[source]
+        source: Option<fault::WatchError>,
+    },
     /// A region maps past the end of its file: touching that memory would raise SIGBUS in
     /// the daemon.
     #[error(
@@ -164,33 +180,140 @@ pub enum MemTableError {
     },
 }
 
-/// Checks a memory table the frontend sent: every region must lie inside its file (the
-/// mapping succeeds either way; an access past the end of the file would kill the daemon
-/// with SIGBUS). Returns the number of regions whose file is not sealed against shrinking:
-/// a frontend could still shrink those later (QEMU's `memory-backend-memfd` seals its
-/// memfds by default).
-pub fn check_mem_table(mem: &GuestMemoryMmap<()>) -> Result<usize, MemTableError> {
-    let mut unsealed = 0;
-    for r in mem.iter() {
-        let Some(fo) = r.file_offset() else { continue };
-        let file_len = fo.file().metadata().map(|m| m.len()).unwrap_or(0);
-        let (offset, len) = (fo.start(), r.len());
-        if offset.checked_add(len).is_none_or(|end| end > file_len) {
-            return Err(MemTableError::PastEof {
-                gpa: r.start_addr().0,
-                len,
-                offset,
-                file_len,
-            });
+/// Most distinct guest memory ranges one connection may have watched in its life (QEMU
+/// offers up to 509 memory slots, and sends the whole table again on every change).
+pub const MAX_WATCHED_RANGES: usize = 1024;
+
+/// One connection's guest memory, watched for pages its frontend takes away.
+///
+/// A frontend (or anything holding the memory's file) can truncate guest RAM that is not
+/// sealed against shrinking (QEMU's `memory-backend-memfd` seals by default,
+/// `memory-backend-file` cannot), or punch holes in hugetlb RAM the pool cannot refill; the
+/// daemon's next access there would die of SIGBUS. Every range of every memory table the
+/// connection sends is [watched](ptnet_datapath::fault): such an access reads zeros instead,
+/// and the connection is ended (its device stops, the port is reclaimed for the next
+/// frontend). The daemon and the other ports go on.
+#[derive(Clone)]
+pub struct MemWatch(Arc<WatchInner>);
+
+struct WatchInner {
+    name: String,
+    ranges: Mutex<Vec<((usize, usize), fault::Watch)>>,
+    conn: Mutex<Option<ShutdownHandle>>,
+    faults: AtomicU64,
+}
+
+impl fmt::Debug for MemWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemWatch")
+            .field("name", &self.0.name)
+            .field("faults", &self.faults())
+            .finish()
+    }
+}
+
+impl MemWatch {
+    /// Nothing watched yet; `name` is the port's, for the logs.
+    pub fn new(name: &str) -> Self {
+        MemWatch(Arc::new(WatchInner {
+            name: name.to_owned(),
+            ranges: Mutex::new(Vec::new()),
+            conn: Mutex::new(None),
+            faults: AtomicU64::new(0),
+        }))
+    }
+
+    /// Takes a memory table the frontend sent: watches every region (first, so that a file
+    /// cut short from now on is survived), then checks that each lies inside its file as it
+    /// is now (the mapping succeeds either way; an access past the end of the file would
+    /// fault at once). Returns the number of regions whose file is not sealed against
+    /// shrinking. An error ends the connection before its device uses the table.
+    pub fn accept(&self, mem: &GuestMemoryMmap<()>) -> Result<usize, MemTableError> {
+        let mut unsealed = 0;
+        for r in mem.iter() {
+            let Some(fo) = r.file_offset() else { continue };
+            self.watch(r, fo.file())?;
+            let file_len = fo.file().metadata().map(|m| m.len()).unwrap_or(0);
+            let (offset, len) = (fo.start(), r.len());
+            if offset.checked_add(len).is_none_or(|end| end > file_len) {
+                return Err(MemTableError::PastEof {
+                    gpa: r.start_addr().0,
+                    len,
+                    offset,
+                    file_len,
+                });
+            }
+            // SAFETY: F_GET_SEALS only reads the seals of an open descriptor (EINVAL on files
+            // that cannot be sealed).
+            let seals = unsafe { libc::fcntl(fo.file().as_raw_fd(), libc::F_GET_SEALS) };
+            if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+                unsealed += 1;
+            }
         }
-        // SAFETY: F_GET_SEALS only reads the seals of an open descriptor (EINVAL on files
-        // that cannot be sealed).
-        let seals = unsafe { libc::fcntl(fo.file().as_raw_fd(), libc::F_GET_SEALS) };
-        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-            unsealed += 1;
+        Ok(unsealed)
+    }
+
+    fn watch(&self, r: &GuestRegionMmap<()>, file: &File) -> Result<(), MemTableError> {
+        let gpa = r.start_addr().0;
+        let start =
+            r.get_host_address(MemoryRegionAddress(0))
+                .map_err(|_| MemTableError::Unwatched { gpa, source: None })? as usize;
+        let len = r.len() as usize;
+        let mut ranges = self.0.ranges.lock().unwrap_or_else(|e| e.into_inner());
+        if ranges.iter().any(|(k, _)| *k == (start, len)) {
+            return Ok(());
+        }
+        if ranges.len() >= MAX_WATCHED_RANGES {
+            return Err(MemTableError::TooManyRanges);
+        }
+        let page = fault::file_page_size(file).map_err(|e| MemTableError::Unwatched {
+            gpa,
+            source: Some(fault::WatchError::Install(e)),
+        })?;
+        let me = Arc::downgrade(&self.0);
+        let w = fault::watch(start, len, page, move |f| {
+            if let Some(me) = me.upgrade() {
+                me.fault(f);
+            }
+        })
+        .map_err(|e| MemTableError::Unwatched {
+            gpa,
+            source: Some(e),
+        })?;
+        ranges.push(((start, len), w));
+        Ok(())
+    }
+
+    /// The connection a fault ends (set once the connection is served).
+    pub fn set_connection(&self, h: ShutdownHandle) {
+        let faulted = self.faults() > 0;
+        if faulted {
+            h.shutdown();
+        }
+        *self.0.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+    }
+
+    /// SIGBUS faults survived in this connection's guest memory.
+    pub fn faults(&self) -> u64 {
+        self.0.faults.load(Ordering::Relaxed)
+    }
+}
+
+impl WatchInner {
+    fn fault(&self, f: fault::Fault) {
+        self.faults.fetch_add(f.count, Ordering::Relaxed);
+        log::error!(
+            "{}: guest memory was taken away under the daemon ({} fault(s), the last at host \
+             address {:#x}: the frontend truncated its memory file or punched a hole in it); \
+             the connection is ended and the port reclaimed",
+            self.name,
+            f.count,
+            f.addr
+        );
+        if let Some(h) = &*self.conn.lock().unwrap_or_else(|e| e.into_inner()) {
+            h.shutdown();
         }
     }
-    Ok(unsealed)
 }
 
 /// Whether `fd` is an eventfd (the frontend can send any kind of descriptor).
@@ -312,14 +435,14 @@ mod tests {
         let file = unsafe { File::from_raw_fd(libc::memfd_create(c"t".as_ptr(), 0)) };
         file.set_len(0x4000).unwrap();
         let ok = GuestMemoryMmap::from_regions(vec![region(&file, 0x1000, 0x3000, 0)]).unwrap();
-        assert_eq!(
-            check_mem_table(&ok),
-            Ok(1),
+        let w = MemWatch::new("t");
+        assert!(
+            matches!(w.accept(&ok), Ok(1)),
             "inside the file, but not sealed"
         );
         let bad = GuestMemoryMmap::from_regions(vec![region(&file, 0x1000, 0x4000, 0)]).unwrap();
         assert!(matches!(
-            check_mem_table(&bad),
+            w.accept(&bad),
             Err(MemTableError::PastEof {
                 file_len: 0x4000,
                 ..
@@ -334,7 +457,36 @@ mod tests {
         let r = unsafe { libc::fcntl(sealed.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
         assert_eq!(r, 0);
         let m = GuestMemoryMmap::from_regions(vec![region(&sealed, 0, 0x1000, 0)]).unwrap();
-        assert_eq!(check_mem_table(&m), Ok(0));
+        assert!(matches!(w.accept(&m), Ok(0)));
+    }
+
+    #[test]
+    fn guest_memory_cut_short_after_it_was_accepted_reads_zeros_and_is_counted() {
+        use vm_memory::mmap::{GuestRegionMmap, MmapRegion};
+        use vm_memory::{Bytes, FileOffset};
+        // SAFETY: a new memfd that the File owns.
+        let file = unsafe { File::from_raw_fd(libc::memfd_create(c"t".as_ptr(), 0)) };
+        file.set_len(0x4000).unwrap();
+        let m = MmapRegion::<()>::from_file(FileOffset::new(file.try_clone().unwrap(), 0), 0x4000)
+            .unwrap();
+        let mem =
+            GuestMemoryMmap::from_regions(vec![GuestRegionMmap::new(m, GuestAddress(0)).unwrap()])
+                .unwrap();
+        let w = MemWatch::new("cut");
+        assert!(matches!(w.accept(&mem), Ok(1)));
+        mem.write_obj(0x5a5a_5a5au32, GuestAddress(0x3000)).unwrap();
+        // The frontend cuts its file short: the daemon's next read there would be a SIGBUS.
+        file.set_len(0x1000).unwrap();
+        let v: u32 = mem.read_obj(GuestAddress(0x3000)).unwrap();
+        assert_eq!(v, 0);
+        let t = std::time::Instant::now();
+        while w.faults() == 0 && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(w.faults(), 1);
+        // The page still in the file is still shared with it.
+        mem.write_obj(7u32, GuestAddress(0)).unwrap();
+        drop(mem);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use ptnet_datapath::port::SyncPort;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon};
 
-use crate::guest::GuestMem;
+use crate::guest::{GuestMem, MemWatch};
 use crate::relay::{BackendChannel, Relay};
 use crate::socket::{self, ClaimError, Stop, thread_name};
 use crate::vring::{self, HookedVring, VringHook};
@@ -48,6 +48,9 @@ pub trait PortDevice:
     ) -> io::Result<Arc<Self>>;
     /// The guest memory handle the vhost-user handler updates.
     fn guest_memory(&self) -> GuestMem;
+    /// What watches that memory (every table goes through [`MemWatch::accept`]): a page the
+    /// frontend takes away ends the connection.
+    fn memory_watch(&self) -> &MemWatch;
     /// Takes the queues the handler created, in queue order (already hooked to the device).
     fn set_vrings(&self, vrings: Vec<HookedVring>);
     /// The connection's backend request channel, for [`Watchdog`](crate::relay::Watchdog)s
@@ -285,6 +288,9 @@ fn accept_loop<D: PortDevice>(
             }
             log::warn!("{name}: vhost-user accept failed: {e}");
             continue;
+        }
+        if let Some(h) = daemon.shutdown_handle() {
+            dev.memory_watch().set_connection(h);
         }
         D::connections(stats).fetch_add(1, Ordering::Relaxed);
         log::info!("{name}: vhost-user frontend connected ({})", D::KIND);

@@ -28,7 +28,7 @@ use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::kring::ClientBinding;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::vnet::VNET_HDR_LEN;
-use ptnet_vhost_user::guest::{self, GuestMem};
+use ptnet_vhost_user::guest::{self, GuestMem, MemWatch};
 use ptnet_vhost_user::vring::{Change, HookedVring, VringHook};
 use ptnet_vhost_user::{PortDevice, thread_name};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -194,6 +194,8 @@ pub struct NetDevice {
     opts: DeviceOptions,
     pairs: u16,
     mem: GuestMem,
+    /// Watches every memory table the frontend sends (see [`MemWatch`]).
+    watch: MemWatch,
     stats: Arc<NetStats>,
     config: Arc<Mutex<NetConfig>>,
     state: Mutex<State>,
@@ -203,6 +205,7 @@ impl NetDevice {
     /// A device for one connection to `port`.
     pub fn new(port: Arc<dyn SyncPort>, opts: DeviceOptions, stats: Arc<NetStats>) -> Arc<Self> {
         let pairs = pairs_of(&*port);
+        let watch = MemWatch::new(port.name());
         Arc::new(NetDevice {
             name: port.name().to_owned(),
             port,
@@ -210,6 +213,7 @@ impl NetDevice {
             opts,
             pairs,
             mem: GuestMem::new(vm_memory::GuestMemoryMmap::new()),
+            watch,
             stats,
             state: Mutex::new(State {
                 acked_features: 0,
@@ -436,6 +440,10 @@ impl PortDevice for NetDevice {
         self.mem.clone()
     }
 
+    fn memory_watch(&self) -> &MemWatch {
+        &self.watch
+    }
+
     fn set_vrings(&self, vrings: Vec<HookedVring>) {
         self.lock().vrings = vrings;
     }
@@ -533,7 +541,7 @@ impl VhostUserBackend for NetDevice {
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         // The workers load the new table at their next pass (they share this handle).
-        match guest::check_mem_table(&mem.memory()) {
+        match self.watch.accept(&mem.memory()) {
             Ok(_) => Ok(()),
             Err(e) => {
                 log::warn!("{}: memory table refused: {e}", self.name);
