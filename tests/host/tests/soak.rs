@@ -168,7 +168,11 @@ fn steady_traffic_and_churning_clients_leave_the_daemon_flat() {
     let pid_tag = std::process::id();
     let mut next_vm = Instant::now();
 
-    // Clients join and leave on-demand ports for the whole run (up to 40 at a time).
+    // Clients join and leave on-demand ports for the whole run, up to CHURN at a time: with
+    // the 16 steady ports, the pipe's two ends, two VM ports and the sink, 64 ports at the
+    // peak.
+    const CHURN: usize = 43;
+    let mut peak_ports = 0usize;
     let start = Instant::now();
     let warm = Duration::from_secs(15);
     let mut warm_usage = None;
@@ -195,8 +199,8 @@ fn steady_traffic_and_churning_clients_leave_the_daemon_flat() {
     };
     let mut last_rx: Vec<u64> = Vec::new();
     while start.elapsed() < Duration::from_secs(secs) {
-        let name = format!("vale0:c{}", joins % 40);
-        if held.len() >= 40 {
+        let name = format!("vale0:c{}", joins % CHURN as u64);
+        if held.len() >= CHURN {
             held.remove(0);
         }
         // A name still held by an earlier client is busy: skip it this round.
@@ -210,7 +214,12 @@ fn steady_traffic_and_churning_clients_leave_the_daemon_flat() {
             held.push(p);
         }
         joins += 1;
-        if joins % 20 == 0 {
+        if held.len() == CHURN {
+            let (switches, pipe_ends) = d.list();
+            let live = switches.iter().map(|s| s.ports.len()).sum::<usize>() + pipe_ends.len();
+            peak_ports = peak_ports.max(live);
+        }
+        if joins % 60 == 0 {
             held.truncate(held.len() / 2);
         }
         vms_run.reap(false);
@@ -250,13 +259,13 @@ fn steady_traffic_and_churning_clients_leave_the_daemon_flat() {
     let (rss0, fds0) = warm_usage.expect("the run outlasts the warm-up");
     let (rss1, fds1) = usage(pid);
     eprintln!(
-        "soak {secs} s: {joins} joins, VM runs {vm_runs:?} sending {vm_sent:?} frames; daemon \
-         RSS {rss0} → {rss1} KiB, descriptors {fds0} → {fds1}"
+        "soak {secs} s: {joins} joins, {peak_ports} ports at the peak, VM runs {vm_runs:?} \
+         sending {vm_sent:?} frames; daemon RSS {rss0} → {rss1} KiB, descriptors {fds0} → {fds1}"
     );
     if let Some(out) = std::env::var_os("PTNET_SOAK_OUT") {
         let line = serde_json::json!({
             "seconds": secs, "client_joins": joins, "vm_runs": vm_runs, "vm_frames": vm_sent,
-            "rss_kib": [rss0, rss1], "descriptors": [fds0, fds1],
+            "rss_kib": [rss0, rss1], "descriptors": [fds0, fds1], "peak_ports": peak_ports,
         });
         std::fs::write(out, format!("{line}\n")).expect("write PTNET_SOAK_OUT");
     }
@@ -276,6 +285,7 @@ fn steady_traffic_and_churning_clients_leave_the_daemon_flat() {
         );
     }
     assert!(vm_runs[0] >= 1 && vm_runs[1] >= 1, "VM runs: {vm_runs:?}");
+    assert!(peak_ports >= 64, "only {peak_ports} ports lived at once");
     // Every steady receiver moved frames since the warm-up: no ring is stuck.
     for (i, before) in last_rx.iter().enumerate() {
         let now = rx_at(&format!("vale0:r{i}"));
