@@ -28,7 +28,7 @@ run_tests() {
 }
 
 log "building the daemon and tools"
-cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests -p ptnet-pktgen
+cargo build --quiet -p ptnetd -p ptnetctl -p ptnet-host-tests -p ptnet-pktgen -p ptnet-netmap
 # Every tier-2 host test: daemon and clients, huge pages, AF_PACKET, the NIC ports
 # (tests/host/tests/nic.rs: network namespaces and veth pairs it creates and removes), and
 # virtio-net ports driven by DPDK's virtio_user (tests/host/tests/virtio_net.rs).

@@ -164,6 +164,24 @@ impl ApplRing {
         self.cur = self.head;
     }
 
+    /// Takes `head` and `cur` as a netmap application wrote them into its ring header,
+    /// checked as netmap's sync prologues check them: `head` may only move forward, up to
+    /// `tail`, and `cur` lies between `head` and `tail` (modulo the ring). Out of range: the
+    /// ring keeps its indices (netmap reinitialises the ring the same way).
+    #[inline]
+    pub fn take_app_indices(&mut self, head: u32, cur: u32) -> Result<(), (u32, u32)> {
+        let n = self.num_slots;
+        let within =
+            |from: u32, x: u32, to: u32| x < n && distance(from, x, n) <= distance(from, to, n);
+        if within(self.head, head, self.tail) && within(head, cur, self.tail) {
+            self.head = head;
+            self.cur = cur;
+            Ok(())
+        } else {
+            Err((head, cur))
+        }
+    }
+
     /// Publishes `head`/`cur` without deciding on a kick: for in-process applications that
     /// run the port's sync themselves.
     #[inline]
@@ -284,5 +302,25 @@ mod tests {
         assert!(r.enable_notifications(&a, &k, 5));
         assert!(!r.enable_notifications(&a, &k, 6));
         assert!(a.appl_wants_interrupt());
+    }
+
+    #[test]
+    fn an_applications_indices_are_taken_only_inside_its_part_of_the_ring() {
+        let mut r = ApplRing {
+            num_slots: 8,
+            head: 6,
+            cur: 6,
+            tail: 2,
+            hwcur: 6,
+        };
+        // Forward across the wrap, cur up to tail.
+        assert_eq!(r.take_app_indices(7, 1), Ok(()));
+        assert_eq!((r.head(), r.cur()), (7, 1));
+        assert_eq!(r.take_app_indices(0, 2), Ok(()));
+        // Backwards, past tail, outside the ring: refused, indices kept.
+        for (h, c) in [(7, 7), (3, 3), (0, 3), (8, 0), (1, 0)] {
+            assert_eq!(r.take_app_indices(h, c), Err((h, c)), "{h} {c}");
+            assert_eq!((r.head(), r.cur()), (0, 2));
+        }
     }
 }

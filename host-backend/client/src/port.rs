@@ -532,6 +532,81 @@ impl Port {
         Ok(ready)
     }
 
+    /// netmap-style sync of ring `k` (TX rings, then RX rings), for an application that
+    /// moves `head` and `cur` in the ring header itself, as netmap's API has it (the preload
+    /// library serves `NIOCTXSYNC`/`NIOCRXSYNC` with this): takes them from the header,
+    /// checked as netmap's prologue checks them, publishes them through the CSB, kicks when
+    /// the daemon asked for kicks, reads back and writes only `tail` into the header.
+    /// Indices out of range reset the header to the ring's (netmap's ring reinit) and are
+    /// returned; the sync still happens with the ring's own indices.
+    pub fn netmap_sync(&mut self, k: usize) -> Result<(), (u32, u32)> {
+        let Some(ring) = self.rings.get_mut(k) else {
+            return Ok(());
+        };
+        let taken = ring.app.take_header();
+        if ring.app.publish_for_kick(ring.is_tx, false) {
+            let _ = self.kicks[k].write(1);
+            self.kicks_sent += 1;
+        }
+        let app = &mut self.rings[k].app;
+        app.refresh();
+        app.write_tail();
+        taken
+    }
+
+    /// Whether ring `k` has something for a netmap application after [`Port::netmap_sync`]:
+    /// `cur` short of `tail` (room to transmit, frames to receive), netmap's `POLLOUT` and
+    /// `POLLIN`.
+    pub fn netmap_ready(&self, k: usize) -> bool {
+        self.rings
+            .get(k)
+            .is_some_and(|r| r.app.cur() != r.app.tail())
+    }
+
+    /// Before a netmap application sleeps on ring `k`: asks for its interrupt, with the
+    /// double check; returns whether it became ready meanwhile (then do not sleep).
+    pub fn netmap_arm(&mut self, k: usize) -> bool {
+        let Some(ring) = self.rings.get_mut(k) else {
+            return false;
+        };
+        let mark = ring.app.tail();
+        if ring.app.enable_notifications_past(mark) {
+            ring.app.refresh();
+            ring.app.write_tail();
+        }
+        self.netmap_ready(k)
+    }
+
+    /// After a netmap application woke up (or gave up): interrupts off on every ring, and
+    /// the ones that fired consumed. Sync the rings again afterwards.
+    pub fn netmap_disarm(&mut self) {
+        for r in &self.rings {
+            r.app.disable_notifications();
+        }
+        let mut evs = [EpollEvent::default(); 16];
+        while let Ok(n) = self.epoll.wait(0, &mut evs) {
+            for ev in &evs[..n] {
+                if let Some(fd) = self.irqs.get(ev.data() as usize) {
+                    let _ = fd.read();
+                }
+            }
+            if n < evs.len() {
+                break;
+            }
+        }
+    }
+
+    /// A descriptor that becomes readable when an armed ring's interrupt fires (an epoll set
+    /// of the port's interrupt eventfds): what a netmap application's `poll` sleeps on.
+    pub fn notify_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// The port's memory region (the memfd a netmap application maps).
+    pub fn region_file(&self) -> &File {
+        self.region.file()
+    }
+
     /// Size of the region (what a netmap application would mmap).
     pub fn region_size(&self) -> usize {
         self.region.size()

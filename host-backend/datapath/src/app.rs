@@ -192,6 +192,22 @@ impl AppRing {
             .reset_pointers(self.idx.head(), self.idx.cur(), self.idx.tail());
     }
 
+    /// Takes `head`/`cur` from the ring header, where a netmap application moves them
+    /// itself (see [`ApplRing::take_app_indices`]); out of range, the header is set back to
+    /// the ring's indices (netmap's ring reinit) and the values are returned.
+    pub fn take_header(&mut self) -> Result<(), (u32, u32)> {
+        let (head, cur) = self.view.app_head_cur();
+        self.idx.take_app_indices(head, cur).inspect_err(|_| {
+            self.write_header();
+        })
+    }
+
+    /// Writes only `tail` into the ring header (the application owns `head` and `cur`).
+    #[inline]
+    pub fn write_tail(&self) {
+        self.view.publish_tail(self.idx.tail());
+    }
+
     /// Protocol-breaking access for tests of the daemon's defences: publishes `head` and
     /// `cur` as given, whatever the ring's state.
     #[doc(hidden)]

@@ -1013,6 +1013,24 @@ impl RingView {
         self.pointer_words()[2].load(Ordering::Acquire)
     }
 
+    /// Kernel side of a netmap application: the header's `head` and `cur` as the application
+    /// left them (acquire: the slots before `head` are visible). Untrusted: the caller
+    /// validates them.
+    #[inline]
+    pub fn app_head_cur(&self) -> (u32, u32) {
+        let [h, c, _] = self.pointer_words();
+        let head = h.load(Ordering::Acquire);
+        (head, c.load(Ordering::Acquire))
+    }
+
+    /// Kernel side of a netmap application: writes the header's `tail` only (release: the
+    /// slots handed over are visible to whoever reads it); `head` and `cur` are the
+    /// application's.
+    #[inline]
+    pub fn publish_tail(&self, tail: u32) {
+        self.pointer_words()[2].store(tail, Ordering::Release);
+    }
+
     /// Rewrites the ring header's `head`, `cur` and `tail` (ring reset).
     pub fn reset_pointers(&self, head: u32, cur: u32, tail: u32) {
         let base = self.ofs;

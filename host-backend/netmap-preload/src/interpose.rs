@@ -1,0 +1,424 @@
+//! The exported functions an application calls instead of the C library's: `open` and
+//! friends, `close`, `ioctl`, `mmap`, `poll`/`ppoll`. Each one passes anything that is not a
+//! netmap file straight to the C library, and for netmap files copies the application's
+//! arguments in, calls [`NmFile`](crate::nmfile::NmFile), and copies the results out.
+//!
+//! The application's pointers are the application's: as with the kernel, a request through
+//! a bad pointer faults in the application (netmap would return `EFAULT`).
+//!
+//! `open`, `openat` and `ioctl` are variadic in C. They are defined here with their one
+//! optional argument as a named parameter, which the x86-64 and AArch64 System V calling
+//! conventions pass in the same register either way; other targets are refused at build
+//! time.
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("the preload library's variadic interposers assume the x86-64 or AArch64 ABI");
+
+use std::ffi::{CStr, c_void};
+use std::ptr;
+
+use ptnet_client::Port;
+use ptnet_client::proto::{self, PortRequest};
+use ptnet_spec::netmap::{NIOCCTRL, NIOCRXSYNC, NIOCTXSYNC, NmreqHeader, NmreqRegister};
+
+use crate::nmfile::{Body, Errno};
+use crate::{real, table};
+
+const NETMAP_DEV: &CStr = c"/dev/netmap";
+
+fn set_errno(e: Errno) {
+    // SAFETY: errno is thread-local; its address is valid on this thread.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn fail<T>(e: Errno, v: T) -> T {
+    set_errno(e);
+    v
+}
+
+/// `open("/dev/netmap")`: a descriptor of our own (an epoll set, which the port's interrupt
+/// eventfds join once it is registered, so that a plain `poll` on it wakes up too).
+fn open_netmap(flags: libc::c_int) -> libc::c_int {
+    let cloexec = if flags & libc::O_CLOEXEC != 0 {
+        libc::EPOLL_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: epoll_create1 takes no pointers.
+    let fd = unsafe { libc::epoll_create1(cloexec) };
+    if fd < 0 {
+        return fd;
+    }
+    if !table::insert(fd) {
+        // SAFETY: our own descriptor, never handed out.
+        unsafe { real::close(fd) };
+        return fail(libc::EMFILE, -1);
+    }
+    fd
+}
+
+/// Whether `path` names the netmap device.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+unsafe fn is_netmap_path(path: *const libc::c_char) -> bool {
+    // SAFETY: by the caller's contract.
+    !path.is_null() && unsafe { CStr::from_ptr(path) } == NETMAP_DEV
+}
+
+/// An `open`-like interposer: `/dev/netmap` is ours, every other path the C library's.
+macro_rules! open_like {
+    ($(#[$m:meta])* $name:ident($($dir:ident: $dt:ty,)?)) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        /// As the C library's function of that name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            $($dir: $dt,)?
+            path: *const libc::c_char,
+            flags: libc::c_int,
+            mode: libc::c_uint,
+        ) -> libc::c_int {
+            // SAFETY: the application passes a path, as the call requires (an absolute path
+            // ignores a directory descriptor).
+            if unsafe { is_netmap_path(path) } {
+                return open_netmap(flags);
+            }
+            // SAFETY: the application's arguments, unchanged.
+            unsafe { real::$name($($dir,)? path, flags, mode) }
+        }
+    };
+}
+
+open_like!(
+    /// `open(2)`.
+    open()
+);
+open_like!(
+    /// `open64(2)`.
+    open64()
+);
+open_like!(
+    /// `openat(2)`.
+    openat(dirfd: libc::c_int,)
+);
+open_like!(
+    /// `openat64(2)`.
+    openat64(dirfd: libc::c_int,)
+);
+
+/// `close(2)`: a netmap file lets go of its port.
+///
+/// # Safety
+/// As `close(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: libc::c_int) -> libc::c_int {
+    if table::is_netmap(fd) {
+        // Dropped outside the table's lock: it closes the port's descriptors.
+        drop(table::remove(fd));
+    }
+    // SAFETY: the application's descriptor, as it asked.
+    unsafe { real::close(fd) }
+}
+
+/// `ioctl(2)`: `NIOCCTRL`, `NIOCTXSYNC` and `NIOCRXSYNC` on a netmap file.
+///
+/// # Safety
+/// As `ioctl(2)`: for `NIOCCTRL`, `arg` points to a `struct nmreq_header` whose `nr_body`
+/// points to the body its `nr_reqtype` says.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioctl(
+    fd: libc::c_int,
+    request: libc::c_ulong,
+    arg: *mut c_void,
+) -> libc::c_int {
+    if !table::is_netmap(fd) {
+        // SAFETY: the application's arguments, unchanged.
+        return unsafe { real::ioctl(fd, request, arg) };
+    }
+    let res = match u32::try_from(request).unwrap_or(0) {
+        NIOCTXSYNC => table::with(fd, |f| f.sync(true)),
+        NIOCRXSYNC => table::with(fd, |f| f.sync(false)),
+        // SAFETY: by the caller's contract for NIOCCTRL.
+        NIOCCTRL => unsafe { ctrl(fd, arg.cast()) },
+        _ => Some(Err(libc::ENOTTY)),
+    };
+    match res {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => fail(e, -1),
+        None => fail(libc::EBADF, -1),
+    }
+}
+
+/// `NIOCCTRL`: copies the header and its body in, serves them, copies the body out.
+///
+/// # Safety
+/// `hdr` is null or points to a readable `nmreq_header` whose `nr_body` is null or points to
+/// a readable and writable body of the kind its `nr_reqtype` says.
+unsafe fn ctrl(fd: i32, hdr: *const NmreqHeader) -> Option<Result<(), Errno>> {
+    if hdr.is_null() {
+        return Some(Err(libc::EFAULT));
+    }
+    // SAFETY: by the contract; unaligned reads copy whatever the application laid out.
+    let h = unsafe { ptr::read_unaligned(hdr) };
+    let Some(mut body) = Body::for_reqtype(h.nr_reqtype) else {
+        return Some(Err(libc::EOPNOTSUPP));
+    };
+    let at = h.nr_body as usize as *mut u8;
+    if at.is_null() {
+        return Some(Err(libc::EINVAL));
+    }
+    // SAFETY: `at` points to this kind of body (the contract); each copy is of its size.
+    unsafe {
+        match &mut body {
+            Body::Register(b) => *b = ptr::read_unaligned(at.cast()),
+            Body::PortInfo(b) => *b = ptr::read_unaligned(at.cast()),
+            Body::PortHdr(b) => *b = ptr::read_unaligned(at.cast()),
+        }
+    }
+    let res = table::with(fd, |f| f.ctrl(&h, &mut body, attach))?;
+    if res.is_ok() {
+        // SAFETY: as above, writing the body back where it came from.
+        unsafe {
+            match &body {
+                Body::Register(b) => ptr::write_unaligned(at.cast::<NmreqRegister>(), *b),
+                Body::PortInfo(b) => ptr::write_unaligned(at.cast(), *b),
+                Body::PortHdr(b) => ptr::write_unaligned(at.cast(), *b),
+            }
+        }
+        // The port's interrupts wake a plain poll/epoll on the netmap descriptor too.
+        table::with(fd, |f| {
+            if let Some(n) = f.notify_fd() {
+                let mut ev = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: 0,
+                };
+                // SAFETY: adds one descriptor to our own epoll set; EEXIST on a repeat is
+                // harmless.
+                unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, n, &mut ev) };
+            }
+        });
+    }
+    Some(res)
+}
+
+/// Attaches to a port through the daemon (`$PTNET_SOCKET` or the default socket), saying why
+/// not on standard error: the application will only see an errno.
+fn attach(req: PortRequest) -> Result<Port, ptnet_client::ClientError> {
+    let name = req.port.clone();
+    Port::attach(&proto::socket_path(), req).inspect_err(|e| {
+        eprintln!(
+            "libptnet-netmap: {name}: {}",
+            ptnet_client::proto::error_chain(e)
+        )
+    })
+}
+
+/// `mmap(2)`: of a registered netmap file, maps the port's region.
+///
+/// # Safety
+/// As `mmap(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: libc::size_t,
+    prot: libc::c_int,
+    flags: libc::c_int,
+    fd: libc::c_int,
+    offset: libc::off_t,
+) -> *mut c_void {
+    let fd = if table::is_netmap(fd) {
+        match table::with(fd, |f| f.mmap_target(len, offset)) {
+            Some(Ok(region)) => region,
+            Some(Err(e)) => return fail(e, libc::MAP_FAILED),
+            None => return fail(libc::EBADF, libc::MAP_FAILED),
+        }
+    } else {
+        fd
+    };
+    // SAFETY: the application's arguments, with a netmap file's region in its place (which
+    // stays open while the file is).
+    unsafe { real::mmap(addr, len, prot, flags, fd, offset) }
+}
+
+/// `mmap64(2)`.
+///
+/// # Safety
+/// As `mmap(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: libc::size_t,
+    prot: libc::c_int,
+    flags: libc::c_int,
+    fd: libc::c_int,
+    offset: libc::off_t,
+) -> *mut c_void {
+    // SAFETY: the same call (off_t is 64 bits on the targets this builds for).
+    unsafe { mmap(addr, len, prot, flags, fd, offset) }
+}
+
+/// `poll(2)`.
+///
+/// # Safety
+/// As `poll(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn poll(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: libc::c_int,
+) -> libc::c_int {
+    // SAFETY: as poll(2): `fds` holds `nfds` entries.
+    unsafe { poll_with(fds, nfds, timeout, |f, n, t| real::poll(f, n, t)) }
+}
+
+/// `__poll_chk`, what `poll` becomes under `_FORTIFY_SOURCE`.
+///
+/// # Safety
+/// As `poll(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: libc::c_int,
+    _fdslen: libc::size_t,
+) -> libc::c_int {
+    // SAFETY: as poll(2).
+    unsafe { poll(fds, nfds, timeout) }
+}
+
+/// `ppoll(2)`.
+///
+/// # Safety
+/// As `ppoll(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    ts: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> libc::c_int {
+    let ms = if ts.is_null() {
+        -1
+    } else {
+        // SAFETY: a non-null timeout points to a timespec (ppoll(2)).
+        let t = unsafe { *ts };
+        t.tv_sec
+            .saturating_mul(1000)
+            .saturating_add(t.tv_nsec / 1_000_000)
+            .clamp(0, i32::MAX.into()) as i32
+    };
+    // SAFETY: as ppoll(2).
+    unsafe {
+        poll_with(fds, nfds, ms, |f, n, t| {
+            if t < 0 {
+                real::ppoll(f, n, ptr::null(), sigmask)
+            } else {
+                let ts = libc::timespec {
+                    tv_sec: (t / 1000) as libc::time_t,
+                    tv_nsec: ((t % 1000) * 1_000_000) as libc::c_long,
+                };
+                real::ppoll(f, n, &ts, sigmask)
+            }
+        })
+    }
+}
+
+/// netmap's `poll` over the netmap files among `fds`, the real one over the rest: sync and
+/// look; if nothing is ready and the caller may wait, arm the netmap files' interrupts and
+/// wait on everything at once; then disarm, sync and look again.
+///
+/// # Safety
+/// `fds` holds `nfds` entries (or `nfds` is 0).
+unsafe fn poll_with(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: libc::c_int,
+    wait: impl Fn(*mut libc::pollfd, libc::nfds_t, libc::c_int) -> libc::c_int,
+) -> libc::c_int {
+    let n = nfds as usize;
+    if fds.is_null() || n == 0 {
+        return wait(fds, nfds, timeout);
+    }
+    // SAFETY: the caller's array of `n` entries.
+    let entries = unsafe { std::slice::from_raw_parts_mut(fds, n) };
+    if !entries.iter().any(|p| table::is_netmap(p.fd)) {
+        return wait(fds, nfds, timeout);
+    }
+    // Netmap files: sync and look.
+    let look = |entries: &mut [libc::pollfd]| -> bool {
+        let mut any = false;
+        for p in entries.iter_mut().filter(|p| table::is_netmap(p.fd)) {
+            p.revents = table::with(p.fd, |f| f.poll_events(p.events)).unwrap_or(libc::POLLNVAL);
+            any |= p.revents != 0;
+        }
+        any
+    };
+    // The others, as the caller asked for them, with netmap files left out (fd -1).
+    let others = |entries: &mut [libc::pollfd], t: libc::c_int| -> libc::c_int {
+        let mut copy: Vec<libc::pollfd> = entries
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: if table::is_netmap(p.fd) { -1 } else { p.fd },
+                events: p.events,
+                revents: 0,
+            })
+            .collect();
+        let r = wait(copy.as_mut_ptr(), copy.len() as libc::nfds_t, t);
+        for (p, c) in entries.iter_mut().zip(&copy) {
+            if !table::is_netmap(p.fd) {
+                p.revents = if r < 0 { 0 } else { c.revents };
+            }
+        }
+        r
+    };
+    let count = |entries: &[libc::pollfd]| entries.iter().filter(|p| p.revents != 0).count();
+
+    if look(entries) || timeout == 0 {
+        let r = others(entries, 0);
+        return if r < 0 {
+            r
+        } else {
+            count(entries) as libc::c_int
+        };
+    }
+    // Arm, with the double check: a ring that became ready meanwhile needs no sleep.
+    let mut ready = false;
+    for p in entries.iter().filter(|p| table::is_netmap(p.fd)) {
+        ready |= table::with(p.fd, |f| f.poll_arm(p.events)).unwrap_or(true);
+    }
+    let r = if ready {
+        others(entries, 0)
+    } else {
+        // Sleep on everything: a netmap file's own descriptor (its epoll set of interrupt
+        // eventfds) stands for it.
+        let mut all: Vec<libc::pollfd> = entries
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.fd,
+                events: if table::is_netmap(p.fd) {
+                    libc::POLLIN
+                } else {
+                    p.events
+                },
+                revents: 0,
+            })
+            .collect();
+        let r = wait(all.as_mut_ptr(), all.len() as libc::nfds_t, timeout);
+        for (p, a) in entries.iter_mut().zip(&all) {
+            if !table::is_netmap(p.fd) {
+                p.revents = if r < 0 { 0 } else { a.revents };
+            }
+        }
+        r
+    };
+    for p in entries.iter().filter(|p| table::is_netmap(p.fd)) {
+        table::with(p.fd, |f| f.poll_disarm());
+    }
+    if r < 0 {
+        return r;
+    }
+    look(entries);
+    count(entries) as libc::c_int
+}

@@ -1,0 +1,59 @@
+//! Which descriptors are netmap files, and their state.
+//!
+//! Every `close`, `ioctl`, `mmap` and `poll` of the application passes through the
+//! interposer, the library's own included (attaching a port opens and closes sockets and
+//! maps memfds): the question "is this a netmap file?" is one atomic load, and the state
+//! lock is only taken for netmap files. Nothing done under the lock calls back into a netmap
+//! file's path, so it never re-enters itself.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::nmfile::NmFile;
+
+/// Descriptors at or above this cannot be netmap files (`open` refuses with `EMFILE`).
+pub const MAX_FD: usize = 1 << 16;
+
+static IS_NETMAP: [AtomicBool; MAX_FD] = [const { AtomicBool::new(false) }; MAX_FD];
+static FILES: Mutex<Option<HashMap<i32, NmFile>>> = Mutex::new(None);
+
+/// Whether `fd` is a netmap file (no lock).
+#[inline]
+pub fn is_netmap(fd: i32) -> bool {
+    usize::try_from(fd)
+        .ok()
+        .and_then(|i| IS_NETMAP.get(i))
+        .is_some_and(|b| b.load(Ordering::Acquire))
+}
+
+/// The netmap files, locked.
+pub fn files() -> MutexGuard<'static, Option<HashMap<i32, NmFile>>> {
+    FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes `fd` a netmap file; `false` if it is out of range.
+pub fn insert(fd: i32) -> bool {
+    let Some(flag) = usize::try_from(fd).ok().and_then(|i| IS_NETMAP.get(i)) else {
+        return false;
+    };
+    files()
+        .get_or_insert_with(HashMap::new)
+        .insert(fd, NmFile::default());
+    flag.store(true, Ordering::Release);
+    true
+}
+
+/// `fd` is a netmap file no more; its state, to drop after the lock (dropping it closes
+/// descriptors, whose `close` passes through the interposer).
+pub fn remove(fd: i32) -> Option<NmFile> {
+    let flag = IS_NETMAP.get(usize::try_from(fd).ok()?)?;
+    flag.store(false, Ordering::Release);
+    files().as_mut()?.remove(&fd)
+}
+
+/// Runs `f` on netmap file `fd`'s state, under the lock; `None` if it is not one.
+pub fn with<T>(fd: i32, f: impl FnOnce(&mut NmFile) -> T) -> Option<T> {
+    let mut files = files();
+    files.as_mut()?.get_mut(&fd).map(f)
+}
