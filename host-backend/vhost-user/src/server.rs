@@ -6,7 +6,6 @@
 //! A device kind says what it is through [`PortDevice`]; the ptnet device and the virtio-net
 //! device are the two there are.
 
-use std::fs;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -108,6 +107,8 @@ struct Shared<D: PortDevice> {
 pub struct ServeHandle<D: PortDevice> {
     path: PathBuf,
     listener: UnixListener,
+    /// The socket's entry, removed at stop (only if it is still ours).
+    file: socket::SocketFile,
     shared: Arc<Shared<D>>,
     stats: Arc<D::Stats>,
     thread: Option<JoinHandle<()>>,
@@ -165,7 +166,7 @@ impl<D: PortDevice> ServeHandle<D> {
                 self.path.display()
             );
         }
-        let _ = fs::remove_file(&self.path);
+        self.file.remove();
     }
 }
 
@@ -190,7 +191,7 @@ pub fn serve<D: PortDevice>(
         path: socket.to_owned(),
         source,
     };
-    let listener = socket::claim(socket, access)?;
+    let (listener, file) = socket::claim(socket, access)?;
     let shared = Arc::new(Shared::<D> {
         stop: Stop::new().map_err(io_err)?,
         opts: Mutex::new(opts),
@@ -209,6 +210,7 @@ pub fn serve<D: PortDevice>(
     Ok(ServeHandle {
         path: socket.to_owned(),
         listener,
+        file,
         shared,
         stats,
         thread: Some(thread),

@@ -4,10 +4,12 @@
 //! served, and stopping all of it from another thread ([`crate::server`] serves every device
 //! kind this way).
 
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,33 +55,134 @@ pub struct Access {
     pub group: Option<u32>,
 }
 
+/// A served socket's directory entry, held by a descriptor of its directory: whatever
+/// happens to the directory's path afterwards (renamed, swapped for a symlink), the entry is
+/// checked and removed in the directory it was made in, and only if it is still the socket
+/// this process bound.
+#[derive(Debug)]
+pub struct SocketFile {
+    dir: OwnedFd,
+    name: CString,
+    /// Device and inode of the socket bound.
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    /// `fstatat` of the entry, not following a symlink.
+    fn stat(dir: &OwnedFd, name: &CStr) -> Option<libc::stat> {
+        // SAFETY: a zeroed stat is valid for fstatat to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory descriptor, a NUL-terminated name, a stat we own.
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then_some(st)
+    }
+
+    fn unlink(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+        // SAFETY: unlinkat of a name in a directory we hold a descriptor of.
+        if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The entry's path through this process's descriptor of its directory (for `bind` and
+    /// `connect`, which take paths).
+    fn proc_path(dir: &OwnedFd, name: &CStr) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .join(std::ffi::OsStr::from_bytes(name.to_bytes()))
+    }
+
+    /// Removes the socket, if the entry is still the one bound.
+    pub fn remove(&self) {
+        if Self::stat(&self.dir, &self.name).is_some_and(|st| {
+            st.st_mode & libc::S_IFMT == libc::S_IFSOCK && (st.st_dev, st.st_ino) == self.id
+        }) {
+            let _ = Self::unlink(&self.dir, &self.name);
+        }
+    }
+}
+
 /// Binds a listening socket at `socket` (with the permissions and group `access` gives). A
 /// socket nobody listens on any more (a crashed earlier run) is replaced; a live one, or any
-/// other file, is left alone.
-pub fn claim(socket: &Path, access: Access) -> Result<UnixListener, ClaimError> {
+/// other file, is left alone. Everything after opening the directory happens relative to
+/// its descriptor (see [`SocketFile`]).
+pub fn claim(socket: &Path, access: Access) -> Result<(UnixListener, SocketFile), ClaimError> {
     let io_err = |source| ClaimError::Io {
         path: socket.to_owned(),
         source,
     };
-    match fs::symlink_metadata(socket) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(socket).is_ok() {
+    let parent = match socket.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = socket
+        .file_name()
+        .and_then(|n| CString::new(n.as_bytes()).ok())
+        .ok_or_else(|| ClaimError::PathTaken(socket.to_owned()))?;
+    let dir: OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(parent)
+        .map_err(io_err)?
+        .into();
+    let here = SocketFile::proc_path(&dir, &name);
+    match SocketFile::stat(&dir, &name) {
+        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => {
+            if UnixStream::connect(&here).is_ok() {
                 return Err(ClaimError::InUse(socket.to_owned()));
             }
-            fs::remove_file(socket).map_err(io_err)?;
+            SocketFile::unlink(&dir, &name).map_err(io_err)?;
         }
-        Ok(_) => return Err(ClaimError::PathTaken(socket.to_owned())),
-        Err(_) => {}
+        Some(_) => return Err(ClaimError::PathTaken(socket.to_owned())),
+        None => {}
     }
-    let listener = UnixListener::bind(socket).map_err(io_err)?;
+    let listener = UnixListener::bind(&here).map_err(io_err)?;
+    let st = SocketFile::stat(&dir, &name)
+        .ok_or_else(|| io_err(io::Error::from(io::ErrorKind::NotFound)))?;
+    let file = SocketFile {
+        dir,
+        name,
+        id: (st.st_dev, st.st_ino),
+    };
     // The group first: until the mode is set, the umask's bits keep others out.
     if let Some(gid) = access.group {
-        std::os::unix::fs::lchown(socket, None, Some(gid)).map_err(io_err)?;
+        // SAFETY: fchownat of our socket's entry, not following a symlink.
+        let r = unsafe {
+            libc::fchownat(
+                file.dir.as_raw_fd(),
+                file.name.as_ptr(),
+                u32::MAX,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(io_err(io::Error::last_os_error()));
+        }
     }
     if let Some(mode) = access.mode {
-        fs::set_permissions(socket, fs::Permissions::from_mode(mode)).map_err(io_err)?;
+        // SAFETY: fchmodat of our socket's entry in the directory we hold (Linux has no
+        // AT_SYMLINK_NOFOLLOW here; the entry was just bound and checked above).
+        let r = unsafe {
+            libc::fchmodat(
+                file.dir.as_raw_fd(),
+                file.name.as_ptr(),
+                mode as libc::mode_t,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(io_err(io::Error::last_os_error()));
+        }
     }
-    Ok(listener)
+    Ok((listener, file))
 }
 
 /// What a serving thread shares with the handle that stops it.
