@@ -559,3 +559,60 @@ fn guest_ram_cut_short_under_a_running_device_ends_only_its_connection() {
     r.bystanders_work();
     r.a_good_vm_works();
 }
+
+#[test]
+fn a_frontend_that_steals_its_kicks_stops_nobody_but_its_vm() {
+    // QEMU shares its kick eventfds with the daemon. This one clears O_NONBLOCK on TX ring
+    // 0's (the open file is shared, so the daemon's copy blocks too) and reads every kick
+    // itself. The device's sync loop, woken by a kick the thief then took, must not wait for
+    // the next one: stopping the device returns at once, and nothing else notices.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut r = rig("vale-h11");
+    let mut vm = Vm::connect(&r.path);
+    let sim::GuestPort { mut port, virq } = vm.driver_start();
+    let fd = vm.kicks[0].as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor the simulated frontend owns.
+    let cleared = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) == 0
+    };
+    assert!(cleared);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thief = {
+        let (k, stop) = (vm.kicks[0].try_clone().unwrap(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut stolen = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if k.read().is_ok() {
+                    stolen += 1;
+                }
+            }
+            stolen
+        })
+    };
+    // The guest transmits in bursts; each txsync that asks for a kick feeds the thief.
+    for burst in 0..50u64 {
+        port.tx_batch(0, 16, |i, buf| {
+            sim::frame(buf, [0xff; 6], mac(11), burst * 16 + u64::from(i), 60)
+        });
+        port.txsync(0);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    r.bystanders_work();
+    let t = std::time::Instant::now();
+    drop(port);
+    vm.stop_queues();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stopping the device waited {:?} on a blocking kick",
+        t.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    vm.kicks[0].write(1).unwrap();
+    let stolen = thief.join().unwrap();
+    assert!(stolen > 0, "the thief never got a kick");
+    drop(virq);
+    drop(vm);
+    r.bystanders_work();
+    r.a_good_vm_works();
+}

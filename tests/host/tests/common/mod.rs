@@ -5,6 +5,8 @@
 //! tests); `ci/tier2.sh` does.
 #![allow(dead_code)] // every test file uses its own part of this module
 
+pub mod frontend;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,7 @@
-//! Tier 2, issue 13 item 2: memory another process takes away from under the real daemon.
+//! Tier 2, issue 13: hostile vhost-user frontends and clients against the real daemon.
+//!
+//! Items 2 (memory another process takes away from under the daemon) and 1 (a frontend
+//! blocking the call eventfd it shares with the daemon):
 //!
 //! * A VM's guest RAM cut short after the memory table was accepted: a vhost-user frontend
 //!   (this test, speaking the protocol as QEMU does, with an unsealed memfd as
@@ -15,25 +18,14 @@
 
 mod common;
 
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::path::Path;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
+use common::frontend::{NetVm, RAM, memfd};
 use ptnet_client::Port;
 use ptnet_client::proto::PortRequest;
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
-
-/// Guest RAM of the simulated VM: 1 MiB at GPA 0, "mapped" by the frontend at this address
-/// (vring addresses are frontend addresses; nothing here touches the memory).
-const RAM: u64 = 1 << 20;
-const FRONTEND_VA: u64 = 0x7f00_0000_0000;
-const QSIZE: u16 = 64;
-const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+use vhost::VhostBackend;
 
 fn attach(d: &Daemon, port: &str) -> Port {
     Port::attach(
@@ -90,82 +82,6 @@ fn faults(addr: &str) -> u64 {
         .expect("ptnet_daemon_memory_faults_total in the scrape")
 }
 
-fn memfd(name: &std::ffi::CStr, len: u64, sealed: bool) -> File {
-    let flags = if sealed { libc::MFD_ALLOW_SEALING } else { 0 };
-    // SAFETY: a valid name; the new descriptor is owned by the File alone.
-    let f = unsafe { File::from_raw_fd(libc::memfd_create(name.as_ptr(), flags)) };
-    f.set_len(len).unwrap();
-    if sealed {
-        // SAFETY: F_ADD_SEALS changes only our own memfd's seals.
-        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-        assert_eq!(r, 0);
-    }
-    f
-}
-
-/// A frontend as QEMU's vhost-user-net is: features, memory table, the first queue pair set
-/// up and enabled (RX at 0x10000, TX at 0x20000 of guest RAM). Returns its kick eventfds.
-struct Vm {
-    fe: Frontend,
-    _ram: File,
-    _calls: Vec<EventFd>,
-    kicks: Vec<EventFd>,
-}
-
-fn start_vm(socket: &Path, ram: File) -> Vm {
-    let mut fe = Frontend::connect(socket, 3).expect("connect to the VM socket");
-    fe.set_owner().unwrap();
-    let offered = fe.get_features().unwrap();
-    let want = VIRTIO_F_VERSION_1 | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-    assert_eq!(offered & want, want, "features {offered:#x}");
-    fe.set_features(want).unwrap();
-    let pf = fe.get_protocol_features().unwrap();
-    fe.set_protocol_features(pf & VhostUserProtocolFeatures::REPLY_ACK)
-        .unwrap();
-    fe.set_mem_table(&[VhostUserMemoryRegionInfo {
-        guest_phys_addr: 0,
-        memory_size: RAM,
-        userspace_addr: FRONTEND_VA,
-        mmap_offset: 0,
-        mmap_handle: ram.as_raw_fd(),
-    }])
-    .unwrap();
-    let (mut calls, mut kicks) = (Vec::new(), Vec::new());
-    for q in 0..2usize {
-        let base = 0x10000 * (q as u64 + 1);
-        let avail = base + 16 * u64::from(QSIZE);
-        let used = (avail + 6 + 2 * u64::from(QSIZE) + 3) & !3;
-        fe.set_vring_num(q, QSIZE).unwrap();
-        fe.set_vring_addr(
-            q,
-            &VringConfigData {
-                queue_max_size: QSIZE,
-                queue_size: QSIZE,
-                flags: 0,
-                desc_table_addr: FRONTEND_VA + base,
-                used_ring_addr: FRONTEND_VA + used,
-                avail_ring_addr: FRONTEND_VA + avail,
-                log_addr: None,
-            },
-        )
-        .unwrap();
-        fe.set_vring_base(q, 0).unwrap();
-        let call = EventFd::new(EFD_NONBLOCK).unwrap();
-        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-        fe.set_vring_call(q, &call).unwrap();
-        fe.set_vring_kick(q, &kick).unwrap();
-        fe.set_vring_enable(q, true).unwrap();
-        calls.push(call);
-        kicks.push(kick);
-    }
-    Vm {
-        fe,
-        _ram: ram,
-        _calls: calls,
-        kicks,
-    }
-}
-
 fn vm_running(d: &Daemon, port: &str) -> bool {
     d.port(port).and_then(|p| p.vm).is_some_and(|v| v.running)
 }
@@ -207,14 +123,13 @@ fn guest_ram_cut_short_under_a_running_virtio_net_port_ends_only_its_connection(
     exchange(&mut a, &mut b, 500);
 
     // QEMU's memory-backend-file gives unsealed memory: the frontend may cut it short.
-    let ram = memfd(c"vm-ram", RAM, false);
-    let cut = ram.try_clone().unwrap();
-    let vm = start_vm(&socket, ram);
+    let vm = NetVm::start(&socket, memfd(c"vm-ram", RAM, false));
     eventually("the device starts", Duration::from_secs(10), || {
         vm_running(&d, "vale0:vm")
     });
     assert_eq!(faults(&addr), 0);
-    cut.set_len(0).unwrap();
+    // From here on nothing in this process touches the RAM (it would fault too).
+    vm.ram.set_len(0).unwrap();
     // The worker reads the TX queue's avail index where the RAM was.
     vm.kicks[1].write(1).unwrap();
     // So does delivering a's broadcasts into the guest's RX queue.
@@ -237,7 +152,7 @@ fn guest_ram_cut_short_under_a_running_virtio_net_port_ends_only_its_connection(
 
     // Everyone else goes on; the next frontend (with sealed RAM this time) is served.
     exchange(&mut a, &mut b, 500);
-    let vm = start_vm(&socket, memfd(c"vm-ram2", RAM, true));
+    let vm = NetVm::start(&socket, memfd(c"vm-ram2", RAM, true));
     eventually(
         "the next frontend's device starts",
         Duration::from_secs(10),
@@ -336,4 +251,64 @@ fn a_client_punching_its_hugetlb_region_cuts_off_only_itself() {
     );
     let (ok, out) = d.ctl(&["list"]);
     assert!(ok, "the daemon answers: {out}");
+}
+
+#[test]
+fn a_frontend_that_blocks_its_call_eventfd_stops_nobody_but_its_vm() {
+    // QEMU shares its call eventfds (irqfds) with the daemon. This frontend clears
+    // O_NONBLOCK on the RX queue's (the flag belongs to the open file, so the daemon's copy
+    // blocks too) and fills its counter: the next interrupt the device raises would wait
+    // forever, in the worker that must also stop when told. The write gives up instead, and
+    // neither the bystanders nor the control plane notice.
+    let _pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Daemon::start("blocked-call");
+    let (ok, out) = d.ctl(&["serve-virtio-net", "vale0:vm", "--socket", "vm.sock"]);
+    assert!(ok, "serve-virtio-net: {out}");
+    let mut a = attach(&d, "vale0:a");
+    let mut b = attach(&d, "vale0:b");
+    exchange(&mut a, &mut b, 500);
+    let vm = NetVm::start(&d.dir.join("vm.sock"), memfd(c"vm-ram", RAM, true));
+    eventually("the device starts", Duration::from_secs(10), || {
+        vm_running(&d, "vale0:vm")
+    });
+    let fd = vm.calls[0].as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor this frontend owns.
+    let cleared = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) == 0
+    };
+    assert!(cleared);
+    vm.calls[0].write(u64::MAX - 1).unwrap();
+    vm.post_rx(32);
+    // a's broadcasts reach the guest too: the device fills its buffers and raises the
+    // interrupt on the blocked eventfd.
+    exchange(&mut a, &mut b, 500);
+    eventually("the guest receives", Duration::from_secs(10), || {
+        vm.rx_used() > 0
+    });
+    // The interrupt for them is raised (and counted) after the used ring is published.
+    eventually(
+        "the device raises the interrupt",
+        Duration::from_secs(10),
+        || {
+            d.port("vale0:vm")
+                .and_then(|p| p.vm)
+                .is_some_and(|v| v.irqs > 0)
+        },
+    );
+    exchange(&mut a, &mut b, 500);
+    // The counter is as the frontend left it: the daemon gave up instead of waiting, once,
+    // and said so.
+    assert_eq!(vm.calls[0].read().unwrap(), u64::MAX - 1);
+    let log = std::fs::read_to_string(d.dir.join("ptnetd.log")).unwrap();
+    assert!(log.contains("blocked its writer"), "{log}");
+    let t = Instant::now();
+    let (ok, out) = d.ctl(&["stop-vm", "vale0:vm"]);
+    assert!(
+        ok && t.elapsed() < Duration::from_secs(3),
+        "stop-vm: {out} after {:?}",
+        t.elapsed()
+    );
+    drop(vm);
+    exchange(&mut a, &mut b, 500);
 }
