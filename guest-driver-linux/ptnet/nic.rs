@@ -113,7 +113,7 @@ impl PtnetDev {
     fn xmit_locked(&self, r: &Ring, kr: &mut KringIndices, skb: &Skb) -> Result<bool> {
         self.refresh(r, kr);
         let len = skb.len();
-        let bs = self.cfg.buf_size;
+        let bs = self.slot_bytes();
         let max = if self.vnet_hdr() {
             MAX_GSO_FRAME
         } else {
@@ -153,7 +153,7 @@ impl PtnetDev {
             };
             first = false;
             let chunk = (len - off).min(bs - at);
-            // `at + chunk <= bs`, the buffer's size.
+            // `at + chunk <= bs`: inside the buffer, and a length a slot can say.
             buf.copy_from_skb(at, skb, off, chunk)?;
             let flags = if off + chunk < len { NS_MOREFRAG } else { 0 };
             slot.set_len_flags((at + chunk) as u16, flags);
@@ -346,12 +346,18 @@ impl PtnetDev {
         }
     }
 
+    /// The bytes one slot carries: its buffer, as much of it as a slot's 16-bit length can
+    /// say (a device may offer 64 KiB buffers; 65,536 would read as 0).
+    fn slot_bytes(&self) -> u32 {
+        self.cfg.buf_size.min(u32::from(u16::MAX))
+    }
+
     /// The largest GSO frame the interface accepts: what fits, behind the header, in the
     /// longest chain a TX ring can hold (`NETMAP_MAX_FRAGS` slots, and one slot of the ring
     /// always stays empty), at most 64 KiB.
     pub(crate) fn tso_max_size(&self) -> u32 {
         let chain = NETMAP_MAX_FRAGS.min(self.cfg.num_tx_slots.saturating_sub(1));
-        (chain * self.cfg.buf_size)
+        (chain * self.slot_bytes())
             .saturating_sub(VNET_HDR_LEN)
             .min(MAX_GSO_FRAME)
     }
