@@ -92,6 +92,13 @@ if out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/ptnetctl
 fi
 grep -q 'ermission denied' <<< "$out" || die "nobody's refusal: $out"
 
+log "an unmodified netmap application as ptnet's member, through the installed preload library"
+cc -O2 -Wall -Werror -I ptnet-spec/include -o "$work/nm-tx-rx" guest-driver-linux/tools/nm-tx-rx.c
+chmod 755 "$work" "$work/nm-tx-rx"
+out=$(as_member env LD_PRELOAD=/usr/lib/ptnet/libptnet-netmap.so "$work/nm-tx-rx" \
+    tx vale0:nm -n 1000 -t 10 2>&1) || die "nm-tx-rx under the preload library: $out"
+grep -q 'nm-tx-rx: tx 1000 frames' <<< "$out" || die "nm-tx-rx: $out"
+
 log "reload (SIGHUP through the init script)"
 /etc/init.d/ptnetd reload >&2
 for _ in $(seq 50); do grep -q 'SIGHUP: configuration reloaded' /var/log/ptnetd.log && break; sleep 0.1; done
@@ -100,7 +107,7 @@ grep -q 'SIGHUP: configuration reloaded' /var/log/ptnetd.log || die "no reload i
 log "dpkg -r: the daemon stops, binaries and socket go, the conffile stays"
 dpkg -r ptnet > "$work/dpkg-r.log" 2>&1 || { cat "$work/dpkg-r.log"; die "dpkg -r failed"; }
 [ -z "$(live_daemons)" ] || die "ptnetd still runs after dpkg -r (PIDs $(live_daemons))"
-[ ! -e /usr/sbin/ptnetd ] && [ ! -e /usr/bin/ptnetctl ] || die "binaries left after dpkg -r"
+[ ! -e /usr/sbin/ptnetd ] && [ ! -e /usr/bin/ptnetctl ] && [ ! -e /usr/lib/ptnet/libptnet-netmap.so ] || die "binaries left after dpkg -r"
 [ ! -e "$sock" ] || die "$sock left after dpkg -r"
 [ -f /etc/ptnetd/ptnetd.toml ] || die "dpkg -r removed the conffile"
 dpkg --purge ptnet > /dev/null

@@ -17,7 +17,7 @@ cargo_deb=${CARGO_DEB:-$PTNET_CACHE/tools/cargo-deb-$CARGO_DEB_VERSION/bin/cargo
 [ -x "$cargo_deb" ] || die "cargo-deb missing at $cargo_deb (run ci/prereqs.sh cargo-deb as root)"
 
 log "building ptnetd, ptnetctl, ptnet-pktgen (release) and their man pages"
-cargo build --release --quiet -p ptnetd -p ptnetctl -p ptnet-pktgen -p ptnet-mangen
+cargo build --release --quiet -p ptnetd -p ptnetctl -p ptnet-pktgen -p ptnet-mangen -p ptnet-netmap
 man=target/release/man
 rm -rf "$man"
 target/release/ptnet-mangen "$man" > /dev/null
