@@ -25,7 +25,7 @@ use kernel::{
     types::{ForeignOwnable, Opaque},
     uaccess::{UserPtr, UserSlice},
 };
-use ptnet_spec::netmap::{NmreqHeader, NmreqPortInfoGet, NmreqRegister};
+use ptnet_spec::netmap::{NmreqHeader, NmreqPortHdr, NmreqPortInfoGet, NmreqRegister};
 
 /// What a misc device's files do. Callbacks run in process context, as the VFS calls them.
 pub(crate) trait FileOps: Sized + Sync + 'static {
@@ -201,6 +201,8 @@ unsafe impl Pod for NmreqHeader {}
 unsafe impl Pod for NmreqRegister {}
 // SAFETY: integers only (ptnet-spec, `repr(C)`).
 unsafe impl Pod for NmreqPortInfoGet {}
+// SAFETY: integers only (ptnet-spec, `repr(C)`).
+unsafe impl Pod for NmreqPortHdr {}
 
 /// Reads a `T` from user address `addr`.
 pub(crate) fn read_user<T: Pod>(addr: u64) -> Result<T> {

@@ -3,10 +3,12 @@
 //! netmap's API on `/dev/netmap` for the ptnet devices of this guest.
 //!
 //! Binary compatible with netmap's public headers (`ptnet_spec::netmap`, ABI 14):
-//! `NIOCCTRL` with `NETMAP_REQ_REGISTER` and `NETMAP_REQ_PORT_INFO_GET`, `mmap` of the
-//! port's whole region (so `NETMAP_IF(base, nr_offset)` works), `NIOCTXSYNC`/`NIOCRXSYNC`,
-//! and `poll()` woken by the rings' interrupts. Every other request fails with
-//! `EOPNOTSUPP` (logged once). Ports are named `ptnet0`, `ptnet1`, ... in probe order.
+//! `NIOCCTRL` with `NETMAP_REQ_REGISTER`, `NETMAP_REQ_PORT_INFO_GET` and
+//! `NETMAP_REQ_PORT_HDR_GET`/`_SET` (the device's virtio-net header length; setting it to
+//! what it is), `mmap` of the port's whole region (so `NETMAP_IF(base, nr_offset)` works),
+//! `NIOCTXSYNC`/`NIOCRXSYNC`, and `poll()` woken by the rings' interrupts. Every other
+//! request fails with `EOPNOTSUPP` (logged once). Ports are named `ptnet0`, `ptnet1`, ... in
+//! probe order, and answer to their interface's name too (`netmap:eth0`), as netmap ports do.
 //!
 //! The file operations sit on [`crate::miscdev`], a small module-local layer over
 //! `struct file_operations`: the kernel crate's `MiscDevice` has no `poll` and no way to map
@@ -27,10 +29,11 @@ use kernel::{
     sync::{poll::PollTable, Arc, Mutex},
 };
 use ptnet_spec::netmap::{
-    NmreqHeader, NmreqPortInfoGet, NmreqRegister, NETMAP_MAX_API, NETMAP_MIN_API,
-    NETMAP_REQ_PORT_INFO_GET, NETMAP_REQ_REGISTER, NETMAP_RING_MASK, NIOCCTRL, NIOCRXSYNC,
-    NIOCTXSYNC, NR_ACCEPT_VNET_HDR, NR_EXCLUSIVE, NR_NO_TX_POLL, NR_REG_ALL_NIC, NR_REG_DEFAULT,
-    NR_REG_ONE_NIC, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY,
+    NmreqHeader, NmreqPortHdr, NmreqPortInfoGet, NmreqRegister, NETMAP_MAX_API, NETMAP_MIN_API,
+    NETMAP_REQ_PORT_HDR_GET, NETMAP_REQ_PORT_HDR_SET, NETMAP_REQ_PORT_INFO_GET,
+    NETMAP_REQ_REGISTER, NETMAP_RING_MASK, NIOCCTRL, NIOCRXSYNC, NIOCTXSYNC, NR_ACCEPT_VNET_HDR,
+    NR_EXCLUSIVE, NR_NO_TX_POLL, NR_REG_ALL_NIC, NR_REG_DEFAULT, NR_REG_ONE_NIC, NR_RX_RINGS_ONLY,
+    NR_TX_RINGS_ONLY,
 };
 
 /// The devices `/dev/netmap` can register, by `ptnetN` number.
@@ -152,9 +155,9 @@ struct NmFile {
     binding: Mutex<Option<Binding>>,
 }
 
-fn parse_unit(name: &[u8; 64]) -> Result<usize> {
-    let len = name.iter().position(|&c| c == 0).ok_or(EINVAL)?;
-    let digits = name[..len].strip_prefix(b"ptnet").ok_or(ENXIO)?;
+/// The unit of netmap's port name `ptnetN`.
+fn parse_unit(name: &[u8]) -> Result<usize> {
+    let digits = name.strip_prefix(b"ptnet").ok_or(ENXIO)?;
     if digits.is_empty() || digits.len() > 2 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(ENXIO);
     }
@@ -167,9 +170,26 @@ fn parse_unit(name: &[u8; 64]) -> Result<usize> {
     Ok(unit)
 }
 
+/// The unit `nr_name` designates: the port's netmap name (`ptnet0`, ...) or the name the
+/// kernel stack knows its interface by (`eth0`): on netmap a port's name is its interface's
+/// name, and applications look the interface up by it (its MTU, its MAC).
+fn find_unit(name: &[u8; 64]) -> Result<usize> {
+    let len = name.iter().position(|&c| c == 0).ok_or(EINVAL)?;
+    let name = &name[..len];
+    if let Ok(unit) = parse_unit(name) {
+        return Ok(unit);
+    }
+    REGISTRY
+        .lock()
+        .devs
+        .iter()
+        .position(|d| d.as_ref().is_some_and(|d| d.ifname_is(name)))
+        .ok_or(ENXIO)
+}
+
 fn unsupported(reqtype: u16) -> Error {
     kernel::pr_info_once!(
-        "/dev/netmap: only REGISTER and PORT_INFO_GET are supported (got request {})\n",
+        "/dev/netmap: only REGISTER, PORT_INFO_GET and PORT_HDR_GET/SET are supported (got request {})\n",
         reqtype
     );
     EOPNOTSUPP
@@ -185,7 +205,7 @@ impl NmFile {
             kernel::pr_info_once!("/dev/netmap: request options are not supported\n");
             return Err(EOPNOTSUPP);
         }
-        let unit = parse_unit(&hdr.nr_name)?;
+        let unit = find_unit(&hdr.nr_name)?;
         match hdr.nr_reqtype {
             NETMAP_REQ_REGISTER => self.register(unit, hdr.nr_body),
             NETMAP_REQ_PORT_INFO_GET => {
@@ -202,6 +222,30 @@ impl NmFile {
                 };
                 write_user(hdr.nr_body, &info)?;
                 Ok(0)
+            }
+            // The header length is the device's (negotiated at probe, `vnet_hdr`): netmap
+            // reports it, and accepts setting it to what it is.
+            NETMAP_REQ_PORT_HDR_GET => {
+                let dev = REGISTRY.lock().devs[unit].clone().ok_or(ENXIO)?;
+                let h = NmreqPortHdr {
+                    nr_hdr_len: u32::from(dev.cfg.vnet_hdr_len),
+                    ..Default::default()
+                };
+                write_user(hdr.nr_body, &h)?;
+                Ok(0)
+            }
+            NETMAP_REQ_PORT_HDR_SET => {
+                let dev = REGISTRY.lock().devs[unit].clone().ok_or(ENXIO)?;
+                let h: NmreqPortHdr = read_user(hdr.nr_body)?;
+                if h.nr_hdr_len == u32::from(dev.cfg.vnet_hdr_len) {
+                    Ok(0)
+                } else {
+                    kernel::pr_info_once!(
+                        "/dev/netmap: the virtio-net header length is the device's ({} bytes): load ptnet with vnet_hdr=0 or 1 to change it\n",
+                        dev.cfg.vnet_hdr_len
+                    );
+                    Err(EINVAL)
+                }
             }
             t => Err(unsupported(t)),
         }

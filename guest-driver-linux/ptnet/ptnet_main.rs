@@ -199,6 +199,14 @@ fn read_back(kr: &mut KringIndices, ktoa: &CsbKtoa) {
 }
 
 impl PtnetDev {
+    /// Whether the kernel stack knows this device's interface as `name` (netmap looks ports
+    /// up by interface name).
+    pub(crate) fn ifname_is(&self, name: &[u8]) -> bool {
+        self.netdev
+            .as_ref()
+            .is_some_and(|nd| nd.name().to_bytes() == name)
+    }
+
     pub(crate) fn ring(&self, dir: Dir, i: u32) -> Option<&Ring> {
         let k = match dir {
             Dir::Tx if i < self.cfg.num_tx_rings => i,

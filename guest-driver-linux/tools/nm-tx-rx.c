@@ -9,7 +9,10 @@
  *   nm-tx-rx tx PORT [-n COUNT] [-l LEN] [-r PPS] [-t SECONDS]
  *   nm-tx-rx rx PORT [-n COUNT] [-t SECONDS]
  *
- * PORT is an interface name (ptnet0), optionally prefixed with netmap:. tx sends COUNT
+ * PORT is a port or interface name (ptnet0, eth0, vale0:a), optionally prefixed with
+ * netmap:. It asks the port's virtio-net header length (NETMAP_REQ_PORT_HDR_GET) as
+ * netmap applications do; with one, frames carry a zeroed header (tx) or have it skipped
+ * (rx), and the registration says so (NR_ACCEPT_VNET_HDR). tx sends COUNT
  * (default 1000) frames of LEN (default 60) bytes, numbered from 0, optionally paced at
  * PPS frames per second, waits for the rings to drain and prints
  * "nm-tx-rx: tx N frames". rx receives COUNT frames, checks each one's payload pattern
@@ -155,6 +158,7 @@ main(int argc, char **argv)
 {
 	struct ptnet_nmreq_header hdr;
 	struct ptnet_nmreq_register req;
+	struct ptnet_nmreq_port_hdr ph;
 	struct ptnet_nm_if *nifp;
 	struct ptnet_nm_ring *ring;
 	struct pollfd pfd;
@@ -163,7 +167,7 @@ main(int argc, char **argv)
 	unsigned long done = 0, bad = 0, other = 0;
 	double start, deadline;
 	void *mem;
-	uint32_t i, r, n;
+	uint32_t i, r, n, vh;
 	int fd, tx, a;
 
 	if (argc < 3)
@@ -197,6 +201,23 @@ main(int argc, char **argv)
 	fd = open(NETMAP_DEV, O_RDWR);
 	if (fd < 0)
 		die(NETMAP_DEV);
+	/*
+	 * The port's virtio-net header length, as netmap applications ask it
+	 * (pkt-gen does): frames then start with that many bytes of header,
+	 * and the registration says the application knows (NR_ACCEPT_VNET_HDR).
+	 * A port that cannot say has none.
+	 */
+	memset(&hdr, 0, sizeof(hdr));
+	memset(&ph, 0, sizeof(ph));
+	hdr.nr_version = PTNET_NETMAP_API;
+	hdr.nr_reqtype = PTNET_NETMAP_REQ_PORT_HDR_GET;
+	memcpy(hdr.nr_name, port, strlen(port));
+	hdr.nr_body = (uintptr_t)&ph;
+	vh = ioctl(fd, PTNET_NIOCCTRL, &hdr) == 0 ? ph.nr_hdr_len : 0;
+	if (vh > 64) {
+		fprintf(stderr, "nm-tx-rx: %s: a %u-byte header?\n", port, vh);
+		return (2);
+	}
 	memset(&hdr, 0, sizeof(hdr));
 	memset(&req, 0, sizeof(req));
 	hdr.nr_version = PTNET_NETMAP_API;
@@ -204,6 +225,8 @@ main(int argc, char **argv)
 	memcpy(hdr.nr_name, port, strlen(port));
 	hdr.nr_body = (uintptr_t)&req;
 	req.nr_mode = PTNET_NR_REG_ALL_NIC;
+	if (vh != 0)
+		req.nr_flags = PTNET_NR_ACCEPT_VNET_HDR;
 	if (ioctl(fd, PTNET_NIOCCTRL, &hdr) != 0)
 		die("NIOCCTRL register");
 	mem = mmap(NULL, req.nr_memsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -218,7 +241,7 @@ main(int argc, char **argv)
 		return (2);
 	}
 	ring = tx ? NETMAP_TXRING(nifp, 0) : NETMAP_RXRING(nifp, 0);
-	if (tx && len > ring->nr_buf_size) {
+	if (tx && vh + len > ring->nr_buf_size) {
 		fprintf(stderr, "nm-tx-rx: -l %lu: buffers hold %u bytes\n", len,
 		    ring->nr_buf_size);
 		return (2);
@@ -261,13 +284,16 @@ main(int argc, char **argv)
 				uint8_t *buf = NETMAP_BUF(ring, slot->buf_idx);
 
 				if (tx) {
-					fill(buf, (uint32_t)done, len);
-					slot->len = len;
+					/* A zeroed header: no offload asked. */
+					memset(buf, 0, vh);
+					fill(buf + vh, (uint32_t)done, len);
+					slot->len = vh + len;
 					slot->flags = 0;
-				} else if (slot->len > ring->nr_buf_size) {
+				} else if (slot->len > ring->nr_buf_size ||
+				    slot->len < vh) {
 					bad++;
 				} else {
-					switch (check(buf, slot->len)) {
+					switch (check(buf + vh, slot->len - vh)) {
 					case 1:
 						other++;
 						done--;	/* not one of ours */

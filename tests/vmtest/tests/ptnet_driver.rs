@@ -326,6 +326,58 @@ fn two_guests_over_a_pipe_trusted() {
     two_guests("ptnet_pipe", "pipe0{1", "pipe0}1", true);
 }
 
+/// Issue 15: a netmap application as it is, on the driver as it loads by default (the
+/// virtio-net header on, `vnet_hdr=1`): `nm-tx-rx` asks the port's header length
+/// (`NETMAP_REQ_PORT_HDR_GET`), registers with `NR_ACCEPT_VNET_HDR`, and names the port by
+/// its interface (`netmap:eth0`), as on netmap. Two guests over vale0, exact counts and
+/// payloads.
+#[test]
+fn nm_tx_rx_by_interface_name_with_the_header_between_two_guests() {
+    let inp = inputs();
+    let dir = work_dir("nm_ifname_hdr");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let args_a = d
+        .serve_vm("vale0:ha", &dir.join("a.sock"), false)
+        .expect("serve port a");
+    let args_b = d
+        .serve_vm("vale0:hb", &dir.join("b.sock"), false)
+        .expect("serve port b");
+    let n = FRAMES;
+    let up = "insmod /modules/ptnet.ko\n\
+              dev=$(basename $(ls -d /sys/bus/virtio/drivers/ptnet/virtio*/net/* | head -n1))\n\
+              echo \"interface $dev\"\n";
+    let rx_script =
+        format!("{up}echo receiver-ready\nnm-tx-rx rx netmap:$dev -n {n} -t 200\nrmmod ptnet\n");
+    let tx_script = format!("{up}nm-tx-rx tx netmap:$dev -n {n} -r 20000 -t 200\nrmmod ptnet\n");
+    let mut rx_vm = start_guest(&inp, &dir, "hdr-rx", args_b, rx_script);
+    rx_vm
+        .wait_for_console("receiver-ready", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
+    let tx_vm = start_guest(&inp, &dir, "hdr-tx", args_a, tx_script);
+    let tx_out = finish(tx_vm, &dir, "hdr-tx");
+    let rx_out = finish(rx_vm, &dir, "hdr-rx");
+    for (name, o) in [("hdr-tx", &tx_out), ("hdr-rx", &rx_out)] {
+        if let Err(e) = o.check() {
+            panic!("guest {name}: {e}\n--- ptnetd log ---\n{}", d.log());
+        }
+        let ifname = o
+            .console
+            .lines()
+            .find_map(|l| l.strip_prefix("interface "))
+            .unwrap_or_else(|| panic!("guest {name} named no interface:\n{}", o.console));
+        assert!(
+            !ifname.starts_with("ptnet"),
+            "guest {name}: the interface is {ifname}, the test wants a name that is not the port's"
+        );
+    }
+    for (o, want) in [
+        (&tx_out, format!("nm-tx-rx: tx {n} frames")),
+        (&rx_out, format!("nm-tx-rx: rx {n} frames, 0 bad")),
+    ] {
+        assert!(o.console.contains(&want), "no {want:?} in:\n{}", o.console);
+    }
+}
+
 /// Shell lines that load the driver with module parameters `params` (none: offloads on)
 /// and bring its interface up with `addr`.
 fn nic_up(addr: &str, params: &str) -> String {
