@@ -6,8 +6,12 @@
  * ptnet's generated ABI header only: no netmap header, no ptnet private header. If it
  * works in a ptnet guest, the guest's ABI is netmap's.
  *
- *   nm-tx-rx tx PORT [-n COUNT] [-l LEN] [-r PPS] [-t SECONDS]
- *   nm-tx-rx rx PORT [-n COUNT] [-t SECONDS]
+ *   nm-tx-rx tx PORT [-n COUNT] [-l LEN] [-r PPS] [-t SECONDS] [-w poll|select|epoll]
+ *   nm-tx-rx rx PORT [-n COUNT] [-t SECONDS] [-w poll|select|epoll]
+ *
+ * -w picks how it waits for the rings (default poll): netmap applications use all three.
+ * select and epoll leave the syncs to explicit NIOCTXSYNC/NIOCRXSYNC, as netmap's own
+ * applications do with them.
  *
  * PORT is a port or interface name (ptnet0, eth0, vale0:a), optionally prefixed with
  * netmap:. It asks the port's virtio-net header length (NETMAP_REQ_PORT_HDR_GET) as
@@ -27,8 +31,10 @@
  * of the frame is (seq + i) & 0xff up to LEN.
  */
 
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/select.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -78,8 +84,9 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: nm-tx-rx tx PORT [-n COUNT] [-l LEN] [-r PPS] [-t SECONDS]\n"
-	    "       nm-tx-rx rx PORT [-n COUNT] [-t SECONDS]\n");
+	    "usage: nm-tx-rx tx PORT [-n COUNT] [-l LEN] [-r PPS] [-t SECONDS] [-w WAIT]\n"
+	    "       nm-tx-rx rx PORT [-n COUNT] [-t SECONDS] [-w WAIT]\n"
+	    "       WAIT: poll (default), select or epoll\n");
 	exit(2);
 }
 
@@ -153,6 +160,45 @@ check(const uint8_t *p, unsigned len)
 	return (0);
 }
 
+enum wait { WAIT_POLL, WAIT_SELECT, WAIT_EPOLL };
+
+/*
+ * Waits at most 100 ms for the rings: poll() syncs them itself; after select() or
+ * epoll_wait() the caller syncs with NIOCTXSYNC/NIOCRXSYNC.
+ */
+static void
+wait_rings(enum wait how, int fd, int ep, int tx)
+{
+	struct pollfd pfd = { .fd = fd, .events = tx ? POLLOUT : POLLIN };
+	struct epoll_event ev;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+	fd_set set;
+	int r;
+
+	switch (how) {
+	case WAIT_POLL:
+		r = poll(&pfd, 1, 100);
+		if (r > 0 && (pfd.revents & (POLLERR | POLLNVAL))) {
+			errno = EIO;
+			die("poll");
+		}
+		break;
+	case WAIT_SELECT:
+		FD_ZERO(&set);
+		FD_SET(fd, &set);
+		r = select(fd + 1, tx ? NULL : &set, tx ? &set : NULL, NULL, &tv);
+		break;
+	default:
+		r = epoll_wait(ep, &ev, 1, 100);
+		break;
+	}
+	if (r < 0 && errno != EINTR)
+		die(how == WAIT_POLL ? "poll" : how == WAIT_SELECT ? "select" : "epoll_wait");
+	if (how != WAIT_POLL &&
+	    ioctl(fd, tx ? PTNET_NIOCTXSYNC : PTNET_NIOCRXSYNC, NULL) != 0)
+		die(tx ? "NIOCTXSYNC" : "NIOCRXSYNC");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -161,14 +207,14 @@ main(int argc, char **argv)
 	struct ptnet_nmreq_port_hdr ph;
 	struct ptnet_nm_if *nifp;
 	struct ptnet_nm_ring *ring;
-	struct pollfd pfd;
 	const char *port;
 	unsigned long count = 1000, len = MIN_LEN, pps = 0, secs = 60;
 	unsigned long done = 0, bad = 0, other = 0;
 	double start, deadline;
 	void *mem;
 	uint32_t i, r, n, vh;
-	int fd, tx, a;
+	enum wait how = WAIT_POLL;
+	int fd, ep = -1, tx, a;
 
 	if (argc < 3)
 		usage();
@@ -194,6 +240,15 @@ main(int argc, char **argv)
 			pps = number("-r", argv[a + 1], 1, 100000000);
 		else if (strcmp(argv[a], "-t") == 0)
 			secs = number("-t", argv[a + 1], 1, 86400);
+		else if (strcmp(argv[a], "-w") == 0 &&
+		    strcmp(argv[a + 1], "poll") == 0)
+			how = WAIT_POLL;
+		else if (strcmp(argv[a], "-w") == 0 &&
+		    strcmp(argv[a + 1], "select") == 0)
+			how = WAIT_SELECT;
+		else if (strcmp(argv[a], "-w") == 0 &&
+		    strcmp(argv[a + 1], "epoll") == 0)
+			how = WAIT_EPOLL;
 		else
 			usage();
 	}
@@ -253,19 +308,15 @@ main(int argc, char **argv)
 
 	start = now();
 	deadline = start + secs;
-	pfd.fd = fd;
-	pfd.events = tx ? POLLOUT : POLLIN;
+	if (how == WAIT_EPOLL) {
+		struct epoll_event ev = { .events = tx ? EPOLLOUT : EPOLLIN };
+
+		ep = epoll_create1(EPOLL_CLOEXEC);
+		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+			die("epoll");
+	}
 	while (done < count && now() < deadline) {
-		/* poll() syncs the rings (the implicit txsync, the rxsync). */
-		if (poll(&pfd, 1, 100) < 0) {
-			if (errno == EINTR)
-				continue;
-			die("poll");
-		}
-		if (pfd.revents & (POLLERR | POLLNVAL)) {
-			errno = EIO;
-			die("poll");
-		}
+		wait_rings(how, fd, ep, tx);
 		for (r = 0; r < (tx ? nifp->ni_tx_rings : nifp->ni_rx_rings) &&
 		    done < count; r++) {
 			ring = tx ? NETMAP_TXRING(nifp, r) : NETMAP_RXRING(nifp, r);

@@ -114,6 +114,9 @@ open_like!(
 /// As `close(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: libc::c_int) -> libc::c_int {
+    if table::is_netmap(fd) || table::epoll_has_netmap(fd) {
+        table::epoll_forget(fd);
+    }
     if table::is_netmap(fd) {
         // Dropped outside the table's lock: it closes the port's descriptors.
         drop(table::remove(fd));
@@ -421,4 +424,270 @@ unsafe fn poll_with(
     }
     look(entries);
     count(entries) as libc::c_int
+}
+
+/// `select(2)`: with a netmap file among the sets, served as `poll` over every descriptor
+/// in them (netmap's `select` is its `poll`).
+///
+/// # Safety
+/// As `select(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn select(
+    nfds: libc::c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout: *mut libc::timeval,
+) -> libc::c_int {
+    let n = nfds.clamp(0, libc::FD_SETSIZE as libc::c_int);
+    // SAFETY: each set is null or an fd_set (select(2)); FD_ISSET reads within FD_SETSIZE.
+    let is_set = |s: *mut libc::fd_set, fd: i32| !s.is_null() && unsafe { libc::FD_ISSET(fd, s) };
+    let involved =
+        (0..n).any(|fd| table::is_netmap(fd) && (is_set(r, fd) || is_set(w, fd) || is_set(e, fd)));
+    if !involved {
+        // SAFETY: the application's arguments, unchanged.
+        return unsafe { real::select(nfds, r, w, e, timeout) };
+    }
+    let mut fds: Vec<libc::pollfd> = (0..n)
+        .filter_map(|fd| {
+            let mut events = 0;
+            if is_set(r, fd) {
+                events |= libc::POLLIN;
+            }
+            if is_set(w, fd) {
+                events |= libc::POLLOUT;
+            }
+            if is_set(e, fd) {
+                events |= libc::POLLPRI;
+            }
+            (events != 0).then_some(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        })
+        .collect();
+    let ms = if timeout.is_null() {
+        -1
+    } else {
+        // SAFETY: a non-null timeout points to a timeval (select(2)).
+        let t = unsafe { *timeout };
+        t.tv_sec
+            .saturating_mul(1000)
+            .saturating_add(t.tv_usec / 1000)
+            .clamp(0, i32::MAX.into()) as i32
+    };
+    // SAFETY: `fds` is our own array of `fds.len()` entries.
+    let res = unsafe {
+        poll_with(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ms,
+            |f, k, t| real::poll(f, k, t),
+        )
+    };
+    if res < 0 {
+        return res;
+    }
+    let mut count = 0;
+    for set in [r, w, e] {
+        if !set.is_null() {
+            // SAFETY: a set the application passed (select(2)).
+            unsafe { libc::FD_ZERO(set) };
+        }
+    }
+    for p in &fds {
+        let hit = |set: *mut libc::fd_set, mask: i16| {
+            if !set.is_null() && p.revents & mask != 0 {
+                // SAFETY: as above; p.fd < FD_SETSIZE.
+                unsafe { libc::FD_SET(p.fd, set) };
+                1
+            } else {
+                0
+            }
+        };
+        count += hit(r, libc::POLLIN | libc::POLLHUP | libc::POLLERR);
+        count += hit(w, libc::POLLOUT | libc::POLLERR);
+        count += hit(e, libc::POLLPRI);
+    }
+    count
+}
+
+/// `epoll_ctl(2)`: a netmap file added to an application's epoll set is remembered (what it
+/// waits for, with what data); its own descriptor joins the set as well, so an interrupt
+/// wakes the set.
+///
+/// # Safety
+/// As `epoll_ctl(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: libc::c_int,
+    op: libc::c_int,
+    fd: libc::c_int,
+    event: *mut libc::epoll_event,
+) -> libc::c_int {
+    if !table::is_netmap(fd) {
+        // SAFETY: the application's arguments, unchanged.
+        return unsafe { real::epoll_ctl(epfd, op, fd, event) };
+    }
+    let (events, data) = if event.is_null() {
+        (0, 0)
+    } else {
+        // SAFETY: a non-null event points to an epoll_event (epoll_ctl(2)).
+        let ev = unsafe { ptr::read_unaligned(event) };
+        (ev.events, ev.u64)
+    };
+    let mut mine = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: data,
+    };
+    // SAFETY: our own event for the netmap file's descriptor.
+    let r = unsafe { real::epoll_ctl(epfd, op, fd, &mut mine) };
+    if r == 0 {
+        table::epoll_ctl(epfd, op, table::EpollReg { fd, events, data });
+    }
+    r
+}
+
+/// `epoll_wait(2)`.
+///
+/// # Safety
+/// As `epoll_wait(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: libc::c_int,
+    events: *mut libc::epoll_event,
+    maxevents: libc::c_int,
+    timeout: libc::c_int,
+) -> libc::c_int {
+    // SAFETY: as epoll_wait(2).
+    unsafe {
+        epoll_with(epfd, events, maxevents, timeout, |ev, n, t| {
+            real::epoll_wait(epfd, ev, n, t)
+        })
+    }
+}
+
+/// `epoll_pwait(2)`.
+///
+/// # Safety
+/// As `epoll_pwait(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: libc::c_int,
+    events: *mut libc::epoll_event,
+    maxevents: libc::c_int,
+    timeout: libc::c_int,
+    sigmask: *const libc::sigset_t,
+) -> libc::c_int {
+    // SAFETY: as epoll_pwait(2).
+    unsafe {
+        epoll_with(epfd, events, maxevents, timeout, |ev, n, t| {
+            real::epoll_pwait(epfd, ev, n, t, sigmask)
+        })
+    }
+}
+
+/// netmap's readiness for the netmap files in epoll set `epfd`, the kernel's for the rest:
+/// as [`poll_with`], with the netmap files' own wake-ups (their descriptors in the set)
+/// replaced by what their rings hold.
+///
+/// # Safety
+/// `events` holds `maxevents` entries.
+unsafe fn epoll_with(
+    epfd: libc::c_int,
+    events: *mut libc::epoll_event,
+    maxevents: libc::c_int,
+    timeout: libc::c_int,
+    wait: impl Fn(*mut libc::epoll_event, libc::c_int, libc::c_int) -> libc::c_int,
+) -> libc::c_int {
+    if !table::epoll_has_netmap(epfd) || events.is_null() || maxevents <= 0 {
+        return wait(events, maxevents, timeout);
+    }
+    let max = maxevents as usize;
+    let regs = table::epoll_regs(epfd);
+    let mask = |ev: u32| -> i16 {
+        let mut p = 0;
+        if ev & libc::EPOLLIN as u32 != 0 {
+            p |= libc::POLLIN;
+        }
+        if ev & libc::EPOLLOUT as u32 != 0 {
+            p |= libc::POLLOUT;
+        }
+        p
+    };
+    let ready = |regs: &[table::EpollReg]| -> Vec<libc::epoll_event> {
+        regs.iter()
+            .filter_map(|r| {
+                let rev = table::with(r.fd, |f| f.poll_events(mask(r.events)))?;
+                let mut ev = 0u32;
+                if rev & libc::POLLIN != 0 {
+                    ev |= libc::EPOLLIN as u32;
+                }
+                if rev & libc::POLLOUT != 0 {
+                    ev |= libc::EPOLLOUT as u32;
+                }
+                if rev & libc::POLLERR != 0 {
+                    ev |= libc::EPOLLERR as u32;
+                }
+                (ev != 0).then_some(libc::epoll_event {
+                    events: ev,
+                    u64: r.data,
+                })
+            })
+            .collect()
+    };
+    // The kernel's events for the rest, without the netmap files' own wake-ups.
+    let others = |t: libc::c_int, out: &mut Vec<libc::epoll_event>| -> libc::c_int {
+        let mut buf = vec![libc::epoll_event { events: 0, u64: 0 }; max];
+        let r = wait(buf.as_mut_ptr(), max as libc::c_int, t);
+        if r > 0 {
+            for ev in &buf[..r as usize] {
+                let data = ev.u64;
+                if !regs.iter().any(|g| g.data == data) && out.len() < max {
+                    out.push(*ev);
+                }
+            }
+        }
+        r
+    };
+    let deadline = (timeout >= 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
+    loop {
+        let mut out = ready(&regs);
+        out.truncate(max);
+        let left = deadline.map_or(-1, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+        });
+        let r = if !out.is_empty() || left == 0 {
+            others(0, &mut out)
+        } else {
+            let mut armed_ready = false;
+            for g in &regs {
+                armed_ready |= table::with(g.fd, |f| f.poll_arm(mask(g.events))).unwrap_or(true);
+            }
+            let r = others(if armed_ready { 0 } else { left }, &mut out);
+            for g in &regs {
+                table::with(g.fd, |f| f.poll_disarm());
+            }
+            for ev in ready(&regs) {
+                if out.len() < max {
+                    out.push(ev);
+                }
+            }
+            r
+        };
+        if r < 0 {
+            return r;
+        }
+        if !out.is_empty() || left == 0 {
+            // SAFETY: `events` holds `maxevents` entries; `out` has at most that many.
+            unsafe { ptr::copy_nonoverlapping(out.as_ptr(), events, out.len()) };
+            return out.len() as libc::c_int;
+        }
+        // Woken by a netmap file's interrupt with nothing for the application yet (another
+        // ring's): wait again until the deadline.
+    }
 }

@@ -84,3 +84,19 @@ real_fn!(
     /// `ppoll(fds, nfds, timeout, sigmask)`.
     ppoll, c"ppoll", fn(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> libc::c_int
 );
+real_fn!(
+    /// `select(nfds, readfds, writefds, exceptfds, timeout)`.
+    select, c"select", fn(nfds: libc::c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *mut libc::timeval) -> libc::c_int
+);
+real_fn!(
+    /// `epoll_ctl(epfd, op, fd, event)`.
+    epoll_ctl, c"epoll_ctl", fn(epfd: libc::c_int, op: libc::c_int, fd: libc::c_int, event: *mut libc::epoll_event) -> libc::c_int
+);
+real_fn!(
+    /// `epoll_wait(epfd, events, maxevents, timeout)`.
+    epoll_wait, c"epoll_wait", fn(epfd: libc::c_int, events: *mut libc::epoll_event, maxevents: libc::c_int, timeout: libc::c_int) -> libc::c_int
+);
+real_fn!(
+    /// `epoll_pwait(epfd, events, maxevents, timeout, sigmask)`.
+    epoll_pwait, c"epoll_pwait", fn(epfd: libc::c_int, events: *mut libc::epoll_event, maxevents: libc::c_int, timeout: libc::c_int, sigmask: *const libc::sigset_t) -> libc::c_int
+);

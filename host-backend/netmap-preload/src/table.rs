@@ -57,3 +57,72 @@ pub fn with<T>(fd: i32, f: impl FnOnce(&mut NmFile) -> T) -> Option<T> {
     let mut files = files();
     files.as_mut()?.get_mut(&fd).map(f)
 }
+
+/// A netmap file in an application's epoll set: what it asked for, and the data it gets
+/// back.
+#[derive(Debug, Clone, Copy)]
+pub struct EpollReg {
+    /// The netmap file.
+    pub fd: i32,
+    /// `EPOLLIN`/`EPOLLOUT`... as registered.
+    pub events: u32,
+    /// The application's data.
+    pub data: u64,
+}
+
+static IN_EPOLL: [AtomicBool; MAX_FD] = [const { AtomicBool::new(false) }; MAX_FD];
+static EPOLLS: Mutex<Option<HashMap<i32, Vec<EpollReg>>>> = Mutex::new(None);
+
+/// Whether epoll set `epfd` holds a netmap file (no lock).
+#[inline]
+pub fn epoll_has_netmap(epfd: i32) -> bool {
+    usize::try_from(epfd)
+        .ok()
+        .and_then(|i| IN_EPOLL.get(i))
+        .is_some_and(|b| b.load(Ordering::Acquire))
+}
+
+/// Records `epoll_ctl(epfd, op, reg.fd, ...)` for a netmap file.
+pub fn epoll_ctl(epfd: i32, op: i32, reg: EpollReg) {
+    let Some(flag) = usize::try_from(epfd).ok().and_then(|i| IN_EPOLL.get(i)) else {
+        return;
+    };
+    let mut all = EPOLLS.lock().unwrap_or_else(|e| e.into_inner());
+    let regs = all
+        .get_or_insert_with(HashMap::new)
+        .entry(epfd)
+        .or_default();
+    regs.retain(|r| r.fd != reg.fd);
+    if op != libc::EPOLL_CTL_DEL {
+        regs.push(reg);
+    }
+    flag.store(!regs.is_empty(), Ordering::Release);
+}
+
+/// The netmap files in epoll set `epfd`.
+pub fn epoll_regs(epfd: i32) -> Vec<EpollReg> {
+    let all = EPOLLS.lock().unwrap_or_else(|e| e.into_inner());
+    all.as_ref()
+        .and_then(|m| m.get(&epfd))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Forgets descriptor `fd` in every epoll set (it was closed: the kernel drops it from them
+/// too), and `fd` as an epoll set.
+pub fn epoll_forget(fd: i32) {
+    let mut all = EPOLLS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(m) = all.as_mut() else { return };
+    m.remove(&fd);
+    if let Some(f) = usize::try_from(fd).ok().and_then(|i| IN_EPOLL.get(i)) {
+        f.store(false, Ordering::Release);
+    }
+    for (epfd, regs) in m.iter_mut() {
+        regs.retain(|r| r.fd != fd);
+        if regs.is_empty() {
+            if let Some(f) = usize::try_from(*epfd).ok().and_then(|i| IN_EPOLL.get(i)) {
+                f.store(false, Ordering::Release);
+            }
+        }
+    }
+}

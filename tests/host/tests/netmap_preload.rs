@@ -119,9 +119,9 @@ fn nm_tx_rx_and_ptnet_pktgen_count_each_others_frames() {
     let st = Command::new(target_bin("ptnet-pktgen"))
         .args(["tx", "-i", "vale0:g", "--socket", &d.socket])
         .args(["-n", "2500", "-q", "--dst-mac", "ff:ff:ff:ff:ff:ff"])
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    assert!(st.status.success(), "{st:?}");
     let o = r.wait_with_output().unwrap();
     let (out, err) = text(&o);
     assert!(
@@ -141,4 +141,27 @@ fn a_port_the_daemon_refuses_is_an_errno_and_a_reason() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}{err}");
     assert!(err.contains("libptnet-netmap: not-a-switch:"), "{err}");
+}
+
+#[test]
+fn nm_tx_rx_waits_with_select_and_epoll_as_well_as_poll() {
+    // netmap applications wait with select() and epoll too, then sync explicitly.
+    let d = Daemon::start("nm-waits");
+    for (k, how) in ["select", "epoll"].iter().enumerate() {
+        let (tx, rx) = (format!("vale0:t{k}"), format!("vale0:r{k}"));
+        let r = receiver(
+            &d,
+            &rx,
+            preloaded(&d, &["rx", &rx, "-n", "3000", "-t", "20", "-w", how]),
+        );
+        let t = preloaded(&d, &["tx", &tx, "-n", "3000", "-t", "20", "-w", how])
+            .output()
+            .unwrap();
+        let (out, err) = text(&t);
+        assert!(t.status.success(), "tx -w {how}: {out}{err}");
+        let o = r.wait_with_output().unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "rx -w {how}: {out}{err}");
+        assert_eq!(out.trim(), "nm-tx-rx: rx 3000 frames, 0 bad", "-w {how}");
+    }
 }
