@@ -119,7 +119,8 @@ bad_requests(int fd, const char *port)
 	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
 	hdr_init(&h, "ptnet99", PTNET_NETMAP_REQ_REGISTER, &reg);
 	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
-	hdr_init(&h, "eth0", PTNET_NETMAP_REQ_REGISTER, &reg);
+	/* (eth0 may well be a port: the ptnet interface's name.) */
+	hdr_init(&h, "nosuch0", PTNET_NETMAP_REQ_REGISTER, &reg);
 	TRY(ioctl(fd, PTNET_NIOCCTRL, &h));
 	hdr_init(&h, port, PTNET_NETMAP_REQ_REGISTER, &reg);
 	reg.nr_mode = PTNET_NR_REG_PIPE_MASTER;

@@ -3,8 +3,10 @@
 //! netmap file straight to the C library, and for netmap files copies the application's
 //! arguments in, calls [`NmFile`](crate::nmfile::NmFile), and copies the results out.
 //!
-//! The application's pointers are the application's: as with the kernel, a request through
-//! a bad pointer faults in the application (netmap would return `EFAULT`).
+//! Control requests are copied in and out of the application with `process_vm_readv` and
+//! `process_vm_writev` on the process itself: a bad address is `EFAULT`, as from netmap,
+//! never a fault. `poll`'s array, `select`'s sets and `epoll`'s events are read where they
+//! are: a bad one faults in the application instead of failing with `EFAULT`.
 //!
 //! `open`, `openat` and `ioctl` are variadic in C. They are defined here with their one
 //! optional argument as a named parameter, which the x86-64 and AArch64 System V calling
@@ -19,7 +21,7 @@ use std::ptr;
 
 use ptnet_client::Port;
 use ptnet_client::proto::{self, PortRequest};
-use ptnet_spec::netmap::{NIOCCTRL, NIOCRXSYNC, NIOCTXSYNC, NmreqHeader, NmreqRegister};
+use ptnet_spec::netmap::{NIOCCTRL, NIOCRXSYNC, NIOCTXSYNC, NmreqHeader};
 
 use crate::nmfile::{Body, Errno};
 use crate::{real, table};
@@ -128,8 +130,8 @@ pub unsafe extern "C" fn close(fd: libc::c_int) -> libc::c_int {
 /// `ioctl(2)`: `NIOCCTRL`, `NIOCTXSYNC` and `NIOCRXSYNC` on a netmap file.
 ///
 /// # Safety
-/// As `ioctl(2)`: for `NIOCCTRL`, `arg` points to a `struct nmreq_header` whose `nr_body`
-/// points to the body its `nr_reqtype` says.
+/// As `ioctl(2)`. (For `NIOCCTRL` on a netmap file any address is safe: the request is
+/// copied with `process_vm_readv`, and a bad one is `EFAULT`.)
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(
     fd: libc::c_int,
@@ -143,8 +145,7 @@ pub unsafe extern "C" fn ioctl(
     let res = match u32::try_from(request).unwrap_or(0) {
         NIOCTXSYNC => table::with(fd, |f| f.sync(true)),
         NIOCRXSYNC => table::with(fd, |f| f.sync(false)),
-        // SAFETY: by the caller's contract for NIOCCTRL.
-        NIOCCTRL => unsafe { ctrl(fd, arg.cast()) },
+        NIOCCTRL => ctrl(fd, arg as usize),
         _ => Some(Err(libc::ENOTTY)),
     };
     match res {
@@ -154,68 +155,120 @@ pub unsafe extern "C" fn ioctl(
     }
 }
 
-/// `NIOCCTRL`: copies the header and its body in, serves them, copies the body out.
-///
-/// # Safety
-/// `hdr` is null or points to a readable `nmreq_header` whose `nr_body` is null or points to
-/// a readable and writable body of the kind its `nr_reqtype` says.
-unsafe fn ctrl(fd: i32, hdr: *const NmreqHeader) -> Option<Result<(), Errno>> {
-    if hdr.is_null() {
-        return Some(Err(libc::EFAULT));
+/// Copies a `T` in from the application's address `addr` with `process_vm_readv` on this
+/// very process: an address that is not mapped readable is `EFAULT`, as from the kernel,
+/// not a fault in the application.
+fn copy_in<T: Copy>(addr: usize) -> Result<T, Errno> {
+    let mut v = std::mem::MaybeUninit::<T>::uninit();
+    let size = std::mem::size_of::<T>();
+    let local = libc::iovec {
+        iov_base: v.as_mut_ptr().cast(),
+        iov_len: size,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: size,
+    };
+    // SAFETY: the kernel writes at most `size` bytes into `v` and reads the remote range
+    // only if it is mapped readable (else EFAULT).
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n != size as isize {
+        return Err(libc::EFAULT);
     }
-    // SAFETY: by the contract; unaligned reads copy whatever the application laid out.
-    let h = unsafe { ptr::read_unaligned(hdr) };
+    // SAFETY: all `size` bytes were written; every request struct is plain integers and
+    // byte arrays, valid for any bit pattern.
+    Ok(unsafe { v.assume_init() })
+}
+
+/// Copies `v` out to the application's address `addr` (`EFAULT` if it is not writable).
+fn copy_out<T: Copy>(addr: usize, v: &T) -> Result<(), Errno> {
+    let size = std::mem::size_of::<T>();
+    let local = libc::iovec {
+        iov_base: (v as *const T).cast_mut().cast(),
+        iov_len: size,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: size,
+    };
+    // SAFETY: the kernel reads `size` bytes of `v` and writes the remote range only if it
+    // is mapped writable (else EFAULT).
+    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n != size as isize {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+/// `NIOCCTRL`: copies the header and its body in, serves them, copies the body out. Bad
+/// addresses are `EFAULT`, as from netmap.
+fn ctrl(fd: i32, hdr: usize) -> Option<Result<(), Errno>> {
+    let h: NmreqHeader = match copy_in(hdr) {
+        Ok(h) => h,
+        Err(e) => return Some(Err(e)),
+    };
     let Some(mut body) = Body::for_reqtype(h.nr_reqtype) else {
         return Some(Err(libc::EOPNOTSUPP));
     };
-    let at = h.nr_body as usize as *mut u8;
-    if at.is_null() {
+    let at = h.nr_body as usize;
+    if at == 0 {
         return Some(Err(libc::EINVAL));
     }
-    // SAFETY: `at` points to this kind of body (the contract); each copy is of its size.
-    unsafe {
-        match &mut body {
-            Body::Register(b) => *b = ptr::read_unaligned(at.cast()),
-            Body::PortInfo(b) => *b = ptr::read_unaligned(at.cast()),
-            Body::PortHdr(b) => *b = ptr::read_unaligned(at.cast()),
-        }
+    let read = match &mut body {
+        Body::Register(b) => copy_in(at).map(|v| *b = v),
+        Body::PortInfo(b) => copy_in(at).map(|v| *b = v),
+        Body::PortHdr(b) => copy_in(at).map(|v| *b = v),
+    };
+    if let Err(e) = read {
+        return Some(Err(e));
     }
     let res = table::with(fd, |f| f.ctrl(&h, &mut body, attach))?;
-    if res.is_ok() {
-        // SAFETY: as above, writing the body back where it came from.
-        unsafe {
-            match &body {
-                Body::Register(b) => ptr::write_unaligned(at.cast::<NmreqRegister>(), *b),
-                Body::PortInfo(b) => ptr::write_unaligned(at.cast(), *b),
-                Body::PortHdr(b) => ptr::write_unaligned(at.cast(), *b),
-            }
-        }
-        // The port's interrupts wake a plain poll/epoll on the netmap descriptor too.
-        table::with(fd, |f| {
-            if let Some(n) = f.notify_fd() {
-                let mut ev = libc::epoll_event {
-                    events: libc::EPOLLIN as u32,
-                    u64: 0,
-                };
-                // SAFETY: adds one descriptor to our own epoll set; EEXIST on a repeat is
-                // harmless.
-                unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, n, &mut ev) };
-            }
-        });
+    if res.is_err() {
+        return Some(res);
     }
-    Some(res)
+    let written = match &body {
+        Body::Register(b) => copy_out(at, b),
+        Body::PortInfo(b) => copy_out(at, b),
+        Body::PortHdr(b) => copy_out(at, b),
+    };
+    // The port's interrupts wake a plain poll/epoll on the netmap descriptor too.
+    table::with(fd, |f| {
+        if let Some(n) = f.notify_fd() {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            // SAFETY: adds one descriptor to our own epoll set; EEXIST on a repeat is
+            // harmless.
+            unsafe { real::epoll_ctl(fd, libc::EPOLL_CTL_ADD, n, &mut ev) };
+        }
+    });
+    Some(written)
 }
 
 /// Attaches to a port through the daemon (`$PTNET_SOCKET` or the default socket), saying why
-/// not on standard error: the application will only see an errno.
+/// not on standard error: the application will only see an errno. A port its previous
+/// client is still leaving (the daemon reclaims asynchronously: this process may have just
+/// let go of it, after a request it then refused) is asked for again for up to 200 ms.
 fn attach(req: PortRequest) -> Result<Port, ptnet_client::ClientError> {
     let name = req.port.clone();
-    Port::attach(&proto::socket_path(), req).inspect_err(|e| {
-        eprintln!(
-            "libptnet-netmap: {name}: {}",
-            ptnet_client::proto::error_chain(e)
-        )
-    })
+    let mut tries = 0;
+    loop {
+        match Port::attach(&proto::socket_path(), req.clone()) {
+            Err(ptnet_client::ClientError::Refused(m)) if m.contains("busy") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => {
+                return r.inspect_err(|e| {
+                    eprintln!(
+                        "libptnet-netmap: {name}: {}",
+                        ptnet_client::proto::error_chain(e)
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// `mmap(2)`: of a registered netmap file, maps the port's region.

@@ -118,7 +118,7 @@ impl NmFile {
         body: &mut Body,
         attach: impl FnOnce(PortRequest) -> Result<Port, ClientError>,
     ) -> Result<(), Errno> {
-        if hdr.nr_version != NETMAP_API {
+        if hdr.nr_version != NETMAP_API || hdr.nr_reserved != 0 {
             return Err(libc::EINVAL);
         }
         // Options (extmem, CSB mode, offsets...) are not served: netmap fails a request
@@ -302,14 +302,12 @@ impl NmFile {
         }
     }
 
-    /// What `mmap` of this file maps instead: the port's region, if `[offset, offset + len)`
-    /// lies inside it.
+    /// What `mmap` of this file maps instead: the port's region, from offset 0 (as the guest
+    /// driver maps it, and as netmap applications ask), at most its size.
     pub fn mmap_target(&self, len: usize, offset: i64) -> Result<std::os::fd::RawFd, Errno> {
         use std::os::fd::AsRawFd;
         let b = self.bound.as_ref().ok_or(libc::EINVAL)?;
-        let size = b.port.region_size() as u64;
-        let off = u64::try_from(offset).map_err(|_| libc::EINVAL)?;
-        if len == 0 || off.checked_add(len as u64).is_none_or(|end| end > size) {
+        if offset != 0 || len == 0 || len > b.port.region_size() {
             return Err(libc::EINVAL);
         }
         Ok(b.port.region_file().as_raw_fd())
@@ -529,6 +527,7 @@ mod tests {
         f.mmap_target(size, 0)?;
         assert_eq!(f.mmap_target(size + 1, 0), Err(libc::EINVAL));
         assert_eq!(f.mmap_target(4096, -4096), Err(libc::EINVAL));
+        assert_eq!(f.mmap_target(4096, 4096), Err(libc::EINVAL));
         assert_eq!(f.mmap_target(0, 0), Err(libc::EINVAL));
         Ok(())
     }

@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use common::{Daemon, target_bin};
 
+/// Frames per second of the senders: VALE drops what a receiver's full ring cannot take,
+/// and exact counts need the receivers to keep up on a busy machine.
+const PACE: &str = "20000";
+
 /// `nm-tx-rx`, built once per test process.
 fn nm_tx_rx() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -34,9 +38,35 @@ fn nm_tx_rx() -> PathBuf {
         .clone()
 }
 
+/// `nm-hostile`, built once per test process.
+fn nm_hostile() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let out = std::env::temp_dir().join(format!("ptnet-nm-hostile-{}", std::process::id()));
+            let st = Command::new("cc")
+                .args(["-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+                .arg(root.join("ptnet-spec/include"))
+                .arg("-o")
+                .arg(&out)
+                .arg(root.join("guest-driver-linux/tools/nm-hostile.c"))
+                .status()
+                .expect("run cc");
+            assert!(st.success(), "nm-hostile did not build");
+            out
+        })
+        .clone()
+}
+
 /// `nm-tx-rx ARGS` under the preload library, against daemon `d`.
 fn preloaded(d: &Daemon, args: &[&str]) -> Command {
-    let mut c = Command::new(nm_tx_rx());
+    preloaded_program(d, &nm_tx_rx(), args)
+}
+
+/// `PROGRAM ARGS` under the preload library, against daemon `d`.
+fn preloaded_program(d: &Daemon, program: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
     c.args(args)
         .env("LD_PRELOAD", target_bin("libptnet_netmap.so"))
         .env("PTNET_SOCKET", &d.socket)
@@ -78,9 +108,12 @@ fn nm_tx_rx_exchanges_every_frame_with_itself_over_vale_and_a_pipe() {
                 &["rx", &format!("netmap:{rx}"), "-n", "2000", "-t", "20"],
             ),
         );
-        let t = preloaded(&d, &["tx", tx, "-n", "2000", "-l", "300", "-t", "20"])
-            .output()
-            .unwrap();
+        let t = preloaded(
+            &d,
+            &["tx", tx, "-n", "2000", "-l", "300", "-r", PACE, "-t", "20"],
+        )
+        .output()
+        .unwrap();
         let (out, err) = text(&t);
         assert!(t.status.success(), "tx on {tx}: {out}{err}");
         assert_eq!(out.trim(), "nm-tx-rx: tx 2000 frames");
@@ -101,7 +134,7 @@ fn nm_tx_rx_and_ptnet_pktgen_count_each_others_frames() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let r = receiver(&d, "vale0:p", c);
-    let t = preloaded(&d, &["tx", "vale0:n", "-n", "3000", "-t", "20"])
+    let t = preloaded(&d, &["tx", "vale0:n", "-n", "3000", "-r", PACE, "-t", "20"])
         .output()
         .unwrap();
     assert!(t.status.success(), "{:?}", text(&t));
@@ -118,7 +151,15 @@ fn nm_tx_rx_and_ptnet_pktgen_count_each_others_frames() {
     );
     let st = Command::new(target_bin("ptnet-pktgen"))
         .args(["tx", "-i", "vale0:g", "--socket", &d.socket])
-        .args(["-n", "2500", "-q", "--dst-mac", "ff:ff:ff:ff:ff:ff"])
+        .args([
+            "-n",
+            "2500",
+            "-R",
+            PACE,
+            "-q",
+            "--dst-mac",
+            "ff:ff:ff:ff:ff:ff",
+        ])
         .output()
         .unwrap();
     assert!(st.status.success(), "{st:?}");
@@ -154,9 +195,12 @@ fn nm_tx_rx_waits_with_select_and_epoll_as_well_as_poll() {
             &rx,
             preloaded(&d, &["rx", &rx, "-n", "3000", "-t", "20", "-w", how]),
         );
-        let t = preloaded(&d, &["tx", &tx, "-n", "3000", "-t", "20", "-w", how])
-            .output()
-            .unwrap();
+        let t = preloaded(
+            &d,
+            &["tx", &tx, "-n", "3000", "-r", PACE, "-t", "20", "-w", how],
+        )
+        .output()
+        .unwrap();
         let (out, err) = text(&t);
         assert!(t.status.success(), "tx -w {how}: {out}{err}");
         let o = r.wait_with_output().unwrap();
@@ -164,4 +208,30 @@ fn nm_tx_rx_waits_with_select_and_epoll_as_well_as_poll() {
         assert!(o.status.success(), "rx -w {how}: {out}{err}");
         assert_eq!(out.trim(), "nm-tx-rx: rx 3000 frames, 0 bad", "-w {how}");
     }
+}
+
+#[test]
+fn a_hostile_netmap_application_hurts_nobody_but_itself() {
+    // nm-hostile scribbles over its rings, slots and netmap_if, syncs, polls, and sends
+    // malformed requests (bad versions, options, names, bodies at bad addresses): every
+    // malformed request must fail, and the daemon and the other ports must not notice.
+    let d = Daemon::start("nm-hostile");
+    let o = preloaded_program(&d, &nm_hostile(), &["vale0:evil", "-n", "20000", "-s", "7"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "nm-hostile: {out}{err}");
+    assert!(out.contains(" 0 accepted"), "{out}");
+    let r = receiver(
+        &d,
+        "vale0:b",
+        preloaded(&d, &["rx", "vale0:b", "-n", "1000", "-t", "20"]),
+    );
+    let t = preloaded(&d, &["tx", "vale0:a", "-n", "1000", "-r", PACE, "-t", "20"])
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{:?}", text(&t));
+    let o = r.wait_with_output().unwrap();
+    assert_eq!(text(&o).0.trim(), "nm-tx-rx: rx 1000 frames, 0 bad");
+    assert!(d.ctl(&["list"]).0);
 }
