@@ -20,43 +20,35 @@ const PACE: &str = "20000";
 /// `nm-tx-rx`, built once per test process.
 fn nm_tx_rx() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let out = std::env::temp_dir().join(format!("ptnet-nm-tx-rx-{}", std::process::id()));
-            let st = Command::new("cc")
-                .args(["-O2", "-Wall", "-Wextra", "-Werror", "-I"])
-                .arg(root.join("ptnet-spec/include"))
-                .arg("-o")
-                .arg(&out)
-                .arg(root.join("guest-driver-linux/tools/nm-tx-rx.c"))
-                .status()
-                .expect("run cc (ci/prereqs.sh installs gcc)");
-            assert!(st.success(), "nm-tx-rx did not build");
-            out
-        })
-        .clone()
+    BUILT.get_or_init(|| build_tool("nm-tx-rx")).clone()
 }
 
 /// `nm-hostile`, built once per test process.
 fn nm_hostile() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let out = std::env::temp_dir().join(format!("ptnet-nm-hostile-{}", std::process::id()));
-            let st = Command::new("cc")
-                .args(["-O2", "-Wall", "-Wextra", "-Werror", "-I"])
-                .arg(root.join("ptnet-spec/include"))
-                .arg("-o")
-                .arg(&out)
-                .arg(root.join("guest-driver-linux/tools/nm-hostile.c"))
-                .status()
-                .expect("run cc");
-            assert!(st.success(), "nm-hostile did not build");
-            out
-        })
-        .clone()
+    BUILT.get_or_init(|| build_tool("nm-hostile")).clone()
+}
+
+/// `nm-pingpong`, built once per test process.
+fn nm_pingpong() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_tool("nm-pingpong")).clone()
+}
+
+/// Builds `guest-driver-linux/tools/NAME.c` with the system's C compiler.
+fn build_tool(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::env::temp_dir().join(format!("ptnet-{name}-{}", std::process::id()));
+    let st = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root.join("ptnet-spec/include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(root.join(format!("guest-driver-linux/tools/{name}.c")))
+        .status()
+        .expect("run cc (ci/prereqs.sh installs gcc)");
+    assert!(st.success(), "{name} did not build");
+    out
 }
 
 /// `nm-tx-rx ARGS` under the preload library, against daemon `d`.
@@ -234,4 +226,30 @@ fn a_hostile_netmap_application_hurts_nobody_but_itself() {
     let o = r.wait_with_output().unwrap();
     assert_eq!(text(&o).0.trim(), "nm-tx-rx: rx 1000 frames, 0 bad");
     assert!(d.ctl(&["list"]).0);
+}
+
+#[test]
+fn nm_pingpong_round_trips_through_vale0() {
+    let d = Daemon::start("nm-pingpong");
+    let pong = receiver(
+        &d,
+        "vale0:pong",
+        preloaded_program(
+            &d,
+            &nm_pingpong(),
+            &["pong", "vale0:pong", "-n", "500", "-t", "30"],
+        ),
+    );
+    let ping = preloaded_program(
+        &d,
+        &nm_pingpong(),
+        &["ping", "vale0:ping", "-n", "500", "-t", "30"],
+    )
+    .output()
+    .unwrap();
+    let (out, err) = text(&ping);
+    assert!(ping.status.success(), "ping: {out}{err}");
+    assert!(out.starts_with("nm-pingpong: 500 replies, 0 lost"), "{out}");
+    let o = pong.wait_with_output().unwrap();
+    assert_eq!(text(&o).0.trim(), "nm-pingpong: echoed 500");
 }
