@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The preload library's cost (issue 15): an unmodified netmap application under
-# libptnet_netmap.so (the project's nm-tx-rx, netmap's API only) against ptnet-pktgen, the
-# project's own client, sending the same number of 60-byte frames into the same port of the
-# same daemon in the same run, turn by turn. ptnetd is pinned to CPU 1 and each sender to
+# The preload library's cost (issue 15): netmap applications under libptnet_netmap.so against
+# ptnet-pktgen on ptnet's own client library, sending the same number of 60-byte frames into
+# the same port of the same daemon in the same run, turn by turn. Two netmap applications:
+# the project's nm-tx-rx (C, netmap's API only), and ptnet-pktgen itself through its netmap
+# backend (-i netmap:vale0:a): the same program both ways, so the difference is the library's. ptnetd is pinned to CPU 1 and each sender to
 # CPU 0; nothing else runs. A sender's rate is frames over its whole run (start, attach,
 # send, drain), timed the same way for both; the frames go to vale0 with no other port, so
 # the switch looks each one up and drops it (no destination) for both alike.
@@ -11,7 +12,7 @@
 #                                         (root; defaults 10000000, 5, target/bench)
 #
 # Prints a table (median, min, max of R runs each) and appends one JSON line per sender to
-# DIR/netmap-preload.jsonl.
+# DIR/netmap-preload.jsonl, and plots this run into DIR/netmap-preload.svg.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
@@ -63,6 +64,9 @@ for k in $(seq "$repeat"); do
     echo "nm-tx-rx $s" >> "$tmp/runs"
     s=$(secs "$rel/ptnet-pktgen" tx -i vale0:a --socket "$sock" -n "$frames" -l 60 -q --json)
     echo "ptnet-pktgen $s" >> "$tmp/runs"
+    s=$(secs env LD_PRELOAD="$rel/libptnet_netmap.so" PTNET_SOCKET="$sock" \
+        "$rel/ptnet-pktgen" tx -i netmap:vale0:a -n "$frames" -l 60 -q --json)
+    echo "ptnet-pktgen-netmap $s" >> "$tmp/runs"
     log "run $k/$repeat done"
 done
 python3 - "$tmp/runs" "$frames" "$(date -u +%Y-%m-%dT%H:%MZ)" "$out/netmap-preload.jsonl" <<'PY'
@@ -76,16 +80,22 @@ rows = []
 print(f"| sender (CPU 0; ptnetd on CPU 1), 60-byte frames | Mpps median | min | max |")
 print("|---|---:|---:|---:|")
 for who, label in (("nm-tx-rx", "nm-tx-rx under libptnet_netmap.so"),
-                   ("ptnet-pktgen", "ptnet-pktgen (ptnet-client)")):
+                   ("ptnet-pktgen-netmap", "ptnet-pktgen -i netmap:vale0:a under libptnet_netmap.so"),
+                   ("ptnet-pktgen", "ptnet-pktgen -i vale0:a (ptnet-client, no library)")):
     v = sorted(by[who])
     r = {"sender": who, "frames": frames, "runs": len(v), "tx_mpps": statistics.median(v),
          "tx_mpps_min": v[0], "tx_mpps_max": v[-1], "date": date}
     rows.append(r)
     print(f"| {label} | {r['tx_mpps']:.2f} | {v[0]:.2f} | {v[-1]:.2f} |")
-ratio = rows[0]["tx_mpps"] / rows[1]["tx_mpps"]
-print(f"\nnm-tx-rx / ptnet-pktgen: {ratio:.2f}")
+base = rows[2]["tx_mpps"]
+print()
+for r in rows[:2]:
+    print(f"{r['sender']} / ptnet-pktgen: {r['tx_mpps'] / base:.2f}")
 with open(path, "a") as f:
     for r in rows:
-        r["ratio_to_pktgen"] = round(ratio, 3)
+        r["ratio_to_pktgen"] = round(r["tx_mpps"] / base, 3)
         f.write(json.dumps(r) + "\n")
 PY
+tail -n 3 "$out/netmap-preload.jsonl" > "$tmp/last.jsonl"
+python3 "$here/report.py" "$tmp/last.jsonl" --netmap-preload --svg "$out/netmap-preload.svg"
+log "plot: $out/netmap-preload.svg"

@@ -161,6 +161,29 @@ def pair_cost(rows, path=None):
     return "\n".join(out)
 
 
+def netmap_preload(rows, path):
+    """netmap-preload.sh: senders' median Mpps with their range; the library's rows blue,
+    ptnet-pktgen on ptnet-client grey."""
+    bars = [(r["sender"], r["tx_mpps"], GREY if r["sender"] == "ptnet-pktgen" else BLUE,
+             "%.2f (%.2f–%.2f)" % (r["tx_mpps"], r["tx_mpps_min"], r["tx_mpps_max"]))
+            for r in rows]
+    bar_chart(path, "60-byte frames into vale0, sender on CPU 0, ptnetd on CPU 1: Mpps "
+              "(through libptnet_netmap.so in blue)", bars, left=220)
+
+
+def fuzz(rows, path):
+    """fuzz/campaign.sh: executions per second of each target's run (the latest line of each)."""
+    last = {}
+    for r in rows:
+        last[r["target"]] = r
+    bars = [(t, r["executions"] / max(r["seconds"], 1), BLUE,
+             "%.0f k/s (%s M in %d s)" % (r["executions"] / max(r["seconds"], 1) / 1e3,
+                                          "%.1f" % (r["executions"] / 1e6), r["seconds"]))
+            for t, r in sorted(last.items())]
+    bar_chart(path, "Fuzzing campaign: executions per second per target (no crash)", bars,
+              left=180)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -172,6 +195,9 @@ def main():
                     help="pair-cost runs (ptnet-virtio-net's example): table and plot")
     ap.add_argument("--kick-path", action="store_true",
                     help="the kick-path measurement's plot (PTNET_KICK_PATH_OUT lines)")
+    ap.add_argument("--netmap-preload", action="store_true",
+                    help="netmap-preload.sh's plot")
+    ap.add_argument("--fuzz", action="store_true", help="fuzz/campaign.sh's plot")
     a = ap.parse_args()
     rows = [json.loads(l) for l in open(a.results) if l.strip()]
     if a.pair_cost:
@@ -179,6 +205,12 @@ def main():
         return
     if a.kick_path:
         kick_path(rows, a.svg or "kick-path.svg")
+        return
+    if a.fuzz:
+        fuzz(rows, a.svg or "fuzz-campaign.svg")
+        return
+    if a.netmap_preload:
+        netmap_preload(rows, a.svg or "netmap-preload.svg")
         return
     if a.nic:
         print(nic_table(rows))

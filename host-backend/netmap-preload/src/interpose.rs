@@ -744,3 +744,90 @@ unsafe fn epoll_with(
         // ring's): wait again until the deadline.
     }
 }
+
+/// After a duplicate `new` of `old` was made: a netmap file's duplicate is the same netmap
+/// file (a duplicate over an existing netmap descriptor replaced it).
+fn duplicated(old: libc::c_int, new: libc::c_int) -> libc::c_int {
+    if new >= 0 && new != old {
+        if table::is_netmap(new) {
+            table::epoll_forget(new);
+            drop(table::remove(new));
+        }
+        if table::is_netmap(old) && !table::insert_dup(new, old) {
+            // SAFETY: our own fresh duplicate, never handed out.
+            unsafe { real::close(new) };
+            return fail(libc::EMFILE, -1);
+        }
+    }
+    new
+}
+
+/// `dup(2)`.
+///
+/// # Safety
+/// As `dup(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: libc::c_int) -> libc::c_int {
+    // SAFETY: the application's argument.
+    let new = unsafe { real::dup(fd) };
+    duplicated(fd, new)
+}
+
+/// `dup2(2)`.
+///
+/// # Safety
+/// As `dup2(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(fd: libc::c_int, new: libc::c_int) -> libc::c_int {
+    // SAFETY: the application's arguments.
+    let new = unsafe { real::dup2(fd, new) };
+    duplicated(fd, new)
+}
+
+/// `dup3(2)`.
+///
+/// # Safety
+/// As `dup3(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(
+    fd: libc::c_int,
+    new: libc::c_int,
+    flags: libc::c_int,
+) -> libc::c_int {
+    // SAFETY: the application's arguments.
+    let new = unsafe { real::dup3(fd, new, flags) };
+    duplicated(fd, new)
+}
+
+/// An `fcntl`-like interposer: `F_DUPFD` and `F_DUPFD_CLOEXEC` of a netmap file make a
+/// duplicate of it; everything else is the C library's.
+macro_rules! fcntl_like {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        /// As the C library's function of that name.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            fd: libc::c_int,
+            cmd: libc::c_int,
+            arg: libc::c_long,
+        ) -> libc::c_int {
+            // SAFETY: the application's arguments, unchanged.
+            let r = unsafe { real::$name(fd, cmd, arg) };
+            if (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && table::is_netmap(fd) {
+                return duplicated(fd, r);
+            }
+            r
+        }
+    };
+}
+
+fcntl_like!(
+    /// `fcntl(2)`.
+    fcntl
+);
+fcntl_like!(
+    /// `fcntl64(2)`.
+    fcntl64
+);

@@ -100,3 +100,23 @@ real_fn!(
     /// `epoll_pwait(epfd, events, maxevents, timeout, sigmask)`.
     epoll_pwait, c"epoll_pwait", fn(epfd: libc::c_int, events: *mut libc::epoll_event, maxevents: libc::c_int, timeout: libc::c_int, sigmask: *const libc::sigset_t) -> libc::c_int
 );
+real_fn!(
+    /// `dup(fd)`.
+    dup, c"dup", fn(fd: libc::c_int) -> libc::c_int
+);
+real_fn!(
+    /// `dup2(fd, new)`.
+    dup2, c"dup2", fn(fd: libc::c_int, new: libc::c_int) -> libc::c_int
+);
+real_fn!(
+    /// `dup3(fd, new, flags)`.
+    dup3, c"dup3", fn(fd: libc::c_int, new: libc::c_int, flags: libc::c_int) -> libc::c_int
+);
+real_fn!(
+    /// `fcntl(fd, cmd, arg)`.
+    fcntl, c"fcntl", fn(fd: libc::c_int, cmd: libc::c_int; arg: libc::c_long) -> libc::c_int
+);
+real_fn!(
+    /// `fcntl64(fd, cmd, arg)`.
+    fcntl64, c"fcntl64", fn(fd: libc::c_int, cmd: libc::c_int; arg: libc::c_long) -> libc::c_int
+);

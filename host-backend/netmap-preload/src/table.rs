@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::nmfile::NmFile;
 
@@ -16,7 +16,9 @@ use crate::nmfile::NmFile;
 pub const MAX_FD: usize = 1 << 16;
 
 static IS_NETMAP: [AtomicBool; MAX_FD] = [const { AtomicBool::new(false) }; MAX_FD];
-static FILES: Mutex<Option<HashMap<i32, NmFile>>> = Mutex::new(None);
+/// Each descriptor's open file: descriptors made with `dup` share it, as the kernel's do, and
+/// it is dropped with the last of them.
+static FILES: Mutex<Option<HashMap<i32, Arc<Mutex<NmFile>>>>> = Mutex::new(None);
 
 /// Whether `fd` is a netmap file (no lock).
 #[inline]
@@ -28,34 +30,43 @@ pub fn is_netmap(fd: i32) -> bool {
 }
 
 /// The netmap files, locked.
-pub fn files() -> MutexGuard<'static, Option<HashMap<i32, NmFile>>> {
+fn files() -> MutexGuard<'static, Option<HashMap<i32, Arc<Mutex<NmFile>>>>> {
     FILES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Makes `fd` a netmap file; `false` if it is out of range.
+/// Makes `fd` a netmap file with a new open file; `false` if it is out of range.
 pub fn insert(fd: i32) -> bool {
+    insert_file(fd, Arc::new(Mutex::new(NmFile::default())))
+}
+
+/// Makes `new` a duplicate of netmap file `old` (`dup`, `F_DUPFD`): the same open file.
+pub fn insert_dup(new: i32, old: i32) -> bool {
+    let file = files().as_ref().and_then(|m| m.get(&old)).cloned();
+    file.is_some_and(|f| insert_file(new, f))
+}
+
+fn insert_file(fd: i32, file: Arc<Mutex<NmFile>>) -> bool {
     let Some(flag) = usize::try_from(fd).ok().and_then(|i| IS_NETMAP.get(i)) else {
         return false;
     };
-    files()
-        .get_or_insert_with(HashMap::new)
-        .insert(fd, NmFile::default());
+    files().get_or_insert_with(HashMap::new).insert(fd, file);
     flag.store(true, Ordering::Release);
     true
 }
 
-/// `fd` is a netmap file no more; its state, to drop after the lock (dropping it closes
-/// descriptors, whose `close` passes through the interposer).
-pub fn remove(fd: i32) -> Option<NmFile> {
+/// `fd` is a netmap file no more; its open file, to drop after the lock (dropping the last
+/// reference closes the port's descriptors, whose `close` passes through the interposer).
+pub fn remove(fd: i32) -> Option<Arc<Mutex<NmFile>>> {
     let flag = IS_NETMAP.get(usize::try_from(fd).ok()?)?;
     flag.store(false, Ordering::Release);
     files().as_mut()?.remove(&fd)
 }
 
-/// Runs `f` on netmap file `fd`'s state, under the lock; `None` if it is not one.
+/// Runs `f` on netmap file `fd`'s open file, under its lock; `None` if it is not one.
 pub fn with<T>(fd: i32, f: impl FnOnce(&mut NmFile) -> T) -> Option<T> {
-    let mut files = files();
-    files.as_mut()?.get_mut(&fd).map(f)
+    let file = files().as_ref()?.get(&fd).cloned()?;
+    let mut g = file.lock().unwrap_or_else(|e| e.into_inner());
+    Some(f(&mut g))
 }
 
 /// A netmap file in an application's epoll set: what it asked for, and the data it gets

@@ -253,3 +253,29 @@ fn nm_pingpong_round_trips_through_vale0() {
     let o = pong.wait_with_output().unwrap();
     assert_eq!(text(&o).0.trim(), "nm-pingpong: echoed 500");
 }
+
+#[test]
+fn ptnet_pktgen_through_netmaps_api_and_the_library_receives_every_frame() {
+    // ptnet-pktgen's own netmap backend (the one guests use) duplicates its /dev/netmap
+    // descriptor before it maps the region: the library follows the duplicate.
+    let d = Daemon::start("nm-pktgen-api");
+    let mut c = Command::new(target_bin("ptnet-pktgen"));
+    c.args(["rx", "-i", "netmap:vale0:y", "-n", "3000", "-d", "30"])
+        .args(["--expect-no-loss", "--json", "-q"])
+        .env("LD_PRELOAD", target_bin("libptnet_netmap.so"))
+        .env("PTNET_SOCKET", &d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let r = receiver(&d, "vale0:y", c);
+    let t = Command::new(target_bin("ptnet-pktgen"))
+        .args(["tx", "-i", "vale0:x", "--socket", &d.socket])
+        .args(["-n", "3000", "-R", PACE, "-q", "--json"])
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{t:?}");
+    let o = r.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "rx through the library: {out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("pktgen's JSON");
+    assert_eq!(v["packets"].as_u64(), Some(3000), "{v}");
+}
