@@ -172,8 +172,9 @@ impl Drop for Watch {
     }
 }
 
-/// Installs the handler and starts the reaper, once.
-fn install() -> Result<(), WatchError> {
+/// Installs the handler and starts the reaper (one thread for the life of the process), once;
+/// [`watch`] does it at the first watch. For code that counts its threads before it watches.
+pub fn install() -> Result<(), WatchError> {
     INSTALL.call_once(|| {
         let r = start_reaper().and_then(|()| set_handler());
         let _ = INSTALLED.set(r.map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL)));
