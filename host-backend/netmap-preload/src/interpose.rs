@@ -411,8 +411,13 @@ unsafe fn poll_with(
         }
         any
     };
-    // The others, as the caller asked for them, with netmap files left out (fd -1).
+    // The others, as the caller asked for them, with netmap files left out (fd -1). With
+    // none and no waiting (the common case: one netmap file), no copy and no system call.
+    let only_netmap = entries.iter().all(|p| table::is_netmap(p.fd));
     let others = |entries: &mut [libc::pollfd], t: libc::c_int| -> libc::c_int {
+        if only_netmap && t == 0 {
+            return 0;
+        }
         let mut copy: Vec<libc::pollfd> = entries
             .iter()
             .map(|p| libc::pollfd {
