@@ -33,9 +33,18 @@ pub struct Args {
     /// Microseconds an idle sync loop keeps polling before it sleeps (overrides the file).
     #[arg(long)]
     pub linger_us: Option<u64>,
+    /// Run every thread of the daemon (ports' workers included) on these CPUs, e.g. `1` or
+    /// `2-3,6` (overrides the file).
+    #[arg(long, value_name = "LIST", value_parser = cpu_list)]
+    pub cpus: Option<String>,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     pub print_default_config: bool,
+}
+
+/// `--cpus`: checked as a `CpuList`, kept as written.
+fn cpu_list(s: &str) -> Result<String, String> {
+    crate::cpus::CpuList::parse(s).map(|_| s.to_owned())
 }
 
 impl TryFrom<Args> for Config {
@@ -62,6 +71,9 @@ impl TryFrom<Args> for Config {
         c.daemon.busy_poll |= a.busy_poll;
         if let Some(l) = a.linger_us {
             c.daemon.linger_us = l;
+        }
+        if let Some(l) = a.cpus {
+            c.daemon.cpus = Some(l);
         }
         Ok(c)
     }

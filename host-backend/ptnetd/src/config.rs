@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::cpus::CpuList;
 use ptnet_proto::{DEFAULT_SOCKET, Profile, VmDevice};
 use ptnet_spec::name::{Base, PortName};
 use serde::Deserialize;
@@ -115,6 +116,9 @@ pub struct DaemonSection {
     pub max_switches: usize,
     /// How long (µs) an idle sync loop keeps polling before it sleeps (0: sleep at once).
     pub linger_us: u64,
+    /// The CPUs every thread of the daemon runs on (`"1"`, `"2-3"`, `"0,4-5"`); unset: those
+    /// it was started with.
+    pub cpus: Option<String>,
 }
 
 impl Default for DaemonSection {
@@ -129,6 +133,7 @@ impl Default for DaemonSection {
             busy_poll: false,
             max_switches: 64,
             linger_us: ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64,
+            cpus: None,
         }
     }
 }
@@ -347,7 +352,20 @@ impl Config {
         }
     }
 
+    /// `[daemon] cpus`, parsed (checked when the file is read).
+    pub fn cpus(&self) -> Result<Option<CpuList>, ConfigError> {
+        self.daemon
+            .cpus
+            .as_deref()
+            .map(|s| {
+                CpuList::parse(s)
+                    .map_err(|e| self.bad("daemon", None, "cpus", format!("{s:?}: {e}")))
+            })
+            .transpose()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.cpus()?;
         self.socket_mode().map_err(|e| {
             let msg = match e {
                 ConfigError::Invalid(m) => m,

@@ -3,6 +3,7 @@
 //!
 //! * [`cli`]: the command line (and the man page's source);
 //! * [`config`]: the TOML configuration and its embedded default;
+//! * [`cpus`]: the CPUs the daemon's threads run on;
 //! * [`daemon`]: the daemon, its state's lock, host clients' attachments;
 //! * `error`: what a client is told when a request fails;
 //! * `registry`: switches, ports, pipes and direct NIC ports, claimed, released, listed;
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod cpus;
 pub mod creds;
 pub mod daemon;
 mod error;

@@ -47,6 +47,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread starts, so that every later one inherits the CPUs.
+    let pinned = cfg
+        .cpus()
+        .map_err(|e| daemon::error_chain(&e))
+        .and_then(|l| ptnetd::cpus::apply(l.as_ref()).map_err(|e| format!("cpus: {e}")));
+    if let Err(e) = pinned {
+        eprintln!("ptnetd: {e}");
+        return ExitCode::from(2);
+    }
     // SIGINT, SIGTERM and SIGHUP are taken by one thread (blocked everywhere else): the first
     // two remove the socket and exit, SIGHUP reloads the configuration.
     let socket = cfg.daemon.socket.clone();

@@ -1,7 +1,7 @@
 //! `SIGHUP`: the configuration file read again and the daemon brought to it. Switches, ports
 //! and VMs the new file adds are created; those it drops are removed (a switch or port a
 //! client still holds is kept, and said so: remove it again once it is free); the control
-//! socket's policy is replaced. Sections that changed in place, and settings that only take
+//! socket's policy is replaced; the threads move to new `cpus`. Sections that changed in place, and settings that only take
 //! effect at start (the sockets, the metrics address, the VM socket directory), are reported,
 //! not applied. A file that does not parse changes nothing.
 
@@ -64,6 +64,16 @@ impl Daemon {
             }
             Err(e) => Some(e),
         };
+        if old.daemon.cpus != new.daemon.cpus {
+            let to = new.cpus().ok().flatten();
+            said.push(match crate::cpus::apply(to.as_ref()) {
+                Ok(()) => match to {
+                    Some(l) => format!("every thread now runs on CPUs {l}"),
+                    None => "threads back on the CPUs the daemon started with".into(),
+                },
+                Err(e) => format!("[daemon] cpus not applied: {e}"),
+            });
+        }
         said.extend(unapplied(&old, &new));
         self.replace_config(new, policy);
         said.push("policy replaced".into());

@@ -896,3 +896,124 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[daemon] cpus`: every thread of the daemon (a client's worker included) runs on the CPUs
+/// listed; `SIGHUP` with another list moves them all, threads started afterwards inherit it,
+/// and a file without the key gives them back the CPUs the daemon started with.
+#[test]
+fn cpus_pin_every_thread_and_sighup_moves_them() {
+    // The CPUs this test may run on, as the kernel writes them ("0-1"): the daemon starts with
+    // the same.
+    let all = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let nums: Vec<usize> = all.split([',', '-']).map(|n| n.parse().unwrap()).collect();
+    let (first, last) = (nums[0], *nums.last().unwrap());
+    let conf = |cpus: Option<usize>| {
+        let key = cpus.map_or(String::new(), |c| format!("[daemon]\ncpus = \"{c}\"\n\n"));
+        format!("{key}[[switch]]\nname = \"vale0\"\n")
+    };
+    let d = Daemon::start_with_config("cpus", &conf(Some(last)));
+    let pid = d.child.id();
+    // Each thread's name and the CPUs it may run on.
+    let threads = || -> Vec<(String, String)> {
+        let mut t = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let Ok(s) = std::fs::read_to_string(e.unwrap().path().join("status")) else {
+                continue;
+            };
+            let field = |k: &str| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            };
+            t.push((field("Name:"), field("Cpus_allowed_list:")));
+        }
+        t
+    };
+    let all_on = |want: &str, at_least: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = threads();
+            if t.len() >= at_least && t.iter().all(|(_, c)| c == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "want every thread on {want}: {t:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let before = threads().len();
+    let attach = |port: &str| {
+        Port::attach(
+            &d.socket,
+            PortRequest {
+                port: port.into(),
+                ..Default::default()
+            },
+        )
+        .expect("attach")
+    };
+    let _a = attach("vale0:a");
+    // The client's worker is one more thread, pinned like the rest.
+    all_on(&last.to_string(), before + 1);
+
+    let hup = |toml: String| {
+        std::fs::write(d.dir.join("ptnetd.toml"), toml).unwrap();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -HUP");
+    };
+    hup(conf(Some(first)));
+    all_on(&first.to_string(), before + 1);
+    let _b = attach("vale0:b");
+    all_on(&first.to_string(), before + 2);
+    let log = std::fs::read_to_string(d.dir.join("ptnetd.log")).unwrap();
+    assert!(
+        log.contains(&format!("reload: every thread now runs on CPUs {first}")),
+        "{log}"
+    );
+
+    hup(conf(None));
+    all_on(&all, before + 2);
+}
+
+/// A list the machine cannot honour stops the daemon at start, saying why; one that does not
+/// parse names the file, the line and the key.
+#[test]
+fn cpus_the_machine_lacks_or_that_do_not_parse_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("ptnet-t2-{}-cpus-bad", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (toml, says) in [
+        (
+            "[daemon]\ncpus = \"1023\"\n",
+            "none of the CPUs 1023 is available",
+        ),
+        ("[daemon]\ncpus = \"2-1\"\n", "ptnetd.toml:2: [daemon] cpus"),
+    ] {
+        let path = dir.join("ptnetd.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(common::target_bin("ptnetd"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--socket")
+            .arg(dir.join("s.sock"))
+            .output()
+            .expect("run ptnetd");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(says), "{toml}: want {says:?} in {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
