@@ -46,6 +46,48 @@ def virtio_net_table(rows):
     return "\n".join(out)
 
 
+DIRECTIONS = {  # virtio-net.sh's directions
+    "tx": "guest TX (client txonly → switch consumes)",
+    "rx": "guest RX (switch side produces → client rxonly)",
+    "gg": "guest → switch → guest (client mac-forwards both ways)",
+}
+PER_CORE = {  # virtio-net.sh's switches
+    "ptnetd-eventfd": "ptnetd VALE, eventfd",
+    "ptnetd-busypoll": "ptnetd VALE, busy poll",
+    "dpdk-vhost": "peer: DPDK net_vhost (testpmd)",
+    "ovs-flows": "peer: OVS-DPDK, port flows",
+    "ovs-normal": "peer: OVS-DPDK, NORMAL (learning)",
+}
+
+
+def per_core_table(rows):
+    """virtio-net.sh: each switch alone on one CPU, the client on another; the ratio is to
+    DPDK's vhost PMD in the same direction at the same frame size."""
+    peer = {(r["direction"], r["size"]): r["rx_mpps"] for r in rows
+            if r["scenario"] == "dpdk-vhost"}
+    out = ["| direction | switch (pinned, 1 core) | frame B | Mpps (min–max) | Gbit/s "
+           "| switch core busy | switch ns / frame | × DPDK vhost |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        p = peer.get((r["direction"], r["size"]))
+        ns = r.get("switch_ns_per_frame")
+        out.append("| %s | %s | %d | %.2f (%.2f–%.2f) | %.2f | %.2f | %s | %s |" % (
+            DIRECTIONS[r["direction"]], PER_CORE[r["scenario"]], r["size"], r["rx_mpps"],
+            r.get("rx_mpps_min", r["rx_mpps"]), r.get("rx_mpps_max", r["rx_mpps"]),
+            r["rx_gbps"], r["switch_core_busy"], "%.0f" % ns if ns else "–",
+            "%.2f" % (r["rx_mpps"] / p) if p else "–"))
+    return "\n".join(out)
+
+
+def per_core_svg(rows, path):
+    """One bar per row: Mpps per switch core, ptnet blue, peers grey."""
+    bars = [("%s · %s, %d B" % (r["direction"], PER_CORE[r["scenario"]], r["size"]),
+             r["rx_mpps"], BLUE if r["scenario"].startswith("ptnetd") else GREY,
+             "%.2f" % r["rx_mpps"]) for r in rows]
+    bar_chart(path, "virtio-net per switch core (switch pinned alone on one CPU, client on "
+              "another): Mpps", bars, left=360)
+
+
 def nic_table(rows):
     """The NIC benchmark (bench/nic.sh): CPU in cores, per side and for the whole machine."""
     out = ["| path | frame B | sent Mpps | received Mpps (min–max) | received Gbit/s "
@@ -190,7 +232,9 @@ def main():
     ap.add_argument("--svg")
     ap.add_argument("--nic", action="store_true", help="the NIC benchmark's table (nic.sh)")
     ap.add_argument("--virtio-net", action="store_true",
-                    help="the virtio-net benchmark's table (virtio-net.sh)")
+                    help="the unpinned virtio-net rows of 2026-11-22 (virtio-net.sh before --per-core)")
+    ap.add_argument("--per-core", action="store_true",
+                    help="the pinned virtio-net benchmark's table (virtio-net.sh)")
     ap.add_argument("--pair-cost", action="store_true",
                     help="pair-cost runs (ptnet-virtio-net's example): table and plot")
     ap.add_argument("--kick-path", action="store_true",
@@ -217,6 +261,12 @@ def main():
         if a.svg:
             svg(rows, a.svg, "NIC ports and the Linux bridge: Mpps received (ptnet in blue, "
                 "the peer in grey)", sizes=(64, 1514))
+            print("\nplot: %s" % a.svg, file=sys.stderr)
+        return
+    if a.per_core:
+        print(per_core_table(rows))
+        if a.svg:
+            per_core_svg(rows, a.svg)
             print("\nplot: %s" % a.svg, file=sys.stderr)
         return
     if a.virtio_net:
