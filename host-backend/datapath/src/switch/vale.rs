@@ -246,10 +246,27 @@ pub struct SwitchCounters {
     pub learned: Option<u64>,
 }
 
+/// A switch's ports by index, and the indices in use (ascending), so that flooding costs the
+/// ports that exist, not [`VALE_MAX_PORTS`].
+struct PortTable {
+    slots: Vec<Option<Arc<VPort>>>,
+    live: Vec<u8>,
+}
+
+impl PortTable {
+    fn get(&self, i: usize) -> Option<&Arc<VPort>> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<VPort>> {
+        self.live.iter().filter_map(|&i| self.get(usize::from(i)))
+    }
+}
+
 /// A VALE switch.
 pub struct Switch {
     name: String,
-    ports: RwLock<Vec<Option<Arc<VPort>>>>,
+    ports: RwLock<PortTable>,
     lookup: Box<dyn Lookup>,
     stats: SwitchStats,
 }
@@ -270,7 +287,10 @@ impl Switch {
     pub fn with_lookup(name: &str, lookup: Box<dyn Lookup>) -> Arc<Self> {
         Arc::new(Switch {
             name: name.to_owned(),
-            ports: RwLock::new(vec![None; VALE_MAX_PORTS]),
+            ports: RwLock::new(PortTable {
+                slots: vec![None; VALE_MAX_PORTS],
+                live: Vec::with_capacity(VALE_MAX_PORTS),
+            }),
             lookup,
             stats: SwitchStats::default(),
         })
@@ -306,10 +326,11 @@ impl Switch {
         }
         let full = format!("{}:{}", self.name, name);
         let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
-        if ports.iter().flatten().any(|p| p.name == full) {
+        if ports.iter().any(|p| p.name == full) {
             return Err(ValeError::Exists(full));
         }
         let idx = ports
+            .slots
             .iter()
             .position(Option::is_none)
             .ok_or_else(|| ValeError::Full(self.name.clone()))?;
@@ -330,7 +351,9 @@ impl Switch {
             ..Default::default()
         })?;
         let port = Arc::new(VPort::new(idx as u8, full, ifc));
-        ports[idx] = Some(Arc::clone(&port));
+        ports.slots[idx] = Some(Arc::clone(&port));
+        let at = ports.live.partition_point(|&i| usize::from(i) < idx);
+        ports.live.insert(at, idx as u8);
         log::info!(
             "{}: port {} (index {idx}, region {} of {} KiB{})",
             self.name,
@@ -349,9 +372,10 @@ impl Switch {
     /// Removes a port; in-flight forwarding to it finishes first.
     pub fn remove_port(&self, port: &VPort) {
         let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut ports[port.idx as usize];
+        let slot = &mut ports.slots[port.idx as usize];
         if slot.as_ref().is_some_and(|p| std::ptr::eq(&**p, port)) {
             *slot = None;
+            ports.live.retain(|&i| i != port.idx);
             self.lookup.port_removed(port.idx);
             log::info!("{}: port {} removed", self.name, port.name);
         }
@@ -360,13 +384,13 @@ impl Switch {
     /// A port by its full name (`valeX:Y`).
     pub fn port(&self, name: &str) -> Option<Arc<VPort>> {
         let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
-        ports.iter().flatten().find(|p| p.name == name).cloned()
+        ports.iter().find(|p| p.name == name).cloned()
     }
 
     /// All ports, in index order.
     pub fn ports(&self) -> Vec<Arc<VPort>> {
         let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
-        ports.iter().flatten().cloned().collect()
+        ports.iter().cloned().collect()
     }
 }
 
@@ -849,7 +873,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
         match lookup.lookup(&frame, src.idx) {
             Dest::Port { port, ring } => {
                 let d = usize::from(port);
-                if d == usize::from(src.idx) || ports.get(d).is_none_or(Option::is_none) {
+                if d == usize::from(src.idx) || ports.get(d).is_none() {
                     no_dest += 1;
                     continue;
                 }
@@ -859,9 +883,9 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
             Dest::Broadcast => {
                 floods += 1;
                 p.ring = 0;
-                for (d, q) in ports.iter().enumerate() {
-                    if q.is_some() && d != usize::from(src.idx) {
-                        add(d, lists, touched);
+                for &d in &ports.live {
+                    if d != src.idx {
+                        add(usize::from(d), lists, touched);
                     }
                 }
             }
@@ -884,7 +908,7 @@ fn flush(sw: &Switch, src: &VPort, tx: &mut TxSide, region: &Arc<Region>) {
 
     for &d in touched.iter() {
         let list = &mut lists[usize::from(d)];
-        if let Some(dst) = ports[usize::from(d)].as_deref() {
+        if let Some(dst) = ports.get(usize::from(d)) {
             let dst_hdr = dst.vnet_hdr_len();
             if dst_hdr == src_hdr {
                 deliver(dst, list, pkts, ft, region, src_hdr != 0);
@@ -1307,5 +1331,26 @@ mod tests {
         assert_eq!(br.port_of(A), Some(5));
         br.port_removed(5);
         assert_eq!(br.port_of(A), None);
+    }
+
+    #[test]
+    fn the_live_list_holds_the_ports_that_exist_in_index_order() {
+        let sw = Switch::new("vale9");
+        let spec = VPortSpec {
+            slots: 64,
+            ..Default::default()
+        };
+        let p: Vec<_> = (0..4)
+            .map(|i| sw.add_port(&format!("p{i}"), &spec).unwrap())
+            .collect();
+        sw.remove_port(&p[1]);
+        sw.remove_port(&p[3]);
+        // The freed index 1 is taken again; the list stays sorted and holds no gaps.
+        let q = sw.add_port("q", &spec).unwrap();
+        assert_eq!(q.idx, 1);
+        let t = sw.ports.read().unwrap();
+        assert_eq!(t.live, [0, 1, 2]);
+        let names: Vec<_> = t.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["vale9:p0", "vale9:q", "vale9:p2"]);
     }
 }
