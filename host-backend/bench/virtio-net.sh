@@ -39,9 +39,11 @@
 #         ptnetd: virtio-net ports vale0:vm1 and vale0:vm2.  dpdk-vhost: testpmd
 #         net_vhost0 + net_vhost1, io forwarding.  ovs-flows: in_port=1→2, 2→1.
 #         ovs-normal: the NORMAL action (MAC learning).
-# Scenarios: ptnetd-eventfd (the workers sleep on kicks after a 20 µs linger, the default),
-# ptnetd-busypoll (`--busy-poll`: every port's worker spins; two ports' workers share the
-# one CPU), dpdk-vhost, ovs-flows, ovs-normal (bookworm's OVS 3.1 with DPDK 22.11, a private
+# Scenarios: ptnetd-eventfd (a worker thread per queue pair, sleeping on kicks after a 20 µs
+# linger, the default), ptnetd-busypoll (`--busy-poll`: every pair's worker spins; two
+# ports' workers share the one CPU), ptnetd-group-eventfd and ptnetd-group-busypoll (the
+# same with `--poll-groups 1`: one thread serves every pair, as an OVS PMD thread does),
+# dpdk-vhost, ovs-flows, ovs-normal (bookworm's OVS 3.1 with DPDK 22.11, a private
 # instance per run: its own ovsdb-server and database in a temp folder, ovs-vswitchd in its
 # own network namespace, DPDK without huge pages: dpdk-extra="--no-huge -m 1024 --no-pci
 # --legacy-mem --file-prefix=...", per-port-memory=true; see docs/benchmarks.md for why;
@@ -60,7 +62,8 @@ source ci/lib/common.sh
 secs=5
 out=target/bench
 repeat=3
-scenarios=(ptnetd-eventfd ptnetd-busypoll dpdk-vhost ovs-flows ovs-normal)
+scenarios=(ptnetd-eventfd ptnetd-busypoll ptnetd-group-eventfd ptnetd-group-busypoll dpdk-vhost
+    ovs-flows ovs-normal)
 directions=(tx rx gg)
 sizes=(64 1514)
 sw_cpu=1
@@ -81,7 +84,8 @@ done
 bench_args "${common[@]}"
 for what in "${scenarios[@]}"; do
     case $what in
-        ptnetd-eventfd|ptnetd-busypoll|dpdk-vhost|ovs-flows|ovs-normal) ;;
+        ptnetd-eventfd|ptnetd-busypoll|ptnetd-group-eventfd|ptnetd-group-busypoll) ;;
+        dpdk-vhost|ovs-flows|ovs-normal) ;;
         *) die "unknown scenario $what (see the header of $0)" ;;
     esac
 done
@@ -218,10 +222,12 @@ wait_socket() {
     done
 }
 
-# ptnetd_run MODE DIR SIZE: one run through ptnetd on the switch CPU.
+# ptnetd_run MODE DIR SIZE: one run through ptnetd on the switch CPU (MODE eventfd,
+# busypoll, group-eventfd or group-busypoll).
 ptnetd_run() {
     local mode=$1 dir=$2 size=$3 args=(--cpus "$sw_cpu") pid gen="" line
-    [ "$mode" = busypoll ] && args+=(--busy-poll)
+    case $mode in *busypoll) args+=(--busy-poll) ;; esac
+    case $mode in group-*) args+=(--poll-groups 1) ;; esac
     rm -f "$tmp"/*.sock
     RUST_LOG=warn "$bin/ptnetd" --socket "$tmp/ctl.sock" --vm-socket-dir "$tmp" "${args[@]}" \
         > "$tmp/ptnetd.log" 2>&1 &
@@ -389,6 +395,7 @@ for dir in "${directions[@]}"; do
                     case $what in
                         ptnetd-eventfd) line=$(ptnetd_run eventfd "$dir" "$size") ;;
                         ptnetd-busypoll) line=$(ptnetd_run busypoll "$dir" "$size") ;;
+                        ptnetd-group-*) line=$(ptnetd_run "${what#ptnetd-}" "$dir" "$size") ;;
                         dpdk-vhost) line=$(dpdk_run "$dir" "$size") ;;
                         ovs-flows) line=$(ovs_run flows "$dir" "$size") ;;
                         ovs-normal) line=$(ovs_run normal "$dir" "$size") ;;

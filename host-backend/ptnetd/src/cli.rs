@@ -37,6 +37,10 @@ pub struct Args {
     /// `2-3,6` (overrides the file).
     #[arg(long, value_name = "LIST", value_parser = cpu_list)]
     pub cpus: Option<String>,
+    /// Serve every virtio-net queue pair from N shared threads (poll groups), not a thread
+    /// each (overrides the file; 0: a thread each).
+    #[arg(long, value_name = "N")]
+    pub poll_groups: Option<usize>,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     pub print_default_config: bool,
@@ -71,6 +75,15 @@ impl TryFrom<Args> for Config {
         c.daemon.busy_poll |= a.busy_poll;
         if let Some(l) = a.linger_us {
             c.daemon.linger_us = l;
+        }
+        if let Some(n) = a.poll_groups {
+            if n > crate::config::MAX_POLL_GROUPS {
+                return Err(ConfigError::Invalid(format!(
+                    "--poll-groups must be at most {}",
+                    crate::config::MAX_POLL_GROUPS
+                )));
+            }
+            c.daemon.poll_groups = n;
         }
         if let Some(l) = a.cpus {
             c.daemon.cpus = Some(l);

@@ -119,6 +119,9 @@ pub struct DaemonSection {
     /// The CPUs every thread of the daemon runs on (`"1"`, `"2-3"`, `"0,4-5"`); unset: those
     /// it was started with.
     pub cpus: Option<String>,
+    /// Threads that serve every virtio-net queue pair between them, each pair in the one
+    /// with the fewest (0: a thread per queue pair).
+    pub poll_groups: usize,
 }
 
 impl Default for DaemonSection {
@@ -134,9 +137,13 @@ impl Default for DaemonSection {
             max_switches: 64,
             linger_us: ptnet_datapath::kloop::DEFAULT_LINGER.as_micros() as u64,
             cpus: None,
+            poll_groups: 0,
         }
     }
 }
+
+/// Most poll groups (`[daemon] poll_groups`).
+pub const MAX_POLL_GROUPS: usize = 64;
 
 /// `[[switch]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -488,6 +495,14 @@ impl Config {
             if !ports.insert(&p.name) {
                 return Err(bad("name", format!("port {} listed twice", p.name)));
             }
+        }
+        if self.daemon.poll_groups > MAX_POLL_GROUPS {
+            return Err(self.bad(
+                "daemon",
+                None,
+                "poll_groups",
+                format!("poll_groups must be at most {MAX_POLL_GROUPS}"),
+            ));
         }
         if self.daemon.linger_us > 1_000_000 {
             return Err(self.bad(

@@ -52,10 +52,18 @@ impl Daemon {
     pub fn new(cfg: Config) -> Result<Arc<Self>> {
         let policy = Policy::new(&cfg, creds::effective_uid())
             .map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        let vnet_groups = match cfg.daemon.poll_groups {
+            0 => None,
+            n => Some(
+                ptnet_virtio_net::PollGroups::spawn(n, mode_for(&cfg, false))
+                    .map_err(|e| DaemonError::Invalid(format!("poll groups: {e}")))?,
+            ),
+        };
         let d = Arc::new(Daemon {
             policy: RwLock::new(Arc::new(policy)),
             state: Mutex::new(State {
                 max_switches: cfg.daemon.max_switches,
+                vnet_groups,
                 ..State::default()
             }),
             cfg: RwLock::new(Arc::new(cfg.clone())),

@@ -86,6 +86,9 @@ pub(crate) struct State {
     pub(crate) vms: BTreeMap<String, VmState>,
     /// Host interfaces given directly to a client, by interface name.
     pub(crate) directs: BTreeMap<String, DirectState>,
+    /// `[daemon] poll_groups`: the threads that serve virtio-net queue pairs (none: a
+    /// thread per pair).
+    pub(crate) vnet_groups: Option<std::sync::Arc<ptnet_virtio_net::PollGroups>>,
 }
 
 /// What identifies an attachment, to release it.

@@ -98,10 +98,11 @@ fn unapplied(old: &Config, new: &Config) -> Vec<String> {
         || o.socket_group != n.socket_group
         || o.metrics != n.metrics
         || o.vm_socket_dir != n.vm_socket_dir
+        || o.poll_groups != n.poll_groups
     {
         said.push(
-            "[daemon] socket, socket_mode, socket_group, metrics or vm_socket_dir changed: \
-             applied at the next start"
+            "[daemon] socket, socket_mode, socket_group, metrics, vm_socket_dir or poll_groups \
+             changed: applied at the next start"
                 .into(),
         );
     }

@@ -152,6 +152,7 @@ impl State {
                     mac,
                     mode,
                     access,
+                    groups: self.vnet_groups.clone(),
                     ..Default::default()
                 };
                 ptnet_virtio_net::serve(&socket, Arc::clone(&port), cfg)

@@ -6,22 +6,22 @@
 //!   many pairs as the port has ring pairs (`VIRTIO_NET_F_MQ` when more than one).
 //! * **Start**, as soon as pair 0's queues have a kick eventfd and are ready and enabled: the
 //!   port is bound to a private CSB (the device is the port's client, as a host process
-//!   would be) and one worker thread per live pair runs [`crate::worker::Pair`], pair 0 also
-//!   serving the control queue when it is live. The crate's own vring worker threads are not
+//!   would be) and each live pair ([`crate::worker::Pair`], pair 0 also serving the control
+//!   queue when it is live) joins a poll group ([`crate::group`]): the daemon's, or one of
+//!   its own (its own thread). The crate's own vring worker threads are not
 //!   used (`queues_per_thread` is empty): the pair workers are the only readers of their kick
 //!   eventfds (they read duplicates), so no wake-up is lost to a second reader.
 //! * **Restart** when any queue's kick, enabled or ready state changes while running (a
 //!   driver enabling more pairs, a reconnecting frontend re-sending its rings): stop, then
 //!   start over with the queues live now.
 //! * **Stop**, on `GET_VRING_BASE`, `RESET_DEVICE` or disconnect: synchronously, before the
-//!   handler replies (the driver may reuse its memory right after), the workers are stopped
-//!   and joined and the port unbound. The queues' `next_avail` stays where the workers left
+//!   handler replies (the driver may reuse its memory right after), the pairs leave their
+//!   groups (after a last pass), their own threads are joined, and the port is unbound. The queues' `next_avail` stays where the workers left
 //!   it, so `GET_VRING_BASE` returns the right base.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 
 use ptnet_datapath::csb::{CsbMem, CsbRef};
 use ptnet_datapath::kloop::Mode;
@@ -48,6 +48,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::config::NetConfig;
 use crate::ctrl::Ctrl;
+use crate::group::{Membership, PollGroup, PollGroups};
 pub use crate::stats::{NetStats, NetStatsSnapshot};
 use crate::worker::{Pair, PairConfig};
 
@@ -63,6 +64,9 @@ pub struct DeviceOptions {
     pub mode: Mode,
     /// Largest virtqueue the frontend may configure.
     pub max_queue_size: u16,
+    /// Serve the queue pairs in these poll groups instead of a thread each (the groups'
+    /// mode then applies, not `mode`).
+    pub groups: Option<Arc<PollGroups>>,
 }
 
 /// The virtio feature bits a device with `pairs` queue pairs offers.
@@ -173,10 +177,12 @@ pub fn pairs_of(port: &dyn SyncPort) -> u16 {
     (ifc.tx.len().min(ifc.rx.len()) as u16).clamp(1, MAX_PAIRS)
 }
 
+/// What serves one live pair: its place in a poll group, the daemon's or (`own`) one that
+/// is the pair's own thread.
+/// (Dropped in field order: the pair leaves, then its own thread ends.)
 struct Worker {
-    stop: Arc<EventFd>,
-    stopping: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    member: Membership,
+    own: Option<PollGroup>,
 }
 
 struct State {
@@ -342,32 +348,30 @@ impl NetDevice {
                 carry_hdr,
                 stats: Arc::clone(&self.stats),
             });
-            let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(StartError::Eventfd)?);
-            let stopping = Arc::new(AtomicBool::new(false));
-            let (s2, st2, stats, mode) = (
-                Arc::clone(&stop),
-                Arc::clone(&stopping),
-                Arc::clone(&self.stats),
-                self.opts.mode,
-            );
-            let name = self.name.clone();
-            let thread = thread::Builder::new()
-                .name(thread_name(&format!("vnet{p}"), &self.name))
-                .spawn(move || {
-                    if let Err(e) = pair.run(&kicks, &s2, &st2, mode) {
-                        stats.broken.fetch_add(1, Ordering::Relaxed);
-                        log::error!(
-                            "{name} pair {p}: {e}; the queue pair stops until the frontend \
-                             resets the device"
-                        );
+            let stats = Arc::clone(&self.stats);
+            let worker = match &self.opts.groups {
+                Some(g) => Worker {
+                    member: g
+                        .least_loaded()
+                        .join(pair, kicks, stats)
+                        .map_err(StartError::Thread)?,
+                    own: None,
+                },
+                None => {
+                    // A group of one: the pair's own thread.
+                    let own = PollGroup::spawn(
+                        &thread_name(&format!("vnet{p}"), &self.name),
+                        self.opts.mode,
+                    )
+                    .map_err(StartError::Thread)?;
+                    let member = own.join(pair, kicks, stats).map_err(StartError::Thread)?;
+                    Worker {
+                        member,
+                        own: Some(own),
                     }
-                })
-                .map_err(StartError::Thread)?;
-            workers.push(Worker {
-                stop,
-                stopping,
-                thread,
-            });
+                }
+            };
+            workers.push(worker);
         }
         Ok(workers)
     }
@@ -401,14 +405,11 @@ impl NetDevice {
         let Some(workers) = st.workers.take() else {
             return;
         };
-        for w in &workers {
-            w.stopping.store(true, Ordering::Release);
-            let _ = w.stop.write(1);
-        }
         for w in workers {
-            if w.thread.join().is_err() {
-                log::error!("{}: a virtio-net worker panicked", self.name);
-            }
+            // Synchronous: the group has made its last pass over the pair.
+            w.member.leave();
+            // A pair's own thread ends (and is joined) with its group.
+            drop(w.own);
         }
         self.port.bind(None);
         let _ = self.port.set_vnet_hdr_len(0);
@@ -593,6 +594,7 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 1],
             mode: Mode::default(),
             max_queue_size: 256,
+            groups: None,
         };
         NetDevice::new(port, opts, Arc::new(NetStats::default()))
     }

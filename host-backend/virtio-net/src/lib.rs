@@ -16,6 +16,7 @@
 //! * [`worker`]: a queue pair's data path: TX virtqueue → port TX ring, port RX ring → RX
 //!   virtqueue (MRG_RXBUF), the control queue, lingering and sleeping;
 //! * [`ctrl`]: the control virtqueue commands (RX mode, MAC, MQ);
+//! * [`group`]: poll groups, one thread serving the queue pairs of many devices;
 //! * [`stats`]: the port's counters;
 //!
 //! The vhost-user plumbing (socket, connections, hooked virtqueues, guest memory, and the
@@ -26,10 +27,12 @@
 pub mod config;
 pub mod ctrl;
 pub mod device;
+pub mod group;
 pub mod server;
 pub mod stats;
 pub mod virtq;
 pub mod worker;
 
+pub use group::PollGroups;
 pub use server::{ServeConfig, ServeError, ServeHandle, qemu_args, serve};
 pub use stats::{NetStats, NetStatsSnapshot};

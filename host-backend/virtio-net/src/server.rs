@@ -11,6 +11,7 @@ use ptnet_datapath::switch::vale::mac_str;
 use ptnet_vhost_user::{self as vhu, default_mac};
 
 use crate::device::{self, DeviceOptions, NetDevice, NetStats, NetStatsSnapshot};
+use crate::group::PollGroups;
 
 /// Errors of [`serve`].
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub struct ServeConfig {
     pub max_queue_size: u16,
     /// Permissions and group of the socket.
     pub access: vhu::Access,
+    /// Poll groups that serve the queue pairs (none: a thread per pair).
+    pub groups: Option<Arc<PollGroups>>,
 }
 
 impl Default for ServeConfig {
@@ -44,6 +47,7 @@ impl Default for ServeConfig {
             mode: Mode::default(),
             max_queue_size: 1024,
             access: vhu::Access::default(),
+            groups: None,
         }
     }
 }
@@ -137,6 +141,7 @@ pub fn serve(
         mac: cfg.mac.unwrap_or_else(|| default_mac(&name)),
         mode: cfg.mode,
         max_queue_size: cfg.max_queue_size,
+        groups: cfg.groups.clone(),
     };
     let pairs = device::pairs_of(&*port);
     let stats = Arc::new(NetStats::default());

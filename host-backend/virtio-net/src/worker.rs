@@ -20,10 +20,10 @@
 //!   resolves them for the others). Otherwise frames cross without a header: TX offload
 //!   requests are resolved here in software (checksum filled, TSO frames cut into segments,
 //!   through a scratch buffer allocated once) and the guest gets a zero header.
-//! * **Sleeping**: after a pass with no work the thread polls for up to the mode's linger,
-//!   then re-enables the TX virtqueue's notifications (and the RX virtqueue's when frames
-//!   wait for buffers) and the RX ring's interrupt, checks again, and sleeps in epoll on the
-//!   kick eventfds and the port's interrupt eventfd. Busy-poll mode never sleeps.
+//! * **Sleeping** is the poll group's ([`crate::group`]; a pair of its own has a group of one):
+//!   `Pair::arm` re-enables the TX virtqueue's notifications (and the RX virtqueue's when
+//!   frames wait for buffers) and the RX ring's interrupt and says whether work came
+//!   meanwhile; `Pair::disarm` turns them off again.
 //!
 //! A malformed chain (writable descriptor on TX, read-only on RX, address outside guest
 //! memory, a frame longer than 64 port buffers, an offload request that cannot be resolved)
@@ -32,16 +32,10 @@
 //! stops this worker until the frontend resets the device. Neither panics nor touches
 //! anything outside the guest's memory and the port's region.
 
-use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use ptnet_datapath::app::{AppRing, slots_for};
 use ptnet_datapath::csb::CsbRef;
-use ptnet_datapath::kloop::{Mode, kick_epoll};
-use ptnet_datapath::peer;
 use ptnet_datapath::port::SyncPort;
 use ptnet_spec::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use ptnet_spec::ring::nm_next;
@@ -50,8 +44,6 @@ use ptnet_vhost_user::vring::HookedVring;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
-use vmm_sys_util::epoll::EpollEvent;
-use vmm_sys_util::eventfd::EventFd;
 
 use ptnet_datapath::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
@@ -69,8 +61,6 @@ pub const RX_BATCH: u32 = 256;
 /// post one buffer per chain with MRG_RXBUF, and without it (no guest TSO offered) one or
 /// two.
 const MAX_RX_DESCS: usize = 8;
-/// Passes between two clock reads while lingering.
-const LINGER_CHECK: u32 = 16;
 
 /// Why one chain was refused (it is completed with length 0).
 #[derive(Debug, thiserror::Error)]
@@ -174,11 +164,6 @@ pub struct Pair {
     rx_blocked: bool,
     /// The TX ring had no free slot.
     tx_blocked: bool,
-    /// Current linger in nanoseconds: it adapts between 0 and the mode's linger (doubling
-    /// when lingering caught the guest's next batch, halving when it did not), so a guest
-    /// that is not coming back soon stops costing polling time — the sync loop's rule
-    /// (ptnet-datapath's `kloop`).
-    linger_ns: u64,
     bad_log: RateLimit,
 }
 
@@ -254,9 +239,18 @@ impl Pair {
             stats: c.stats,
             rx_blocked: false,
             tx_blocked: false,
-            linger_ns: u64::MAX,
             bad_log: RateLimit::default(),
         }
+    }
+
+    /// `port pair N`, for the log.
+    pub(crate) fn label(&self) -> String {
+        format!("{} pair {}", self.name, self.index)
+    }
+
+    /// The header and buffer layout the driver chose, for the log.
+    pub(crate) fn layout(&self) -> String {
+        format!("header {} bytes, mrg_rxbuf {}", self.hdr_len, self.mrg)
     }
 
     fn bad(&mut self, queue: &str, e: &BadChain) {
@@ -671,7 +665,7 @@ impl Pair {
 
     /// Asks for every notification that can bring work, with the double check. Returns true
     /// if work is already there (the caller keeps going instead of sleeping).
-    fn arm(&mut self) -> Result<bool, Broken> {
+    pub(crate) fn arm(&mut self) -> Result<bool, Broken> {
         let mem = self.mem.memory();
         let mut work = {
             let mut vr = self.txq.get_mut();
@@ -707,7 +701,7 @@ impl Pair {
     }
 
     /// Back to work: notifications off.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         let mem = self.mem.memory();
         let _ = self
             .txq
@@ -724,108 +718,6 @@ impl Pair {
         }
         self.rx.disable_notifications();
         self.tx.disable_notifications();
-    }
-
-    /// Runs the pair until `stopping` is set (and `stop` written). `kicks` are the eventfds
-    /// that wake it (the queues' kicks, the port's interrupt).
-    pub fn run(
-        mut self,
-        kicks: &[EventFd],
-        stop: &EventFd,
-        stopping: &AtomicBool,
-        mode: Mode,
-    ) -> Result<(), Broken> {
-        let epoll = match kick_epoll(kicks, stop) {
-            Ok(e) => e,
-            Err(e) => {
-                log::error!("{} pair {}: epoll: {e}", self.name, self.index);
-                return Ok(());
-            }
-        };
-        let mut events = vec![EpollEvent::default(); kicks.len() + 1];
-        self.disarm();
-        log::info!(
-            "{} pair {}: virtio-net queues running ({:?}, header {} bytes, mrg_rxbuf {})",
-            self.name,
-            self.index,
-            mode,
-            self.hdr_len,
-            self.mrg
-        );
-        while !stopping.load(Ordering::Acquire) {
-            if self.pass()? > 0 {
-                continue;
-            }
-            let linger = match mode {
-                Mode::BusyPoll => {
-                    thread::yield_now();
-                    continue;
-                }
-                Mode::Eventfd { linger } => linger,
-            };
-            let max = linger.as_nanos().min(u128::from(u64::MAX)) as u64;
-            self.linger_ns = self.linger_ns.min(max);
-            if self.linger_ns > 0 {
-                let caught = self.linger(Duration::from_nanos(self.linger_ns))?;
-                self.linger_ns = if caught {
-                    self.linger_ns
-                        .saturating_mul(2)
-                        .clamp(1000, max.max(1000))
-                        .min(max)
-                } else {
-                    self.linger_ns / 2
-                };
-                if caught {
-                    continue;
-                }
-            }
-            if self.arm()? {
-                self.disarm();
-                continue;
-            }
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(e) => {
-                    log::error!("{} pair {}: epoll: {e}", self.name, self.index);
-                    return Ok(());
-                }
-            };
-            for ev in &events[..n] {
-                if let Some(k) = kicks.get(ev.data() as usize) {
-                    // The frontend holds the kick eventfd too: never a read that could wait.
-                    peer::drain(k);
-                }
-            }
-            NetStats::add(&self.stats.wakeups, 1);
-            if let Mode::Eventfd { linger } = mode {
-                // The guest is active again: let lingering try again.
-                let quarter = (linger.as_nanos() / 4).min(u128::from(u64::MAX)) as u64;
-                self.linger_ns = self.linger_ns.max(quarter);
-            }
-            self.disarm();
-        }
-        // One last pass: frames the frontend queued before it stopped the device (a
-        // GET_VRING_BASE or a disconnect, which waits for this thread) were counted as sent
-        // by it, so they go through; the ring base the frontend gets back then covers them.
-        self.pass()?;
-        Ok(())
-    }
-
-    /// Polls for up to `linger`; true as soon as a pass found work.
-    fn linger(&mut self, linger: Duration) -> Result<bool, Broken> {
-        let until = Instant::now() + linger;
-        loop {
-            for _ in 0..LINGER_CHECK {
-                if self.pass()? > 0 {
-                    return Ok(true);
-                }
-                std::hint::spin_loop();
-            }
-            if Instant::now() >= until {
-                return Ok(false);
-            }
-        }
     }
 }
 

@@ -14,6 +14,7 @@ use ptnet_datapath::switch::vale::{Switch, VPortSpec, ValePortSync};
 use ptnet_vhost_user::guest::GuestMem;
 use ptnet_vhost_user::vring::HookedVring;
 use ptnet_virtio_net::device::{NetStats, bind_port, features};
+use ptnet_virtio_net::group::PollGroup;
 use ptnet_virtio_net::worker::{Pair, PairConfig};
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
@@ -112,7 +113,12 @@ fn desc(addr: u64, len: u32, write: bool) -> RawDescriptor {
 
 /// Posts chains (descriptors taken in order after those posted before), as a driver does.
 fn post(r: &Rig, base: u64, chains: &[Vec<RawDescriptor>]) {
-    let m = r.mem.memory();
+    post_in(&r.mem, base, chains);
+}
+
+/// [`post`] into guest memory `mem`.
+fn post_in(mem: &GuestMem, base: u64, chains: &[Vec<RawDescriptor>]) {
+    let m = mem.memory();
     let idx_at = GuestAddress(avail_addr(base) + 2);
     let mut idx: u16 = m.read_obj(idx_at).unwrap();
     // Descriptors are taken round robin; the cursor lives in a scratch word of the queue's
@@ -637,4 +643,89 @@ fn flags_only_a_device_may_set_do_not_cross_the_switch() {
     let got = host_receive_frames(&mut r, 1);
     assert_eq!(got[0][0], VIRTIO_NET_HDR_F_NEEDS_CSUM as u8);
     assert_eq!(got[0][1..HDR], h.to_le_bytes()[1..]);
+}
+
+/// Frame `i` (60 bytes) behind a zero header at buffer `slot`, posted on the TX queue.
+fn guest_send(mem: &GuestMem, i: u8, slot: u64) -> Vec<u8> {
+    let f = frame(i, 60);
+    let a = BUFS + slot * 0x1000;
+    let m = mem.memory();
+    m.write_slice(&[0u8; HDR], GuestAddress(a)).unwrap();
+    m.write_slice(&f, GuestAddress(a + HDR as u64)).unwrap();
+    drop(m);
+    post_in(mem, TXQ, &[vec![desc(a, (HDR + f.len()) as u32, false)]]);
+    f
+}
+
+/// Until `stats` says `f` holds (5 s at most).
+fn until(stats: &NetStats, what: &str, f: impl Fn(&ptnet_virtio_net::NetStatsSnapshot) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f(&stats.snapshot()) {
+        assert!(Instant::now() < deadline, "{what}: {:?}", stats.snapshot());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One poll group thread serves two pairs: each one's guest frames reach its host client; a
+/// pair whose queue breaks leaves the group and the other goes on; leaving is synchronous,
+/// so nothing posted afterwards is taken.
+#[test]
+fn a_poll_group_serves_two_pairs_and_a_broken_one_leaves_alone() {
+    let g = PollGroup::spawn("vnet-gt", Mode::BusyPoll).unwrap();
+    let Rig {
+        mem: mem_a,
+        pair,
+        stats: stats_a,
+        host: mut host_a,
+        _client: _ca,
+        ..
+    } = rig("vnet-ga", features(1));
+    let member_a = g.join(pair, Vec::new(), Arc::clone(&stats_a)).unwrap();
+    let Rig {
+        mem: mem_b,
+        pair,
+        stats: stats_b,
+        host: mut host_b,
+        _client: _cb,
+        ..
+    } = rig("vnet-gb", features(1));
+    let member_b = g.join(pair, Vec::new(), Arc::clone(&stats_b)).unwrap();
+
+    let receive = |host: &mut Port, want: &[u8]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.is_empty() {
+            assert!(Instant::now() < deadline, "no frame reached the host");
+            host.rxsync(0);
+            host.rx_batch(0, 64, |b, _| got.push(b.to_vec()));
+            host.rxsync(0);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, [want.to_vec()]);
+    };
+    let f = guest_send(&mem_a, 1, 0);
+    receive(&mut host_a, &f);
+    let f = guest_send(&mem_b, 2, 0);
+    receive(&mut host_b, &f);
+
+    // b's avail index runs a whole queue ahead: its queue breaks, it leaves the group.
+    mem_b
+        .memory()
+        .write_obj(QSIZE + 5, GuestAddress(TXQ + 16 * u64::from(QSIZE) + 2))
+        .unwrap();
+    until(&stats_b, "b broke", |s| s.broken == 1);
+    let f = guest_send(&mem_a, 3, 1);
+    receive(&mut host_a, &f);
+    member_b.leave();
+
+    member_a.leave();
+    let sent = stats_a.snapshot().tx_packets;
+    guest_send(&mem_a, 4, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        stats_a.snapshot().tx_packets,
+        sent,
+        "a pair that left is not served"
+    );
+    assert_eq!(stats_a.snapshot().broken, 0);
 }

@@ -30,6 +30,8 @@ fn wait_running(d: &Daemon, name: &str, timeout: Duration) {
     }
 }
 
+/// The same exchanges with a worker thread per queue pair (the default) and with every pair
+/// in one poll group (`poll_groups = 1`), one after the other.
 #[test]
 fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() {
     let have = Command::new(TESTPMD)
@@ -42,7 +44,44 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
         "{TESTPMD} not found: install it with `ci/prereqs.sh dpdk` (package dpdk-dev)"
     );
     let d = Daemon::start("virtio-net");
-    let pid = std::process::id();
+    exchanges(&d, "t");
+    drop(d);
+
+    let d = Daemon::start_with_config(
+        "virtio-net-group",
+        "[daemon]\npoll_groups = 1\n\n[[switch]]\nname = \"vale0\"\n",
+    );
+    exchanges(&d, "g");
+    // One thread served every pair: each joined the group and left it when its testpmd
+    // went away; no pair had a thread of its own.
+    let log = std::fs::read_to_string(d.dir.join("ptnetd.log")).unwrap();
+    for line in [
+        "vnet-g0: vale0:vm1 pair 0 joined",
+        "vnet-g0: vale0:vm1 pair 0 left",
+        "vnet-g0: vale0:vm2 pair 0 left",
+        "vnet-g0: vale0:mq pair 1 joined",
+        "vnet-g0: vale0:mq pair 1 left",
+    ] {
+        assert!(log.contains(line), "{line:?} missing:\n{log}");
+    }
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert!(threads.iter().any(|t| t == "vnet-g0"), "{threads:?}");
+    assert!(
+        !threads
+            .iter()
+            .any(|t| t.starts_with("vnet0") || t.starts_with("vnet1")),
+        "{threads:?}"
+    );
+}
+
+/// Guest → host, host → guest and two queue pairs, each counted at every hop, on daemon `d`
+/// (`tag` keeps DPDK's runtime folders apart).
+fn exchanges(d: &Daemon, tag: &str) {
+    let pid = format!("{}{tag}", std::process::id());
     let sock1 = d.dir.join("vm1.sock");
     let sock2 = d.dir.join("vm2.sock");
     for (port, sock, mac) in [
@@ -81,7 +120,7 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
         ]);
     let rx = Proc::spawn(rx, false);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !port(&d, "vale0:h1").attached {
+    while !port(d, "vale0:h1").attached {
         assert!(Instant::now() < deadline, "the host client did not attach");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -98,8 +137,8 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
     let (ok, v) = rx.finish();
     assert!(ok, "host receiver: {v}");
     let received = v["packets"].as_u64().expect("packets");
-    let vm1 = port(&d, "vale0:vm1");
-    let h1 = port(&d, "vale0:h1");
+    let vm1 = port(d, "vale0:vm1");
+    let h1 = port(d, "vale0:h1");
     eprintln!("guest→host: testpmd sent {sent}, host client received {received}, {vm1:?}, {h1:?}");
     assert!(sent > 1000, "testpmd sent only {sent} frames");
     assert_eq!(
@@ -132,7 +171,7 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
     .stderr(Stdio::piped())
     .spawn()
     .expect("start dpdk-testpmd");
-    wait_running(&d, "vale0:vm2", Duration::from_secs(6));
+    wait_running(d, "vale0:vm2", Duration::from_secs(6));
     // testpmd flushes its receive queues when forwarding starts, a moment after the device
     // started: frames that arrive before that are discarded uncounted.
     std::thread::sleep(Duration::from_secs(2));
@@ -163,7 +202,7 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
     );
     let out = rxpmd.wait_with_output().expect("dpdk-testpmd rxonly");
     let (got, _) = totals(&out);
-    let vm2 = port(&d, "vale0:vm2");
+    let vm2 = port(d, "vale0:vm2");
     eprintln!("host→guest: {N} sent, testpmd received {got}, {vm2:?}");
     assert_eq!(
         vm2.stats.rx_packets + vm2.stats.rx_drops,
@@ -211,7 +250,7 @@ fn dpdk_virtio_user_exchanges_counted_frames_with_a_host_client_through_vale0() 
         .stdin(Stdio::null());
     let out = mq.output().expect("run dpdk-testpmd with two queues");
     let (_, sent) = totals(&out);
-    let port_mq = port(&d, "vale0:mq");
+    let port_mq = port(d, "vale0:mq");
     eprintln!("two queue pairs: testpmd sent {sent}, {port_mq:?}");
     assert!(sent > 1000, "testpmd sent only {sent} frames on two queues");
     assert_eq!(
