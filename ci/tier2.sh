@@ -59,3 +59,10 @@ log "NIC benchmark smoke run (bench/nic.sh, 1 s per row: namespaces, veth, Linux
 host-backend/bench/nic.sh --seconds 1 --repeat 1 --out target/bench-smoke >&2
 rows=$(grep -c '"rx_packets": *[1-9]' target/bench-smoke/nic.jsonl || true)
 [ "$rows" -eq 6 ] || die "bench/nic.sh: $rows of 6 rows moved packets"
+
+log "per-core virtio-net benchmark smoke run (bench/virtio-net.sh: pinned, guest to guest, 1 s)"
+host-backend/bench/virtio-net.sh --seconds 1 --repeat 1 --sizes 64 --directions gg \
+    --only ptnetd-group-eventfd,dpdk-vhost --out target/bench-smoke >&2
+rows=$(python3 -c 'import json, sys; print(sum(json.loads(l)["rx_mpps"] > 0 for l in open(sys.argv[1])))' \
+    target/bench-smoke/virtio-net.jsonl)
+[ "$rows" -eq 2 ] || die "bench/virtio-net.sh: $rows of 2 rows moved frames"
