@@ -25,6 +25,7 @@
 //! to ports that carry it, and is resolved in software toward the others).
 
 pub mod config;
+mod copies;
 pub mod ctrl;
 pub mod device;
 pub mod group;

@@ -5,7 +5,9 @@
 //!
 //! * **TX** (guest → switch): up to [`TX_BATCH`] chains are popped (never more than the port
 //!   TX ring has free slots for), each is copied once from guest memory into the port's
-//!   buffers — one slot, or an `NS_MOREFRAG` chain of up to 64 for a longer frame — all
+//!   buffers — one slot, or an `NS_MOREFRAG` chain of up to 64 for a longer frame; the
+//!   copies are queued while the chains are walked and done together before anything is
+//!   published (`copies`) — all
 //!   chains are completed with one used-index store and at most one notification, then
 //!   `head` is published and txsync run once.
 //! * **RX** (switch → guest): the frames the switch put in the RX ring (whole `NS_MOREFRAG`
@@ -48,6 +50,7 @@ use vm_memory::{Address, GuestAddress, GuestAddressSpace, VolatileSlice};
 use ptnet_datapath::switch::vnet::{self, MAX_GSO_FRAME, Segments, Unresolvable};
 use ptnet_spec::vnet::{VNET_HDR_LEN, VnetHdr};
 
+use crate::copies::Copies;
 use crate::ctrl::Ctrl;
 use crate::stats::NetStats;
 pub use crate::virtq::Broken;
@@ -159,6 +162,7 @@ pub struct Pair {
     /// Scratch space of that software path, allocated the first time it is needed.
     scratch: Option<Box<TxScratch>>,
     used: UsedBatch,
+    copies: Copies,
     stats: Arc<NetStats>,
     /// Frames wait in the RX ring for guest buffers.
     rx_blocked: bool,
@@ -236,6 +240,7 @@ impl Pair {
             tx_offloads: c.features & (1 << VIRTIO_NET_F_CSUM) != 0,
             scratch: None,
             used: UsedBatch::with_capacity(TX_BATCH.max(RX_BATCH) as usize * 2),
+            copies: Copies::with_capacity(TX_BATCH.max(RX_BATCH) as usize * 2),
             stats: c.stats,
             rx_blocked: false,
             tx_blocked: false,
@@ -276,6 +281,7 @@ impl Pair {
 
     /// Guest TX virtqueue → port TX ring.
     pub fn tx_pass(&mut self) -> Result<u32, Broken> {
+        self.copies.discard();
         let ns = self.tx.view().num_slots();
         self.tx.refresh();
         if self.tx.avail() == 0 {
@@ -356,7 +362,15 @@ impl Pair {
                     }
                     // A header the guest sends across the switch may carry flags only a
                     // device may set: VALE clears them on delivery.
-                    gather_slots(&mem, &rings, head, skip, &mut self.tx, space)
+                    gather_slots(
+                        &mem,
+                        &rings,
+                        head,
+                        skip,
+                        &mut self.tx,
+                        space,
+                        &mut self.copies,
+                    )
                 }
             };
             next = next.wrapping_add(1);
@@ -376,6 +390,9 @@ impl Pair {
             self.used.push(head, 0);
         }
         q.set_next_avail(next);
+        // Every frame's bytes in the port's buffers before the guest may reuse its own and
+        // before txsync hands them to the switch.
+        self.copies.flush();
         let notify = rings
             .publish(q, &mut self.used)
             .map_err(|source| Broken::Used {
@@ -874,6 +891,7 @@ fn gather_slots(
     skip: usize,
     tx: &mut AppRing,
     max: u32,
+    copies: &mut Copies,
 ) -> Result<(usize, u32), BadChain> {
     let max = max.min(NETMAP_MAX_FRAGS);
     let size = tx.buf_size();
@@ -907,7 +925,7 @@ fn gather_slots(
             let src = guest_slice(mem, addr, k)?;
             // PANIC-free: off + k <= size, the buffer's length.
             if let Ok(b) = dst.subslice(off, k) {
-                src.copy_to_volatile_slice(b);
+                copies.push(&src, &b);
             }
             addr = addr.checked_add(k as u64).ok_or(BadAddress {
                 addr: addr.0,
