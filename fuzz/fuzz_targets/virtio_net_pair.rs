@@ -24,6 +24,8 @@ const QSIZE: u16 = 16;
 const MEM: u64 = 0x4_0000;
 /// Queue layouts: descriptor table, avail ring, used ring.
 const Q: [u64; 2] = [0x1000, 0x2000];
+/// Input bytes one queue takes: 6 per descriptor, then the avail index and ring.
+const QUEUE_BYTES: usize = 6 * QSIZE as usize + 2 + 2 * QSIZE as usize;
 
 fn ports() -> &'static (Arc<dyn SyncPort>, Arc<dyn SyncPort>) {
     static P: OnceLock<(Arc<dyn SyncPort>, Arc<dyn SyncPort>)> = OnceLock::new();
@@ -100,18 +102,25 @@ fuzz_target!(|data: &[u8]| {
     a.set_vnet_hdr_len(hdr).expect("header length");
     b.set_vnet_hdr_len(if opts & 8 != 0 { 12 } else { 0 }).expect("header length");
 
-    let mk_mem = |d: &mut &[u8]| {
+    // The queues first (130 bytes each), so that short inputs drive them; the rest of the
+    // input is the buffers' contents (frames, headers), half for each guest, from 0x8000 on.
+    let mut qa = [0u8; QUEUE_BYTES];
+    let mut qb = [0u8; QUEUE_BYTES];
+    for q in [&mut qa, &mut qb] {
+        let n = d.len().min(QUEUE_BYTES);
+        q[..n].copy_from_slice(&d[..n]);
+        d = &d[n..];
+    }
+    let (bufs_a, bufs_b) = d.split_at(d.len() / 2);
+    let mk_mem = |bufs: &[u8], base: u64, queue: &[u8]| {
         let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).expect("guest memory");
-        // Buffer contents (frames, headers) from the input, from 0x8000 on.
-        let n = d.len().min(0x2000);
-        let _ = m.write_slice(&d[..n], GuestAddress(0x8000));
-        *d = &d[n..];
+        let n = bufs.len().min(0x2000);
+        let _ = m.write_slice(&bufs[..n], GuestAddress(0x8000));
+        fill_queue(&m, base, &mut &queue[..]);
         m
     };
-    let ma = mk_mem(&mut d);
-    fill_queue(&ma, Q[1], &mut d); // A's TX queue
-    let mb = mk_mem(&mut d);
-    fill_queue(&mb, Q[0], &mut d); // B's RX queue
+    let ma = mk_mem(bufs_a, Q[1], &qa); // A's TX queue
+    let mb = mk_mem(bufs_b, Q[0], &qb); // B's RX queue
 
     let run = |port: &Arc<dyn SyncPort>, m: GuestMemoryMmap, sb: bool| {
         let mem: GuestMem = GuestMemoryAtomic::new(m);
