@@ -61,6 +61,8 @@ for t in "${targets[@]}"; do
     grep "\"target\":\"$t\"" "$out" | tail -n1 | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
-print(f"| `{r[\"target\"]}` | {r[\"executions\"]:,} | {r[\"seconds\"]:,} | {r[\"corpus\"]:,} | {\"yes\" if r[\"crash\"] else \"none\"} |")'
+# (No backslash inside an f-string: Python 3.11 refuses it.)
+crash = "yes" if r["crash"] else "none"
+print("| `{target}` | {executions:,} | {seconds:,} | {corpus:,} | ".format(**r) + crash + " |")'
 done
 exit "$status"
