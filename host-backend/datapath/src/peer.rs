@@ -124,8 +124,11 @@ fn tick() {
         if now % 2 == 1 && now == before {
             // The thread is listed, so it has not exited (it leaves the list first, under
             // the lock held here): the id is still its own.
-            if sys::signal_thread(s.tid, interrupt_signal()).is_ok() {
-                INTERRUPTED.fetch_add(1, Ordering::Relaxed);
+            // Counted before the signal goes: the interrupted thread may run (and read the
+            // count) before this one is scheduled again.
+            INTERRUPTED.fetch_add(1, Ordering::SeqCst);
+            if sys::signal_thread(s.tid, interrupt_signal()).is_err() {
+                INTERRUPTED.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
@@ -146,7 +149,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> T {
 
 /// Calls the watchdog has interrupted in this process.
 pub fn interrupted_calls() -> u64 {
-    INTERRUPTED.load(Ordering::Relaxed)
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Empties a kick eventfd a peer holds, without waiting: whether it had been kicked.
