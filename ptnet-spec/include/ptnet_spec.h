@@ -206,6 +206,35 @@
 /* Shared memory region 0 is mapped and holds the port's rings: the driver may access it. */
 #define PTNET_S_MEM_READY 2u
 
+/* The ivshmem transport: identity, registers, layout. */
+/* PCI vendor id of QEMU's ivshmem devices (Red Hat / Qumranet). */
+#define PTNET_PCI_VENDOR_ID_IVSHMEM 0x1af4u
+/* PCI device id of QEMU's ivshmem devices (plain and doorbell alike). */
+#define PTNET_PCI_DEVICE_ID_IVSHMEM 0x1110u
+/* BAR 0 register: the guest's own peer id (read only). */
+#define PTNET_IVSHMEM_REG_IVPOSITION 8u
+/* BAR 0 register: write `peer << 16 | vector` to ring that peer's vector. */
+#define PTNET_IVSHMEM_REG_DOORBELL 12u
+/* `ptnet_ivshmem_dir.signature`: the bytes `"ptnetdir"`, read as a little-endian u64. */
+#define PTNET_IVSHMEM_DIR_SIGNATURE UINT64_C(0x72696474656e7470)
+/* `ptnet_ivshmem_header.signature`: the bytes `"ptnetblk"`, read as a little-endian u64. */
+#define PTNET_IVSHMEM_HDR_SIGNATURE UINT64_C(0x6b6c6274656e7470)
+/* Version of this layout. */
+#define PTNET_IVSHMEM_VERSION 1u
+/* Bytes at the end of BAR 2 that hold the directory (one page). */
+#define PTNET_IVSHMEM_DIR_SIZE 0x1000u
+/* Bytes of a device block before its CSB arrays (the header's page). */
+#define PTNET_IVSHMEM_HDR_SIZE 0x1000u
+/*
+ * Most rings (TX plus RX) a port served over ivshmem has: one doorbell vector each, and
+ * QEMU's doorbell register carries 8 bits of vector.
+ */
+#define PTNET_IVSHMEM_MAX_RINGS 128u
+
+/* `ptnet_ivshmem_header.driver_status`, written by the driver. */
+/* The driver set the port up (features written) and wants the device started. */
+#define PTNET_IVS_DRIVER_OK 1u
+
 /* vhost-user protocol feature bits ptnet devices use. */
 /* Several queues (`GET_QUEUE_NUM`). */
 #define PTNET_VHOST_USER_PROTOCOL_F_MQ 0u
@@ -514,6 +543,60 @@ struct ptnet_config {
 	uint64_t csb_ktoa_gpa;
 };
 
+/*
+ * The directory (`struct ptnet_ivshmem_dir`): the last [`PTNET_IVSHMEM_DIR_SIZE`] bytes of
+ * BAR 2, little endian, written by the device before it answers the guest's QEMU.
+ */
+struct ptnet_ivshmem_dir {
+	/*
+	 * PTNET_IVSHMEM_DIR_SIGNATURE: BAR 2 is a ptnet region (any other ivshmem device is
+	 * not the driver's).
+	 */
+	uint64_t signature;
+	/* PTNET_IVSHMEM_VERSION. */
+	uint32_t version;
+	/* Bytes of each device block (a multiple of 4096). */
+	uint32_t block_size;
+	/* Offset in BAR 2 of block 0 (the block of peer id 1). */
+	uint64_t blocks_offset;
+	/* Number of blocks: the peer ids 1 ..= num_blocks have one. */
+	uint32_t num_blocks;
+	/* Reserved, zero. */
+	uint32_t reserved;
+};
+
+/*
+ * The header of a device block (`struct ptnet_ivshmem_header`), little endian. The
+ * device writes everything but `driver_features` and `driver_status`; in `config`, the
+ * two CSB fields hold the *offsets in BAR 2* of the block's atok and ktoa arrays (on the
+ * virtio transport the driver writes guest-physical addresses there).
+ */
+struct ptnet_ivshmem_header {
+	/* PTNET_IVSHMEM_HDR_SIGNATURE, written last when the device fills the block. */
+	uint64_t signature;
+	/* The guest's ivshmem peer id this block belongs to (its `IVPosition`). */
+	uint16_t peer_id;
+	/* The peer id of the device: doorbell writes go to `daemon_peer << 16 | vector`. */
+	uint16_t daemon_peer;
+	/* Vectors the device uses: one per ring, then the control vector. */
+	uint16_t num_vectors;
+	/*
+	 * The control vector (the number of rings): the driver's doorbell for start and
+	 * reset requests, the device's configuration-change interrupt.
+	 */
+	uint16_t ctrl_vector;
+	/* PTNET_F_* bits the device offers (PTNET_F_VNET_HDR only if the port takes it). */
+	uint32_t device_features;
+	/* PTNET_F_* bits the driver accepts (driver-written, before PTNET_IVS_DRIVER_OK). */
+	uint32_t driver_features;
+	/* PTNET_IVS_DRIVER_OK to ask for a start, 0 to ask for a reset (driver-written). */
+	uint32_t driver_status;
+	/* Bumped by the device at every start and stop. */
+	uint32_t generation;
+	/* The port (`struct ptnet_config`), `status` included. */
+	struct ptnet_config config;
+};
+
 /* `struct virtio_net_hdr_v1`. */
 struct ptnet_vnet_hdr {
 	/* VIRTIO_NET_HDR_F_* bits. */
@@ -646,6 +729,24 @@ _Static_assert(offsetof(struct ptnet_config, vnet_hdr_len) == 42, "struct ptnet_
 _Static_assert(offsetof(struct ptnet_config, buf_size) == 44, "struct ptnet_config: buf_size");
 _Static_assert(offsetof(struct ptnet_config, csb_atok_gpa) == 48, "struct ptnet_config: csb_atok_gpa");
 _Static_assert(offsetof(struct ptnet_config, csb_ktoa_gpa) == 56, "struct ptnet_config: csb_ktoa_gpa");
+_Static_assert(sizeof(struct ptnet_ivshmem_dir) == 32, "struct ptnet_ivshmem_dir: size");
+_Static_assert(offsetof(struct ptnet_ivshmem_dir, signature) == 0, "struct ptnet_ivshmem_dir: signature");
+_Static_assert(offsetof(struct ptnet_ivshmem_dir, version) == 8, "struct ptnet_ivshmem_dir: version");
+_Static_assert(offsetof(struct ptnet_ivshmem_dir, block_size) == 12, "struct ptnet_ivshmem_dir: block_size");
+_Static_assert(offsetof(struct ptnet_ivshmem_dir, blocks_offset) == 16, "struct ptnet_ivshmem_dir: blocks_offset");
+_Static_assert(offsetof(struct ptnet_ivshmem_dir, num_blocks) == 24, "struct ptnet_ivshmem_dir: num_blocks");
+_Static_assert(offsetof(struct ptnet_ivshmem_dir, reserved) == 28, "struct ptnet_ivshmem_dir: reserved");
+_Static_assert(sizeof(struct ptnet_ivshmem_header) == 96, "struct ptnet_ivshmem_header: size");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, signature) == 0, "struct ptnet_ivshmem_header: signature");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, peer_id) == 8, "struct ptnet_ivshmem_header: peer_id");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, daemon_peer) == 10, "struct ptnet_ivshmem_header: daemon_peer");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, num_vectors) == 12, "struct ptnet_ivshmem_header: num_vectors");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, ctrl_vector) == 14, "struct ptnet_ivshmem_header: ctrl_vector");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, device_features) == 16, "struct ptnet_ivshmem_header: device_features");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, driver_features) == 20, "struct ptnet_ivshmem_header: driver_features");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, driver_status) == 24, "struct ptnet_ivshmem_header: driver_status");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, generation) == 28, "struct ptnet_ivshmem_header: generation");
+_Static_assert(offsetof(struct ptnet_ivshmem_header, config) == 32, "struct ptnet_ivshmem_header: config");
 _Static_assert(sizeof(struct ptnet_vnet_hdr) == 12, "struct ptnet_vnet_hdr: size");
 _Static_assert(offsetof(struct ptnet_vnet_hdr, flags) == 0, "struct ptnet_vnet_hdr: flags");
 _Static_assert(offsetof(struct ptnet_vnet_hdr, gso_type) == 1, "struct ptnet_vnet_hdr: gso_type");

@@ -9,6 +9,7 @@
 //! * [`appl`]: the application side of a ring: its indices and the CSB steps of its syncs;
 //! * [`csb`]: the CSB entries and their ordering and notification protocol;
 //! * [`device`]: the ptnet virtio device (ids, features, configuration space);
+//! * [`ivshmem`]: the same device on QEMU's ivshmem-doorbell (directory, device blocks);
 //! * [`vhost_user`]: the vhost-user protocol subset ptnet uses;
 //! * [`vnet`]: the virtio-net header carried in front of frames by ports with offloads.
 #![no_std]
@@ -18,6 +19,7 @@ pub mod c;
 pub mod appl;
 pub mod csb;
 pub mod device;
+pub mod ivshmem;
 pub mod name;
 pub mod netmap;
 pub mod ring;
@@ -39,6 +41,8 @@ const GROUPS: &[CConstGroup] = &[
     device::DEVICE_IDS,
     device::FEATURES,
     device::STATUS_BITS,
+    ivshmem::IVSHMEM_CONSTS,
+    ivshmem::IVSHMEM_DRIVER_STATUS,
     vhost_user::PROTOCOL_FEATURES,
     vhost_user::FRONTEND_REQUESTS,
     vhost_user::BACKEND_REQUESTS,
@@ -58,6 +62,8 @@ const STRUCTS: &[CStruct] = &[
     csb::CsbAtok::C_LAYOUT,
     csb::CsbKtoa::C_LAYOUT,
     device::PtnetConfig::C_LAYOUT,
+    ivshmem::IvshmemDir::C_LAYOUT,
+    ivshmem::IvshmemHeader::C_LAYOUT,
     vnet::VnetHdr::C_LAYOUT,
 ];
 

@@ -3,8 +3,11 @@
 //! the rings through the CSB, exactly as the guest drivers do.
 //!
 //! * [`proto`]: the control protocol (the `ptnet-proto` crate, re-exported);
-//! * [`port`]: an attached port: rings, txsync/rxsync, waiting for interrupts.
+//! * [`port`]: an attached port: rings, txsync/rxsync, waiting for interrupts;
+//! * [`ivshmem`]: a port reached the way a guest on stock QEMU reaches it (ptnetd's ivshmem
+//!   server, the CSB in the region).
 
+pub mod ivshmem;
 pub mod port;
 pub use ptnet_proto as proto;
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ptnet_datapath::app::AppRing;
-use ptnet_datapath::csb::CsbMem;
+use ptnet_datapath::csb::{CsbMem, CsbRef};
 use ptnet_datapath::mem::Region;
 use ptnet_spec::netmap::{NETMAP_IF_RING_OFS, NS_MOREFRAG, NetmapIf, NetmapRing, NetmapSlot};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -125,10 +125,7 @@ impl Port {
     /// interrupts), validating every offset against the mappings. Used by [`Port::attach`],
     /// and directly by in-process tests and benchmarks.
     pub fn from_parts(info: AttachInfo, files: Vec<File>) -> Result<Self, ClientError> {
-        let n = (info.num_tx_rings + info.num_rx_rings) as usize;
-        if info.num_tx_rings == 0 || info.num_rx_rings == 0 || n > 128 {
-            return Err(ClientError::Bad("ring counts"));
-        }
+        let n = Self::ring_count(&info)?;
         if files.len() != 2 + 2 * n {
             return Err(ClientError::Bad("wrong number of descriptors"));
         }
@@ -136,12 +133,6 @@ impl Port {
         let region_file = files.next().ok_or(ClientError::Bad("no region"))?;
         let csb_file = files.next().ok_or(ClientError::Bad("no CSB"))?;
         let size = |v: u64, what| usize::try_from(v).map_err(|_| ClientError::Bad(what));
-        let mut region = Region::attach(
-            region_file,
-            size(info.region_size, "region size")?,
-            info.mem_id,
-        )
-        .map_err(|e| ClientError::Io(io::Error::other(e)))?;
         let csb = CsbMem::attach(
             csb_file,
             size(info.csb_size, "CSB size")?,
@@ -151,6 +142,38 @@ impl Port {
         .csb();
         let kicks: Vec<EventFd> = files.by_ref().take(n).map(eventfd).collect();
         let irqs: Vec<EventFd> = files.map(eventfd).collect();
+        Self::build(info, region_file, |_| Ok(csb), kicks, irqs)
+    }
+
+    /// The number of rings `info` describes, if usable.
+    pub(crate) fn ring_count(info: &AttachInfo) -> Result<usize, ClientError> {
+        let n = (info.num_tx_rings + info.num_rx_rings) as usize;
+        if info.num_tx_rings == 0 || info.num_rx_rings == 0 || n > 128 {
+            return Err(ClientError::Bad("ring counts"));
+        }
+        Ok(n)
+    }
+
+    /// Maps the region, finds the rings, and takes the user side of each with the CSB `csb`
+    /// gives (it may lie in the region itself), one kick and one interrupt per ring.
+    pub(crate) fn build(
+        info: AttachInfo,
+        region_file: File,
+        csb: impl FnOnce(&Arc<Region>) -> Result<CsbRef, ClientError>,
+        kicks: Vec<EventFd>,
+        irqs: Vec<EventFd>,
+    ) -> Result<Self, ClientError> {
+        let n = Self::ring_count(&info)?;
+        if kicks.len() != n || irqs.len() != n {
+            return Err(ClientError::Bad("wrong number of descriptors"));
+        }
+        let size = |v: u64, what| usize::try_from(v).map_err(|_| ClientError::Bad(what));
+        let mut region = Region::attach(
+            region_file,
+            size(info.region_size, "region size")?,
+            info.mem_id,
+        )
+        .map_err(|e| ClientError::Io(io::Error::other(e)))?;
 
         let ni: NetmapIf = region
             .read(info.nifp_offset)
@@ -202,6 +225,7 @@ impl Port {
             .set_buffers(pool.unwrap_or(0), info.buf_size)
             .map_err(|_| ClientError::Bad("buffer pool"))?;
         let region = Arc::new(region);
+        let csb = csb(&region)?;
         let mut rings = Vec::with_capacity(n);
         for (k, (ofs, num_slots)) in places.into_iter().enumerate() {
             let view = region

@@ -15,6 +15,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ptnet_spec::csb::CSB_ENTRY_SIZE;
+use ptnet_spec::ivshmem::{
+    self, IvshmemDir, IvshmemHeader, PTNET_IVSHMEM_DIR_SIGNATURE, PTNET_IVSHMEM_DIR_SIZE,
+    PTNET_IVSHMEM_HDR_SIZE, PTNET_IVSHMEM_MAX_RINGS, PTNET_IVSHMEM_VERSION,
+};
 use ptnet_spec::netmap::{
     NETMAP_API, NETMAP_BUF_RESERVED, NETMAP_IF_RING_OFS, NETMAP_RING_SLOTS_OFS, NR_RX, NR_TX,
     NetmapIf, NetmapRing, NetmapSlot, NmreqPoolsInfo,
@@ -22,6 +27,7 @@ use ptnet_spec::netmap::{
 use ptnet_spec::ring::{MAX_SLOTS, MIN_SLOTS};
 use vm_memory::VolatileSlice;
 
+use crate::csb::CsbRef;
 use crate::fault;
 use crate::sys::{self, GuardedMapping, HUGE_PAGE_SIZE, PAGE_SIZE, round_up};
 
@@ -125,7 +131,14 @@ pub struct RegionLayout {
     pub buf_size: u32,
     /// Buffers in it, reserved ones included.
     pub num_bufs: u32,
-    /// Total size of the region (mapping length).
+    /// Offset of the ivshmem device blocks, one per `netmap_if` object (0 in a region this
+    /// process did not lay out).
+    pub ivs_blocks_ofs: usize,
+    /// Size of each device block (0: none).
+    pub ivs_block_size: usize,
+    /// Total size of the region (mapping length): a power of two in regions this process
+    /// lays out, because QEMU's ivshmem BAR 2 (the region itself) must be one. The
+    /// ivshmem directory is in its last page.
     pub size: usize,
 }
 
@@ -154,12 +167,28 @@ impl RegionLayout {
             NETMAP_RING_SLOTS_OFS + cfg.max_slots as usize * size_of::<NetmapSlot>(),
             PAGE_SIZE,
         );
+        if cfg.if_objs >= u32::from(u16::MAX) {
+            // An interface's ivshmem peer id is its object's index plus one, 16 bits.
+            return Err(MemError::Config("a region holds at most 65534 interfaces"));
+        }
         let if_pool_ofs = 0;
         let ring_pool_ofs = round_up(cfg.if_objs as usize * IF_OBJSIZE, PAGE_SIZE);
         let buf_pool_ofs = ring_pool_ofs + cfg.ring_objs as usize * ring_objsize;
-        let size = buf_pool_ofs
+        // One ivshmem device block per interface, sized for as many rings as one interface
+        // can have here; the directory in the last page.
+        let ivs_block_size =
+            ivshmem::block_size(cfg.ring_objs.min(PTNET_IVSHMEM_MAX_RINGS)) as usize;
+        let too_large = MemError::Config("region larger than 1 TiB");
+        let ivs_blocks_ofs = buf_pool_ofs
             .checked_add(cfg.num_bufs as usize * cfg.buf_size as usize)
-            .map(|s| round_up(s, align))
+            .map(|s| round_up(s, PAGE_SIZE))
+            .ok_or(too_large)?;
+        let size = (cfg.if_objs as usize)
+            .checked_mul(ivs_block_size)
+            .and_then(|b| b.checked_add(ivs_blocks_ofs))
+            .and_then(|e| e.checked_add(PTNET_IVSHMEM_DIR_SIZE as usize))
+            .and_then(usize::checked_next_power_of_two)
+            .map(|s| s.max(align))
             .filter(|s| *s <= 1 << 40)
             .ok_or(MemError::Config("region larger than 1 TiB"))?;
         Ok(RegionLayout {
@@ -171,9 +200,38 @@ impl RegionLayout {
             buf_pool_ofs,
             buf_size: cfg.buf_size,
             num_bufs: cfg.num_bufs,
+            ivs_blocks_ofs,
+            ivs_block_size,
             size,
         })
     }
+
+    /// The ivshmem directory this layout puts in the region's last page.
+    pub fn ivshmem_dir(&self) -> IvshmemDir {
+        IvshmemDir {
+            signature: PTNET_IVSHMEM_DIR_SIGNATURE,
+            version: PTNET_IVSHMEM_VERSION,
+            block_size: self.ivs_block_size as u32,
+            blocks_offset: self.ivs_blocks_ofs as u64,
+            num_blocks: self.if_objtotal,
+            reserved: 0,
+        }
+    }
+}
+
+/// Where the ivshmem device block of one interface is (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemBlock {
+    /// The guest's ivshmem peer id: the interface's object index plus one.
+    pub peer_id: u16,
+    /// Offset of the block (its header) in the region.
+    pub offset: usize,
+    /// Offset of its atok array.
+    pub atok: usize,
+    /// Offset of its ktoa array.
+    pub ktoa: usize,
+    /// Most CSB entries each array holds.
+    pub max_rings: u32,
 }
 
 /// Plain data: any bytes make a valid value, so it may be read out of (or written into)
@@ -197,6 +255,11 @@ unsafe impl Plain for i64 {}
 unsafe impl Plain for NetmapIf {}
 // SAFETY: integers, 16 bytes without padding (ptnet-spec asserts it).
 unsafe impl Plain for NetmapSlot {}
+// SAFETY: integers, 32 bytes without padding (ptnet-spec asserts the size and offsets).
+unsafe impl Plain for IvshmemDir {}
+// SAFETY: integers and a `PtnetConfig` (integers and a byte array), 96 bytes without
+// padding (ptnet-spec asserts the sizes and offsets).
+unsafe impl Plain for IvshmemHeader {}
 
 /// Free lists of a region; touched only when objects are created or destroyed.
 #[derive(Debug)]
@@ -346,7 +409,7 @@ impl Region {
             free_rings: (0..layout.ring_objtotal).rev().collect(),
             free_bufs: (NETMAP_BUF_RESERVED..layout.num_bufs).rev().collect(),
         };
-        Ok(Arc::new(Region {
+        let region = Arc::new(Region {
             id,
             _id: Some(guard),
             file,
@@ -356,7 +419,9 @@ impl Region {
             layout,
             huge,
             pools: Mutex::new(pools),
-        }))
+        });
+        region.write_ivshmem_dir();
+        Ok(region)
     }
 
     /// Maps a region someone else laid out: the first `size` bytes of `file`, as an
@@ -391,6 +456,8 @@ impl Region {
             buf_pool_ofs: 0,
             buf_size: 0,
             num_bufs: 0,
+            ivs_blocks_ofs: 0,
+            ivs_block_size: 0,
             size,
         };
         Ok(Region {
@@ -456,6 +523,62 @@ impl Region {
     /// The pool layout.
     pub fn layout(&self) -> &RegionLayout {
         &self.layout
+    }
+
+    /// The ivshmem device block of the interface whose `netmap_if` is at `nifp_offset`, if
+    /// this region laid one out for it.
+    pub fn ivshmem_block(&self, nifp_offset: u64) -> Option<IvshmemBlock> {
+        let l = &self.layout;
+        let rel = usize::try_from(nifp_offset)
+            .ok()?
+            .checked_sub(l.if_pool_ofs)?;
+        let k = rel / IF_OBJSIZE;
+        if l.ivs_block_size == 0 || rel % IF_OBJSIZE != 0 || k >= l.if_objtotal as usize {
+            return None;
+        }
+        let offset = l.ivs_blocks_ofs + k * l.ivs_block_size;
+        let array = (l.ivs_block_size - PTNET_IVSHMEM_HDR_SIZE as usize) / 2;
+        Some(IvshmemBlock {
+            peer_id: u16::try_from(k + 1).ok()?,
+            offset,
+            atok: offset + PTNET_IVSHMEM_HDR_SIZE as usize,
+            ktoa: offset + PTNET_IVSHMEM_HDR_SIZE as usize + array,
+            max_rings: (array / CSB_ENTRY_SIZE as usize) as u32,
+        })
+    }
+
+    /// (Re)writes the ivshmem directory in the region's last page: at creation, and for each
+    /// VM that connects (the previous one may have scribbled over it).
+    pub fn write_ivshmem_dir(&self) {
+        if self.layout.ivs_block_size > 0 {
+            let at = ivshmem::dir_offset(self.layout.size as u64) as usize;
+            self.write_at(at, self.layout.ivshmem_dir());
+        }
+    }
+
+    /// A CSB of `n` rings inside this region: `n` atok entries at `atok`, `n` ktoa entries at
+    /// `ktoa` (an ivshmem device block's), if both arrays lie inside, 64-byte aligned.
+    pub fn csb_at(self: &Arc<Self>, atok: usize, ktoa: usize, n: u32) -> Option<CsbRef> {
+        let len = (n as usize).checked_mul(CSB_ENTRY_SIZE as usize)?;
+        let fits = |o: usize| {
+            o % CSB_ENTRY_SIZE as usize == 0
+                && o.checked_add(len).is_some_and(|e| e <= self.layout.size)
+        };
+        if n == 0 || !fits(atok) || !fits(ktoa) {
+            return None;
+        }
+        let base = self.map.base();
+        // SAFETY: both arrays of n entries lie inside the mapping, 64-byte aligned (checked
+        // just above); the Arc keeps the mapping alive as long as the CsbRef; every access to
+        // the entries is atomic.
+        Some(unsafe {
+            CsbRef::from_raw(
+                NonNull::new(base.add(atok).cast())?,
+                NonNull::new(base.add(ktoa).cast())?,
+                n,
+                Arc::clone(self) as Arc<dyn crate::csb::CsbBacking>,
+            )
+        })
     }
 
     /// The layout in netmap's NETMAP_REQ_POOLS_INFO_GET form.
@@ -1320,6 +1443,48 @@ mod tests {
         assert!(r.buf(n - 1).is_some());
         assert!(r.buf(n).is_none());
         assert!(r.buf(u32::MAX).is_none());
+    }
+
+    /// SPEC §6: QEMU's ivshmem maps the region as BAR 2, which must be a power of two; its
+    /// last page is the directory, and every interface has a device block whose CSB arrays
+    /// lie inside the region, away from the pools.
+    #[test]
+    fn regions_are_powers_of_two_with_an_ivshmem_block_per_interface() {
+        for (ifs, rings, slots) in [(1, 2, 64), (2, 8, 1024), (3, 300, 256)] {
+            let r = Region::new("ivs", &RegionConfig::for_rings(ifs, rings, slots, 0)).unwrap();
+            let l = *r.layout();
+            assert!(l.size.is_power_of_two(), "{l:?}");
+            let dir: IvshmemDir = read(&r, ivshmem::dir_offset(l.size as u64) as usize);
+            assert_eq!(dir, l.ivshmem_dir());
+            let pools_end = l.buf_pool_ofs + l.num_bufs as usize * l.buf_size as usize;
+            let mut seen = Vec::new();
+            for k in 0..ifs {
+                let nifp = (l.if_pool_ofs + k as usize * IF_OBJSIZE) as u64;
+                let b = r.ivshmem_block(nifp).unwrap();
+                assert_eq!(b.peer_id as u32, k + 1);
+                assert_eq!(
+                    dir.block_offset(l.size as u64, b.peer_id),
+                    Ok(b.offset as u64)
+                );
+                assert!(b.offset >= pools_end && b.ktoa > b.atok, "{b:?}");
+                assert!(b.max_rings >= rings.min(PTNET_IVSHMEM_MAX_RINGS));
+                let csb = r.csb_at(b.atok, b.ktoa, b.max_rings).unwrap();
+                csb.ktoa(b.max_rings - 1).unwrap().kern_write(1, 2);
+                seen.push(b.offset);
+            }
+            seen.dedup();
+            assert_eq!(seen.len(), ifs as usize);
+            // Not an interface, or past the last one: no block.
+            assert!(r.ivshmem_block(1).is_none());
+            assert!(
+                r.ivshmem_block((ifs as usize * IF_OBJSIZE) as u64)
+                    .is_none()
+            );
+            // CSB arrays must lie inside, aligned.
+            assert!(r.csb_at(l.size - 64, 0, 2).is_none());
+            assert!(r.csb_at(8, 0, 1).is_none());
+            assert!(r.csb_at(0, 64, 0).is_none());
+        }
     }
 
     #[test]
