@@ -10,8 +10,9 @@ source ci/lib/common.sh
 
 need_root "tier 2"
 ensure_cargo
-# dpdk: dpdk-testpmd is the virtio-user client of tests/host/tests/virtio_net.rs.
-ci/prereqs.sh base dpdk prometheus
+# dpdk: dpdk-testpmd is the virtio-user client of tests/host/tests/virtio_net.rs; qemu:
+# Debian's stock QEMU takes the ivshmem transport in tests/host/tests/ivshmem.rs.
+ci/prereqs.sh base dpdk prometheus qemu
 
 # Runs a cargo test command; fails if it ran no test at all (a tier must never go empty).
 run_tests() {

@@ -193,6 +193,39 @@ impl std::fmt::Display for VmDevice {
     }
 }
 
+/// How QEMU carries a ptnet device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmTransport {
+    /// vhost-user and QEMU's generic vhost-user device (needs the project's QEMU patches).
+    #[default]
+    VhostUser,
+    /// QEMU's stock `ivshmem-doorbell` device, with the daemon as its ivshmem server: any
+    /// QEMU, no guest RAM shared with the daemon (ptnet devices only).
+    Ivshmem,
+}
+
+impl std::str::FromStr for VmTransport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vhost-user" => Ok(VmTransport::VhostUser),
+            "ivshmem" => Ok(VmTransport::Ivshmem),
+            _ => Err(format!("transport {s:?}: vhost-user or ivshmem")),
+        }
+    }
+}
+
+impl std::fmt::Display for VmTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmTransport::VhostUser => "vhost-user",
+            VmTransport::Ivshmem => "ivshmem",
+        })
+    }
+}
+
 /// How to serve a port to a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct VmRequest {
@@ -217,6 +250,13 @@ pub struct VmRequest {
     /// applications choose their source addresses: generators, bridges, middleboxes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_lock: Option<bool>,
+    /// How QEMU carries the device (default: vhost-user).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub transport: VmTransport,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A request with the protocol version.
@@ -349,6 +389,9 @@ pub struct VmEntry {
     /// The device the VM sees.
     #[serde(default)]
     pub device: VmDevice,
+    /// How QEMU carries it.
+    #[serde(default)]
+    pub transport: VmTransport,
     /// Frontend connections so far.
     pub connections: u64,
     /// Device starts (driver DRIVER_OK with a valid CSB) so far.

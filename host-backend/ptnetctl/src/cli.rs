@@ -2,7 +2,7 @@
 //! `ptnetctl(8)` and `ptnetctl-COMMAND(8)` are generated from it.
 
 use clap::{Parser, Subcommand};
-use ptnet_proto::{PortRequest, Profile, Request, VmDevice, VmRequest};
+use ptnet_proto::{PortRequest, Profile, Request, VmDevice, VmRequest, VmTransport};
 
 /// Control ptnetd.
 #[derive(Debug, Parser)]
@@ -283,6 +283,10 @@ pub struct VmArgs {
     /// The VM may send from any source MAC (the default for serve-vm).
     #[arg(long)]
     pub any_mac: bool,
+    /// How QEMU carries the device: `vhost-user` (default; a ptnet device needs the
+    /// project's QEMU) or `ivshmem` (a ptnet device on any QEMU's stock `ivshmem-doorbell`).
+    #[arg(long, value_name = "TRANSPORT", default_value = "vhost-user")]
+    pub transport: VmTransport,
 }
 
 impl VmArgs {
@@ -303,6 +307,7 @@ impl VmArgs {
                 (_, true) => Some(false),
                 _ => None,
             },
+            transport: self.transport,
         })
     }
 }

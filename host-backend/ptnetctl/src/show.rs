@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ptnet_proto::{NicEntry, PortEntry, Reply};
+use ptnet_proto::{NicEntry, PortEntry, Reply, VmTransport};
 
 use crate::cli::View;
 
@@ -100,15 +100,21 @@ pub fn show(reply: Reply, json: bool, view: &View) -> ExitCode {
                 View::QemuArgs { mem } => mem.as_str(),
                 _ => "1G",
             };
-            // Guest RAM must be shared with the daemon, as large as the VM's -m.
-            let memory = [
-                "-m".to_owned(),
-                mem.to_owned(),
-                "-object".to_owned(),
-                format!("memory-backend-memfd,id=mem,size={mem},share=on"),
-                "-machine".to_owned(),
-                "memory-backend=mem".to_owned(),
-            ];
+            // Guest RAM must be shared with the daemon, as large as the VM's -m; not on the
+            // ivshmem transport, where the daemon never maps guest RAM.
+            let ivshmem = args.iter().any(|a| a.starts_with("ivshmem-doorbell,"));
+            let memory = if ivshmem {
+                Vec::new()
+            } else {
+                vec![
+                    "-m".to_owned(),
+                    mem.to_owned(),
+                    "-object".to_owned(),
+                    format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+                    "-machine".to_owned(),
+                    "memory-backend=mem".to_owned(),
+                ]
+            };
             if json {
                 println!("{}", serde_json::json!({ "args": args, "memory": memory }));
             } else {
@@ -145,22 +151,17 @@ fn print_vms(ports: &[&PortEntry]) {
     }
     println!();
     println!(
-        "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10} {:>7}",
-        "vm port",
-        "kind",
-        "vhost-user socket",
-        "device",
-        "memory",
-        "starts",
-        "refused",
-        "irqs",
-        "vnethdr"
+        "{:<20} {:<13} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10} {:>7}",
+        "vm port", "kind", "socket", "device", "memory", "starts", "refused", "irqs", "vnethdr"
     );
     for (name, v) in vms {
         println!(
-            "{:<20} {:<10} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10} {:>7}",
+            "{:<20} {:<13} {:<32} {:<8} {:<9} {:>6} {:>7} {:>10} {:>7}",
             name,
-            v.device.to_string(),
+            match v.transport {
+                VmTransport::VhostUser => v.device.to_string(),
+                VmTransport::Ivshmem => format!("{}/ivshmem", v.device),
+            },
             v.socket,
             if v.running { "running" } else { "stopped" },
             if v.mem_ready { "mapped" } else { "-" },

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::cpus::CpuList;
-use ptnet_proto::{DEFAULT_SOCKET, Profile, VmDevice};
+use ptnet_proto::{DEFAULT_SOCKET, Profile, VmDevice, VmTransport};
 use ptnet_spec::name::{Base, PortName};
 use serde::Deserialize;
 
@@ -266,6 +266,10 @@ pub struct VmSection {
     /// device's default (locked for virtio-net, not for ptnet).
     #[serde(default)]
     pub mac_lock: Option<bool>,
+    /// `vhost-user` (default) or `ivshmem` (a ptnet device on QEMU's stock
+    /// `ivshmem-doorbell`).
+    #[serde(default)]
+    pub transport: VmTransport,
 }
 
 /// Where VMs' vhost-user sockets go unless `[daemon] vm_socket_dir` says otherwise.

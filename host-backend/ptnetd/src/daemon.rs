@@ -169,6 +169,7 @@ pub(crate) fn create_sections(
             mac: v.mac.clone(),
             device: v.device,
             mac_lock: v.mac_lock,
+            transport: v.transport,
         };
         st.serve_vm(
             &req,

@@ -114,6 +114,7 @@ pub(crate) fn counters(s: &PortStats) -> Counters {
 /// The server of a port served to a VM, by device.
 pub(crate) enum VmHandle {
     Ptnet(ptnet_device::ServeHandle),
+    PtnetIvshmem(ptnet_device::ivshmem::IvshmemHandle),
     VirtioNet(ptnet_virtio_net::ServeHandle),
 }
 
@@ -121,6 +122,7 @@ impl VmHandle {
     pub(crate) fn stop(self) {
         match self {
             VmHandle::Ptnet(h) => h.stop(),
+            VmHandle::PtnetIvshmem(h) => h.stop(),
             VmHandle::VirtioNet(h) => h.stop(),
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ptnet_datapath::kloop::Mode;
 use ptnet_datapath::switch::vale::mac_str;
 use ptnet_device::default_mac;
-use ptnet_proto::{VmDevice, VmEntry, VmRequest};
+use ptnet_proto::{VmDevice, VmEntry, VmRequest, VmTransport};
 use ptnet_spec::name::PortKey;
 
 use crate::error::{DaemonError, Result, error_chain, parse, parse_mac};
@@ -92,6 +92,12 @@ impl State {
         access: ptnet_vhost_user::Access,
     ) -> Result<()> {
         let canonical = PortKey(&parse(&req.port.port)?).to_string();
+        if req.device == VmDevice::VirtioNet && req.transport == VmTransport::Ivshmem {
+            return Err(DaemonError::Invalid(
+                "a virtio-net device is QEMU's own virtio-net-pci over vhost-user, which stock                  QEMU carries already; the ivshmem transport is for ptnet devices"
+                    .into(),
+            ));
+        }
         if let Some(v) = self.vms.get(&canonical) {
             return Err(DaemonError::Busy(format!(
                 "{canonical} (already served to a VM at {})",
@@ -143,9 +149,16 @@ impl State {
                     access,
                     ..Default::default()
                 };
-                ptnet_device::serve(&socket, Arc::clone(&port), cfg)
-                    .map(VmHandle::Ptnet)
-                    .map_err(|e| error_chain(&e))
+                match req.transport {
+                    VmTransport::VhostUser => {
+                        ptnet_device::serve(&socket, Arc::clone(&port), cfg).map(VmHandle::Ptnet)
+                    }
+                    VmTransport::Ivshmem => {
+                        ptnet_device::ivshmem::serve(&socket, Arc::clone(&port), &cfg)
+                            .map(VmHandle::PtnetIvshmem)
+                    }
+                }
+                .map_err(|e| error_chain(&e))
             }
             VmDevice::VirtioNet => {
                 let cfg = ptnet_virtio_net::ServeConfig {
@@ -163,8 +176,9 @@ impl State {
         match served {
             Ok(handle) => {
                 log::info!(
-                    "{canonical}: served to a VM as a {} device at {}",
+                    "{canonical}: served to a VM as a {} device over {} at {}",
                     req.device,
+                    req.transport,
                     socket.display()
                 );
                 self.vms.insert(
@@ -256,6 +270,9 @@ impl State {
             VmHandle::Ptnet(_) => {
                 ptnet_device::qemu_args(&vm.socket, &format!("ptnet-{id}"), &*vm.port)
             }
+            VmHandle::PtnetIvshmem(_) => {
+                ptnet_device::ivshmem::qemu_args(&vm.socket, &format!("ptnet-{id}"), &*vm.port)
+            }
             VmHandle::VirtioNet(h) => {
                 ptnet_virtio_net::qemu_args(&vm.socket, &format!("vnet-{id}"), h.mac(), h.pairs())
             }
@@ -273,6 +290,7 @@ pub(crate) fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
             VmEntry {
                 socket,
                 device: VmDevice::Ptnet,
+                transport: VmTransport::VhostUser,
                 connections: s.connections,
                 starts: s.starts,
                 refused: s.refused,
@@ -285,11 +303,30 @@ pub(crate) fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
                 queue_pairs: 0,
             }
         }
+        VmHandle::PtnetIvshmem(h) => {
+            let s = h.stats();
+            VmEntry {
+                socket,
+                device: VmDevice::Ptnet,
+                transport: VmTransport::Ivshmem,
+                connections: s.connections,
+                starts: s.starts,
+                refused: s.refused,
+                running: s.running,
+                mem_ready: s.running,
+                irqs: 0,
+                bad_chains: 0,
+                vnet_hdr_len,
+                mac: None,
+                queue_pairs: 0,
+            }
+        }
         VmHandle::VirtioNet(h) => {
             let s = h.stats();
             VmEntry {
                 socket,
                 device: VmDevice::VirtioNet,
+                transport: VmTransport::VhostUser,
                 connections: s.connections,
                 starts: s.starts,
                 refused: s.broken,

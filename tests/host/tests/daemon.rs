@@ -306,6 +306,7 @@ fn an_operator_locks_a_port_to_one_source_mac_and_a_vm_served_on_it_keeps_that_l
             mac: mac.map(Into::into),
             device: proto::VmDevice::VirtioNet,
             mac_lock,
+            ..Default::default()
         }))
     };
     // A VM given another MAC would send nothing: refused, and the port is free again.
@@ -359,6 +360,7 @@ fn an_operator_locks_a_port_to_one_source_mac_and_a_vm_served_on_it_keeps_that_l
             mac: Some("02:00:00:00:00:0c".into()),
             device,
             mac_lock: None,
+            ..Default::default()
         }));
         assert_eq!(r, Reply::Ok, "{port}");
         assert_eq!(d.port(port).and_then(|e| e.mac_lock).as_deref(), locked);
@@ -415,6 +417,7 @@ fn a_port_served_to_a_vm_belongs_to_it_and_gives_qemu_its_arguments() {
             device: proto::VmDevice::Ptnet,
             // Switch ports locked to the device's MAC (`--mac-lock`); a pipe end cannot be.
             mac_lock: port.starts_with("vale").then_some(true),
+            ..Default::default()
         }))
     };
     assert_eq!(
