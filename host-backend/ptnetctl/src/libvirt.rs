@@ -3,10 +3,12 @@
 //!
 //! * a virtio-net port is libvirt's own `<interface type='vhostuser'>` (client mode, with
 //!   `<reconnect>` so a restarted daemon is found again);
-//! * a ptnet device has no libvirt element: its QEMU arguments go through
+//! * a ptnet device over vhost-user has no libvirt element: its QEMU arguments go through
 //!   `<qemu:commandline>`, and QEMU must be a build that carries the device (`<emulator>`);
-//! * either way guest RAM must be shared with the daemon: `<memoryBacking>` with a memfd
-//!   source and shared access.
+//! * a ptnet device over ivshmem is libvirt's own `<shmem>` with a `<server>` (the daemon's
+//!   socket) and MSI-X vectors: any QEMU;
+//! * over vhost-user guest RAM must be shared with the daemon: `<memoryBacking>` with a memfd
+//!   source and shared access (the ivshmem transport needs none).
 //!
 //! Without `--domain`, the pieces are printed for `virsh edit`, each after a comment that says
 //! where it goes; with `--domain NAME`, a whole domain that boots (a kernel, or a disk image).
@@ -15,7 +17,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ptnet_proto::{self as proto, Reply, Request, VmDevice, VmEntry};
+use ptnet_proto::{self as proto, Reply, Request, VmDevice, VmEntry, VmTransport};
 
 /// libvirt's namespace for `<qemu:commandline>`.
 pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
@@ -89,6 +91,32 @@ fn memory_backing(indent: &str) -> String {
 /// The device: an `<interface>` for virtio-net; for ptnet, `<qemu:commandline>` with
 /// `qemu_args` (returned second: it belongs at the domain's top level, not in `<devices>`).
 fn device(vm: &VmEntry, qemu_args: &[String], slot: u8, indent: &str) -> (String, String) {
+    if on_ivshmem(vm) {
+        // The daemon's arguments say how many vectors (`vectors=N`, rings + 1).
+        let vectors = qemu_args
+            .iter()
+            .flat_map(|a| a.split(','))
+            .find_map(|kv| kv.strip_prefix("vectors="))
+            .unwrap_or("2");
+        let name: String = std::path::Path::new(&vm.socket)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let x = format!(
+            "{indent}<shmem name='ptnet-{}'>\n\
+             {indent}  <model type='ivshmem-doorbell'/>\n\
+             {indent}  <server path='{}'/>\n\
+             {indent}  <msi vectors='{}' ioeventfd='on'/>\n\
+             {indent}</shmem>\n",
+            attr(&name),
+            attr(&vm.socket),
+            attr(vectors)
+        );
+        return (x, String::new());
+    }
     match vm.device {
         VmDevice::VirtioNet => {
             let mut x = format!("{indent}<interface type='vhostuser'>\n");
@@ -129,9 +157,21 @@ fn device(vm: &VmEntry, qemu_args: &[String], slot: u8, indent: &str) -> (String
     }
 }
 
+/// Whether `vm` is a ptnet device on the ivshmem transport (any QEMU, no shared guest RAM).
+fn on_ivshmem(vm: &VmEntry) -> bool {
+    vm.device == VmDevice::Ptnet && vm.transport == VmTransport::Ivshmem
+}
+
 /// The pieces to add to an existing domain, each after a comment saying where.
 pub fn fragments(port: &str, vm: &VmEntry, qemu_args: &[String], slot: u8) -> String {
     let (dev, cmdline) = device(vm, qemu_args, slot, "");
+    if on_ivshmem(vm) {
+        return format!(
+            "<!-- {port}: a ptnet device on {} over ivshmem (ptnetctl libvirt-xml); any QEMU, \
+             no shared guest RAM. -->\n<!-- In <devices>: -->\n{dev}",
+            attr(&vm.socket)
+        );
+    }
     let mut x = format!(
         "<!-- {port}: a {} device on {} (ptnetctl libvirt-xml). -->\n\
          <!-- In <domain>: guest RAM shared with ptnetd. -->\n{}",
@@ -155,10 +195,15 @@ pub fn fragments(port: &str, vm: &VmEntry, qemu_args: &[String], slot: u8) -> St
 pub fn domain(vm: &VmEntry, qemu_args: &[String], d: &DomainArgs) -> String {
     let name = d.domain.as_deref().unwrap_or("ptnet-vm");
     let tcg = d.accel == "tcg";
-    let ns = if vm.device == VmDevice::Ptnet {
+    let ns = if vm.device == VmDevice::Ptnet && !on_ivshmem(vm) {
         format!(" xmlns:qemu='{QEMU_NS}'")
     } else {
         String::new()
+    };
+    let backing = if on_ivshmem(vm) {
+        String::new()
+    } else {
+        memory_backing("  ")
     };
     let mut x = format!(
         "<domain type='{}'{ns}>\n  <name>{}</name>\n  <memory unit='MiB'>{}</memory>\n  \
@@ -167,7 +212,7 @@ pub fn domain(vm: &VmEntry, qemu_args: &[String], d: &DomainArgs) -> String {
         attr(name),
         d.memory,
         d.vcpus.max(1),
-        memory_backing("  ")
+        backing
     );
     x.push_str("  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
     if let Some(k) = &d.kernel {
@@ -292,6 +337,50 @@ mod tests {
             queue_pairs: 2,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_ptnet_device_on_ivshmem_is_a_shmem_element_with_the_daemons_server() {
+        let args = [
+            "-chardev".to_owned(),
+            "socket,id=p,path=/run/ptnetd/vm/vale0-a.sock".to_owned(),
+            "-device".to_owned(),
+            "ivshmem-doorbell,id=p,chardev=p,vectors=3".to_owned(),
+        ];
+        let v = VmEntry {
+            socket: "/run/ptnetd/vm/vale0-a.sock".into(),
+            device: VmDevice::Ptnet,
+            transport: VmTransport::Ivshmem,
+            ..Default::default()
+        };
+        let x = fragments("vale0:a", &v, &args, 0x1f);
+        for want in [
+            "<shmem name='ptnet-vale0-a'>",
+            "<model type='ivshmem-doorbell'/>",
+            "<server path='/run/ptnetd/vm/vale0-a.sock'/>",
+            "<msi vectors='3' ioeventfd='on'/>",
+        ] {
+            assert!(x.contains(want), "{want} missing:\n{x}");
+        }
+        for not in ["qemu:commandline", "memoryBacking"] {
+            assert!(!x.contains(not), "{not} in:\n{x}");
+        }
+        let d = DomainArgs {
+            domain: Some("g".into()),
+            memory: 256,
+            vcpus: 1,
+            accel: "tcg".into(),
+            emulator: None,
+            kernel: Some("/k".into()),
+            initrd: None,
+            cmdline: None,
+            disk: None,
+            serial_log: None,
+            pci_slot: 0x1e,
+        };
+        let x = domain(&v, &args, &d);
+        assert!(x.starts_with("<domain type='qemu'>"), "{x}");
+        assert!(x.contains("    <shmem name='ptnet-vale0-a'>") && !x.contains("memoryBacking"));
     }
 
     #[test]
