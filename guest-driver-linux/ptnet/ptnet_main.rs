@@ -6,7 +6,9 @@
 //! *is* the host port's netmap memory, whose virtqueues are the rings' doorbells and
 //! interrupts, and whose CSB (in guest RAM, allocated here) carries the ring indices in
 //! both directions. This module binds such devices through the virtio core ([`virtio`]),
-//! maps region 0 write-back cached, and offers netmap's API on `/dev/netmap`
+//! or, on QEMUs without the virtio transport, through the stock `ivshmem-doorbell` device
+//! ([`ivshmem`], [`ivshmem_probe`]: SPEC §6, the CSB in the port's region, the doorbell for
+//! kicks), maps region 0 write-back cached, and offers netmap's API on `/dev/netmap`
 //! ([`netmap`]): netmap applications in the guest register the port by name (`ptnet0`,
 //! ...), `mmap` the region and use its rings in place; the driver's txsync/rxsync are the
 //! CSB protocol plus a kick, and `poll()` sleeps on the rings' interrupts.
@@ -40,6 +42,8 @@ use ptnet_spec::{
     ring::{KringIndices, RingError},
 };
 
+mod ivshmem;
+mod ivshmem_probe;
 mod miscdev;
 mod netdev;
 mod netmap;
@@ -118,8 +122,8 @@ pub(crate) struct PtnetDev {
     pub(crate) region: Arc<shm::Region>,
     csb: shm::Csb,
     rings: KVec<Ring>,
-    /// One virtqueue per ring (CSB order), each with EVENT_BUFS event buffers posted.
-    queues: virtio::EventQueues,
+    /// How the device is reached: its doorbells, and what recovery needs.
+    transport: Transport,
     /// Set once remove has started: no new sync, register or mmap.
     pub(crate) dead: AtomicBool,
     /// The network device for the kernel stack.
@@ -142,8 +146,6 @@ pub(crate) struct PtnetDev {
     /// Woken by RX-ring interrupts (and on removal).
     #[pin]
     pub(crate) rx_wait: PollCondVar,
-    /// The virtio device, for [`PtnetDev::recover`] (configuration space).
-    vdev: virtio::BoundDevice<PtnetDriver>,
     /// The device has no backend that knows this driver (it went away, or a new one has
     /// not started yet: SPEC §3.5): no ring, slot or CSB entry is touched until
     /// [`PtnetDev::recover`] has synchronised them with the new backend.
@@ -153,6 +155,29 @@ pub(crate) struct PtnetDev {
     /// Runs [`PtnetDev::recover`] in process context after a configuration interrupt.
     #[pin]
     recover_work: Work<PtnetDev>,
+}
+
+/// The transport a device came through (SPEC §3 or §6): the only part of the device data
+/// that differs between them.
+pub(crate) enum Transport {
+    /// The virtio transport.
+    Virtio {
+        /// One virtqueue per ring (CSB order), each with EVENT_BUFS event buffers posted.
+        queues: virtio::EventQueues,
+        /// The virtio device, for [`PtnetDev::recover`] (configuration space).
+        vdev: virtio::BoundDevice<PtnetDriver>,
+    },
+    /// QEMU's ivshmem-doorbell.
+    Ivshmem {
+        /// BAR 0: the doorbell.
+        regs: ivshmem::Regs,
+        /// The device's peer id (doorbell destination).
+        daemon_peer: u16,
+        /// The control vector (start and reset requests).
+        ctrl_vector: u16,
+        /// Offset of the guest's device block in region 0.
+        block: usize,
+    },
 }
 
 /// Why a sync did not happen.
@@ -199,6 +224,56 @@ fn read_back(kr: &mut KringIndices, ktoa: &CsbKtoa) {
 }
 
 impl PtnetDev {
+    /// Ring `k`'s interrupt (hard-IRQ context), whatever the transport: interrupts off
+    /// until someone sleeps again, NAPI or the sleepers woken.
+    fn ring_interrupt(&self, k: u32) {
+        let Some(r) = self.rings.get(k as usize) else {
+            return;
+        };
+        r.irqs.fetch_add(1, Ordering::Relaxed);
+        let (atok, _) = self.csb.entries(r.k);
+        atok.appl_disable_notifications();
+        if self.kernel_mode.load(Ordering::Acquire) {
+            if let Some(nd) = self.netdev.as_ref() {
+                nd.schedule_napi();
+            }
+        }
+        self.wait_for(r.dir).notify_all();
+    }
+
+    /// The last words of a removed device: its kicks, interrupts and recoveries, and its
+    /// offload counters when the rings carried the virtio-net header.
+    pub(crate) fn report_removed(&self, dev: &kernel::device::Device) {
+        let (mut kicks, mut irqs) = (0u64, 0u64);
+        for r in self.rings.iter() {
+            kicks += r.kicks.load(Ordering::Relaxed);
+            irqs += r.irqs.load(Ordering::Relaxed);
+        }
+        dev_info!(
+            dev,
+            "ptnet{} removed ({} kicks sent, {} interrupts taken, {} backend recoveries)\n",
+            self.unit,
+            kicks,
+            irqs,
+            self.recoveries.load(Ordering::Relaxed)
+        );
+        if self.vnet_hdr() {
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let s = &self.nic_stats;
+            dev_info!(
+                dev,
+                "ptnet{} offloads: tx {} TSO frames, {} partial checksums; rx {} GSO frames, {} partial and {} valid checksums, {} bad headers\n",
+                self.unit,
+                n(&s.tx_tso),
+                n(&s.tx_csum),
+                n(&s.rx_gso),
+                n(&s.rx_csum_partial),
+                n(&s.rx_csum_valid),
+                n(&s.rx_bad_hdr)
+            );
+        }
+    }
+
     /// Whether the kernel stack knows this device's interface as `name` (netmap looks ports
     /// up by interface name).
     pub(crate) fn ifname_is(&self, name: &[u8]) -> bool {
@@ -283,7 +358,12 @@ impl PtnetDev {
 
     /// Rings ring `r`'s doorbell.
     pub(crate) fn kick(&self, r: &Ring) {
-        self.queues.notify(r.k as usize);
+        match &self.transport {
+            Transport::Virtio { queues, .. } => queues.notify(r.k as usize),
+            Transport::Ivshmem {
+                regs, daemon_peer, ..
+            } => regs.doorbell(*daemon_peer, r.k as u16),
+        }
         r.kicks.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -402,7 +482,7 @@ fn read_config(dev: &Device) -> PtnetConfig {
 /// Checks the `netmap_if` at `nifp_offset` and every ring it points to, returning the ring
 /// headers' offsets in region 0 (CSB order).
 fn locate_rings(
-    dev: &Device,
+    dev: &kernel::device::Device,
     cfg: &PtnetConfig,
     region: &shm::Region,
 ) -> Result<(NetmapIf, KVec<usize>)> {
@@ -413,7 +493,7 @@ fn locate_rings(
     let if_end = nifp.checked_add(NETMAP_IF_RING_OFS).ok_or(EINVAL)?;
     if if_end > mem {
         dev_err!(
-            dev.as_dev(),
+            dev,
             "netmap_if at {:#x} outside the {:#x}-byte region\n",
             nifp,
             mem
@@ -433,7 +513,7 @@ fn locate_rings(
         || nif.ni_rx_rings != cfg.num_rx_rings
     {
         dev_err!(
-            dev.as_dev(),
+            dev,
             "netmap_if mismatch: version {} rings {}/{} (config {}/{})\n",
             nif.ni_version,
             nif.ni_tx_rings,
@@ -444,7 +524,7 @@ fn locate_rings(
         return Err(EINVAL);
     }
     dev_info!(
-        dev.as_dev(),
+        dev,
         "netmap_if '{}' version {} at {:#x}: {} TX + {} RX rings, {}/{} slots\n",
         name,
         nif.ni_version,
@@ -474,7 +554,7 @@ fn locate_rings(
             .and_then(|s| s.checked_add(at as usize))
             .ok_or(EINVAL)?;
         if at < 0 || at as usize % 8 != 0 || end > mem {
-            dev_err!(dev.as_dev(), "ring {} at {:#x} outside the region\n", k, at);
+            dev_err!(dev, "ring {} at {:#x} outside the region\n", k, at);
             return Err(EINVAL);
         }
         // The ring the device built and the geometry it announces must agree: a driver that
@@ -484,7 +564,7 @@ fn locate_rings(
             .ok_or(EINVAL)?;
         if built != slots {
             dev_err!(
-                dev.as_dev(),
+                dev,
                 "ring {} has {} slots, the device says {}\n",
                 k,
                 built,
@@ -611,7 +691,7 @@ fn wait_until_started(dev: &Device) -> Result<u16> {
 /// what the driver uses), takes each ring's indices from the CSB, and turns its interrupts
 /// off until someone sleeps on it.
 fn find_rings(
-    dev: &Device,
+    dev: &kernel::device::Device,
     cfg: &PtnetConfig,
     region: &Arc<shm::Region>,
     csb: &shm::Csb,
@@ -638,7 +718,7 @@ fn find_rings(
             .filter(|b| *b >= 0 && (*b as u64) < cfg.mem_size)
             .ok_or_else(|| {
                 dev_err!(
-                    dev.as_dev(),
+                    dev,
                     "ring {} buffers at {:#x} outside the region\n",
                     k,
                     buf_ofs
@@ -662,13 +742,9 @@ fn find_rings(
 }
 
 /// Buffers must hold a virtio-net header and an Ethernet frame's headers.
-fn check_buffers(dev: &Device, cfg: &PtnetConfig) -> Result {
+fn check_buffers(dev: &kernel::device::Device, cfg: &PtnetConfig) -> Result {
     if cfg.buf_size < 64 {
-        dev_err!(
-            dev.as_dev(),
-            "buffers of {} bytes are too small\n",
-            cfg.buf_size
-        );
+        dev_err!(dev, "buffers of {} bytes are too small\n", cfg.buf_size);
         return Err(EINVAL);
     }
     Ok(())
@@ -676,10 +752,14 @@ fn check_buffers(dev: &Device, cfg: &PtnetConfig) -> Result {
 
 /// Creates and registers the network interface (with the offloads when the rings carry the
 /// virtio-net header).
-fn register_netdev(dev: &Device, d: &Arc<PtnetDev>) -> Result {
+fn register_netdev(
+    dev: &kernel::device::Device,
+    parent: *mut kernel::bindings::device,
+    d: &Arc<PtnetDev>,
+) -> Result {
     // SAFETY: the device data outlives the net_device: it is unregistered in `remove` and
     // freed with the device data; the virtio device is its parent for as long.
-    let nd = unsafe { netdev::NetDev::new(&**d, dev.raw_dev(), d.cfg.mac, d.mtu_max()) };
+    let nd = unsafe { netdev::NetDev::new(&**d, parent, d.cfg.mac, d.mtu_max()) };
     let nd = nd.inspect(|nd| {
         if d.vnet_hdr() {
             nd.enable_offloads(d.tso_max_size());
@@ -688,15 +768,11 @@ fn register_netdev(dev: &Device, d: &Arc<PtnetDev>) -> Result {
     let nd = nd
         .and_then(|mut nd| nd.register().map(|()| nd))
         .inspect_err(|e| {
-            dev_err!(
-                dev.as_dev(),
-                "cannot register the network interface: {:?}\n",
-                e
-            );
+            dev_err!(dev, "cannot register the network interface: {:?}\n", e);
         })?;
     if d.vnet_hdr() {
         dev_info!(
-            dev.as_dev(),
+            dev,
             "ptnet{}: network interface {}, virtio-net header: checksum offload, TSO up to {} bytes\n",
             d.unit,
             nd.name(),
@@ -704,7 +780,7 @@ fn register_netdev(dev: &Device, d: &Arc<PtnetDev>) -> Result {
         );
     } else {
         dev_info!(
-            dev.as_dev(),
+            dev,
             "ptnet{}: network interface {}, no virtio-net header (no offloads)\n",
             d.unit,
             nd.name()
@@ -715,10 +791,10 @@ fn register_netdev(dev: &Device, d: &Arc<PtnetDev>) -> Result {
 }
 
 /// The probe's last line: what was bound.
-fn announce(dev: &Device, d: &PtnetDev) {
+fn announce(dev: &kernel::device::Device, d: &PtnetDev) {
     let cfg = &d.cfg;
     dev_info!(
-        dev.as_dev(),
+        dev,
         "ptnet{}: {} TX + {} RX rings, region {:#x} bytes at {:#x}, mem id {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\n",
         d.unit,
         cfg.num_tx_rings,
@@ -761,7 +837,7 @@ impl virtio::Driver for PtnetDriver {
         let region = map_region(dev, window, &cfg).map_err(undo)?;
         dev.ready();
         cfg.vnet_hdr_len = wait_until_started(dev).map_err(undo)?;
-        let (nif, rings) = find_rings(dev, &cfg, &region, &csb).map_err(undo)?;
+        let (nif, rings) = find_rings(dev.as_dev(), &cfg, &region, &csb).map_err(undo)?;
         // Interrupts taken before the driver data exists found no data and left their event
         // buffers completed: take them back and post them again.
         queues.replenish_all();
@@ -778,7 +854,10 @@ impl virtio::Driver for PtnetDriver {
                 region,
                 csb,
                 rings,
-                queues,
+                transport: Transport::Virtio {
+                    queues,
+                    vdev: virtio::BoundDevice::new(dev),
+                },
                 dead: AtomicBool::new(false),
                 netdev: SetOnce::new(),
                 mode_lock <- new_mutex!(()),
@@ -789,7 +868,6 @@ impl virtio::Driver for PtnetDriver {
                 ring_resets: AtomicU64::new(0),
                 tx_wait <- new_poll_condvar!("ptnet_tx"),
                 rx_wait <- new_poll_condvar!("ptnet_rx"),
-                vdev: virtio::BoundDevice::new(dev),
                 lost: AtomicBool::new(false),
                 recoveries: AtomicU64::new(0),
                 recover_work <- new_work!("ptnet_recover"),
@@ -800,12 +878,14 @@ impl virtio::Driver for PtnetDriver {
             netmap::release_unit(unit);
             undo(e)
         })?;
-        if let Err(e) = check_buffers(dev, &cfg).and_then(|()| register_netdev(dev, &dev_arc)) {
+        if let Err(e) = check_buffers(dev.as_dev(), &cfg)
+            .and_then(|()| register_netdev(dev.as_dev(), dev.raw_dev(), &dev_arc))
+        {
             netmap::release_unit(unit);
             return Err(undo(e));
         }
         netmap::publish(unit, &dev_arc);
-        announce(dev, &dev_arc);
+        announce(dev.as_dev(), &dev_arc);
         KBox::pin(PtnetDriver { dev: dev_arc }, GFP_KERNEL).map_err(|e| {
             netmap::unpublish(unit);
             undo(e.into())
@@ -827,53 +907,16 @@ impl virtio::Driver for PtnetDriver {
         d.quiesce();
         dev.reset();
         dev.del_vqs();
-        let (mut kicks, mut irqs) = (0u64, 0u64);
-        for r in d.rings.iter() {
-            kicks += r.kicks.load(Ordering::Relaxed);
-            irqs += r.irqs.load(Ordering::Relaxed);
-        }
-        dev_info!(
-            dev.as_dev(),
-            "ptnet{} removed ({} kicks sent, {} interrupts taken, {} backend recoveries)\n",
-            d.unit,
-            kicks,
-            irqs,
-            d.recoveries.load(Ordering::Relaxed)
-        );
-        if d.vnet_hdr() {
-            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            let s = &d.nic_stats;
-            dev_info!(
-                dev.as_dev(),
-                "ptnet{} offloads: tx {} TSO frames, {} partial checksums; rx {} GSO frames, {} partial and {} valid checksums, {} bad headers\n",
-                d.unit,
-                n(&s.tx_tso),
-                n(&s.tx_csum),
-                n(&s.rx_gso),
-                n(&s.rx_csum_partial),
-                n(&s.rx_csum_valid),
-                n(&s.rx_bad_hdr)
-            );
-        }
+        d.report_removed(dev.as_dev());
     }
 
     fn vq_interrupt(&self, irq: &virtio::QueueIrq<'_>) {
-        let index = irq.index();
         let d = &self.dev;
-        let Some(r) = d.rings.get(index as usize) else {
-            return;
-        };
-        r.irqs.fetch_add(1, Ordering::Relaxed);
         // Give the device its event buffers back (SPEC §3.3).
-        d.queues.replenish(irq);
-        let (atok, _) = d.csb.entries(r.k);
-        atok.appl_disable_notifications();
-        if d.kernel_mode.load(Ordering::Acquire) {
-            if let Some(nd) = d.netdev.as_ref() {
-                nd.schedule_napi();
-            }
+        if let Transport::Virtio { queues, .. } = &d.transport {
+            queues.replenish(irq);
         }
-        d.wait_for(r.dir).notify_all();
+        d.ring_interrupt(irq.index());
     }
 
     fn config_changed(&self) {
@@ -884,12 +927,14 @@ impl virtio::Driver for PtnetDriver {
 struct PtnetModule {
     _netmap: netmap::NetmapMisc,
     _driver: virtio::Registration<PtnetDriver>,
+    _ivshmem: ivshmem::Registration<ivshmem_probe::PtnetIvshmem>,
 }
 
 impl kernel::Module for PtnetModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let misc = netmap::NetmapMisc::register(module)?;
         let driver = virtio::Registration::<PtnetDriver>::new(c"ptnet", module)?;
+        let ivshmem = ivshmem::Registration::new(c"ptnet-ivshmem", module)?;
         pr_info!(
             "netmap API {} on /dev/netmap, up to {} devices\n",
             NETMAP_API,
@@ -898,6 +943,7 @@ impl kernel::Module for PtnetModule {
         Ok(PtnetModule {
             _netmap: misc,
             _driver: driver,
+            _ivshmem: ivshmem,
         })
     }
 }

@@ -80,9 +80,13 @@ impl PtnetDev {
         if self.dead.load(Ordering::Acquire) {
             return;
         }
+        // Only the virtio transport's backend can come back (SPEC §6.5).
+        let crate::Transport::Virtio { vdev, .. } = &self.transport else {
+            return;
+        };
         // SAFETY: this runs as `recover_work`, which remove cancels (waiting for a running
         // instance) before it returns; the device is bound until then.
-        let vdev = unsafe { self.vdev.get() };
+        let vdev = unsafe { vdev.get() };
         let _g = self.mode_lock.lock();
         let status = vdev.read_config_u16(STATUS_OFFSET);
         let was_lost = self.lost.load(Ordering::SeqCst);
@@ -208,7 +212,8 @@ impl PtnetDev {
         if c.vnet_hdr_len != o.vnet_hdr_len {
             return Err("virtio-net header length changed");
         }
-        let (nif, offs) = locate_rings(vdev, &c, &self.region).map_err(|_| "bad layout")?;
+        let (nif, offs) =
+            locate_rings(vdev.as_dev(), &c, &self.region).map_err(|_| "bad layout")?;
         if nif.ni_name != self.nif.ni_name {
             return Err("another netmap_if");
         }

@@ -23,8 +23,10 @@
 //!
 //! * [`Region`]: `base` is a `memremap` mapping of `len` bytes, inside the device's
 //!   shared-memory window, live until the `Region` is dropped.
-//! * [`Csb`]: its allocation holds the atok array, then the ktoa array, of `num_rings` 64-byte
-//!   entries each (`num_rings > 0`), 64-byte aligned (page aligned), zeroed when allocated.
+//! * [`Csb`]: its memory holds an atok array and a ktoa array of `num_rings` 64-byte entries
+//!   each (`num_rings > 0`), 64-byte aligned: one page-aligned allocation (virtio: the atok
+//!   array, then the ktoa array, zeroed when allocated), or two ranges checked to lie inside a
+//!   region it keeps mapped (ivshmem).
 //! * [`RingHandle`]: its header (8-byte aligned) and its `num_slots > 0` slots lie inside its
 //!   region, which it keeps mapped (an [`Arc`]). Its kring copy is reached only through a
 //!   [`KringGuard`], and one exists only while it holds the ring's `busy` flag.
@@ -46,6 +48,7 @@ use core::{
 use kernel::{bindings, error::to_result, mm::virt::VmaNew, prelude::*, sync::Arc};
 use ptnet_spec::{
     csb::{CsbAtok, CsbKtoa, CSB_ENTRY_SIZE},
+    ivshmem::{IvshmemDir, IvshmemHeader},
     netmap::{NetmapIf, NetmapRing, NetmapSlot, NETMAP_RING_SLOTS_OFS},
     ring::KringIndices,
 };
@@ -68,6 +71,11 @@ unsafe impl Plain for i64 {}
 // SAFETY: a byte array and `u32`s, `repr(C)` without padding (ptnet-spec lays it out for
 // netmap's ABI: 56 bytes).
 unsafe impl Plain for NetmapIf {}
+// SAFETY: integers, `repr(C)` without padding (ptnet-spec asserts its 32-byte layout).
+unsafe impl Plain for IvshmemDir {}
+// SAFETY: integers and a `PtnetConfig` (integers and a byte array), `repr(C)` without padding
+// (ptnet-spec asserts the 96- and 64-byte layouts).
+unsafe impl Plain for IvshmemHeader {}
 
 /// Region 0 mapped write-back for the driver; unmapped on drop.
 pub(crate) struct Region {
@@ -202,10 +210,24 @@ impl Drop for Region {
     }
 }
 
+/// Where a CSB lives.
+enum CsbMem {
+    /// The virtio transport: guest memory the driver allocated, the atok array then the ktoa
+    /// array.
+    Coherent(virtio::Coherent),
+    /// The ivshmem transport: the device block in region 0 (SPEC §6.1), the arrays at the
+    /// offsets the device gave, kept mapped by the `Arc`.
+    InRegion {
+        region: Arc<Region>,
+        atok: usize,
+        ktoa: usize,
+    },
+}
+
 /// The CSB: per ring an atok entry (the driver writes it) and a ktoa entry (the device
 /// writes it), in memory the device can address.
 pub(crate) struct Csb {
-    mem: virtio::Coherent,
+    mem: CsbMem,
     num_rings: u32,
 }
 
@@ -220,19 +242,57 @@ impl Csb {
         }
         let array = num_rings as usize * CSB_ENTRY_SIZE as usize;
         Ok(Csb {
-            mem: dev.alloc_coherent(2 * array)?,
+            mem: CsbMem::Coherent(dev.alloc_coherent(2 * array)?),
             num_rings,
         })
     }
 
-    /// The device address of the atok array.
-    pub(crate) fn atok_addr(&self) -> u64 {
-        self.mem.dma_addr()
+    /// The CSB the device keeps in region 0: `num_rings` atok entries at byte `atok`, as many
+    /// ktoa entries at `ktoa`. `EINVAL` unless both arrays lie inside the mapping, 64-byte
+    /// aligned, and `num_rings > 0`.
+    pub(crate) fn in_region(
+        region: &Arc<Region>,
+        atok: u64,
+        ktoa: u64,
+        num_rings: u32,
+    ) -> Result<Self> {
+        let len = num_rings as usize * CSB_ENTRY_SIZE as usize;
+        let fits = |o: u64| {
+            usize::try_from(o).ok().filter(|o| {
+                o % CSB_ENTRY_SIZE as usize == 0
+                    && o.checked_add(len).is_some_and(|e| e <= region.len)
+            })
+        };
+        match (fits(atok), fits(ktoa)) {
+            (Some(atok), Some(ktoa)) if num_rings > 0 => Ok(Csb {
+                mem: CsbMem::InRegion {
+                    region: region.clone(),
+                    atok,
+                    ktoa,
+                },
+                num_rings,
+            }),
+            _ => Err(EINVAL),
+        }
     }
 
-    /// The device address of the ktoa array.
+    /// The device address of the atok array (virtio transport; 0 on ivshmem, where the
+    /// device chose it).
+    pub(crate) fn atok_addr(&self) -> u64 {
+        match &self.mem {
+            CsbMem::Coherent(m) => m.dma_addr(),
+            CsbMem::InRegion { .. } => 0,
+        }
+    }
+
+    /// The device address of the ktoa array (virtio transport; 0 on ivshmem).
     pub(crate) fn ktoa_addr(&self) -> u64 {
-        self.mem.dma_addr() + u64::from(self.num_rings) * u64::from(CSB_ENTRY_SIZE)
+        match &self.mem {
+            CsbMem::Coherent(m) => {
+                m.dma_addr() + u64::from(self.num_rings) * u64::from(CSB_ENTRY_SIZE)
+            }
+            CsbMem::InRegion { .. } => 0,
+        }
     }
 
     /// The entries of ring `k` (CSB order: TX rings, then RX rings), `k` taken modulo the
@@ -241,16 +301,28 @@ impl Csb {
         let entry = CSB_ENTRY_SIZE as usize;
         // PANIC: `num_rings > 0` (type invariant), so `%` cannot divide by zero.
         let k = (k % self.num_rings) as usize;
-        let ktoa_off = self.num_rings as usize * entry;
-        // SAFETY: the allocation holds two arrays of `num_rings` 64-byte entries, 64-byte
-        // aligned (type invariant), and `k < num_rings`; both entry types are 64-byte structs
-        // of atomics only, valid for any bit pattern, so references to them are sound however
-        // the device writes them; the allocation lives as long as `self`.
+        let (atok, ktoa) = match &self.mem {
+            CsbMem::Coherent(m) => {
+                let base = m.cpu_addr();
+                // SAFETY: the allocation holds two arrays of `num_rings` entries (type
+                // invariant): both offsets are inside it.
+                unsafe { (base, base.add(self.num_rings as usize * entry)) }
+            }
+            // SAFETY: `in_region` checked that both arrays lie inside the mapping.
+            CsbMem::InRegion { region, atok, ktoa } => unsafe {
+                let base = region.base.as_ptr();
+                (base.add(*atok), base.add(*ktoa))
+            },
+        };
+        // SAFETY: each array holds `num_rings` 64-byte entries, 64-byte aligned (type
+        // invariant; a region mapping is page aligned), and `k < num_rings`; both entry types
+        // are 64-byte structs of atomics only, valid for any bit pattern, so references to
+        // them are sound however the device (or, on ivshmem, a guest application mapping
+        // region 0) writes them; the memory lives as long as `self`.
         unsafe {
-            let base = self.mem.cpu_addr();
             (
-                &*base.add(k * entry).cast::<CsbAtok>(),
-                &*base.add(ktoa_off + k * entry).cast::<CsbKtoa>(),
+                &*atok.add(k * entry).cast::<CsbAtok>(),
+                &*ktoa.add(k * entry).cast::<CsbKtoa>(),
             )
         }
     }

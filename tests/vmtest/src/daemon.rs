@@ -208,8 +208,27 @@ impl Ptnetd {
         socket: &Path,
         trusted: bool,
     ) -> Result<Vec<String>, DaemonError> {
+        self.serve_vm_over(port, socket, trusted, "vhost-user")
+    }
+
+    /// [`Ptnetd::serve_vm`] over `transport` (`vhost-user`, or `ivshmem`: QEMU's stock
+    /// `ivshmem-doorbell`, no shared guest RAM needed).
+    pub fn serve_vm_over(
+        &self,
+        port: &str,
+        socket: &Path,
+        trusted: bool,
+        transport: &str,
+    ) -> Result<Vec<String>, DaemonError> {
         let sock = self.vm_socket(socket)?;
-        let mut args = vec!["serve-vm", port, "--socket", &sock];
+        let mut args = vec![
+            "serve-vm",
+            port,
+            "--socket",
+            &sock,
+            "--transport",
+            transport,
+        ];
         if trusted {
             args.push("--trusted");
         }

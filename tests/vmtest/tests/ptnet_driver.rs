@@ -197,11 +197,30 @@ const FRAMES: u32 = 1000;
 /// RX ring's vector is non-zero).
 #[test]
 fn guest_and_host_client_exchange_frames_over_vale0() {
+    guest_and_host_client("ptnet_host", None);
+}
+
+/// Issue 12: the same on Debian's stock QEMU over the ivshmem transport (the doorbell's
+/// ioeventfd for kicks, the guest's MSI-X vectors for interrupts).
+#[test]
+fn guest_and_host_client_on_stock_qemu_over_ivshmem() {
+    let stock = stock_qemu();
+    guest_and_host_client("ivs_host", Some(&stock));
+}
+
+/// [`guest_and_host_client_exchange_frames_over_vale0`], on the stock QEMU `stock` over
+/// ivshmem when given.
+fn guest_and_host_client(test: &str, stock: Option<&std::path::Path>) {
     let inp = inputs();
-    let dir = work_dir("ptnet_host");
+    let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let transport = if stock.is_some() {
+        "ivshmem"
+    } else {
+        "vhost-user"
+    };
     let args = d
-        .serve_vm("vale0:g1", &dir.join("g1.sock"), false)
+        .serve_vm_over("vale0:g1", &dir.join("g1.sock"), false, transport)
         .expect("serve vale0:g1 to a VM");
     let n = FRAMES.to_string();
     // Host sink first: it announces its MAC, so the guest's frames are not flooded.
@@ -217,7 +236,7 @@ fn guest_and_host_client_exchange_frames_over_vale0() {
          test \"$irqs\" -gt 0\n\
          rmmod ptnet\n"
     );
-    let mut vm = start_guest(&inp, &dir, "g1", args, script);
+    let mut vm = start_guest_on(&inp, &dir, "g1", args, script, stock);
     let host_rx = wait_ok("host ptnet-pktgen rx", sink);
     eprintln!("host rx: {}", host_rx.trim());
     vm.wait_for_console("guest-rx-ready", Duration::from_secs(120))
@@ -262,14 +281,24 @@ fn guest_and_host_client_exchange_frames_over_vale0() {
 /// application (`nm-tx-rx`, built against the generated header only) tx → rx. Each phase
 /// boots the receiver first and starts the sender once the receiver's driver is up.
 fn two_guests(test: &str, a: &str, b: &str, trusted: bool) {
+    two_guests_on(test, a, b, trusted, None);
+}
+
+/// [`two_guests`], on Debian's stock QEMU `stock` over the ivshmem transport when given.
+fn two_guests_on(test: &str, a: &str, b: &str, trusted: bool, stock: Option<&std::path::Path>) {
     let inp = inputs();
     let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let transport = if stock.is_some() {
+        "ivshmem"
+    } else {
+        "vhost-user"
+    };
     let args_a = d
-        .serve_vm(a, &dir.join("a.sock"), trusted)
+        .serve_vm_over(a, &dir.join("a.sock"), trusted, transport)
         .expect("serve port a");
     let args_b = d
-        .serve_vm(b, &dir.join("b.sock"), trusted)
+        .serve_vm_over(b, &dir.join("b.sock"), trusted, transport)
         .expect("serve port b");
     let n = FRAMES;
     let phases = [
@@ -291,11 +320,11 @@ fn two_guests(test: &str, a: &str, b: &str, trusted: bool) {
             "insmod /modules/ptnet.ko vnet_hdr=0\necho receiver-ready\n{rx}\nrmmod ptnet\n"
         );
         let tx_script = format!("insmod /modules/ptnet.ko vnet_hdr=0\n{tx}\nrmmod ptnet\n");
-        let mut rx_vm = start_guest(&inp, &dir, &rx_name, args_b.clone(), rx_script);
+        let mut rx_vm = start_guest_on(&inp, &dir, &rx_name, args_b.clone(), rx_script, stock);
         rx_vm
             .wait_for_console("receiver-ready", Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
-        let tx_vm = start_guest(&inp, &dir, &tx_name, args_a.clone(), tx_script);
+        let tx_vm = start_guest_on(&inp, &dir, &tx_name, args_a.clone(), tx_script, stock);
         let tx_out = finish(tx_vm, &dir, &tx_name);
         let rx_out = finish(rx_vm, &dir, &rx_name);
         for (name, o) in [(&tx_name, &tx_out), (&rx_name, &rx_out)] {
@@ -324,6 +353,38 @@ fn two_guests_over_vale0_untrusted() {
 #[test]
 fn two_guests_over_a_pipe_trusted() {
     two_guests("ptnet_pipe", "pipe0{1", "pipe0}1", true);
+}
+
+/// Debian's stock QEMU binary, checked to be Debian's.
+fn stock_qemu() -> std::path::PathBuf {
+    let stock = required_path(
+        "PTNET_STOCK_QEMU",
+        "Debian's stock qemu-system-x86_64 (ci/prereqs.sh qemu)",
+    );
+    let version = std::process::Command::new(&stock)
+        .arg("--version")
+        .output()
+        .expect("stock QEMU --version");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    eprintln!("stock QEMU: {}", version.lines().next().unwrap_or_default());
+    assert!(version.contains("Debian"), "not Debian's QEMU: {version}");
+    stock
+}
+
+/// Issue 12: ptnet guests on Debian's **stock** QEMU (no patch), through `ivshmem-doorbell`
+/// with `ptnetd` as its ivshmem server: two guests over vale0, netmap pktgen and a C netmap
+/// program, exact counts.
+#[test]
+fn two_guests_over_vale0_on_stock_qemu_over_ivshmem() {
+    let stock = stock_qemu();
+    two_guests_on("ivs_vale", "vale0:ia", "vale0:ib", false, Some(&stock));
+}
+
+/// Issue 12: the same on the two ends of a pipe (trusted: both guests map one region).
+#[test]
+fn two_guests_over_a_pipe_on_stock_qemu_over_ivshmem() {
+    let stock = stock_qemu();
+    two_guests_on("ivs_pipe", "pipe1{1", "pipe1}1", true, Some(&stock));
 }
 
 /// Issue 15: a netmap application as it is, on the driver as it loads by default (the
@@ -383,7 +444,8 @@ fn nm_tx_rx_by_interface_name_with_the_header_between_two_guests() {
 fn nic_up(addr: &str, params: &str) -> String {
     format!(
         "insmod /modules/ptnet.ko {params}\n\
-         dev=$(basename $(ls -d /sys/bus/virtio/drivers/ptnet/virtio*/net/* | head -n1))\n\
+         dev=$(basename $(ls -d /sys/bus/virtio/drivers/ptnet/virtio*/net/* \
+         /sys/bus/pci/drivers/ptnet-ivshmem/*/net/* 2>/dev/null | head -n1))\n\
          echo \"interface $dev\"\n\
          ip link set \"$dev\" up\n\
          ip addr add {addr}/24 dev \"$dev\"\n"
@@ -473,6 +535,36 @@ fn kernel_stack_ping_and_tcp_between_two_guests() {
     assert!(cli[2] > 0, "the receiver got no GSO frame: {cli:?}");
     assert_eq!((srv[5], cli[5]), (0, 0), "bad headers");
     assert!(tx_bytes_per_frame(&d, "vale0:sa") > 1514);
+}
+
+/// Issue 12: the kernel stack over the ivshmem transport on Debian's stock QEMU: ping and a
+/// TCP transfer with matching SHA-256 between two guests, the virtio-net header (offloads)
+/// on as the driver loads by default.
+#[test]
+fn kernel_stack_between_two_guests_on_stock_qemu_over_ivshmem() {
+    let stock = stock_qemu();
+    let dir = work_dir("ivs_stack_daemon");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let serve = |port: &str, sock: &str| {
+        d.serve_vm_over(port, &dir.join(sock), false, "ivshmem")
+            .expect("serve over ivshmem")
+    };
+    let guest = |args, addr| Guest {
+        qemu: Some(stock.clone()),
+        ..ptnet_guest(args, addr, "")
+    };
+    let t = ping_and_tcp(
+        "ivs_stack",
+        guest(serve("vale0:sa", "a.sock"), "10.0.0.1"),
+        guest(serve("vale0:sb", "b.sock"), "10.0.0.2"),
+    );
+    let srv = offloads(&t.server);
+    assert!(srv[0] > 0, "the sender used no TSO: {srv:?}");
+    for p in ["vale0:sa", "vale0:sb"] {
+        let e = d.vm_entry(p).expect("vm entry");
+        assert_eq!(e["transport"], "ivshmem", "{e}");
+        assert_eq!(e["starts"], 1, "{e}");
+    }
 }
 
 /// The same without the header (`vnet_hdr=0` on both): every frame fits an MTU and every
