@@ -5,7 +5,9 @@
 
 # guests_prepare: prerequisites, the guest kernel, the patched QEMU, the ptnet driver, the
 # static guest tools and the release host binaries. Sets GUEST_KDIR, GUEST_QEMU, GUEST_KO,
-# GUEST_PKTGEN, HOST_BIN.
+# GUEST_PKTGEN, HOST_BIN. A GUEST_QEMU set beforehand is used as it is; with
+# GUEST_TRANSPORT=ivshmem (ptnet devices on QEMU's stock ivshmem-doorbell) Debian's own
+# qemu-system-x86_64 is, and the patched build is skipped.
 guests_prepare() {
     need_root "booting guests"
     "$PTNET_ROOT/ci/prereqs.sh" base guest-toolchain qemu
@@ -13,8 +15,16 @@ guests_prepare() {
     command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
     log "guest kernel (cached after the first build)"
     GUEST_KDIR=$("$PTNET_ROOT/vm-images/build-kernel.sh")
-    log "patched QEMU (cached after the first build)"
-    GUEST_QEMU=$("$PTNET_ROOT/qemu-patches/build-qemu.sh")
+    if [ -n "${GUEST_QEMU:-}" ]; then
+        [ -x "$GUEST_QEMU" ] || die "QEMU $GUEST_QEMU is not an executable"
+        log "QEMU: $GUEST_QEMU (given)"
+    elif [ "${GUEST_TRANSPORT:-vhost-user}" = ivshmem ]; then
+        GUEST_QEMU=$(command -v qemu-system-x86_64) || die "no qemu-system-x86_64 (ci/prereqs.sh qemu)"
+        log "QEMU: Debian's stock $GUEST_QEMU (ivshmem transport: no patched build needed)"
+    else
+        log "patched QEMU (cached after the first build)"
+        GUEST_QEMU=$("$PTNET_ROOT/qemu-patches/build-qemu.sh")
+    fi
     log "the ptnet guest driver"
     GUEST_KO=$("$PTNET_ROOT/guest-driver-linux/build-module.sh" "$PTNET_ROOT/guest-driver-linux/ptnet" \
         "$GUEST_KDIR" | grep '/ptnet\.ko$') || die "building guest-driver-linux/ptnet produced no ptnet.ko"
