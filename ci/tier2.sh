@@ -13,6 +13,10 @@ ensure_cargo
 # dpdk: dpdk-testpmd is the virtio-user client of tests/host/tests/virtio_net.rs; qemu:
 # Debian's stock QEMU takes the ivshmem transport in tests/host/tests/ivshmem.rs.
 ci/prereqs.sh base dpdk prometheus qemu
+# Debian unstable's QEMU in a minimal unstable chroot (cached): the ivshmem transport is
+# checked on both stock binaries.
+PTNET_UNSTABLE_QEMU=$(vm-images/unstable-qemu.sh)
+export PTNET_UNSTABLE_QEMU
 
 # Runs a cargo test command; fails if it ran no test at all (a tier must never go empty).
 run_tests() {

@@ -74,6 +74,11 @@ PTNET_INITRAMFS_SCRIPT="$PTNET_ROOT/vm-images/build-initramfs.sh"
 # Debian's own QEMU (ci/prereqs.sh qemu), for the virtio-net guests that need no patch.
 PTNET_STOCK_QEMU=$(command -v qemu-system-x86_64) || die "no stock qemu-system-x86_64"
 export PTNET_STOCK_QEMU
+# Debian unstable's QEMU (11.1 or newer), run in a minimal unstable chroot (cached), for the
+# ptnet guests on the ivshmem transport.
+step "Debian unstable's stock QEMU in its chroot (vm-images/unstable-qemu.sh)"
+PTNET_UNSTABLE_QEMU=$(vm-images/unstable-qemu.sh)
+export PTNET_UNSTABLE_QEMU
 export PTNET_HOSTILE_DEVICE PTNET_KERNEL_DIR PTNET_HELLO_KO PTNET_PTNET_KO PTNET_BIN_DIR PTNET_INITRAMFS_SCRIPT \
     PTNET_GUEST_PKTGEN PTNET_GUEST_NM_TX_RX PTNET_GUEST_NM_HOSTILE
 log "PTNET_KERNEL_DIR=$PTNET_KERNEL_DIR"

@@ -124,11 +124,11 @@ struct Qemu {
 }
 
 impl Qemu {
-    fn start(dir: &Path, args: &[String]) -> Self {
+    fn start(qemu: &Path, dir: &Path, args: &[String]) -> Self {
         let qmp = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&qmp);
         let log = std::fs::File::create(dir.join("qemu.log")).unwrap();
-        let child = Command::new("qemu-system-x86_64")
+        let child = Command::new(qemu)
             .args([
                 "-machine", "pc", "-accel", "tcg", "-cpu", "qemu64", "-m", "128",
             ])
@@ -139,7 +139,7 @@ impl Qemu {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("qemu-system-x86_64 (ci/prereqs.sh qemu installs Debian's)");
+            .unwrap_or_else(|e| panic!("{}: {e}", qemu.display()));
         let deadline = Instant::now() + T;
         let s = loop {
             match UnixStream::connect(&qmp) {
@@ -202,14 +202,33 @@ impl Drop for Qemu {
     }
 }
 
-/// Debian's own QEMU binary (bookworm-backports' 10.0, unmodified) realizes the
-/// `ivshmem-doorbell` device on the daemon's ivshmem server: it takes the set-up, BAR 2 is a
-/// power of two, and reading guest-physical memory at BAR 2 (where the firmware placed it)
-/// shows the port's region: the directory in its last page and the guest's device block.
-/// The doorbell and MSI-X paths on this binary need a guest driver (issue 12's tier 3).
+/// Debian's stock QEMU binaries: bookworm-backports' on the host, and unstable's in its
+/// chroot (`PTNET_UNSTABLE_QEMU`, printed by `vm-images/unstable-qemu.sh`, which
+/// `ci/tier2.sh` runs).
+fn stock_qemus() -> Vec<PathBuf> {
+    let unstable = std::env::var_os("PTNET_UNSTABLE_QEMU").unwrap_or_else(|| {
+        panic!(
+            "PTNET_UNSTABLE_QEMU is not set: run vm-images/unstable-qemu.sh (root) and export \
+             the path it prints (ci/tier2.sh does)"
+        )
+    });
+    vec![PathBuf::from("qemu-system-x86_64"), PathBuf::from(unstable)]
+}
+
+/// Debian's own QEMU binaries (bookworm-backports' 10.0 and unstable's 11.1, unmodified)
+/// realize the `ivshmem-doorbell` device on the daemon's ivshmem server: each takes the
+/// set-up, BAR 2 is a power of two, and reading guest-physical memory at BAR 2 (where the
+/// firmware placed it) shows the port's region: the directory in its last page and the
+/// guest's device block. The doorbell and MSI-X paths are the guests' (tier 3).
 #[test]
 fn stock_qemu_maps_the_ports_region_as_the_ivshmem_bar() {
-    let d = Daemon::start("ivshmem-qemu");
+    for (i, qemu) in stock_qemus().iter().enumerate() {
+        stock_qemu_maps_the_region(qemu, &format!("ivshmem-qemu{i}"));
+    }
+}
+
+fn stock_qemu_maps_the_region(qemu: &Path, name: &str) {
+    let d = Daemon::start(name);
     let (ok, out) = d.ctl(&["serve-vm", "vale0:vm", "--transport", "ivshmem"]);
     assert!(ok, "{out}");
     let (ok, out) = d.ctl(&["--json", "qemu-args", "vale0:vm"]);
@@ -222,7 +241,7 @@ fn stock_qemu_maps_the_ports_region_as_the_ivshmem_bar() {
         .map(|a| a.as_str().unwrap().to_owned())
         .collect();
     assert!(v["memory"].as_array().is_some_and(Vec::is_empty), "{out}");
-    let mut q = Qemu::start(&d.dir, &args);
+    let mut q = Qemu::start(qemu, &d.dir, &args);
     let e = d.port("vale0:vm").and_then(|p| p.vm).unwrap();
     assert_eq!(
         e.connections, 1,

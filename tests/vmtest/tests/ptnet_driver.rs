@@ -204,8 +204,9 @@ fn guest_and_host_client_exchange_frames_over_vale0() {
 /// ioeventfd for kicks, the guest's MSI-X vectors for interrupts).
 #[test]
 fn guest_and_host_client_on_stock_qemu_over_ivshmem() {
-    let stock = stock_qemu();
-    guest_and_host_client("ivs_host", Some(&stock));
+    for (name, stock) in stock_qemus() {
+        guest_and_host_client(&format!("ivs_host_{name}"), Some(&stock));
+    }
 }
 
 /// [`guest_and_host_client_exchange_frames_over_vale0`], on the stock QEMU `stock` over
@@ -355,36 +356,56 @@ fn two_guests_over_a_pipe_trusted() {
     two_guests("ptnet_pipe", "pipe0{1", "pipe0}1", true);
 }
 
-/// Debian's stock QEMU binary, checked to be Debian's.
-fn stock_qemu() -> std::path::PathBuf {
-    let stock = required_path(
-        "PTNET_STOCK_QEMU",
-        "Debian's stock qemu-system-x86_64 (ci/prereqs.sh qemu)",
-    );
-    let version = std::process::Command::new(&stock)
-        .arg("--version")
-        .output()
-        .expect("stock QEMU --version");
-    let version = String::from_utf8_lossy(&version.stdout).into_owned();
-    eprintln!("stock QEMU: {}", version.lines().next().unwrap_or_default());
-    assert!(version.contains("Debian"), "not Debian's QEMU: {version}");
-    stock
+/// Debian's stock QEMU binaries, each checked to be Debian's, with a short name for work
+/// directories: bookworm-backports' on the host (`PTNET_STOCK_QEMU`) and unstable's in its
+/// chroot (`PTNET_UNSTABLE_QEMU`, `vm-images/unstable-qemu.sh`).
+fn stock_qemus() -> [(&'static str, std::path::PathBuf); 2] {
+    let check = |q: std::path::PathBuf| {
+        let version = std::process::Command::new(&q)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --version: {e}", q.display()));
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        eprintln!("stock QEMU: {}", version.lines().next().unwrap_or_default());
+        assert!(version.contains("Debian"), "not Debian's QEMU: {version}");
+        q
+    };
+    [
+        (
+            "bpo",
+            check(required_path(
+                "PTNET_STOCK_QEMU",
+                "Debian's stock qemu-system-x86_64 (ci/prereqs.sh qemu)",
+            )),
+        ),
+        (
+            "sid",
+            check(required_path(
+                "PTNET_UNSTABLE_QEMU",
+                "Debian unstable's qemu-system-x86_64 in its chroot (vm-images/unstable-qemu.sh)",
+            )),
+        ),
+    ]
 }
 
-/// Issue 12: ptnet guests on Debian's **stock** QEMU (no patch), through `ivshmem-doorbell`
-/// with `ptnetd` as its ivshmem server: two guests over vale0, netmap pktgen and a C netmap
-/// program, exact counts.
+/// Issue 12: ptnet guests on Debian's **stock** QEMU (no patch: bookworm-backports' 10.0 and
+/// unstable's 11.1), through `ivshmem-doorbell` with `ptnetd` as its ivshmem server: two
+/// guests over vale0, netmap pktgen and a C netmap program, exact counts.
 #[test]
 fn two_guests_over_vale0_on_stock_qemu_over_ivshmem() {
-    let stock = stock_qemu();
-    two_guests_on("ivs_vale", "vale0:ia", "vale0:ib", false, Some(&stock));
+    for (name, stock) in stock_qemus() {
+        let test = format!("ivs_vale_{name}");
+        two_guests_on(&test, "vale0:ia", "vale0:ib", false, Some(&stock));
+    }
 }
 
 /// Issue 12: the same on the two ends of a pipe (trusted: both guests map one region).
 #[test]
 fn two_guests_over_a_pipe_on_stock_qemu_over_ivshmem() {
-    let stock = stock_qemu();
-    two_guests_on("ivs_pipe", "pipe1{1", "pipe1}1", true, Some(&stock));
+    for (name, stock) in stock_qemus() {
+        let test = format!("ivs_pipe_{name}");
+        two_guests_on(&test, "pipe1{1", "pipe1}1", true, Some(&stock));
+    }
 }
 
 /// Issue 15: a netmap application as it is, on the driver as it loads by default (the
@@ -542,8 +563,14 @@ fn kernel_stack_ping_and_tcp_between_two_guests() {
 /// on as the driver loads by default.
 #[test]
 fn kernel_stack_between_two_guests_on_stock_qemu_over_ivshmem() {
-    let stock = stock_qemu();
-    let dir = work_dir("ivs_stack_daemon");
+    for (name, stock) in stock_qemus() {
+        kernel_stack_on_ivshmem(name, stock);
+    }
+}
+
+/// [`kernel_stack_between_two_guests_on_stock_qemu_over_ivshmem`] on one stock QEMU.
+fn kernel_stack_on_ivshmem(name: &str, stock: std::path::PathBuf) {
+    let dir = work_dir(&format!("ivs_stack_daemon_{name}"));
     let d = Ptnetd::start(&dir).expect("start ptnetd");
     let serve = |port: &str, sock: &str| {
         d.serve_vm_over(port, &dir.join(sock), false, "ivshmem")
@@ -554,7 +581,7 @@ fn kernel_stack_between_two_guests_on_stock_qemu_over_ivshmem() {
         ..ptnet_guest(args, addr, "")
     };
     let t = ping_and_tcp(
-        "ivs_stack",
+        &format!("ivs_stack_{name}"),
         guest(serve("vale0:sa", "a.sock"), "10.0.0.1"),
         guest(serve("vale0:sb", "b.sock"), "10.0.0.2"),
     );
