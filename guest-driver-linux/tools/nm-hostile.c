@@ -7,6 +7,7 @@
  *
  *   nm-hostile PORT [-n ROUNDS] [-s SEED]
  *   nm-hostile PORT -v [-n FRAMES] [-s SEED]
+ *   nm-hostile --ivshmem [-n ROUNDS] [-s SEED]
  *
  * For ROUNDS rounds (default 20000) it picks one of: random head/cur/tail on a random ring;
  * random buf_idx/len/flags (NS_MOREFRAG included) on random slots; random bytes over a
@@ -24,6 +25,9 @@
  * types valid and not, GSO sizes, checksum offsets inside, at and beyond the frame), which
  * the switch carries unchanged to receivers with the header: their drivers must refuse or
  * survive every one. Prints "nm-hostile: N frames behind garbage headers".
+ *
+ * With --ivshmem it is a hostile guest at the device level instead (root, no driver bound):
+ * see ivshmem_garbage().
  */
 
 #include <sys/ioctl.h>
@@ -261,6 +265,137 @@ vnet_garbage(const char *port, unsigned long frames)
 	return (0);
 }
 
+/*
+ * The hostile guest of the ivshmem transport (SPEC §6), as root in the guest with no driver
+ * bound: finds QEMU's ivshmem-doorbell device (1af4:1110), enables it, maps its register
+ * BAR and BAR 2 through sysfs, and for ROUNDS rounds rings the doorbell with random values
+ * (bogus peers and vectors included), rings the device's own vectors (kicks and the control
+ * vector) with random start and reset requests in the block, and writes random bytes over
+ * its device block (header and CSB) and the directory. The device must refuse or survive
+ * all of it, and serve the next VM normally. Prints "nm-hostile: ivshmem peer P, N rounds,
+ * D doorbells".
+ */
+static int
+sysfs_write(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY);
+
+	if (fd < 0)
+		return (-1);
+	if (write(fd, value, strlen(value)) < 0) {
+		close(fd);
+		return (-1);
+	}
+	return (close(fd));
+}
+
+static int
+read_hex(const char *path, unsigned long *v)
+{
+	char buf[32];
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return (-1);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return (-1);
+	buf[n] = 0;
+	*v = strtoul(buf, NULL, 16);
+	return (0);
+}
+
+static int
+ivshmem_garbage(unsigned long rounds)
+{
+	char dev[256], path[320];
+	struct ptnet_ivshmem_dir dir;
+	struct ptnet_ivshmem_header hdr;
+	unsigned long vendor, device, r, bells = 0;
+	volatile uint32_t *regs;
+	volatile uint8_t *bar2;
+	uint64_t block;
+	off_t size;
+	int i, fd;
+
+	dev[0] = 0;
+	for (i = 0; i < 32 && !dev[0]; i++) {
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/0000:00:%02x.0/vendor", i);
+		if (read_hex(path, &vendor) != 0 || vendor != PTNET_PCI_VENDOR_ID_IVSHMEM)
+			continue;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/0000:00:%02x.0/device", i);
+		if (read_hex(path, &device) == 0 && device == PTNET_PCI_DEVICE_ID_IVSHMEM)
+			snprintf(dev, sizeof(dev), "/sys/bus/pci/devices/0000:00:%02x.0", i);
+	}
+	if (!dev[0]) {
+		fprintf(stderr, "nm-hostile: no ivshmem device on bus 0\n");
+		return (2);
+	}
+	snprintf(path, sizeof(path), "%s/enable", dev);
+	if (sysfs_write(path, "1") != 0)
+		die("enable the device");
+	snprintf(path, sizeof(path), "%s/resource0", dev);
+	if ((fd = open(path, O_RDWR | O_SYNC)) < 0)
+		die("open resource0");
+	regs = mmap(NULL, 256, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (regs == MAP_FAILED)
+		die("mmap resource0");
+	snprintf(path, sizeof(path), "%s/resource2", dev);
+	if ((fd = open(path, O_RDWR | O_SYNC)) < 0)
+		die("open resource2");
+	size = lseek(fd, 0, SEEK_END);
+	bar2 = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (size < 8192 || bar2 == MAP_FAILED)
+		die("mmap resource2");
+	memcpy(&dir, (const void *)(bar2 + size - PTNET_IVSHMEM_DIR_SIZE), sizeof(dir));
+	if (dir.signature != PTNET_IVSHMEM_DIR_SIGNATURE || regs[2] == 0 ||
+	    regs[2] > dir.num_blocks) {
+		fprintf(stderr, "nm-hostile: no ptnet directory for peer %u\n", regs[2]);
+		return (2);
+	}
+	block = dir.blocks_offset + (uint64_t)(regs[2] - 1) * dir.block_size;
+	memcpy(&hdr, (const void *)(bar2 + block), sizeof(hdr));
+	printf("nm-hostile: ivshmem peer %u, block at %#llx, %u vectors\n", regs[2],
+	    (unsigned long long)block, hdr.num_vectors);
+	for (r = 0; r < rounds; r++) {
+		uint64_t x = rnd();
+		uint32_t v = (uint32_t)(x >> 32);
+
+		switch (x % 6) {
+		case 0:	/* anyone, any vector */
+			regs[PTNET_IVSHMEM_REG_DOORBELL / 4] = v;
+			bells++;
+			break;
+		case 1:	/* the daemon, any vector (kicks, control, beyond) */
+			regs[PTNET_IVSHMEM_REG_DOORBELL / 4] =
+			    (uint32_t)hdr.daemon_peer << 16 | (v & 0xff);
+			bells++;
+			break;
+		case 2:	/* a start (features offered or not) or a reset, then the control vector */
+			*(volatile uint32_t *)(bar2 + block + 20) = (x & 8) ? v & 3 : v;
+			*(volatile uint32_t *)(bar2 + block + 24) = v & 1;
+			regs[PTNET_IVSHMEM_REG_DOORBELL / 4] =
+			    (uint32_t)hdr.daemon_peer << 16 | hdr.ctrl_vector;
+			bells++;
+			break;
+		case 3:	/* the header page */
+			bar2[block + v % PTNET_IVSHMEM_HDR_SIZE] = (uint8_t)x;
+			break;
+		case 4:	/* the CSB */
+			bar2[block + PTNET_IVSHMEM_HDR_SIZE +
+			    v % (dir.block_size - PTNET_IVSHMEM_HDR_SIZE)] = (uint8_t)x;
+			break;
+		default:	/* the directory */
+			bar2[size - PTNET_IVSHMEM_DIR_SIZE + v % PTNET_IVSHMEM_DIR_SIZE] = (uint8_t)x;
+			break;
+		}
+	}
+	printf("nm-hostile: ivshmem peer %u, %lu rounds, %lu doorbells\n", regs[2], rounds, bells);
+	return (0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -276,6 +411,18 @@ main(int argc, char **argv)
 	if (argc < 2)
 		goto usage;
 	port = argv[1];
+	if (strcmp(port, "--ivshmem") == 0) {
+		optind = 2;
+		while ((c = getopt(argc, argv, "n:s:")) != -1) {
+			if (c == 'n')
+				rounds = strtoul(optarg, NULL, 0);
+			else if (c == 's')
+				rng_state = strtoull(optarg, NULL, 0) | 1;
+			else
+				goto usage;
+		}
+		return (ivshmem_garbage(rounds));
+	}
 	if (strncmp(port, "netmap:", 7) == 0)
 		port += 7;
 	optind = 2;
@@ -394,6 +541,7 @@ main(int argc, char **argv)
 	close(fd);
 	return (accepted == 0 ? 0 : 1);
 usage:
-	fprintf(stderr, "usage: nm-hostile PORT [-v] [-n ROUNDS] [-s SEED]\n");
+	fprintf(stderr, "usage: nm-hostile PORT [-v] [-n ROUNDS] [-s SEED]\n"
+	    "       nm-hostile --ivshmem [-n ROUNDS] [-s SEED]\n");
 	return (2);
 }

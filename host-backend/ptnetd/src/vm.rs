@@ -314,7 +314,7 @@ pub(crate) fn vm_entry(st: &State, port: &str) -> Option<VmEntry> {
                 refused: s.refused,
                 running: s.running,
                 mem_ready: s.running,
-                irqs: 0,
+                irqs: s.irqs,
                 bad_chains: 0,
                 vnet_hdr_len,
                 mac: None,

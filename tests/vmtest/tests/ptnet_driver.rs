@@ -209,6 +209,91 @@ fn guest_and_host_client_on_stock_qemu_over_ivshmem() {
     }
 }
 
+/// Issue 12: a hostile guest on the ivshmem transport (root, no driver: `nm-hostile
+/// --ivshmem` maps the device's BARs through sysfs) storms the doorbell with bogus peers and
+/// vectors and the daemon's own vectors with random start and reset requests, and writes
+/// garbage over its device block, its CSB and the directory, while two host clients exchange
+/// frames across the same switch: they lose none, the daemon lives, and the port serves the
+/// next VM (a guest with the driver, exact counts to a host client).
+#[test]
+fn a_hostile_guest_on_ivshmem_breaks_only_its_own_port() {
+    let inp = inputs();
+    let (_, stock) = stock_qemus()[0].clone();
+    let dir = work_dir("ivs_hostile");
+    let d = Ptnetd::start(&dir).expect("start ptnetd");
+    // Locked to its device's MAC: whatever garbage its rings carry out is dropped at the
+    // switch instead of reaching the host clients' checkers.
+    d.ctl(&[
+        "serve-vm",
+        "vale0:evil",
+        "--socket",
+        "evil.sock",
+        "--transport",
+        "ivshmem",
+        "--mac-lock",
+    ])
+    .expect("serve vale0:evil over ivshmem");
+    let args = d.qemu_args("vale0:evil").expect("qemu-args");
+    // Host traffic first, then the attack while it flows.
+    let n = "20000";
+    let sink = host_sink(&d, "vale0:h1", n, "120");
+    // The sender starts once the sink is attached (and has announced its MAC).
+    let t = std::time::Instant::now();
+    while d.port_stats("vale0:h1").is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the host sink never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let src = d
+        .pktgen(&[
+            "tx", "-i", "vale0:h2", "-n", n, "-R", "2000", "-q", "--json",
+        ])
+        .expect("host tx");
+    let script = "nm-hostile --ivshmem -n 1000000 -s 7\n".to_owned();
+    let vm = start_guest_on(&inp, &dir, "evil", args.clone(), script, Some(&stock));
+    let out = finish(vm, &dir, "evil");
+    if let Err(e) = out.check() {
+        panic!("hostile guest: {e}\n--- ptnetd log ---\n{}", d.log());
+    }
+    let want = "nm-hostile: ivshmem peer 1, 1000000 rounds";
+    assert!(out.console.contains(want), "no {want:?}:\n{}", out.console);
+    wait_ok("host ptnet-pktgen tx", src);
+    let rx = wait_ok("host ptnet-pktgen rx (no loss expected)", sink);
+    eprintln!("host rx during the attack: {}", rx.trim());
+    let e = d.vm_entry("vale0:evil").expect("the daemon answers");
+    eprintln!("vale0:evil after the attack: {e}");
+
+    // The next VM on the same port: the driver binds, frames reach a host client.
+    let fresh = d
+        .pktgen(&[
+            "rx",
+            "-i",
+            "vale0:h3",
+            "-n",
+            "1000",
+            "--expect-no-loss",
+            "-q",
+            "--json",
+            "-d",
+            "120",
+        ])
+        .expect("host rx");
+    let script = "insmod /modules/ptnet.ko vnet_hdr=0\n\
+                  mac=$(cat /sys/bus/pci/drivers/ptnet-ivshmem/*/net/*/address)\n\
+                  ptnet-pktgen tx -i netmap:ptnet0 --src-mac $mac -n 1000 -R 20000 -q --json\n\
+                  rmmod ptnet\n"
+        .to_owned();
+    let vm = start_guest_on(&inp, &dir, "next", args, script, Some(&stock));
+    let out = finish(vm, &dir, "next");
+    if let Err(e) = out.check() {
+        panic!("the next guest: {e}\n--- ptnetd log ---\n{}", d.log());
+    }
+    wait_ok("host ptnet-pktgen rx of the next guest's frames", fresh);
+}
+
 /// [`guest_and_host_client_exchange_frames_over_vale0`], on the stock QEMU `stock` over
 /// ivshmem when given.
 fn guest_and_host_client(test: &str, stock: Option<&std::path::Path>) {
@@ -275,6 +360,11 @@ fn guest_and_host_client(test: &str, stock: Option<&std::path::Path>) {
     );
     assert_eq!(stats["tx_packets"].as_u64(), Some(FRAMES as u64), "{stats}");
     assert_eq!(stats["rx_packets"].as_u64(), Some(FRAMES as u64), "{stats}");
+    let vm = d.vm_entry("vale0:g1").expect("vm entry");
+    assert!(
+        vm["irqs"].as_u64().unwrap_or(0) > 0,
+        "the device counted no interrupt: {vm}"
+    );
 }
 
 /// Two guests exchange frames through ports `a` and `b` (served with `trusted`): first

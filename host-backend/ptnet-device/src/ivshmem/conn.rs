@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
 use ptnet_datapath::kloop::{self, KloopHandle, Mode};
-use ptnet_datapath::kring::ClientBinding;
+use ptnet_datapath::kring::{ClientBinding, Interrupt};
 use ptnet_datapath::mem::{IvshmemBlock, Region};
 use ptnet_datapath::peer::{self, PeerEventFd};
 use ptnet_datapath::port::SyncPort;
@@ -57,6 +57,21 @@ fn send(sock: &UnixStream, value: i64, fd: Option<RawFd>) -> io::Result<()> {
     Ok(())
 }
 
+/// A ring's interrupt toward the guest: its MSI-X vector's eventfd, counted.
+#[derive(Debug)]
+struct GuestIrq {
+    fd: PeerEventFd,
+    stats: Arc<IvshmemStats>,
+}
+
+impl Interrupt for GuestIrq {
+    #[inline]
+    fn raise(&self) {
+        self.stats.irqs.fetch_add(1, Ordering::Relaxed);
+        self.fd.signal();
+    }
+}
+
 /// What a connection's device is made of.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnOptions {
@@ -81,11 +96,14 @@ pub struct Conn {
     /// The daemon's control vector.
     ctrl: EventFd,
     /// The guest's vectors: one interrupt per ring.
-    irqs: Vec<Arc<PeerEventFd>>,
+    irqs: Vec<Arc<GuestIrq>>,
     /// The guest's configuration-change vector.
     config_irq: PeerEventFd,
     running: Option<KloopHandle>,
     generation: u32,
+    /// Start requests refused on this connection (their warnings are rate-limited: a guest
+    /// ringing the control vector in a loop must not flood the daemon's log).
+    refusals: u64,
     stats: Arc<IvshmemStats>,
 }
 
@@ -107,7 +125,14 @@ impl Conn {
         let new_fd = || EventFd::new(EFD_NONBLOCK);
         let kicks = (0..nrings).map(|_| new_fd()).collect::<io::Result<_>>()?;
         let irqs = (0..nrings)
-            .map(|_| new_fd().map(|e| Arc::new(PeerEventFd::new(e))))
+            .map(|_| {
+                new_fd().map(|e| {
+                    Arc::new(GuestIrq {
+                        fd: PeerEventFd::new(e),
+                        stats: Arc::clone(&stats),
+                    })
+                })
+            })
             .collect::<io::Result<_>>()?;
         let conn = Conn {
             port,
@@ -121,6 +146,7 @@ impl Conn {
             config_irq: PeerEventFd::new(new_fd()?),
             running: None,
             generation: 0,
+            refusals: 0,
             stats,
         };
         conn.fill_block();
@@ -186,7 +212,7 @@ impl Conn {
         for k in self.kicks.iter().chain(std::iter::once(&self.ctrl)) {
             send(sock, i64::from(DAEMON_PEER), Some(k.as_raw_fd()))?;
         }
-        let own = self.irqs.iter().map(|i| i.eventfd());
+        let own = self.irqs.iter().map(|i| i.fd.eventfd());
         for i in own.chain(std::iter::once(self.config_irq.eventfd())) {
             send(sock, i64::from(self.block.peer_id), Some(i.as_raw_fd()))?;
         }
@@ -211,7 +237,15 @@ impl Conn {
             (true, false) => {
                 if let Err(why) = self.start() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("{}: ivshmem device not started: {why}", self.port.name());
+                    self.refusals += 1;
+                    let n = self.refusals;
+                    if n <= 3 || n.is_power_of_two() {
+                        log::warn!(
+                            "{}: ivshmem device not started: {why} ({n} refused on this \
+                             connection)",
+                            self.port.name()
+                        );
+                    }
                 }
             }
             (false, true) => self.stop("the driver reset it"),

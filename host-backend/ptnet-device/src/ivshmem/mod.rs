@@ -43,6 +43,8 @@ pub struct IvshmemStats {
     pub stops: AtomicU64,
     /// Start requests refused, and QEMUs turned away while another was connected.
     pub refused: AtomicU64,
+    /// Interrupts raised to the guest (ring vectors).
+    pub irqs: AtomicU64,
     /// Whether the device runs now.
     pub running: AtomicBool,
     /// Whether the running device carries the virtio-net header.
@@ -60,6 +62,8 @@ pub struct IvshmemSnapshot {
     pub stops: u64,
     /// Start requests refused and QEMUs turned away.
     pub refused: u64,
+    /// Interrupts raised to the guest (ring vectors).
+    pub irqs: u64,
     /// Whether the device runs now.
     pub running: bool,
     /// Whether the running device carries the virtio-net header.
@@ -74,6 +78,7 @@ impl IvshmemStats {
             starts: self.starts.load(Ordering::Relaxed),
             stops: self.stops.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            irqs: self.irqs.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
             vnet_hdr: self.vnet_hdr.load(Ordering::Relaxed),
         }
