@@ -755,11 +755,28 @@ fn kernel_stack_across_the_header_mismatch_path() {
 /// reload the port carries traffic again in both directions.
 #[test]
 fn module_reload_under_traffic() {
+    reload_under_traffic("ptnet_reload", None);
+}
+
+/// Issue 12: the same on the ivshmem transport, Debian's stock QEMU.
+#[test]
+fn module_reload_under_traffic_on_stock_qemu_over_ivshmem() {
+    let (_, stock) = stock_qemus()[0].clone();
+    reload_under_traffic("ivs_reload", Some(&stock));
+}
+
+/// [`module_reload_under_traffic`] on the stock QEMU `stock` over ivshmem when given.
+fn reload_under_traffic(test: &str, stock: Option<&std::path::Path>) {
     let inp = inputs();
-    let dir = work_dir("ptnet_reload");
+    let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
+    let transport = if stock.is_some() {
+        "ivshmem"
+    } else {
+        "vhost-user"
+    };
     let args = d
-        .serve_vm("vale0:g1", &dir.join("g1.sock"), false)
+        .serve_vm_over("vale0:g1", &dir.join("g1.sock"), false, transport)
         .expect("serve vale0:g1 to a VM");
     // The guest first makes vale0 learn the MAC its receiver will use, so that the host's
     // stream is not flooded to h2 (guests do not announce themselves).
@@ -780,7 +797,7 @@ fn module_reload_under_traffic() {
          ptnet-pktgen tx -i netmap:ptnet0 -n 1000 -R 20000 -q --json\n\
          rmmod ptnet\n"
         .to_owned();
-    let mut vm = start_guest(&inp, &dir, "g1", args, script);
+    let mut vm = start_guest_on(&inp, &dir, "g1", args, script, stock);
     vm.wait_for_console("announced", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
     // Host → guest from now on, through the rest of the test.
@@ -833,8 +850,13 @@ fn module_reload_under_traffic() {
         "the guest did not receive 2000 frames after the reload:\n{}",
         outcome.console
     );
-    let starts = log.matches("vale0:g1: ptnet device started").count();
-    let stops = log.matches("vale0:g1: ptnet device stopped").count();
+    let kind = if stock.is_some() { "ivshmem" } else { "ptnet" };
+    let starts = log
+        .matches(&format!("vale0:g1: {kind} device started"))
+        .count();
+    let stops = log
+        .matches(&format!("vale0:g1: {kind} device stopped"))
+        .count();
     assert!(
         starts >= 2 && stops >= 2,
         "expected two starts and two stops of the device, got {starts}/{stops}:\n{log}"
@@ -848,13 +870,31 @@ fn module_reload_under_traffic() {
 /// reordered, as in netmap: only the counts and payloads are checked).
 #[test]
 fn two_rings_and_two_open_files_at_once() {
+    two_rings("ptnet_multi", None);
+}
+
+/// Issue 12: the same on the ivshmem transport, Debian's stock QEMU (a vector per ring).
+#[test]
+fn two_rings_and_two_open_files_on_stock_qemu_over_ivshmem() {
+    let (_, stock) = stock_qemus()[0].clone();
+    two_rings("ivs_multi", Some(&stock));
+}
+
+/// [`two_rings_and_two_open_files_at_once`] on the stock QEMU `stock` over ivshmem when
+/// given.
+fn two_rings(test: &str, stock: Option<&std::path::Path>) {
     let inp = inputs();
-    let dir = work_dir("ptnet_multi");
+    let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
     d.ctl(&["create-port", "vale0:m", "--rings", "2"])
         .expect("create a 2-ring port");
+    let transport = if stock.is_some() {
+        "ivshmem"
+    } else {
+        "vhost-user"
+    };
     let args = d
-        .serve_vm("vale0:m", &dir.join("m.sock"), false)
+        .serve_vm_over("vale0:m", &dir.join("m.sock"), false, transport)
         .expect("serve vale0:m to a VM");
     let n = FRAMES.to_string();
     let script = format!(
@@ -871,7 +911,7 @@ fn two_rings_and_two_open_files_at_once() {
          wait $rx\n\
          rmmod ptnet\n"
     );
-    let mut vm = start_guest(&inp, &dir, "g1", args, script);
+    let mut vm = start_guest_on(&inp, &dir, "g1", args, script, stock);
     // The sink attaches after the guest's announcement (which floods) and before its traffic.
     vm.wait_for_console("announced", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}\n--- ptnetd log ---\n{}", d.log()));
