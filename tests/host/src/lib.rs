@@ -14,6 +14,13 @@ pub fn frame(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -
     len as u16
 }
 
+/// Whether `buf` carries [`frame`]'s ethertype (0x88b5). Other frames on the same switch
+/// (the namespaces' paced flood uses 0x88b6; ARP, IPv6 neighbour discovery) are not the
+/// test's: a receiver skips them instead of counting them.
+pub fn ours(buf: &[u8]) -> bool {
+    buf.len() >= 14 && buf[12..14] == [0x88, 0xb5]
+}
+
 /// The sequence number of a frame written by [`frame`], if its payload is intact.
 pub fn check(buf: &[u8]) -> Option<u64> {
     if buf.len() < 22 {
