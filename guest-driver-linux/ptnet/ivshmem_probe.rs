@@ -8,16 +8,14 @@
 //! transport: an ivshmem device without a ptnet directory is not ours.
 
 use crate::{
-    announce, check_buffers, find_rings, ivshmem, module_parameters, netmap, nic, ptnet_names,
+    announce, check_buffers, find_rings, ivshmem, module_parameters, netmap, ptnet_names,
     register_netdev, shm, PtnetDev, Transport, MAX_DEVICES,
 };
-use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{fence, Ordering};
 use kernel::{
-    new_mutex, new_poll_condvar,
     prelude::*,
-    sync::{Arc, SetOnce},
+    sync::Arc,
     time::{delay::fsleep, Delta},
-    workqueue::new_work,
 };
 use ptnet_spec::{
     device::{PTNET_F_STATUS, PTNET_F_VNET_HDR, PTNET_S_MEM_READY, PTNET_VNET_HDR_LEN},
@@ -236,33 +234,20 @@ fn probe_enabled(dev: &ivshmem::Device) -> Result<Pin<KBox<PtnetIvshmem>>> {
         e
     };
     let dev_arc: Arc<PtnetDev> = Arc::pin_init(
-        try_pin_init!(PtnetDev {
+        PtnetDev::new(
             unit,
             cfg,
             nif,
             region,
             csb,
             rings,
-            transport: Transport::Ivshmem {
+            Transport::Ivshmem {
                 regs,
                 daemon_peer: hdr.daemon_peer,
                 ctrl_vector: hdr.ctrl_vector,
                 block,
             },
-            dead: AtomicBool::new(false),
-            netdev: SetOnce::new(),
-            mode_lock <- new_mutex!(()),
-            nic_up: AtomicBool::new(false),
-            netmap_users: AtomicU32::new(0),
-            kernel_mode: AtomicBool::new(false),
-            nic_stats: nic::NicStats::default(),
-            ring_resets: AtomicU64::new(0),
-            tx_wait <- new_poll_condvar!("ptnet_tx"),
-            rx_wait <- new_poll_condvar!("ptnet_rx"),
-            lost: AtomicBool::new(false),
-            recoveries: AtomicU64::new(0),
-            recover_work <- new_work!("ptnet_recover"),
-        }),
+        ),
         GFP_KERNEL,
     )
     .map_err(fail)?;

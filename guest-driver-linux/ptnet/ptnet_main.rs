@@ -224,6 +224,41 @@ fn read_back(kr: &mut KringIndices, ktoa: &CsbKtoa) {
 }
 
 impl PtnetDev {
+    /// The device data of a probe that found everything (`transport` says how it came).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        unit: usize,
+        cfg: PtnetConfig,
+        nif: NetmapIf,
+        region: Arc<shm::Region>,
+        csb: shm::Csb,
+        rings: KVec<Ring>,
+        transport: Transport,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(PtnetDev {
+            unit,
+            cfg,
+            nif,
+            region,
+            csb,
+            rings,
+            transport,
+            dead: AtomicBool::new(false),
+            netdev: SetOnce::new(),
+            mode_lock <- new_mutex!(()),
+            nic_up: AtomicBool::new(false),
+            netmap_users: AtomicU32::new(0),
+            kernel_mode: AtomicBool::new(false),
+            nic_stats: nic::NicStats::default(),
+            ring_resets: AtomicU64::new(0),
+            tx_wait <- new_poll_condvar!("ptnet_tx"),
+            rx_wait <- new_poll_condvar!("ptnet_rx"),
+            lost: AtomicBool::new(false),
+            recoveries: AtomicU64::new(0),
+            recover_work <- new_work!("ptnet_recover"),
+        })
+    }
+
     /// Ring `k`'s interrupt (hard-IRQ context), whatever the transport: interrupts off
     /// until someone sleeps again, NAPI or the sleepers woken.
     fn ring_interrupt(&self, k: u32) {
@@ -847,31 +882,18 @@ impl virtio::Driver for PtnetDriver {
             undo(EBUSY)
         })?;
         let dev_arc: Arc<PtnetDev> = Arc::pin_init(
-            try_pin_init!(PtnetDev {
+            PtnetDev::new(
                 unit,
                 cfg,
                 nif,
                 region,
                 csb,
                 rings,
-                transport: Transport::Virtio {
+                Transport::Virtio {
                     queues,
                     vdev: virtio::BoundDevice::new(dev),
                 },
-                dead: AtomicBool::new(false),
-                netdev: SetOnce::new(),
-                mode_lock <- new_mutex!(()),
-                nic_up: AtomicBool::new(false),
-                netmap_users: AtomicU32::new(0),
-                kernel_mode: AtomicBool::new(false),
-                nic_stats: nic::NicStats::default(),
-                ring_resets: AtomicU64::new(0),
-                tx_wait <- new_poll_condvar!("ptnet_tx"),
-                rx_wait <- new_poll_condvar!("ptnet_rx"),
-                lost: AtomicBool::new(false),
-                recoveries: AtomicU64::new(0),
-                recover_work <- new_work!("ptnet_recover"),
-            }),
+            ),
             GFP_KERNEL,
         )
         .map_err(|e| {

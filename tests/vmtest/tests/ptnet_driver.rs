@@ -300,11 +300,7 @@ fn guest_and_host_client(test: &str, stock: Option<&std::path::Path>) {
     let inp = inputs();
     let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
-    let transport = if stock.is_some() {
-        "ivshmem"
-    } else {
-        "vhost-user"
-    };
+    let transport = transport_for(stock);
     let args = d
         .serve_vm_over("vale0:g1", &dir.join("g1.sock"), false, transport)
         .expect("serve vale0:g1 to a VM");
@@ -380,11 +376,7 @@ fn two_guests_on(test: &str, a: &str, b: &str, trusted: bool, stock: Option<&std
     let inp = inputs();
     let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
-    let transport = if stock.is_some() {
-        "ivshmem"
-    } else {
-        "vhost-user"
-    };
+    let transport = transport_for(stock);
     let args_a = d
         .serve_vm_over(a, &dir.join("a.sock"), trusted, transport)
         .expect("serve port a");
@@ -444,6 +436,16 @@ fn two_guests_over_vale0_untrusted() {
 #[test]
 fn two_guests_over_a_pipe_trusted() {
     two_guests("ptnet_pipe", "pipe0{1", "pipe0}1", true);
+}
+
+/// The transport a test's ports are served over: ivshmem when it runs on a stock QEMU
+/// (`stock`), vhost-user on the patched one.
+fn transport_for(stock: Option<&std::path::Path>) -> &'static str {
+    if stock.is_some() {
+        "ivshmem"
+    } else {
+        "vhost-user"
+    }
 }
 
 /// Debian's stock QEMU binaries, each checked to be Debian's, with a short name for work
@@ -770,11 +772,7 @@ fn reload_under_traffic(test: &str, stock: Option<&std::path::Path>) {
     let inp = inputs();
     let dir = work_dir(test);
     let d = Ptnetd::start(&dir).expect("start ptnetd");
-    let transport = if stock.is_some() {
-        "ivshmem"
-    } else {
-        "vhost-user"
-    };
+    let transport = transport_for(stock);
     let args = d
         .serve_vm_over("vale0:g1", &dir.join("g1.sock"), false, transport)
         .expect("serve vale0:g1 to a VM");
@@ -888,11 +886,7 @@ fn two_rings(test: &str, stock: Option<&std::path::Path>) {
     let d = Ptnetd::start(&dir).expect("start ptnetd");
     d.ctl(&["create-port", "vale0:m", "--rings", "2"])
         .expect("create a 2-ring port");
-    let transport = if stock.is_some() {
-        "ivshmem"
-    } else {
-        "vhost-user"
-    };
+    let transport = transport_for(stock);
     let args = d
         .serve_vm_over("vale0:m", &dir.join("m.sock"), false, transport)
         .expect("serve vale0:m to a VM");
